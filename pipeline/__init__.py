@@ -1,0 +1,1 @@
+"""The runnable product: CLI verbs, PipelineOptions and wiring of the `transforms` plugin."""

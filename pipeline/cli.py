@@ -1,0 +1,73 @@
+"""`synthcap VERB ...`: the command line. User errors print one line and exit 2; Beam flags pass through."""
+from __future__ import annotations
+
+import logging
+import sys
+
+from pipeline.options import UserError, unknown_flags
+
+USAGE = """usage: synthcap VERB [options] [beam pipeline flags]
+
+verbs:
+  curate   --input GLOB [GLOB ...] --output OUT     read, clean and account for crawl shards
+  sample   --output DIR                             write the embedded sample crawl (WARC + WET)
+  demo     [--output OUT]                           sample + curate on the DirectRunner
+"""
+
+
+def _curate(argv):
+    from pipeline import curate
+
+    summary = curate.run(argv)
+    print(f"curated {summary['documents_out']} of {summary['records_read']} records; "
+          f"dropped {summary['dropped']}; dead letters {summary['dead_letters']}")
+
+
+def _sample(argv):
+    from pipeline import sample
+
+    out = _flag(argv, "--output") or "sample_crawl"
+    paths = sample.write_sample(out)
+    print(f"wrote {len(paths)} sample shards to {out}")
+
+
+def _demo(argv):
+    from pipeline import demo
+
+    demo.run(_flag(argv, "--output") or "out/demo")
+
+
+def _flag(argv: list[str], name: str) -> str | None:
+    for i, a in enumerate(argv):
+        if a == name and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith(name + "="):
+            return a.split("=", 1)[1]
+    return None
+
+
+VERBS = {"curate": _curate, "sample": _sample, "demo": _demo}
+PIPELINE_VERBS = {"curate"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in VERBS:
+        print(USAGE, file=sys.stderr)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    verb, rest = argv[0], argv[1:]
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if verb in PIPELINE_VERBS:
+            bad = unknown_flags(rest)
+            if bad:
+                raise UserError(f"unknown flag(s) for {verb}: {' '.join(bad)}")
+        VERBS[verb](rest)
+    except UserError as e:
+        print(f"synthcap {verb}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,11 @@
+"""synthcap's Beam transforms: the plugin. `pipeline/` composes these; nothing here imports `pipeline`."""
+from transforms.accounting import DEAD_LETTER_REASONS, DROP_REASONS, DeadLetter, Dropped, Summarize, reconcile
+from transforms.document import SCHEMA, Document, from_dolma, from_table, to_dolma, to_table
+from transforms.io.read import ReadCrawl
+from transforms.io.write import WriteDocuments, WriteJsonRecords, WriteSharded
+
+__all__ = [
+    "DEAD_LETTER_REASONS", "DROP_REASONS", "DeadLetter", "Dropped", "Summarize", "reconcile",
+    "SCHEMA", "Document", "from_dolma", "from_table", "to_dolma", "to_table",
+    "ReadCrawl", "WriteDocuments", "WriteJsonRecords", "WriteSharded",
+]

@@ -1,0 +1,186 @@
+"""Where every record ends: drop reasons, dead letters, Beam counters and the reconciling summary.
+
+A record read ends in exactly one of: the documents output, a named drop reason, or a dead letter. The vocabulary
+below is closed: counters, `summary.json` and the README all use these names.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Iterable
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+NAMESPACE = "synthcap"
+
+# Records deliberately not kept, and why.
+DROP_REASONS = {
+    "record_type_skipped": "WARC record that carries no page text (warcinfo, request, metadata, revisit, resource)",
+    "http_not_ok": "HTTP response whose status is not 2xx (redirects, errors)",
+    "non_text_content": "HTTP payload whose Content-Type is not HTML or plain text",
+    "binary_content": "payload that claims to be text but is binary (NUL or control bytes)",
+    "empty_text": "no text left after extraction and whitespace stripping",
+    "too_large": "payload or text over --max_document_bytes",
+    "duplicate_exact": "same normalised text as an earlier-captured document",
+    "duplicate_near": "MinHash-LSH near-duplicate of an earlier-captured document",
+    "duplicate_indexed": "duplicate of a document in the refresh index",
+    "excluded_opt_out": "page reserves text-and-data mining or declares noai",
+    "excluded_filter": "excluded by the mix config (language, domain, length)",
+    "over_ceiling": "not selected: including it would break the synthetic ceiling or the budget",
+}
+
+# Records that could not be read, decoded or parsed.
+DEAD_LETTER_REASONS = {
+    "gzip_error": "corrupt gzip member (bad CRC, invalid deflate data)",
+    "truncated": "input ends inside a gzip member or WARC record",
+    "warc_header_error": "missing or invalid WARC header",
+    "http_error": "HTTP response block that cannot be parsed or decoded",
+    "decode_error": "text that is not valid UTF-8 where UTF-8 is required",
+    "json_error": "malformed JSON line",
+    "schema_error": "record or file without the required fields (e.g. Parquet without a string `text` column)",
+    "read_error": "file that cannot be opened or read",
+    "extract_error": "HTML text extraction failed",
+    "score_error": "the detector failed on this document",
+}
+
+DROPPED = "dropped"
+DEAD_LETTERS = "dead_letters"
+DOCUMENTS = "documents"
+
+
+@dataclass(frozen=True)
+class Dropped:
+    id: str
+    reason: str
+    source: str
+    offset: int
+    detail: str = ""
+
+    def __post_init__(self):
+        if self.reason not in DROP_REASONS:
+            raise ValueError(f"unknown drop reason {self.reason!r}")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    source: str
+    offset: int
+    reason: str
+    error_type: str
+    message: str
+    stage: str
+
+    def __post_init__(self):
+        if self.reason not in DEAD_LETTER_REASONS:
+            raise ValueError(f"unknown dead-letter reason {self.reason!r}")
+
+    @classmethod
+    def of(cls, source: str, offset: int, reason: str, exc: BaseException | str, stage: str) -> "DeadLetter":
+        if isinstance(exc, BaseException):
+            return cls(source, offset, reason, type(exc).__name__, str(exc)[:500], stage)
+        return cls(source, offset, reason, reason, exc[:500], stage)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False, sort_keys=True)
+
+
+_counters: dict[str, object] = {}
+
+
+def count(name: str, n: int = 1) -> None:
+    """Increment the Beam counter synthcap/<name>; counter objects are cached per process."""
+    c = _counters.get(name)
+    if c is None:
+        c = _counters[name] = Metrics.counter(NAMESPACE, name)
+    c.inc(n)
+
+
+def drop(doc_id: str, reason: str, source: str, offset: int, detail: str = "") -> beam.pvalue.TaggedOutput:
+    count(f"dropped_{reason}")
+    return beam.pvalue.TaggedOutput(DROPPED, Dropped(doc_id, reason, source, offset, detail))
+
+
+def dead_letter(source: str, offset: int, reason: str, exc, stage: str) -> beam.pvalue.TaggedOutput:
+    count(f"dead_letter_{reason}")
+    return beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter.of(source, offset, reason, exc, stage))
+
+
+class _CountByKey(beam.CombineFn):
+    """Sums (key, n) pairs into one sorted dict; a tiny accumulator, safe to combine anywhere."""
+
+    def create_accumulator(self):
+        return {}
+
+    def add_input(self, acc, kv):
+        k, n = kv
+        acc[k] = acc.get(k, 0) + n
+        return acc
+
+    def merge_accumulators(self, accs: Iterable[dict]):
+        out: dict = {}
+        for a in accs:
+            for k, n in a.items():
+                out[k] = out.get(k, 0) + n
+        return out
+
+    def extract_output(self, acc):
+        return dict(sorted(acc.items()))
+
+
+class Tally(beam.PTransform):
+    """Counts a PCollection under `key_fn(element)` into one dict (a singleton PCollection)."""
+
+    def __init__(self, key_fn):
+        super().__init__()
+        self._key_fn = key_fn
+
+    def expand(self, pcoll):
+        key_fn = self._key_fn
+        return pcoll | "Key" >> beam.Map(lambda e: (key_fn(e), 1)) | "Sum" >> beam.CombineGlobally(_CountByKey())
+
+
+def reconcile(summary: dict) -> list[str]:
+    """The accounting identity; returns the problems (empty when the books balance)."""
+    read = summary["records_read"]
+    out = summary["documents_out"]
+    dropped = sum(summary["dropped"].values())
+    dead = sum(summary["dead_letters"].values())
+    if read != out + dropped + dead:
+        return [f"records_read {read} != documents_out {out} + dropped {dropped} + dead_letters {dead}"]
+    return []
+
+
+class Summarize(beam.PTransform):
+    """Folds the run's ledgers into one summary dict (a singleton PCollection).
+
+    `read` holds the reader's three outputs (what was read); `documents`, `dropped` and `dead_letters` are the
+    run's final outputs. `extra` maps summary keys to singleton PCollections computed by other stages.
+    """
+
+    def __init__(self, read: dict, documents, dropped, dead_letters, extra: dict | None = None):
+        super().__init__()
+        self._read, self._docs, self._dropped, self._dead = read, documents, dropped, dead_letters
+        self._extra = extra or {}
+
+    def expand(self, pbegin):
+        read_parts = [self._read[k] for k in (DOCUMENTS, DROPPED, DEAD_LETTERS)]
+        sides = {
+            "records_read": read_parts | "AllRead" >> beam.Flatten() | "CountRead" >> beam.combiners.Count.Globally(),
+            "documents_out": self._docs | "CountOut" >> beam.combiners.Count.Globally(),
+            "dropped": self._dropped | "ByReason" >> Tally(lambda d: d.reason),
+            "dead_letters": self._dead | "DeadByReason" >> Tally(lambda d: d.reason),
+            **self._extra,
+        }
+        names = sorted(sides)
+
+        def build(_, *values):
+            summary = dict(zip(names, values))
+            summary["reconciles"] = not reconcile(summary)
+            return summary
+
+        return pbegin | "One" >> beam.Create([None]) | "Build" >> beam.Map(
+            build, *[beam.pvalue.AsSingleton(sides[n]) for n in names])

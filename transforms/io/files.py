@@ -1,0 +1,61 @@
+"""File access through Beam's FileSystems, so local paths, globs and gs:// behave the same on every runner."""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+WARC = "warc"
+JSONL = "jsonl"
+PARQUET = "parquet"
+
+_SUFFIXES = (
+    (WARC, (".warc", ".warc.gz", ".wet", ".wet.gz", ".warc.wet", ".warc.wet.gz", ".wat", ".wat.gz", ".warc.wat.gz",
+            ".arc.warc.gz")),
+    (JSONL, (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json", ".json.gz", ".json.zst", ".ndjson", ".ndjson.gz")),
+    (PARQUET, (".parquet",)),
+)
+
+
+class Shard(NamedTuple):
+    """A matched input file: the element that readers split (into ranges of `split_bytes`; 0 = whole)."""
+
+    path: str
+    size: int
+    format: str
+    split_bytes: int = 0
+
+
+class InputError(ValueError):
+    """A user-caused input problem (nothing matched, unknown format): reported as one line."""
+
+
+def detect_format(path: str) -> str | None:
+    lower = path.lower()
+    for fmt, suffixes in _SUFFIXES:
+        if lower.endswith(suffixes):
+            return fmt
+    return None
+
+
+def match_shards(patterns: list[str]) -> list[Shard]:
+    """Expand globs into shards, sorted and without repeats; raises InputError naming the first bad pattern."""
+    found: dict[str, Shard] = {}
+    for pattern in patterns:
+        try:
+            results = FileSystems.match([pattern])[0].metadata_list
+        except Exception as e:  # Beam raises BeamIOError for unreachable schemes and buckets
+            raise InputError(f"cannot list {pattern}: {e}") from None
+        matched = [m for m in results if detect_format(m.path)]
+        if not matched:
+            skipped = f" ({len(results)} files with unknown extensions)" if results else ""
+            raise InputError(f"no crawl shards match {pattern}{skipped}")
+        for m in matched:
+            found[m.path] = Shard(m.path, m.size_in_bytes, detect_format(m.path))
+    return [found[k] for k in sorted(found)]
+
+
+def open_raw(path: str):
+    """A seekable binary stream over the stored bytes (no transparent decompression)."""
+    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)

@@ -1,0 +1,180 @@
+"""JSONL / NDJSON reading (plain, .gz, .zst) with a dead letter per bad line and byte offsets per record.
+
+Plain files split by byte range (a line belongs to the range holding its first byte); compressed files are read
+as one unit, and the offsets they report are offsets into the decompressed stream.
+"""
+from __future__ import annotations
+
+import json
+import zlib
+from typing import BinaryIO, Iterator
+
+import apache_beam as beam
+import zstandard
+from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
+from apache_beam.transforms.core import RestrictionProvider
+
+from transforms.accounting import count, dead_letter, drop
+from transforms.document import fallback_id, from_record
+from transforms.io.files import Shard, open_raw
+
+STAGE = "read_jsonl"
+_BLOCK = 1 << 20
+
+
+class StreamError(Exception):
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def _gunzip_blocks(f: BinaryIO) -> Iterator[bytes]:
+    d = zlib.decompressobj(31)
+    while True:
+        chunk = f.read(_BLOCK)
+        if not chunk:
+            if not d.eof:
+                raise StreamError("truncated", "gzip stream ends inside a member")
+            return
+        while chunk:
+            try:
+                yield d.decompress(chunk)
+            except zlib.error as e:
+                raise StreamError("gzip_error", str(e)) from None
+            if d.eof:
+                chunk = d.unused_data
+                d = zlib.decompressobj(31)
+                if not chunk:
+                    nxt = f.read(_BLOCK)
+                    if not nxt:
+                        return
+                    chunk = nxt
+            else:
+                chunk = b""
+
+
+def _zstd_blocks(f: BinaryIO) -> Iterator[bytes]:
+    reader = zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True)
+    while True:
+        try:
+            chunk = reader.read(_BLOCK)
+        except zstandard.ZstdError as e:
+            raise StreamError("gzip_error" if "corrupt" in str(e).lower() else "truncated", str(e)) from None
+        if not chunk:
+            return
+        yield chunk
+
+
+def _plain_blocks(f: BinaryIO, start: int) -> Iterator[bytes]:
+    f.seek(start)
+    while chunk := f.read(_BLOCK):
+        yield chunk
+
+
+def iter_lines(blocks: Iterator[bytes], start: int = 0) -> Iterator[tuple[int, bytes | StreamError]]:
+    """(offset, line) pairs; a broken stream ends with (offset of the first unread byte, StreamError)."""
+    buf = b""
+    pos = start
+    try:
+        for block in blocks:
+            buf += block
+            lines = buf.split(b"\n")
+            buf = lines.pop()
+            for line in lines:
+                yield pos, line
+                pos += len(line) + 1
+    except StreamError as e:
+        yield pos, e
+        return
+    if buf:
+        yield pos, buf
+
+
+def line_to_output(line: bytes, shard: Shard, offset: int, limit: int):
+    if len(line) > limit:
+        return drop(fallback_id(shard.path, offset), "too_large", shard.path, offset, f"{len(line)} bytes")
+    try:
+        obj = json.loads(line)
+    except UnicodeDecodeError as e:
+        return dead_letter(shard.path, offset, "decode_error", e, STAGE)
+    except ValueError as e:
+        return dead_letter(shard.path, offset, "json_error", e, STAGE)
+    if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+        return dead_letter(shard.path, offset, "schema_error", "JSON line is not an object with a string `text`",
+                           STAGE)
+    doc = from_record(obj, shard.path, offset)
+    if not doc.text.strip():
+        return drop(doc.id, "empty_text", shard.path, offset)
+    return doc
+
+
+class _LineRanges(RestrictionProvider):
+    def initial_restriction(self, shard: Shard):
+        return OffsetRange(0, max(shard.size, 1))
+
+    def create_tracker(self, restriction):
+        return OffsetRestrictionTracker(restriction)
+
+    def split(self, shard: Shard, restriction):
+        plain = not shard.path.lower().endswith((".gz", ".zst"))
+        if shard.split_bytes and plain:
+            yield from restriction.split(shard.split_bytes)
+        else:
+            yield restriction
+
+    def restriction_size(self, shard: Shard, restriction):
+        return restriction.size()
+
+
+class ReadJsonlFn(beam.DoFn):
+    def __init__(self, max_document_bytes: int):
+        self._limit = max_document_bytes
+
+    def process(self, shard: Shard, tracker=beam.DoFn.RestrictionParam(_LineRanges())):
+        start = tracker.current_restriction().start
+        lower = shard.path.lower()
+        try:
+            f = open_raw(shard.path)
+        except Exception as e:
+            if tracker.try_claim(start):
+                count("records_read")
+                yield dead_letter(shard.path, 0, "read_error", e, STAGE)
+            tracker.try_claim(shard.size + 1)
+            return
+        with f:
+            compressed = lower.endswith((".gz", ".zst"))
+            if compressed:
+                # Offsets are into the decompressed stream: the range is claimed once, as a whole.
+                if not tracker.try_claim(0):
+                    return
+                blocks, first = (_gunzip_blocks if lower.endswith(".gz") else _zstd_blocks)(f), 0
+            else:
+                first = self._line_start(f, start)
+                blocks = _plain_blocks(f, first)
+            for pos, line in iter_lines(blocks, first):
+                if not compressed and not tracker.try_claim(pos):
+                    return
+                if isinstance(line, StreamError):
+                    count("records_read")
+                    yield dead_letter(shard.path, pos, line.reason, f"{line}; the rest of the file is unreadable",
+                                      STAGE)
+                    break
+                if not line.strip():
+                    continue
+                count("records_read")
+                yield line_to_output(line.rstrip(b"\r"), shard, pos, self._limit)
+        tracker.try_claim(shard.size + 1)
+
+    @staticmethod
+    def _line_start(f: BinaryIO, start: int) -> int:
+        """First line beginning at or after `start` (a range starting mid-line leaves that line to its owner)."""
+        if start == 0:
+            return 0
+        f.seek(start - 1)
+        pos = start - 1
+        while chunk := f.read(1 << 16):
+            i = chunk.find(b"\n")
+            if i >= 0:
+                return pos + i + 1
+            pos += len(chunk)
+        return pos

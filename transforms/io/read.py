@@ -1,0 +1,50 @@
+"""`ReadCrawl`: every supported shard format in one PTransform with documents, drops and dead letters out."""
+from __future__ import annotations
+
+import apache_beam as beam
+
+from transforms.accounting import DEAD_LETTERS, DOCUMENTS, DROPPED
+from transforms.io.files import JSONL, PARQUET, WARC, Shard, match_shards
+from transforms.io.jsonl import ReadJsonlFn
+from transforms.io.parquet import ReadParquetFn
+from transforms.io.warc import ReadWarcFn
+
+_READERS = {WARC: ReadWarcFn, JSONL: ReadJsonlFn, PARQUET: ReadParquetFn}
+DEFAULT_MAX_DOCUMENT_BYTES = 16 << 20
+DEFAULT_SPLIT_BYTES = 64 << 20
+
+
+class ReadCrawl(beam.PTransform):
+    """Reads WARC/WET, JSONL(.gz/.zst) and Parquet shards matched by `patterns` (local, globs, gs://).
+
+    Returns a dict of PCollections: `documents` (Document), `dropped` (Dropped), `dead_letters` (DeadLetter).
+    Globs are matched when the pipeline is built, so a pattern that matches nothing fails at launch.
+    """
+
+    def __init__(self, patterns: list[str] | None = None, shards: list[Shard] | None = None,
+                 max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES, split_bytes: int = DEFAULT_SPLIT_BYTES):
+        super().__init__()
+        if (patterns is None) == (shards is None):
+            raise ValueError("give exactly one of patterns or shards")
+        self._shards = shards if shards is not None else match_shards(list(patterns))
+        self._max = max_document_bytes
+        self._split = split_bytes
+
+    def expand(self, pbegin):
+        shards = [s._replace(split_bytes=self._split) for s in self._shards]
+        per_format = {}
+        for fmt, fn in _READERS.items():
+            mine = [s for s in shards if s.format == fmt]
+            if not mine:
+                continue
+            per_format[fmt] = (
+                pbegin
+                | f"Shards[{fmt}]" >> beam.Create(mine)
+                | f"Spread[{fmt}]" >> beam.Reshuffle()
+                | f"Read[{fmt}]" >> beam.ParDo(fn(self._max)).with_outputs(DROPPED, DEAD_LETTERS, main=DOCUMENTS)
+            )
+        out = {}
+        for tag in (DOCUMENTS, DROPPED, DEAD_LETTERS):
+            parts = [res[tag] for res in per_format.values()]
+            out[tag] = (parts or [pbegin | f"Empty[{tag}]" >> beam.Create([])]) | f"Flatten[{tag}]" >> beam.Flatten()
+        return out
