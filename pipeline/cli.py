@@ -18,7 +18,7 @@ verbs:
 def _curate(argv):
     from pipeline import curate
 
-    summary = curate.run(argv)
+    summary, _ = curate.run(argv)
     print(f"curated {summary['documents_out']} of {summary['records_read']} records; "
           f"dropped {summary['dropped']}; dead letters {summary['dead_letters']}")
 

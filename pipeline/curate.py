@@ -9,7 +9,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.options import CurateOptions, UserError
 from pipeline.runner import make_pipeline, prepare_output
-from transforms.accounting import DEAD_LETTERS, DOCUMENTS, DROPPED, Summarize, reconcile
+from transforms.accounting import DEAD_LETTERS, DOCUMENTS, DROPPED, NAMESPACE, Summarize, reconcile
 from transforms.io.files import InputError
 from transforms.io.read import ReadCrawl
 from transforms.io.write import WriteDocuments, WriteJsonRecords, write_json
@@ -36,7 +36,19 @@ def build(p, opts: CurateOptions, output: str) -> None:
      | "WriteSummary" >> beam.Map(lambda s: write_json(summary_path, s)))
 
 
-def run(argv: list[str]) -> dict:
+def counters(result) -> dict[str, int]:
+    """The synthcap/* Beam counters of a finished run, summed over steps."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    out: dict[str, int] = {}
+    for c in result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:
+        value = c.committed if c.committed is not None else c.attempted
+        out[c.key.metric.name] = out.get(c.key.metric.name, 0) + value
+    return dict(sorted(out.items()))
+
+
+def run(argv: list[str]) -> tuple[dict, dict[str, int]]:
+    """Runs curate; returns the summary and the Beam counters (which must carry the same numbers)."""
     options = PipelineOptions(argv)
     opts = options.view_as(CurateOptions)
     if not opts.input:
@@ -44,10 +56,11 @@ def run(argv: list[str]) -> dict:
     output = prepare_output(opts.output, opts.overwrite, OUTPUT_PARTS)
     p = make_pipeline(options)
     build(p, opts, output)
-    p.run().wait_until_finish()
+    result = p.run()
+    result.wait_until_finish()
     with FileSystems.open(FileSystems.join(output, "summary.json")) as f:
         summary = json.load(f)
     problems = reconcile(summary)
     if problems:
         raise RuntimeError("summary does not reconcile: " + "; ".join(problems))
-    return summary
+    return summary, counters(result)

@@ -10,7 +10,7 @@ def run(output: str) -> None:
     crawl = os.path.join(output, "sample_crawl")
     sample.write_sample(crawl)
     curated = os.path.join(output, "curated")
-    summary = curate.run(["--input", os.path.join(crawl, "*.warc.gz"), os.path.join(crawl, "*.wet.gz"),
+    summary, _ = curate.run(["--input", os.path.join(crawl, "*.warc.gz"), os.path.join(crawl, "*.wet.gz"),
                           "--output", curated, "--overwrite"])
     print(f"sample crawl:  {crawl}")
     print(f"curated:       {curated}/documents/*.parquet ({summary['documents_out']} documents)")

@@ -33,6 +33,7 @@ DROP_REASONS = {
 # Records that could not be read, decoded or parsed.
 DEAD_LETTER_REASONS = {
     "gzip_error": "corrupt gzip member (bad CRC, invalid deflate data)",
+    "zstd_error": "corrupt zstd frame",
     "truncated": "input ends inside a gzip member or WARC record",
     "warc_header_error": "missing or invalid WARC header",
     "http_error": "HTTP response block that cannot be parsed or decoded",

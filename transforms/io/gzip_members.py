@@ -28,33 +28,55 @@ class Member:
     oversize: bool = False  # decompressed past the limit: data is None, the member was skipped whole
 
 
+class MemberReader:
+    """Reads members in file order through one rolling buffer (members are small: re-reading a window per member
+    would cost more than the decompression)."""
+
+    def __init__(self, f: BinaryIO):
+        self._f = f
+        self._buf = b""
+        self._start = 0  # file offset of self._buf[0]
+
+    def _window(self, offset: int, size: int) -> bytes:
+        rel = offset - self._start
+        if rel < 0 or rel + size > len(self._buf):
+            keep = self._buf[rel:] if 0 <= rel <= len(self._buf) else b""
+            self._f.seek(offset + len(keep))
+            self._buf = keep + self._f.read(max(size - len(keep), _CHUNK))
+            self._start, rel = offset, 0
+        return self._buf[rel : rel + size]
+
+    def read(self, offset: int, limit: int) -> Member:
+        """Decompress the member at `offset`, keeping at most `limit` bytes of output."""
+        d = zlib.decompressobj(31)
+        parts: list[bytes] = []
+        size = 0
+        pos = offset
+        oversize = False
+        while True:
+            chunk = self._window(pos, _CHUNK)
+            if not chunk:
+                return Member(offset, None, None, "truncated", f"input ends inside the gzip member at {offset}")
+            try:
+                out = d.decompress(chunk)
+            except zlib.error as e:
+                return Member(offset, None, None, "gzip_error", str(e))
+            size += len(out)
+            if size > limit:
+                oversize = True
+                parts.clear()
+            elif out:
+                parts.append(out)
+            if d.eof:
+                pos += len(chunk) - len(d.unused_data)
+                break
+            pos += len(chunk)
+        return Member(offset, None if oversize else b"".join(parts), pos, oversize=oversize)
+
+
 def read_member(f: BinaryIO, offset: int, limit: int) -> Member:
-    """Decompress the member at `offset`, keeping at most `limit` bytes of output."""
-    f.seek(offset)
-    d = zlib.decompressobj(31)
-    parts: list[bytes] = []
-    size = 0
-    consumed = 0
-    oversize = False
-    while True:
-        chunk = f.read(_CHUNK)
-        if not chunk:
-            return Member(offset, None, None, "truncated", f"input ends inside the gzip member at {offset}")
-        try:
-            out = d.decompress(chunk)
-        except zlib.error as e:
-            return Member(offset, None, None, "gzip_error", str(e))
-        size += len(out)
-        if size > limit:
-            oversize = True
-            parts.clear()
-        elif out:
-            parts.append(out)
-        if d.eof:
-            consumed += len(chunk) - len(d.unused_data)
-            break
-        consumed += len(chunk)
-    return Member(offset, None if oversize else b"".join(parts), offset + consumed, oversize=oversize)
+    """One member, without a reader's buffer (for a single look, e.g. at a file's warcinfo record)."""
+    return MemberReader(f).read(offset, limit)
 
 
 def _looks_like_member(buf: bytes, i: int, prefix: bytes) -> bool:

@@ -12,13 +12,16 @@ def is_text_mime(mime: str) -> bool:
     return mime in _TEXT_MIMES
 
 
+_CONTROL = bytes([*range(0, 9), *range(14, 32)])
+
+
 def looks_binary(payload: bytes) -> bool:
-    """True for payloads with NUL bytes or mostly control bytes in their first 4 KiB."""
+    """True for payloads with NUL bytes or over 10% control bytes in their first 4 KiB."""
     head = payload[:4096]
     if b"\x00" in head:
         return True
-    ctrl = sum(1 for b in head if b < 9 or 13 < b < 32)
-    return len(head) > 0 and ctrl / len(head) > 0.1
+    ctrl = len(head) - len(head.translate(None, _CONTROL))
+    return ctrl * 10 > len(head)
 
 
 def decode_html(payload: bytes, charset: str | None) -> str:

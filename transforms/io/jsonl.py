@@ -28,41 +28,33 @@ class StreamError(Exception):
         self.reason = reason
 
 
-def _gunzip_blocks(f: BinaryIO) -> Iterator[bytes]:
-    d = zlib.decompressobj(31)
+def _decoded_blocks(f: BinaryIO, make, errors: tuple, reason: str) -> Iterator[bytes]:
+    """Decompressed blocks of a multi-member gzip or multi-frame zstd stream; damage raises StreamError."""
+    d, pending = make(), False
     while True:
         chunk = f.read(_BLOCK)
         if not chunk:
-            if not d.eof:
-                raise StreamError("truncated", "gzip stream ends inside a member")
+            if pending and not d.eof:
+                raise StreamError("truncated", "compressed stream ends inside a member or frame")
             return
         while chunk:
+            pending = True
             try:
                 yield d.decompress(chunk)
-            except zlib.error as e:
-                raise StreamError("gzip_error", str(e)) from None
-            if d.eof:
-                chunk = d.unused_data
-                d = zlib.decompressobj(31)
-                if not chunk:
-                    nxt = f.read(_BLOCK)
-                    if not nxt:
-                        return
-                    chunk = nxt
-            else:
-                chunk = b""
+            except errors as e:
+                raise StreamError(reason, str(e)) from None
+            if not d.eof:
+                break
+            chunk, d, pending = d.unused_data, make(), False
+
+
+def _gunzip_blocks(f: BinaryIO) -> Iterator[bytes]:
+    return _decoded_blocks(f, lambda: zlib.decompressobj(31), (zlib.error,), "gzip_error")
 
 
 def _zstd_blocks(f: BinaryIO) -> Iterator[bytes]:
-    reader = zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True)
-    while True:
-        try:
-            chunk = reader.read(_BLOCK)
-        except zstandard.ZstdError as e:
-            raise StreamError("gzip_error" if "corrupt" in str(e).lower() else "truncated", str(e)) from None
-        if not chunk:
-            return
-        yield chunk
+    return _decoded_blocks(f, lambda: zstandard.ZstdDecompressor().decompressobj(), (zstandard.ZstdError,),
+                           "zstd_error")
 
 
 def _plain_blocks(f: BinaryIO, start: int) -> Iterator[bytes]:

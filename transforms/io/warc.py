@@ -20,13 +20,14 @@ from apache_beam.transforms.core import RestrictionProvider
 from transforms.accounting import count, dead_letter, drop
 from transforms.document import Document, RawRecord, fallback_id
 from transforms.io.files import Shard, open_raw
-from transforms.io.gzip_members import _looks_like_member, find_member, is_gzip, read_member
+from transforms.io.gzip_members import MemberReader, _looks_like_member, find_member, is_gzip, read_member
 from transforms.io.html import decode_html, html_to_text, is_text_mime, looks_binary
 from transforms.io.http import HttpError, parse_response
 
 STAGE = "read_warc"
 _CRAWL_RE = re.compile(r"CC-MAIN-\d{4}-\d{2}")
 _TEXT_RECORDS = ("response", "conversion")
+_ISO_SECONDS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 
 
 class WarcFormatError(ValueError):
@@ -89,6 +90,8 @@ def normalise_date(value: Optional[str]) -> Optional[str]:
     """WARC dates as YYYY-MM-DDTHH:MM:SSZ (sub-seconds dropped) so they sort as strings."""
     if not value:
         return None
+    if _ISO_SECONDS.fullmatch(value):
+        return value
     for fmt in ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d"):
         try:
             dt = datetime.strptime(value.strip(), fmt)
@@ -234,7 +237,7 @@ class ReadWarcFn(beam.DoFn):
             tracker.try_claim(shard.size + 1)
             return
         with f:
-            gz = is_gzip(f)
+            gz = shard.path.lower().endswith(".gz") or is_gzip(f)
             crawl_id = self._crawl_id(f, shard, gz)
             if gz:
                 yield from self._read_gzip(f, shard, tracker, start, crawl_id)
@@ -252,6 +255,7 @@ class ReadWarcFn(beam.DoFn):
 
     def _read_gzip(self, f, shard: Shard, tracker, start: int, crawl_id):
         pos = 0 if start == 0 else find_member(f, start)
+        members = MemberReader(f)
         while pos is not None and pos < shard.size:
             if not tracker.try_claim(pos):
                 # A corrupt region right after this range's last member is this range's to report: the next
@@ -261,7 +265,7 @@ class ReadWarcFn(beam.DoFn):
                     count("records_read")
                     yield dead_letter(shard.path, pos, "gzip_error", self._junk_message(pos, nxt, shard), STAGE)
                 return
-            m = read_member(f, pos, self._limit)
+            m = members.read(pos, self._limit)
             if m.error:
                 nxt = find_member(f, pos + 1)
                 count("records_read")

@@ -15,6 +15,7 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.accounting import count
@@ -28,7 +29,8 @@ def parquet_bytes(table: pa.Table) -> bytes:
 
 
 def write_bytes(path: str, data: bytes) -> None:
-    with FileSystems.create(path) as f:
+    """Writes exactly these bytes (FileSystems.create would otherwise gzip again any path ending in .gz)."""
+    with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
         f.write(data)
 
 

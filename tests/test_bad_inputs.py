@@ -1,0 +1,148 @@
+"""Every kind of bad input ends in a named drop or a dead letter, the run never crashes, and the books balance."""
+from __future__ import annotations
+
+import gzip
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import zstandard
+
+from pipeline import curate
+from tests.crafted import HTML, member, page, response
+from tests.helpers import read_documents, read_jsonl
+from transforms.document import Document, dolma_line
+
+BIG = 50 * 1000 * 1000
+
+
+@pytest.fixture(scope="module")
+def bad_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bad")
+    # gzip-level damage: a bad CRC in the second member, a file cut inside its last member
+    crc = bytearray(page(2))
+    crc[-8] ^= 0xFF
+    (d / "crc.warc.gz").write_bytes(page(1) + bytes(crc) + page(3))
+    cut = page(5)
+    (d / "truncgz.warc.gz").write_bytes(page(4) + cut[: len(cut) // 2])
+    # WARC-level damage: a record shorter than its Content-Length, a record without WARC-Type or Content-Length
+    short = response("https://crafted.example/short", HTML % b"short", "00000000-0000-0000-0000-000000000099")
+    (d / "truncrec.warc.gz").write_bytes(page(6) + member(short[:-200]))
+    no_headers = b"WARC/1.0\r\nWARC-Record-ID: <urn:uuid:x>\r\n\r\nbody\r\n\r\n"
+    (d / "noheaders.warc.gz").write_bytes(member(no_headers) + page(7))
+    # content-level: binary payload, empty page, a 50 MB page, invalid UTF-8 in WET, garbage that is not gzip
+    binary = response("https://crafted.example/bin", bytes(range(256)) * 64, "00000000-0000-0000-0000-0000000000b1")
+    empty = response("https://crafted.example/empty", b"<html><body> </body></html>", "00000000-0000-0000-0000-0000000000e1")
+    huge = response("https://crafted.example/huge", HTML % (b"word " * (BIG // 5)), "00000000-0000-0000-0000-0000000000f1")
+    (d / "content.warc.gz").write_bytes(member(binary) + member(empty) + member(huge) + page(8))
+    from pipeline.sample import warc_record
+
+    wet = warc_record("conversion", b"caf\xe9", [("WARC-Record-ID", "<urn:uuid:wet-bad>"),
+                                                ("WARC-Date", "2024-01-01T00:00:00Z")], "text/plain")
+    (d / "bad.warc.wet.gz").write_bytes(member(wet))
+    (d / "garbage.warc.gz").write_bytes(b"this is not gzip at all" * 10 + page(9))
+    # JSONL: malformed lines, non-object, missing text, invalid UTF-8, a 50 MB line, blank lines; gz cut short; zst
+    good = Document(id="j1", text="a good json line", source="x", offset=0)
+    lines = [dolma_line(good).encode(), b"{not json", b"[1, 2]", b'{"id": "nt"}', b'{"text": "\xff\xfe"}', b"",
+             json.dumps({"text": "x" * BIG}).encode(), json.dumps({"text": "  "}).encode(),
+             json.dumps({"id": "j2", "text": "plain record"}).encode()]
+    (d / "lines.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    gz = gzip.compress(b"\n".join(json.dumps({"id": f"g{i}", "text": f"gz line {i}"}).encode() for i in range(50)))
+    (d / "cut.jsonl.gz").write_bytes(gz[: len(gz) - 30])
+    (d / "ok.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(b'{"id": "z1", "text": "zstd line"}\n'))
+    (d / "broken.jsonl.zst").write_bytes(b"\x28\xb5\x2f\xfd" + b"\x00" * 40)
+    # Parquet: right schema, wrong schema, not Parquet at all
+    pq.write_table(pa.table({"id": ["p1", "p2"], "text": ["parquet row", ""]}), d / "good.parquet")
+    pq.write_table(pa.table({"id": ["w1"], "text": [1]}), d / "wrong.parquet")
+    (d / "notparquet.parquet").write_bytes(b"PAR1 definitely not parquet")
+    out = tmp_path_factory.mktemp("bad_out")
+    summary, counters = curate.run(["--input", str(d / "*"), "--output", str(out), "--overwrite"])
+    return d, out, summary, counters
+
+
+def _dead(out, name):
+    return sorted((r["reason"], r["offset"]) for r in read_jsonl(out, "dead_letters") if r["source"].endswith(name))
+
+
+def _drops(out, name):
+    return sorted(r["reason"] for r in read_jsonl(out, "dropped") if r["source"].endswith(name))
+
+
+def _docs(out, name):
+    return sorted(d.url or d.id for d in read_documents(out) if d.source.endswith(name))
+
+
+def test_summary_reconciles_and_counters_carry_the_same_numbers(bad_run):
+    _, _, s, c = bad_run
+    assert s["reconciles"] and s["records_read"] == s["documents_out"] + sum(s["dropped"].values()) + sum(
+        s["dead_letters"].values())
+    assert c["records_read"] == s["records_read"]
+    assert c["documents_out"] == s["documents_out"]
+    for reason, n in s["dropped"].items():
+        assert c[f"dropped_{reason}"] == n
+    for reason, n in s["dead_letters"].items():
+        assert c[f"dead_letter_{reason}"] == n
+
+
+def test_bad_crc_costs_one_member_and_reading_resumes(bad_run):
+    _, out, _, _ = bad_run
+    assert _dead(out, "crc.warc.gz") == [("gzip_error", len(page(1)))]
+    assert _docs(out, "crc.warc.gz") == ["https://crafted.example/1", "https://crafted.example/3"]
+
+
+def test_truncated_gzip_keeps_what_came_before(bad_run):
+    _, out, _, _ = bad_run
+    assert _dead(out, "truncgz.warc.gz") == [("truncated", len(page(4)))]
+    assert _docs(out, "truncgz.warc.gz") == ["https://crafted.example/4"]
+
+
+def test_truncated_warc_record_and_missing_headers(bad_run):
+    _, out, _, _ = bad_run
+    assert [r for r, _ in _dead(out, "truncrec.warc.gz")] == ["truncated"]
+    assert _dead(out, "noheaders.warc.gz") == [("warc_header_error", 0)]
+    assert _docs(out, "noheaders.warc.gz") == ["https://crafted.example/7"]
+
+
+def test_binary_empty_and_huge_pages_are_named_drops(bad_run):
+    _, out, _, _ = bad_run
+    assert _drops(out, "content.warc.gz") == ["binary_content", "empty_text", "too_large"]
+    assert _docs(out, "content.warc.gz") == ["https://crafted.example/8"]
+
+
+def test_invalid_utf8_in_wet_and_non_gzip_garbage(bad_run):
+    _, out, _, _ = bad_run
+    assert _dead(out, "bad.warc.wet.gz") == [("decode_error", 0)]
+    assert _dead(out, "garbage.warc.gz") == [("gzip_error", 0)]
+    assert _docs(out, "garbage.warc.gz") == ["https://crafted.example/9"]
+
+
+def test_jsonl_bad_lines(bad_run):
+    _, out, _, _ = bad_run
+    assert [r for r, _ in _dead(out, "lines.jsonl")] == ["decode_error", "json_error", "schema_error", "schema_error"]
+    assert _drops(out, "lines.jsonl") == ["empty_text", "too_large"]
+    assert sorted(d.id for d in read_documents(out) if d.source.endswith("lines.jsonl")) == ["j2"]
+    assert any(d.id == "j1" and d.source == "x" for d in read_documents(out))  # a Dolma line keeps its lineage
+
+
+def test_compressed_jsonl(bad_run):
+    _, out, _, _ = bad_run
+    kept = [d for d in read_documents(out) if d.source.endswith("cut.jsonl.gz")]
+    assert 0 < len(kept) < 50
+    assert [r for r, _ in _dead(out, "cut.jsonl.gz")] == ["truncated"]
+    assert [d.id for d in read_documents(out) if d.source.endswith("ok.jsonl.zst")] == ["z1"]
+    assert len(_dead(out, "broken.jsonl.zst")) == 1
+
+
+def test_parquet_schema_and_corruption(bad_run):
+    _, out, _, _ = bad_run
+    assert [d.id for d in read_documents(out) if d.source.endswith("good.parquet")] == ["p1"]
+    assert _drops(out, "good.parquet") == ["empty_text"]
+    assert _dead(out, "wrong.parquet") == [("schema_error", 0)]
+    assert _dead(out, "notparquet.parquet") == [("read_error", 0)]
+
+
+def test_dead_letters_name_file_offset_and_error(bad_run):
+    _, out, _, _ = bad_run
+    for row in read_jsonl(out, "dead_letters"):
+        assert row["source"] and isinstance(row["offset"], int) and row["error_type"] and row["message"]
