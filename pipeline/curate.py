@@ -10,11 +10,19 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipeline.options import CurateOptions, UserError
 from pipeline.runner import make_pipeline, prepare_output
 from transforms.accounting import DEAD_LETTERS, DOCUMENTS, DROPPED, NAMESPACE, Summarize, reconcile
+from transforms.dedup.exact import ExactDedup
+from transforms.dedup.near import NearDedup
+from transforms.dedup.normalize import Normalization
 from transforms.io.files import InputError
 from transforms.io.read import ReadCrawl
 from transforms.io.write import WriteDocuments, WriteJsonRecords, write_json
 
-OUTPUT_PARTS = ("documents", "dropped", "dead_letters", "summary.json")
+OUTPUT_PARTS = ("documents", "dropped", "duplicates", "dead_letters", "summary.json")
+
+
+def duplicate_json(d) -> str:
+    return json.dumps({"id": d.id, "survivor_id": d.detail, "reason": d.reason, "source": d.source,
+                       "offset": d.offset}, sort_keys=True)
 
 
 def build(p, opts: CurateOptions, output: str) -> None:
@@ -24,8 +32,33 @@ def build(p, opts: CurateOptions, output: str) -> None:
     except InputError as e:
         raise UserError(str(e)) from None
     documents = read[DOCUMENTS]
-    dropped = read[DROPPED]
+    drops = [read[DROPPED]]
     dead = read[DEAD_LETTERS]
+    if not opts.no_exact_dedup:
+        try:
+            norm = Normalization.parse(opts.exact_normalization)
+        except ValueError as e:
+            raise UserError(f"--exact_normalization: {e}") from None
+        exact = documents | "ExactDedup" >> ExactDedup(norm)
+        documents = exact[DOCUMENTS]
+        drops.append(exact[DROPPED])
+    if not opts.no_near_dedup:
+        try:
+            near_dedup = NearDedup(ngram=opts.ngram, num_perm=opts.num_perm, threshold=opts.threshold,
+                                   bands=opts.bands, rows=opts.rows, seed=opts.seed, verify=not opts.no_verify,
+                                   max_bucket_size=opts.max_bucket_size, rounds=opts.cc_rounds,
+                                   max_residual_edges=opts.max_residual_edges)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+        near = documents | "NearDedup" >> near_dedup
+        documents = near[DOCUMENTS]
+        drops.append(near[DROPPED])
+    dropped = drops | "AllDropped" >> beam.Flatten()
+    (dropped
+     | "Duplicates" >> beam.Filter(lambda d: d.reason.startswith("duplicate_"))
+     | "WriteDuplicates" >> WriteJsonRecords(FileSystems.join(output, "duplicates"), "duplicates",
+                                             lambda d: f"{d.id}\x00{d.source}\x00{d.offset:020d}",
+                                             encode_item=duplicate_json))
     documents | "WriteDocs" >> WriteDocuments(FileSystems.join(output, "documents"), opts.rows_per_shard)
     dropped | "WriteDropped" >> WriteJsonRecords(FileSystems.join(output, "dropped"), "dropped",
                                                  lambda d: f"{d.reason}\x00{d.id}\x00{d.source}\x00{d.offset:020d}")
@@ -56,8 +89,14 @@ def run(argv: list[str]) -> tuple[dict, dict[str, int]]:
     output = prepare_output(opts.output, opts.overwrite, OUTPUT_PARTS)
     p = make_pipeline(options)
     build(p, opts, output)
-    result = p.run()
-    result.wait_until_finish()
+    try:
+        result = p.run()  # the in-process runner runs the whole pipeline here
+        result.wait_until_finish()
+    except Exception as e:
+        if "residual edges" in str(e):
+            message = str(e).split("ResidualTooLarge: ")[-1].splitlines()[0]
+            raise UserError(message.split(" [while running")[0]) from None
+        raise
     with FileSystems.open(FileSystems.join(output, "summary.json")) as f:
         summary = json.load(f)
     problems = reconcile(summary)

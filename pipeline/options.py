@@ -10,6 +10,13 @@ class UserError(Exception):
     """A problem the user caused and can fix: printed as one line, exit status 2."""
 
 
+def _fraction(value: str) -> float:
+    x = float(value)
+    if not 0 < x <= 1:
+        raise ValueError(value)
+    return x
+
+
 def _positive_int(value: str) -> int:
     n = int(value)
     if n <= 0:
@@ -29,6 +36,23 @@ class CurateOptions(PipelineOptions):
                             help="compressed bytes per unit of reading work for WARC.gz and plain JSONL")
         parser.add_argument("--rows_per_shard", type=_positive_int, default=100_000,
                             help="documents per output Parquet shard (bounds a writer's memory)")
+        parser.add_argument("--seed", type=int, default=1, help="seed of every hash permutation and sample")
+        parser.add_argument("--no_exact_dedup", action="store_true", help="skip exact deduplication")
+        parser.add_argument("--exact_normalization", default="nfkc,casefold,whitespace",
+                            help="steps before the exact-dedup hash: any of nfkc, casefold, whitespace, or none")
+        parser.add_argument("--no_near_dedup", action="store_true", help="skip near-duplicate removal")
+        parser.add_argument("--ngram", type=_positive_int, default=5, help="words per MinHash shingle")
+        parser.add_argument("--num_perm", type=_positive_int, default=128, help="MinHash permutations")
+        parser.add_argument("--threshold", type=_fraction, default=0.8, help="near-duplicate Jaccard threshold")
+        parser.add_argument("--bands", type=_positive_int, help="LSH bands (default: derived from --threshold)")
+        parser.add_argument("--rows", type=_positive_int, help="LSH rows per band (give with --bands)")
+        parser.add_argument("--no_verify", action="store_true",
+                            help="keep LSH candidates without checking their estimated Jaccard")
+        parser.add_argument("--max_bucket_size", type=_positive_int, default=5000,
+                            help="LSH buckets larger than this are counted and contribute no edges")
+        parser.add_argument("--cc_rounds", type=int, default=6, help="large-star/small-star rounds before union-find")
+        parser.add_argument("--max_residual_edges", type=_positive_int, default=1_000_000,
+                            help="fail if connected components leave more residual edges than this")
 
 
 def unknown_flags(argv: list[str]) -> list[str]:

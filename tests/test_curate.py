@@ -53,3 +53,40 @@ def test_file_order_and_splitting_do_not_change_outputs(single, sample_crawl, tm
     b = sorted((d.id, d.text) for d in read_documents(out))
     assert a == b
     assert len(list((tmp_path / "documents").glob("*.parquet"))) > 1
+
+
+def test_planted_duplicates_are_removed_and_the_earliest_copy_survives(single, sample_crawl):
+    from tests.helpers import read_jsonl
+
+    out, summary, _ = single
+    manifest = json.loads((sample_crawl / "sample_manifest.json").read_text())
+    docs = read_documents(out)
+    by_url: dict = {}
+    for d in docs:
+        by_url.setdefault(d.url, []).append(d)
+    for url in manifest["planted"]["exact_recrawl"]:
+        (kept,) = by_url[url]
+        assert kept.capture_date.startswith("2022") and kept.dup_cluster_size >= 2
+        assert kept.first_seen == kept.capture_date
+    near = manifest["planted"]["near_duplicate"]
+    removed = [m for o, m in near if m not in by_url and o in by_url]
+    assert len(removed) >= 0.95 * len(near)
+    dups = read_jsonl(out, "duplicates")
+    assert summary["dropped"]["duplicate_exact"] == sum(d["reason"] == "duplicate_exact" for d in dups)
+    assert summary["dropped"]["duplicate_near"] == sum(d["reason"] == "duplicate_near" for d in dups)
+    kept_ids = {d.id for d in docs}
+    assert all(d["survivor_id"] in kept_ids for d in dups)
+
+
+def test_residual_over_the_limit_is_one_clear_error(tmp_path, capsys):
+    from pipeline.cli import main
+
+    # a chain of overlapping windows: neighbours are near-duplicates, the ends are not
+    words = [f"w{i}" for i in range(2000)]
+    lines = [json.dumps({"id": f"d{(i * 7919) % 101:03d}", "text": " ".join(words[i * 4 : i * 4 + 300])})
+             for i in range(60)]
+    (tmp_path / "chain.jsonl").write_text("\n".join(lines) + "\n")
+    rc = main(["curate", "--input", str(tmp_path / "chain.jsonl"), "--output", str(tmp_path / "out"),
+               "--cc_rounds=0", "--max_residual_edges=1"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "residual edges" in err and "\n" not in err

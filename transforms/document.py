@@ -36,6 +36,9 @@ class Document:
     capture_date: Optional[str] = None
     language: Optional[str] = None
     content_digest: Optional[str] = None
+    dup_cluster_id: Optional[str] = None
+    dup_cluster_size: Optional[int] = None
+    first_seen: Optional[str] = None
     metadata: dict[str, str] = field(default_factory=dict)
     raw: Optional[RawRecord] = field(default=None, compare=False, repr=False)
 
@@ -43,6 +46,7 @@ class Document:
 _STRING_FIELDS = (
     "url", "domain", "warc_record_id", "refers_to", "crawl_id", "capture_date", "language", "content_digest",
 )
+_STAGE_FIELDS = ("dup_cluster_id", "dup_cluster_size", "first_seen")
 
 SCHEMA = pa.schema(
     [
@@ -51,6 +55,9 @@ SCHEMA = pa.schema(
         pa.field("source", pa.string(), nullable=False),
         pa.field("offset", pa.int64(), nullable=False),
         *[pa.field(name, pa.string()) for name in _STRING_FIELDS],
+        pa.field("dup_cluster_id", pa.string()),
+        pa.field("dup_cluster_size", pa.int64()),
+        pa.field("first_seen", pa.string()),
         pa.field("metadata", pa.map_(pa.string(), pa.string())),
     ]
 )
@@ -86,7 +93,7 @@ def from_table(table: pa.Table) -> list[Document]:
 
 def to_dolma(doc: Document) -> dict[str, Any]:
     """Dolma document convention: id, text, source, added, created, metadata (the rest, so it round-trips)."""
-    meta: dict[str, Any] = {name: getattr(doc, name) for name in ("offset", *_STRING_FIELDS)}
+    meta: dict[str, Any] = {name: getattr(doc, name) for name in ("offset", *_STRING_FIELDS, *_STAGE_FIELDS)}
     meta["extra"] = dict(sorted(doc.metadata.items()))
     return {
         "id": doc.id,
@@ -101,7 +108,7 @@ def to_dolma(doc: Document) -> dict[str, Any]:
 def from_dolma(obj: dict[str, Any]) -> Document:
     meta = dict(obj.get("metadata") or {})
     extra = meta.pop("extra", None) or {}
-    known = {k: meta.pop(k) for k in ("offset", *_STRING_FIELDS) if k in meta}
+    known = {k: meta.pop(k) for k in ("offset", *_STRING_FIELDS, *_STAGE_FIELDS) if k in meta}
     extra.update({k: v if isinstance(v, str) else json.dumps(v, sort_keys=True) for k, v in meta.items()})
     return Document(
         id=obj["id"],
@@ -133,7 +140,7 @@ def from_record(obj: dict[str, Any], source: str, offset: int) -> Document:
     rid = obj.get("id")
     fields = {name: obj.get(name) for name in _STRING_FIELDS}
     fields = {k: v if v is None or isinstance(v, str) else str(v) for k, v in fields.items()}
-    skip = {"id", "text", "source", "offset", "metadata", *_STRING_FIELDS}
+    skip = {"id", "text", "source", "offset", "metadata", *_STRING_FIELDS, *_STAGE_FIELDS}
     meta = {k: v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)
             for k, v in obj.items() if k not in skip and v is not None}
     return Document(

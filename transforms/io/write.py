@@ -98,8 +98,8 @@ def _encode_documents(docs: list[Document]) -> bytes:
     return parquet_bytes(to_table(docs))
 
 
-def _encode_jsonl(items: list) -> bytes:
-    return "".join(i.to_json() + "\n" for i in items).encode()
+def _to_json(item) -> str:
+    return item.to_json()
 
 
 def _doc_key(d: Document) -> str:
@@ -114,10 +114,14 @@ class WriteDocuments(WriteSharded):
 
 
 class WriteJsonRecords(WriteSharded):
-    """Records with a `to_json()` (drops, dead letters, duplicates) as sorted JSON lines."""
+    """Records as sorted JSON lines (by default through their `to_json()`: drops, dead letters)."""
 
-    def __init__(self, directory: str, name: str, key_fn: Callable[[Any], str], rows_per_shard: int = 500_000):
-        super().__init__(FileSystems.join(directory, name), ".jsonl", key_fn, _encode_jsonl, rows_per_shard)
+    def __init__(self, directory: str, name: str, key_fn: Callable[[Any], str], rows_per_shard: int = 500_000,
+                 encode_item: Callable[[Any], str] = _to_json):
+        def encode(items: list) -> bytes:
+            return "".join(encode_item(i) + "\n" for i in items).encode()
+
+        super().__init__(FileSystems.join(directory, name), ".jsonl", key_fn, encode, rows_per_shard)
 
 
 def write_json(path: str, obj: Any) -> None:

@@ -1,0 +1,68 @@
+"""MinHash against datasketch (the reference), LSH parameters, normalisation."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+from datasketch import MinHash
+from datasketch.lsh import _optimal_param
+
+from transforms.dedup.lsh import band_keys, optimal_param
+from transforms.dedup.minhash import MinHasher, jaccard_estimate, shingle_set
+from transforms.dedup.normalize import Normalization
+
+WORDS = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau "
+         "upsilon phi chi psi omega").split()
+
+
+def _text(rng, n):
+    return " ".join(rng.choice(WORDS) + str(rng.randrange(50)) for _ in range(n))
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.7, 0.8, 0.9])
+def test_bands_and_rows_match_datasketch(threshold):
+    assert optimal_param(threshold, 128) == _optimal_param(threshold, 128, 0.5, 0.5)
+
+
+def test_estimates_are_as_accurate_as_datasketch():
+    rng = random.Random(3)
+    ours, theirs = [], []
+    hasher = MinHasher(5, 128, seed=11)
+    for _ in range(300):
+        words = _text(rng, rng.randrange(60, 400)).split()
+        edited = list(words)
+        for _ in range(rng.randrange(0, 40)):
+            edited[rng.randrange(len(edited))] = "edit" + str(rng.random())
+        a, b = " ".join(words), " ".join(edited)
+        sa, sb = shingle_set(a, 5), shingle_set(b, 5)
+        truth = len(sa & sb) / len(sa | sb)
+        ours.append(abs(jaccard_estimate(hasher.signature(a), hasher.signature(b)) - truth))
+        m1, m2 = MinHash(128, seed=11), MinHash(128, seed=11)
+        m1.update_batch([" ".join(s).encode() for s in sa])
+        m2.update_batch([" ".join(s).encode() for s in sb])
+        theirs.append(abs(m1.jaccard(m2) - truth))
+    assert np.mean(ours) <= np.mean(theirs) * 1.15 + 0.002, (np.mean(ours), np.mean(theirs))
+
+
+def test_signatures_depend_on_seed_only():
+    text = "the same words in the same order give the same signature everywhere"
+    assert (MinHasher(5, 64, 7).signature(text) == MinHasher(5, 64, 7).signature(text)).all()
+    assert not (MinHasher(5, 64, 7).signature(text) == MinHasher(5, 64, 8).signature(text)).all()
+
+
+def test_short_and_empty_documents_follow_the_documented_rule():
+    h = MinHasher(5, 64, 1)
+    assert shingle_set("two words", 5) == {("two", "words")}
+    assert jaccard_estimate(h.signature("two words"), h.signature("Two  WORDS")) == 1.0
+    assert jaccard_estimate(h.signature("two words"), h.signature("two other")) < 0.5
+    empty = h.signature("   \n ")
+    assert band_keys(empty, 8, 8) == [] and jaccard_estimate(empty, empty) == 0.0
+
+
+def test_exact_normalisation():
+    n = Normalization()
+    assert n.key("Ｈello\tWorld ") == n.key("hello world")
+    assert Normalization.parse("none").key("A") != Normalization.parse("none").key("a")
+    with pytest.raises(ValueError, match="unknown normalisation"):
+        Normalization.parse("nfkc,stem")

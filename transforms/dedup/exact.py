@@ -1,0 +1,49 @@
+"""`ExactDedup`: one survivor per normalised text; every other copy is dropped as `duplicate_exact`."""
+from __future__ import annotations
+
+import apache_beam as beam
+
+from transforms.accounting import DOCUMENTS, DROPPED, drop
+from transforms.dedup.normalize import Normalization
+from transforms.dedup.rank import UNDATED, rank
+from transforms.document import replace
+
+
+class _Survivor(beam.DoFn):
+    def process(self, kv):
+        _, docs = kv
+        best, best_i, best_rank, size, first = None, -1, None, 0, None
+        for i, d in enumerate(docs):
+            r = rank(d)
+            size += d.dup_cluster_size or 1
+            seen = d.first_seen or d.capture_date or UNDATED
+            first = seen if first is None or seen < first else first
+            if best is None or r < best_rank:
+                best, best_i, best_rank = d, i, r
+        for i, d in enumerate(docs):  # a re-iteration: positions are stable, object identity is not
+            if i != best_i:
+                yield drop(d.id, "duplicate_exact", d.source, d.offset, best.id)
+        yield replace(best, dup_cluster_id=best.dup_cluster_id or best.id, dup_cluster_size=size,
+                      first_seen=None if first == UNDATED else first)
+
+
+class ExactDedup(beam.PTransform):
+    """Keys documents by a hash of their normalised text; returns {"documents", "dropped"}.
+
+    Survivors carry `dup_cluster_id` (the survivor's id), `dup_cluster_size` (copies, itself included) and
+    `first_seen` (the earliest capture date in the cluster). Dropped copies name their survivor in `detail`.
+    """
+
+    def __init__(self, normalization: Normalization = Normalization()):
+        super().__init__()
+        self._norm = normalization
+
+    def expand(self, docs):
+        norm = self._norm
+        out = (
+            docs
+            | "Key" >> beam.Map(lambda d: (norm.key(d.text), d))
+            | "Group" >> beam.GroupByKey()
+            | "Survivor" >> beam.ParDo(_Survivor()).with_outputs(DROPPED, main=DOCUMENTS)
+        )
+        return {DOCUMENTS: out[DOCUMENTS], DROPPED: out[DROPPED]}

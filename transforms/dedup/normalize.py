@@ -1,0 +1,40 @@
+"""Text normalisation for exact-duplicate keys: what counts as 'the same text'."""
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+import xxhash
+
+_SPACE = re.compile(r"\s+")
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Steps applied before hashing: NFKC, case folding, whitespace collapsing (each can be switched off)."""
+
+    nfkc: bool = True
+    casefold: bool = True
+    whitespace: bool = True
+
+    @classmethod
+    def parse(cls, spec: str) -> "Normalization":
+        """From a comma list such as "nfkc,casefold,whitespace" ("none" for raw text)."""
+        steps = {s.strip() for s in spec.split(",") if s.strip()} - {"none"}
+        unknown = steps - {"nfkc", "casefold", "whitespace"}
+        if unknown:
+            raise ValueError(f"unknown normalisation step(s) {sorted(unknown)}; allowed: nfkc, casefold, whitespace")
+        return cls("nfkc" in steps, "casefold" in steps, "whitespace" in steps)
+
+    def apply(self, text: str) -> str:
+        if self.nfkc:
+            text = unicodedata.normalize("NFKC", text)
+        if self.casefold:
+            text = text.casefold()
+        if self.whitespace:
+            text = _SPACE.sub(" ", text).strip()
+        return text
+
+    def key(self, text: str) -> str:
+        return xxhash.xxh3_128_hexdigest(self.apply(text).encode("utf-8", "surrogatepass"))
