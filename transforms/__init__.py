@@ -1,5 +1,10 @@
 """synthcap's Beam transforms: the plugin. `pipeline/` composes these; nothing here imports `pipeline`."""
 from transforms.accounting import DEAD_LETTER_REASONS, DROP_REASONS, DeadLetter, Dropped, Summarize, reconcile
+from transforms.dedup.components import ConnectedComponents
+from transforms.dedup.exact import ExactDedup
+from transforms.dedup.minhash import MinHasher
+from transforms.dedup.near import NearDedup
+from transforms.dedup.normalize import Normalization
 from transforms.document import SCHEMA, Document, from_dolma, from_table, to_dolma, to_table
 from transforms.io.read import ReadCrawl
 from transforms.io.write import WriteDocuments, WriteJsonRecords, WriteSharded
@@ -8,4 +13,5 @@ __all__ = [
     "DEAD_LETTER_REASONS", "DROP_REASONS", "DeadLetter", "Dropped", "Summarize", "reconcile",
     "SCHEMA", "Document", "from_dolma", "from_table", "to_dolma", "to_table",
     "ReadCrawl", "WriteDocuments", "WriteJsonRecords", "WriteSharded",
+    "ConnectedComponents", "ExactDedup", "MinHasher", "NearDedup", "Normalization",
 ]

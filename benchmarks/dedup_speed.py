@@ -1,0 +1,130 @@
+"""Dedup speed, one core, with same-run baselines.
+
+    python benchmarks/dedup_speed.py [--docs 30000] [--datatrove-python PATH]
+
+1. MinHash signatures/s: synthcap's kernel against datasketch's per-document path (MinHash.update_batch over the
+   same word 5-gram shingles), 128 permutations, ~2,000-character documents.
+2. End to end on the DirectRunner: `synthcap curate` (read JSONL, exact + near dedup, write Parquet) as a
+   subprocess; wall time, docs/s and peak RSS. Beside it, as the peer anchor, datatrove's 4-stage MinHash pipeline
+   (signature, buckets, cluster, filter; local executor, 1 task) on the same JSONL with the same n-gram, bands and
+   rows. datatrove pins its own dependencies, so it runs from its own virtualenv: pass its python with
+   --datatrove-python (e.g. `python -m venv /tmp/dt && /tmp/dt/bin/pip install datatrove regex tokenizers`).
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+from datasketch import MinHash
+
+from transforms.dedup.lsh import optimal_param
+from transforms.dedup.minhash import MinHasher, shingle_set
+
+ROOT = Path(__file__).resolve().parents[1]
+DETECT = ROOT.parent / "shared" / "data" / "detect"
+
+
+def corpus(n: int) -> list[str]:
+    texts = []
+    if DETECT.exists():
+        for f in sorted(DETECT.glob("*.jsonl.gz")):
+            texts += [json.loads(line)["text"] for line in gzip.open(f, "rt")]
+    else:
+        from pipeline.sample import human_paragraphs
+
+        texts = human_paragraphs()
+    joined = " ".join(texts)
+    starts = [(i * 1999) % (len(joined) - 2000) for i in range(n)]
+    return [joined[s : s + 2000] for s in starts]
+
+
+def run_measured(cmd: list[str], env=None) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of a child process and its children."""
+    t = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t
+    if status != 0:
+        sys.exit(f"{cmd[:3]} failed: {proc.stderr.read().decode()[-2000:]}")
+    return wall, usage.ru_maxrss / 1024
+
+
+DATATROVE = textwrap.dedent("""
+    import sys
+    from datatrove.executor import LocalPipelineExecutor
+    from datatrove.pipeline.dedup import (MinhashDedupBuckets, MinhashDedupCluster, MinhashDedupFilter,
+                                          MinhashDedupSignature)
+    from datatrove.pipeline.dedup.minhash import MinhashConfig
+    from datatrove.pipeline.readers import JsonlReader
+    from datatrove.pipeline.writers import JsonlWriter
+    src, work, bands, rows = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    cfg = MinhashConfig(n_grams=5, num_buckets=bands, hashes_per_bucket=rows, seed=1)
+    run = lambda steps, name: LocalPipelineExecutor(steps, tasks=1, workers=1, logging_dir=f"{work}/logs/{name}",
+                                                    start_method="fork").run()
+    run([JsonlReader(src), MinhashDedupSignature(output_folder=f"{work}/sigs", config=cfg)], "sig")
+    run([MinhashDedupBuckets(input_folder=f"{work}/sigs", output_folder=f"{work}/buckets", config=cfg)], "buckets")
+    run([MinhashDedupCluster(input_folder=f"{work}/buckets", output_folder=f"{work}/ids", config=cfg)], "cluster")
+    run([JsonlReader(src), MinhashDedupFilter(input_folder=f"{work}/ids"), JsonlWriter(f"{work}/out")], "filter")
+""")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--docs", type=int, default=30_000)
+    ap.add_argument("--datatrove-python")
+    args = ap.parse_args()
+    docs = corpus(args.docs)
+
+    hasher = MinHasher(5, 128, 1)
+    hasher.signature("warm up the compiled kernel")
+    t = time.perf_counter()
+    for d in docs:
+        hasher.signature(d)
+    ours = len(docs) / (time.perf_counter() - t)
+    sample = docs[: max(1, len(docs) // 10)]
+    t = time.perf_counter()
+    for d in sample:
+        m = MinHash(num_perm=128, seed=1)
+        m.update_batch([" ".join(s).encode() for s in shingle_set(d, 5)])
+    theirs = len(sample) / (time.perf_counter() - t)
+    print("| MinHash signatures, 128 perms, 2,000-char docs, 1 core | docs/s | ratio |\n|---|---:|---:|")
+    print(f"| datasketch MinHash.update_batch (baseline) | {theirs:,.0f} | 1.00 |")
+    print(f"| synthcap MinHasher (numba kernel) | {ours:,.0f} | {ours / theirs:.1f} |\n")
+
+    tmp = Path(tempfile.mkdtemp())
+    src = tmp / "in"
+    src.mkdir()
+    with open(src / "docs.jsonl", "w") as f:
+        for i, d in enumerate(docs):
+            f.write(json.dumps({"id": f"d{i:07d}", "text": d}) + "\n")
+        for i, d in enumerate(docs[: len(docs) // 10]):  # exact and near copies to remove
+            f.write(json.dumps({"id": f"x{i:07d}", "text": d if i % 2 else d + " (copy)"}) + "\n")
+    total = len(docs) + len(docs) // 10
+    bands, rows = optimal_param(0.8, 128)
+    rows_out = []
+    wall, rss = run_measured([sys.executable, "-m", "pipeline.cli", "curate", "--input", str(src / "docs.jsonl"),
+                              "--output", str(tmp / "synthcap"), "--direct_num_workers=1"])
+    rows_out.append(("synthcap curate (read, exact + near dedup, write), DirectRunner", wall, rss))
+    if args.datatrove_python:
+        wall, rss = run_measured([args.datatrove_python, "-c", DATATROVE, str(src), str(tmp / "dt"), str(bands),
+                                  str(rows)])
+        rows_out.append(("datatrove MinHash, 4 stages, local executor", wall, rss))
+    print(f"| end to end on {total:,} documents, 1 core | seconds | docs/s | peak RSS MiB | docs/s ratio |")
+    print("|---|---:|---:|---:|---:|")
+    base = total / rows_out[-1][1]
+    for name, wall, rss in rows_out:
+        print(f"| {name} | {wall:.1f} | {total / wall:,.0f} | {rss:,.0f} | {total / wall / base:.2f} |")
+    if not args.datatrove_python:
+        print("\n(datatrove not run: pass --datatrove-python)")
+
+
+if __name__ == "__main__":
+    main()
