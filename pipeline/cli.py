@@ -12,6 +12,7 @@ verbs:
   curate   --input GLOB [GLOB ...] --output OUT     read, clean and account for crawl shards
   sample   --output DIR                             write the embedded sample crawl (WARC + WET)
   demo     [--output OUT]                           sample + curate on the DirectRunner
+  inspect  DOC_ID --output OUT                      print one curated document's provenance
 """
 
 
@@ -46,7 +47,13 @@ def _flag(argv: list[str], name: str) -> str | None:
     return None
 
 
-VERBS = {"curate": _curate, "sample": _sample, "demo": _demo}
+def _inspect(argv):
+    from pipeline import inspect_doc
+
+    inspect_doc.run(argv)
+
+
+VERBS = {"curate": _curate, "sample": _sample, "demo": _demo, "inspect": _inspect}
 PIPELINE_VERBS = {"curate"}
 
 

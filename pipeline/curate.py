@@ -7,7 +7,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline.options import CurateOptions, UserError
+from pipeline.options import CURATE_KEYS, CurateOptions, UserError
 from pipeline.runner import make_pipeline, prepare_output
 from transforms.accounting import DEAD_LETTERS, DOCUMENTS, DROPPED, NAMESPACE, Summarize, reconcile
 from transforms.dedup.exact import ExactDedup
@@ -16,8 +16,18 @@ from transforms.dedup.normalize import Normalization
 from transforms.io.files import InputError
 from transforms.io.read import ReadCrawl
 from transforms.io.write import WriteDocuments, WriteJsonRecords, write_json
+from transforms.provenance.lineage import RunInfo, WriteProvenance
+from transforms.provenance.summary import SignalCounts
+from transforms.provenance.tag import TagProvenance
 
-OUTPUT_PARTS = ("documents", "dropped", "duplicates", "dead_letters", "summary.json")
+OUTPUT_PARTS = ("documents", "provenance", "dropped", "duplicates", "dead_letters", "summary.json")
+
+
+def run_info(opts: CurateOptions) -> RunInfo:
+    """Run identity from every synthcap option except where outputs go."""
+    config = {k: v for k, v in opts.get_all_options(retain_unknown_options=False).items()
+              if k in CURATE_KEYS and k not in ("output", "overwrite", "run_id")}
+    return RunInfo.from_config(config, opts.run_id)
 
 
 def duplicate_json(d) -> str:
@@ -31,7 +41,7 @@ def build(p, opts: CurateOptions, output: str) -> None:
                                        split_bytes=opts.split_bytes)
     except InputError as e:
         raise UserError(str(e)) from None
-    documents = read[DOCUMENTS]
+    documents = read[DOCUMENTS] | "Provenance" >> TagProvenance()
     drops = [read[DROPPED]]
     dead = read[DEAD_LETTERS]
     if not opts.no_exact_dedup:
@@ -60,12 +70,15 @@ def build(p, opts: CurateOptions, output: str) -> None:
                                              lambda d: f"{d.id}\x00{d.source}\x00{d.offset:020d}",
                                              encode_item=duplicate_json))
     documents | "WriteDocs" >> WriteDocuments(FileSystems.join(output, "documents"), opts.rows_per_shard)
+    documents | "WriteProvenance" >> WriteProvenance(FileSystems.join(output, "provenance"), run_info(opts),
+                                                      opts.rows_per_shard)
     dropped | "WriteDropped" >> WriteJsonRecords(FileSystems.join(output, "dropped"), "dropped",
                                                  lambda d: f"{d.reason}\x00{d.id}\x00{d.source}\x00{d.offset:020d}")
     dead | "WriteDead" >> WriteJsonRecords(FileSystems.join(output, "dead_letters"), "dead_letters",
                                            lambda d: f"{d.source}\x00{d.offset:020d}\x00{d.reason}")
     summary_path = FileSystems.join(output, "summary.json")
-    (p | "Summary" >> Summarize(read, documents, dropped, dead)
+    signals = documents | "SignalCounts" >> beam.CombineGlobally(SignalCounts())
+    (p | "Summary" >> Summarize(read, documents, dropped, dead, extra={"provenance": signals})
      | "WriteSummary" >> beam.Map(lambda s: write_json(summary_path, s)))
 
 

@@ -37,6 +37,7 @@ class CurateOptions(PipelineOptions):
         parser.add_argument("--rows_per_shard", type=_positive_int, default=100_000,
                             help="documents per output Parquet shard (bounds a writer's memory)")
         parser.add_argument("--seed", type=int, default=1, help="seed of every hash permutation and sample")
+        parser.add_argument("--run_id", help="run identity in provenance (default: derived from the config hash)")
         parser.add_argument("--no_exact_dedup", action="store_true", help="skip exact deduplication")
         parser.add_argument("--exact_normalization", default="nfkc,casefold,whitespace",
                             help="steps before the exact-dedup hash: any of nfkc, casefold, whitespace, or none")
@@ -53,6 +54,17 @@ class CurateOptions(PipelineOptions):
         parser.add_argument("--cc_rounds", type=int, default=6, help="large-star/small-star rounds before union-find")
         parser.add_argument("--max_residual_edges", type=_positive_int, default=1_000_000,
                             help="fail if connected components leave more residual edges than this")
+
+
+def _own_keys(cls) -> frozenset[str]:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    cls._add_argparse_args(parser)
+    return frozenset(a.dest for a in parser._actions if a.dest != "help")
+
+
+CURATE_KEYS = _own_keys(CurateOptions)
 
 
 def unknown_flags(argv: list[str]) -> list[str]:

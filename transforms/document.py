@@ -13,6 +13,8 @@ from typing import Any, Optional
 import pyarrow as pa
 import xxhash
 
+from transforms.provenance.schema import SIGNALS
+
 
 @dataclass
 class RawRecord:
@@ -39,6 +41,7 @@ class Document:
     dup_cluster_id: Optional[str] = None
     dup_cluster_size: Optional[int] = None
     first_seen: Optional[str] = None
+    provenance: Optional[dict[str, Any]] = None
     metadata: dict[str, str] = field(default_factory=dict)
     raw: Optional[RawRecord] = field(default=None, compare=False, repr=False)
 
@@ -46,7 +49,7 @@ class Document:
 _STRING_FIELDS = (
     "url", "domain", "warc_record_id", "refers_to", "crawl_id", "capture_date", "language", "content_digest",
 )
-_STAGE_FIELDS = ("dup_cluster_id", "dup_cluster_size", "first_seen")
+_STAGE_FIELDS = ("dup_cluster_id", "dup_cluster_size", "first_seen", "provenance")
 
 SCHEMA = pa.schema(
     [
@@ -58,6 +61,7 @@ SCHEMA = pa.schema(
         pa.field("dup_cluster_id", pa.string()),
         pa.field("dup_cluster_size", pa.int64()),
         pa.field("first_seen", pa.string()),
+        pa.field("provenance", SIGNALS),
         pa.field("metadata", pa.map_(pa.string(), pa.string())),
     ]
 )
@@ -69,18 +73,25 @@ def fallback_id(source: str, offset: int, index: int = 0) -> str:
     return "sc:" + xxhash.xxh3_128_hexdigest(f"{source}\x00{offset}\x00{index}".encode())
 
 
+def _as_dict(value) -> dict:
+    return value if isinstance(value, dict) else dict(value or [])
+
+
 def to_row(doc: Document) -> dict[str, Any]:
     row = {name: getattr(doc, name) for name in COLUMNS}
     row["metadata"] = sorted(doc.metadata.items())
+    if doc.provenance is not None:
+        row["provenance"] = {**doc.provenance,
+                             "invisible_chars": sorted(_as_dict(doc.provenance.get("invisible_chars")).items())}
     return row
 
 
 def from_row(row: dict[str, Any]) -> Document:
-    meta = row.get("metadata") or {}
-    if not isinstance(meta, dict):
-        meta = dict(meta)
-    kwargs = {name: row.get(name) for name in COLUMNS if name != "metadata"}
-    return Document(metadata=meta, **kwargs)
+    kwargs = {name: row.get(name) for name in COLUMNS if name not in ("metadata", "provenance")}
+    prov = row.get("provenance")
+    if prov is not None:
+        prov = {**prov, "invisible_chars": _as_dict(prov.get("invisible_chars"))}
+    return Document(metadata=_as_dict(row.get("metadata")), provenance=prov, **kwargs)
 
 
 def to_table(docs: list[Document]) -> pa.Table:

@@ -1,0 +1,68 @@
+"""`synthcap inspect DOC_ID --output OUT`: one document's full provenance, readably."""
+from __future__ import annotations
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
+from pipeline.options import UserError
+
+_SECTIONS = (
+    ("Lineage", ("source", "offset", "warc_record_id", "refers_to", "url", "registered_domain", "crawl_id",
+                 "capture_date", "pre_llm", "content_digest")),
+    ("Deduplication", ("dup_cluster_id", "dup_cluster_size", "first_seen")),
+    ("AI likelihood", ("p_ai", "ai_model")),
+    ("Declared by the page", ("html_observable", "tdm_reservation", "tdm_reservation_header",
+                              "tdm_reservation_meta", "tdm_policy", "robots_noai", "robots_noimageai",
+                              "digital_source_type", "declared_ai", "c2pa_manifest", "c2pa_text_wrapper",
+                              "generator", "invisible_chars", "invisible_total")),
+    ("Run", ("synthcap_version", "run_id", "config_hash")),
+)
+
+
+def find(doc_id: str, output: str) -> dict | None:
+    pattern = FileSystems.join(output, "provenance", "*.parquet")
+    try:
+        files = [m.path for m in FileSystems.match([pattern])[0].metadata_list]
+    except Exception:
+        files = []
+    if not files:
+        raise UserError(f"no provenance under {output} (expected {pattern})")
+    for path in sorted(files):
+        with FileSystems.open(path) as f:
+            table = pq.read_table(f)
+        hit = table.filter(pc.equal(table["id"], doc_id))
+        if hit.num_rows:
+            return hit.to_pylist()[0]
+    return None
+
+
+def render(row: dict) -> str:
+    lines = [f"document {row['id']}"]
+    for title, names in _SECTIONS:
+        lines.append(f"\n{title}")
+        for name in names:
+            value = row.get(name)
+            if name == "invisible_chars":
+                value = ", ".join(f"{k}×{n}" for k, n in (value or [])) or "none"
+            if value is None and title == "Declared by the page":
+                shown = "— (unset)" if row.get("html_observable") else "— (not observable: no headers or HTML)"
+            else:
+                shown = "—" if value is None else value
+            lines.append(f"  {name:<24} {shown}")
+    return "\n".join(lines)
+
+
+def run(argv: list[str]) -> None:
+    positional = [a for a in argv if not a.startswith("--")]
+    output = None
+    for i, a in enumerate(argv):
+        if a == "--output" and i + 1 < len(argv):
+            output = argv[i + 1]
+            positional = [p for p in positional if p != output]
+    if len(positional) != 1 or not output:
+        raise UserError("usage: synthcap inspect DOC_ID --output OUT")
+    row = find(positional[0], output)
+    if row is None:
+        raise UserError(f"document {positional[0]} is not in {output}")
+    print(render(row))
