@@ -7,6 +7,8 @@ from transforms.dedup.near import NearDedup
 from transforms.dedup.normalize import Normalization
 from transforms.document import SCHEMA, Document, from_dolma, from_table, to_dolma, to_table
 from transforms.io.read import ReadCrawl
+from transforms.provenance.lineage import RunInfo, WriteProvenance
+from transforms.provenance.tag import TagProvenance
 from transforms.io.write import WriteDocuments, WriteJsonRecords, WriteSharded
 
 __all__ = [
@@ -14,4 +16,5 @@ __all__ = [
     "SCHEMA", "Document", "from_dolma", "from_table", "to_dolma", "to_table",
     "ReadCrawl", "WriteDocuments", "WriteJsonRecords", "WriteSharded",
     "ConnectedComponents", "ExactDedup", "MinHasher", "NearDedup", "Normalization",
+    "RunInfo", "TagProvenance", "WriteProvenance",
 ]
