@@ -1,5 +1,5 @@
 # Aliases for the bootstrap in tasks.py (which needs only Python and pip).
-.PHONY: demo test env bench
+.PHONY: demo test env bench detector
 demo:
 	python3 tasks.py demo
 test:
@@ -8,3 +8,5 @@ env:
 	python3 tasks.py env
 bench: env
 	.venv/bin/python benchmarks/read.py
+detector: env
+	.venv/bin/synthcap train-detector --data ../shared/data/detect/*.jsonl.gz --out transforms/score/default_model

@@ -65,12 +65,15 @@ DATATROVE = textwrap.dedent("""
     from datatrove.pipeline.dedup.minhash import MinhashConfig
     from datatrove.pipeline.readers import JsonlReader
     from datatrove.pipeline.writers import JsonlWriter
+    from datatrove.utils.hashing import HashConfig
     src, work, bands, rows = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    cfg = MinhashConfig(n_grams=5, num_buckets=bands, hashes_per_bucket=rows, seed=1)
-    run = lambda steps, name: LocalPipelineExecutor(steps, tasks=1, workers=1, logging_dir=f"{work}/logs/{name}",
-                                                    start_method="fork").run()
+    cfg = MinhashConfig(n_grams=5, num_buckets=bands, hashes_per_bucket=rows, seed=1,
+                        hash_config=HashConfig(precision=64, hash_fc="sha1"))
+    run = lambda steps, name, tasks=1: LocalPipelineExecutor(steps, tasks=tasks, workers=1, start_method="fork",
+                                                             logging_dir=f"{work}/logs/{name}").run()
     run([JsonlReader(src), MinhashDedupSignature(output_folder=f"{work}/sigs", config=cfg)], "sig")
-    run([MinhashDedupBuckets(input_folder=f"{work}/sigs", output_folder=f"{work}/buckets", config=cfg)], "buckets")
+    run([MinhashDedupBuckets(input_folder=f"{work}/sigs", output_folder=f"{work}/buckets", config=cfg)], "buckets",
+        bands)  # one task per band, as datatrove requires; still one worker
     run([MinhashDedupCluster(input_folder=f"{work}/buckets", output_folder=f"{work}/ids", config=cfg)], "cluster")
     run([JsonlReader(src), MinhashDedupFilter(input_folder=f"{work}/ids"), JsonlWriter(f"{work}/out")], "filter")
 """)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from pipeline.options import UserError, unknown_flags
@@ -13,6 +14,7 @@ verbs:
   sample   --output DIR                             write the embedded sample crawl (WARC + WET)
   demo     [--output OUT]                           sample + curate on the DirectRunner
   inspect  DOC_ID --output OUT                      print one curated document's provenance
+  train-detector --data FILE [FILE ...] --out DIR   train, calibrate and evaluate the fastText detector
 """
 
 
@@ -53,7 +55,35 @@ def _inspect(argv):
     inspect_doc.run(argv)
 
 
-VERBS = {"curate": _curate, "sample": _sample, "demo": _demo, "inspect": _inspect}
+def _train_detector(argv):
+    import argparse
+
+    from transforms.score.train import train_detector
+
+    ap = argparse.ArgumentParser(prog="synthcap train-detector")
+    ap.add_argument("--data", nargs="+", required=True, help="labelled JSONL.gz files (text, label, domain, ...)")
+    ap.add_argument("--out", required=True, help="folder for model.ftz and model_card.json")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--no_lodo", action="store_true", help="skip the leave-one-dataset-out evaluation")
+    ap.add_argument("--limit_per_file", type=int, help="read at most this many records per file")
+    try:
+        args = ap.parse_args(argv)
+    except SystemExit:
+        raise UserError("bad arguments (see synthcap train-detector --help)") from None
+    missing = [p for p in args.data if not os.path.exists(p)]
+    if missing:
+        raise UserError(f"no such file: {missing[0]}")
+    try:
+        card = train_detector(args.data, args.out, seed=args.seed, lodo=not args.no_lodo,
+                              limit_per_file=args.limit_per_file)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    t = card["test"]["overall"]
+    print(f"wrote {args.out}/model.ftz; test AUROC {t['auroc']:.3f}, TPR@5%FPR {t['tpr_at_5pct_fpr']:.3f}")
+
+
+VERBS = {"curate": _curate, "sample": _sample, "demo": _demo, "inspect": _inspect,
+         "train-detector": _train_detector}
 PIPELINE_VERBS = {"curate"}
 
 

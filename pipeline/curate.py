@@ -17,6 +17,9 @@ from transforms.io.files import InputError
 from transforms.io.read import ReadCrawl
 from transforms.io.write import WriteDocuments, WriteJsonRecords, write_json
 from transforms.provenance.lineage import RunInfo, WriteProvenance
+from transforms.score.estimate import EstimateSyntheticFraction
+from transforms.score.handler import ScoreAILikelihood
+from transforms.score.model import DEFAULT_MODEL_DIR, Detector, ModelLoadError
 from transforms.provenance.summary import SignalCounts
 from transforms.provenance.tag import TagProvenance
 
@@ -63,6 +66,22 @@ def build(p, opts: CurateOptions, output: str) -> None:
         near = documents | "NearDedup" >> near_dedup
         documents = near[DOCUMENTS]
         drops.append(near[DROPPED])
+    dead_parts = [dead]
+    extra = {}
+    if not opts.no_score:
+        model_dir = opts.detector_model or DEFAULT_MODEL_DIR
+        try:
+            card = Detector.load(model_dir).card
+        except ModelLoadError as e:
+            raise UserError(str(e)) from None
+        scored = documents | "Score" >> ScoreAILikelihood(model_dir)
+        documents = scored[DOCUMENTS]
+        dead_parts.append(scored[DEAD_LETTERS])
+        extra["synthetic_estimate"] = (
+            documents
+            | "EstimatePerCrawl" >> EstimateSyntheticFraction(card, key_fn=lambda d: d.crawl_id or "unknown")
+            | "EstimatesToDict" >> beam.combiners.ToDict())
+    dead = dead_parts | "AllDead" >> beam.Flatten()
     dropped = drops | "AllDropped" >> beam.Flatten()
     (dropped
      | "Duplicates" >> beam.Filter(lambda d: d.reason.startswith("duplicate_"))
@@ -78,7 +97,8 @@ def build(p, opts: CurateOptions, output: str) -> None:
                                            lambda d: f"{d.source}\x00{d.offset:020d}\x00{d.reason}")
     summary_path = FileSystems.join(output, "summary.json")
     signals = documents | "SignalCounts" >> beam.CombineGlobally(SignalCounts())
-    (p | "Summary" >> Summarize(read, documents, dropped, dead, extra={"provenance": signals})
+    extra["provenance"] = signals
+    (p | "Summary" >> Summarize(read, documents, dropped, dead, extra=extra)
      | "WriteSummary" >> beam.Map(lambda s: write_json(summary_path, s)))
 
 

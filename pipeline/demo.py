@@ -16,3 +16,9 @@ def run(output: str) -> None:
     print(f"curated:       {curated}/documents/*.parquet ({summary['documents_out']} documents)")
     print(f"summary:       {curated}/summary.json (read {summary['records_read']}, "
           f"dropped {sum(summary['dropped'].values())}, dead letters {sum(summary['dead_letters'].values())})")
+    print(f"provenance:    {curated}/provenance/*.parquet  (synthcap inspect DOC_ID --output {curated})")
+    for crawl, est in sorted(summary.get("synthetic_estimate", {}).items()):
+        m, a = est["mixture"], est["acc"]
+        print(f"AI share {crawl}: mixture {m['estimate']:.3f} [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}], "
+              f"adjusted count {a['estimate']:.3f} [{a['ci95'][0]:.3f}, {a['ci95'][1]:.3f}] "
+              f"({est['documents']} documents)")

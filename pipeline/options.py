@@ -54,6 +54,9 @@ class CurateOptions(PipelineOptions):
         parser.add_argument("--cc_rounds", type=int, default=6, help="large-star/small-star rounds before union-find")
         parser.add_argument("--max_residual_edges", type=_positive_int, default=1_000_000,
                             help="fail if connected components leave more residual edges than this")
+        parser.add_argument("--no_score", action="store_true", help="skip AI-likelihood scoring")
+        parser.add_argument("--detector_model", default=None,
+                            help="folder with model.ftz and model_card.json (default: the bundled model)")
 
 
 def _own_keys(cls) -> frozenset[str]:

@@ -9,6 +9,9 @@ from transforms.document import SCHEMA, Document, from_dolma, from_table, to_dol
 from transforms.io.read import ReadCrawl
 from transforms.provenance.lineage import RunInfo, WriteProvenance
 from transforms.provenance.tag import TagProvenance
+from transforms.score.estimate import EstimateSyntheticFraction
+from transforms.score.handler import FastTextModelHandler, ScoreAILikelihood
+from transforms.score.model import Detector
 from transforms.io.write import WriteDocuments, WriteJsonRecords, WriteSharded
 
 __all__ = [
@@ -17,4 +20,5 @@ __all__ = [
     "ReadCrawl", "WriteDocuments", "WriteJsonRecords", "WriteSharded",
     "ConnectedComponents", "ExactDedup", "MinHasher", "NearDedup", "Normalization",
     "RunInfo", "TagProvenance", "WriteProvenance",
+    "Detector", "EstimateSyntheticFraction", "FastTextModelHandler", "ScoreAILikelihood",
 ]

@@ -42,6 +42,8 @@ class Document:
     dup_cluster_size: Optional[int] = None
     first_seen: Optional[str] = None
     provenance: Optional[dict[str, Any]] = None
+    p_ai: Optional[float] = None
+    ai_model: Optional[str] = None
     metadata: dict[str, str] = field(default_factory=dict)
     raw: Optional[RawRecord] = field(default=None, compare=False, repr=False)
 
@@ -49,7 +51,7 @@ class Document:
 _STRING_FIELDS = (
     "url", "domain", "warc_record_id", "refers_to", "crawl_id", "capture_date", "language", "content_digest",
 )
-_STAGE_FIELDS = ("dup_cluster_id", "dup_cluster_size", "first_seen", "provenance")
+_STAGE_FIELDS = ("dup_cluster_id", "dup_cluster_size", "first_seen", "provenance", "p_ai", "ai_model")
 
 SCHEMA = pa.schema(
     [
@@ -62,6 +64,8 @@ SCHEMA = pa.schema(
         pa.field("dup_cluster_size", pa.int64()),
         pa.field("first_seen", pa.string()),
         pa.field("provenance", SIGNALS),
+        pa.field("p_ai", pa.float64()),
+        pa.field("ai_model", pa.string()),
         pa.field("metadata", pa.map_(pa.string(), pa.string())),
     ]
 )

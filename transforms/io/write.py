@@ -119,7 +119,7 @@ class WriteJsonRecords(WriteSharded):
     def __init__(self, directory: str, name: str, key_fn: Callable[[Any], str], rows_per_shard: int = 500_000,
                  encode_item: Callable[[Any], str] = _to_json):
         def encode(items: list) -> bytes:
-            return "".join(encode_item(i) + "\n" for i in items).encode()
+            return "".join(encode_item(i) + "\n" for i in items).encode("utf-8", "backslashreplace")
 
         super().__init__(FileSystems.join(directory, name), ".jsonl", key_fn, encode, rows_per_shard)
 

@@ -1,0 +1,111 @@
+"""The detector: group-aware splits, calibration, RunInference scoring with per-element dead letters, estimators."""
+from __future__ import annotations
+
+import glob
+import json
+
+import numpy as np
+import pytest
+
+from transforms.score.calibration import Platt
+from transforms.score.estimate import acc, mixture
+from transforms.score.normalize import for_scoring
+from transforms.score.train import Example, assign_groups, auroc, split, tpr_at_fpr
+
+
+@pytest.fixture(scope="session")
+def small_model(detect_dir, tmp_path_factory):
+    """A real model trained on a slice of the detection data (the shipped one is trained on all of it)."""
+    from transforms.score.train import train_detector
+
+    out = tmp_path_factory.mktemp("model")
+    card = train_detector(sorted(glob.glob(str(detect_dir / "*.jsonl.gz"))), str(out), limit_per_file=800,
+                          lodo=False, search=[{"wordNgrams": 2, "minn": 3, "maxn": 5, "epoch": 3}], log=lambda m: None)
+    return out, card
+
+
+def test_groups_never_straddle_splits():
+    ex = [Example("shared human prefix", 0, "a", "d", "human", "a:1"),
+          Example("shared human prefix and an AI continuation", 1, "a", "d", "gpt", "a:1"),
+          Example("repeated human text", 0, "b", "d", "human", ""),
+          Example("repeated human text", 0, "c", "d", "human", ""),
+          *[Example(f"text {i}", i % 2, "a", "d", "g", f"a:{i + 10}") for i in range(200)]]
+    groups = assign_groups(ex)
+    assert groups[0] == groups[1] and groups[2] == groups[3]
+    parts = split(ex, seed=3)
+    where = {id(e): k for k, v in parts.items() for e in v}
+    assert where[id(ex[0])] == where[id(ex[1])] and where[id(ex[2])] == where[id(ex[3])]
+    assert all(len(v) > 5 for v in parts.values())
+
+
+def test_normalisation_for_scoring():
+    assert for_scoring("a\u200bb\ufeff c\nd\u00ade") == "ab c de"
+    assert for_scoring("Ηello wоrld") == "Hello world"  # Greek Eta and Cyrillic o folded
+
+
+def test_metrics_and_platt():
+    y = np.array([0] * 100 + [1] * 100)
+    s = np.concatenate([np.linspace(0, 0.6, 100), np.linspace(0.4, 1, 100)])
+    assert 0.9 < auroc(s, y) < 1.0 and auroc(y, y) == 1.0
+    assert tpr_at_fpr(y.astype(float), y, 0.05) == 1.0
+    cal = Platt.fit(s, y)
+    p = cal(s)
+    assert np.all(np.diff(cal(np.linspace(0.01, 0.99, 50))) > 0)  # strictly increasing: ranking kept
+    assert abs(p[y == 1].mean() - 0.5) < 0.35 and p[y == 1].mean() > p[y == 0].mean()
+
+
+def test_model_card(small_model):
+    out, card = small_model
+    assert (out / "model.ftz").stat().st_size < 20_000_000
+    saved = json.loads((out / "model_card.json").read_text())
+    assert saved["sha256"] and saved["calibration"]["method"] == "platt"
+    for key in ("auroc", "tpr_at_1pct_fpr", "tpr_at_5pct_fpr"):
+        assert saved["test"]["overall"][key] is not None
+    assert saved["test"]["overall"]["auroc"] > 0.6
+    assert saved["test"]["by_generator"] and saved["test"]["by_domain"] and saved["test"]["by_dataset"]
+
+
+def test_curate_scores_through_runinference_and_dead_letters_failures(small_model, tmp_path):
+    from pipeline import curate
+    from tests.helpers import read_documents, read_jsonl
+
+    model_dir, _ = small_model
+    lines = [json.dumps({"id": f"d{i}", "text": f"A plain human sentence number {i} about gardens and rain."})
+             for i in range(40)]
+    lines.append('{"id": "bad", "text": "lone surrogate \\ud800 cannot be encoded"}')
+    (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
+    summary, counters = curate.run(["--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "out"),
+                                    "--detector_model", str(model_dir), "--no_near_dedup"])
+    docs = read_documents(tmp_path / "out")
+    assert len(docs) == 40 and all(0 <= d.p_ai <= 1 and "@sha256:" in d.ai_model for d in docs)
+    assert summary["dead_letters"] == {"score_error": 1} and summary["reconciles"]
+    (dl,) = read_jsonl(tmp_path / "out", "dead_letters")
+    assert dl["stage"] == "score" and dl["reason"] == "score_error" and "TypeError" in dl["message"]
+    assert counters["scored"] == 40
+    est = summary["synthetic_estimate"]["unknown"]
+    assert est["documents"] == 40 and 0 <= est["acc"]["estimate"] <= 1 and est["mixture"]["ci95"][0] <= \
+        est["mixture"]["estimate"] <= est["mixture"]["ci95"][1]
+
+
+def test_estimators_recover_known_mixtures():
+    rng = np.random.default_rng(0)
+    bins = 50
+    human = np.histogram(rng.beta(2, 5, 20000), np.linspace(0, 1, bins + 1))[0]
+    ai = np.histogram(rng.beta(5, 2, 20000), np.linspace(0, 1, bins + 1))[0]
+    card = {"validation_histograms": {"human": human.tolist(), "ai": ai.tolist()}}
+    for truth in (0.0, 0.1, 0.3, 0.5):
+        n_ai = int(truth * 5000)
+        scores = np.concatenate([rng.beta(5, 2, n_ai), rng.beta(2, 5, 5000 - n_ai)])
+        counts = np.histogram(scores, np.linspace(0, 1, bins + 1))[0].astype(float)
+        for est in (acc(counts, card), mixture(counts, card)):
+            assert abs(est["estimate"] - truth) < 0.03
+            assert est["ci95"][0] - 0.01 <= truth <= est["ci95"][1] + 0.01
+
+
+def test_unreadable_model_is_one_clear_line(tmp_path, capsys, sample_crawl):
+    from pipeline.cli import main
+
+    rc = main(["curate", "--input", str(sample_crawl / "*.wet.gz"), "--output", str(tmp_path / "o"),
+               "--detector_model", str(tmp_path / "missing")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "cannot load detector" in err and "\n" not in err

@@ -1,0 +1,265 @@
+"""Training and honest evaluation of the fastText detector.
+
+Splits are by group: texts sharing a `pair_id` (an AI continuation of a human prefix) or an exact text (human
+strings repeat across sets) are in one group, and a group never straddles train / validation / test. `mixed`
+texts (human text edited by a model or the reverse) are left out of training and of the metrics: they are
+neither label. Calibration (Platt) and the default threshold are fitted on validation only.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Iterable
+
+import numpy as np
+
+from transforms.score.calibration import Platt
+from transforms.score.model import AI_LABEL, sha256_file
+from transforms.score.normalize import for_scoring
+
+DEFAULT_PARAMS = {"epoch": 5, "lr": 0.5, "wordNgrams": 2, "minn": 0, "maxn": 0, "dim": 64, "bucket": 500_000,
+                  "loss": "softmax"}
+SEARCH = [
+    {"wordNgrams": 2, "minn": 0, "maxn": 0},
+    {"wordNgrams": 1, "minn": 3, "maxn": 5},
+    {"wordNgrams": 2, "minn": 3, "maxn": 5},
+]
+
+
+@dataclass
+class Example:
+    text: str
+    label: int  # 1 = ai, 0 = human
+    dataset: str
+    domain: str
+    generator: str
+    group: str
+
+
+def load(paths: Iterable[str], limit_per_file: int | None = None) -> list[Example]:
+    out = []
+    for path in sorted(paths):
+        dataset = os.path.basename(path).split(".")[0]
+        with gzip.open(path, "rt") as f:
+            n = 0
+            for line in f:
+                r = json.loads(line)
+                if r.get("label") not in ("human", "ai") or (r.get("language") or "en") != "en":
+                    continue
+                text = (r.get("text") or "").strip()
+                if not text:
+                    continue
+                out.append(Example(text, int(r["label"] == "ai"), dataset, str(r.get("domain") or "?"),
+                                   str(r.get("generator") or "human"),
+                                   f"{dataset}:{r['pair_id']}" if r.get("pair_id") is not None else ""))
+                n += 1
+                if limit_per_file and n >= limit_per_file:
+                    break
+    return out
+
+
+def assign_groups(examples: list[Example]) -> list[str]:
+    """Union of pair ids and exact texts: the unit that must not straddle splits."""
+    parent: dict[str, str] = {}
+
+    def find(x):
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    keys = []
+    for e in examples:
+        t = "t:" + hashlib.sha1(e.text.encode()).hexdigest()
+        if e.group:
+            a, b = find(t), find("p:" + e.group)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+        keys.append(t)
+    return [find(k) for k in keys]
+
+
+def split(examples: list[Example], seed: int, fractions=(0.8, 0.1)) -> dict[str, list[Example]]:
+    groups = assign_groups(examples)
+    out = {"train": [], "validation": [], "test": []}
+    for e, g in zip(examples, groups):
+        u = int(hashlib.sha256(f"{seed}:{g}".encode()).hexdigest()[:12], 16) / 16**12
+        out["train" if u < fractions[0] else "validation" if u < sum(fractions) else "test"].append(e)
+    return out
+
+
+def _write_train_file(examples: list[Example], path: str) -> None:
+    with open(path, "w") as f:
+        for e in examples:
+            f.write(f"{AI_LABEL if e.label else '__label__human'} {for_scoring(e.text)}\n")
+
+
+def fit(examples: list[Example], params: dict, seed: int, threads: int = 2):
+    import fasttext
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "train.txt")
+        _write_train_file(examples, path)
+        model = fasttext.train_supervised(input=path, seed=seed, thread=threads, verbose=0, **params)
+    return model
+
+
+def raw_scores(model, texts: list[str]) -> np.ndarray:
+    labels, probs = model.predict([for_scoring(t) for t in texts], k=2)
+    return np.array([p[list(ls).index(AI_LABEL)] if AI_LABEL in ls else 1.0 - p[0] for ls, p in zip(labels, probs)])
+
+
+def auroc(scores, labels) -> float | None:
+    s, y = np.asarray(scores, float), np.asarray(labels, int)
+    pos, neg = s[y == 1], s[y == 0]
+    if not len(pos) or not len(neg):
+        return None
+    ranks = np.empty(len(s))
+    order = np.argsort(s, kind="stable")
+    ranks[order] = np.arange(1, len(s) + 1)
+    for v in np.unique(s):  # average ranks of ties
+        idx = s == v
+        ranks[idx] = ranks[idx].mean()
+    return float((ranks[y == 1].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def tpr_at_fpr(scores, labels, fpr: float) -> float | None:
+    s, y = np.asarray(scores, float), np.asarray(labels, int)
+    if not (y == 1).any() or not (y == 0).any():
+        return None
+    thr = np.quantile(s[y == 0], 1 - fpr, method="higher")
+    return float((s[y == 1] > thr).mean())
+
+
+def metrics(scores, labels, threshold: float | None = None) -> dict:
+    s, y = np.asarray(scores, float), np.asarray(labels, int)
+    out = {"n": int(len(y)), "ai": int(y.sum()), "human": int((y == 0).sum()), "auroc": auroc(s, y),
+           "tpr_at_1pct_fpr": tpr_at_fpr(s, y, 0.01), "tpr_at_5pct_fpr": tpr_at_fpr(s, y, 0.05)}
+    if threshold is not None:
+        out["flagged_human_at_threshold"] = float((s[y == 0] >= threshold).mean()) if (y == 0).any() else None
+        out["flagged_ai_at_threshold"] = float((s[y == 1] >= threshold).mean()) if (y == 1).any() else None
+    return out
+
+
+def breakdown(examples: list[Example], scores, key) -> dict:
+    """Per-key metrics; a key with only AI texts is scored against every human text of the same split."""
+    humans = [(s, 0) for e, s in zip(examples, scores) if e.label == 0]
+    by = defaultdict(list)
+    for e, s in zip(examples, scores):
+        by[key(e)].append((s, e.label))
+    out = {}
+    for k, rows in sorted(by.items()):
+        if not any(lbl == 0 for _, lbl in rows):
+            rows = rows + humans
+        if any(lbl == 1 for _, lbl in rows):
+            out[k] = metrics([s for s, _ in rows], [lbl for _, lbl in rows])
+    return out
+
+
+def train_detector(paths: list[str], out_dir: str, seed: int = 1, lodo: bool = True, name: str = "synthcap-fasttext",
+                   limit_per_file: int | None = None, search: list[dict] | None = None, log=print) -> dict:
+    """Trains, calibrates, evaluates (in-domain and leave-one-dataset-out) and writes model.ftz + model_card.json."""
+    import fasttext  # noqa: F401  (fail early with a clear import error)
+
+    examples = load(paths, limit_per_file)
+    if not examples:
+        raise ValueError("no labelled human/ai English texts in the given files")
+    parts = split(examples, seed)
+    best, best_auc = None, -1.0
+    for overrides in search if search is not None else SEARCH:
+        params = {**DEFAULT_PARAMS, **overrides}
+        model = fit(parts["train"], params, seed)
+        auc = auroc(raw_scores(model, [e.text for e in parts["validation"]]), [e.label for e in parts["validation"]])
+        log(f"  params {overrides}: validation AUROC {auc:.4f}")
+        if auc > best_auc:
+            best, best_auc = params, auc
+    model = fit(parts["train"], best, seed)
+    val = parts["validation"]
+    calibration = Platt.fit(raw_scores(model, [e.text for e in val]), [e.label for e in val])
+    val_p = calibration(raw_scores(model, [e.text for e in val]))
+    human_val = np.sort(val_p[[e.label == 0 for e in val]])
+    threshold = float(np.quantile(human_val, 0.99, method="higher")) + 1e-9  # at most 1% of validation humans
+    val_metrics = metrics(val_p, [e.label for e in val], threshold)
+    test = parts["test"]
+    test_p = calibration(raw_scores(model, [e.text for e in test]))
+    card = {
+        "name": name,
+        "seed": seed,
+        "hyperparameters": best,
+        "search": [{**DEFAULT_PARAMS, **o} for o in (search if search is not None else SEARCH)],
+        "data": {"files": [os.path.basename(p) for p in sorted(paths)],
+                 "splits": {k: {"n": len(v), "ai": sum(e.label for e in v)} for k, v in parts.items()},
+                 "excluded": "label 'mixed', non-English texts, empty texts"},
+        "calibration": calibration.to_json(),
+        "threshold": threshold,
+        "validation": val_metrics,
+        "test": {"overall": metrics(test_p, [e.label for e in test], threshold),
+                 "by_dataset": breakdown(test, test_p, lambda e: e.dataset),
+                 "by_domain": breakdown(test, test_p, lambda e: f"{e.dataset}:{e.domain}"),
+                 "by_generator": breakdown(test, test_p, lambda e: e.generator)},
+    }
+    if lodo:
+        card["leave_one_dataset_out"] = leave_one_dataset_out(examples, best, seed, log)
+    os.makedirs(out_dir, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        train_file = os.path.join(tmp, "train.txt")
+        _write_train_file(parts["train"], train_file)
+        model.quantize(input=train_file, qnorm=True, retrain=False, cutoff=200_000)
+    # quantisation moves scores a little: refit calibration and threshold on validation for the shipped model
+    calibration = Platt.fit(raw_scores(model, [e.text for e in val]), [e.label for e in val])
+    val_p = calibration(raw_scores(model, [e.text for e in val]))
+    card["calibration"] = calibration.to_json()
+    card["threshold"] = float(np.quantile(val_p[[e.label == 0 for e in val]], 0.99, method="higher")) + 1e-9
+    card["validation"] = metrics(val_p, [e.label for e in val], card["threshold"])
+    test_p = calibration(raw_scores(model, [e.text for e in test]))
+    card["test"]["overall"] = metrics(test_p, [e.label for e in test], card["threshold"])
+    card["validation_rates"] = {"tpr": card["validation"]["flagged_ai_at_threshold"],
+                                "fpr": card["validation"]["flagged_human_at_threshold"],
+                                "n_ai": card["validation"]["ai"], "n_human": card["validation"]["human"]}
+    card["validation_histograms"] = score_histograms(val_p, [e.label for e in val])
+    path = os.path.join(out_dir, "model.ftz")
+    model.save_model(path)
+    card["sha256"] = sha256_file(path)
+    with open(os.path.join(out_dir, "model_card.json"), "w") as f:
+        json.dump(card, f, indent=2, sort_keys=True)
+    return card
+
+
+BINS = 50
+
+
+def score_histograms(scores, labels) -> dict:
+    """Validation score densities per class, for the threshold-free mixture estimator."""
+    s, y = np.asarray(scores, float), np.asarray(labels, int)
+    edges = np.linspace(0, 1, BINS + 1)
+    return {"edges": edges.tolist(),
+            "human": np.histogram(s[y == 0], edges)[0].tolist(),
+            "ai": np.histogram(s[y == 1], edges)[0].tolist()}
+
+
+def leave_one_dataset_out(examples: list[Example], params: dict, seed: int, log=print) -> dict:
+    """Train on every other dataset (calibrating and thresholding on their validation split), test on the one left
+    out: the figure to believe for a crawl the model has never seen."""
+    out = {}
+    for held in sorted({e.dataset for e in examples}):
+        rest = [e for e in examples if e.dataset != held]
+        parts = split(rest, seed)
+        model = fit(parts["train"], params, seed)
+        val = parts["validation"]
+        cal = Platt.fit(raw_scores(model, [e.text for e in val]), [e.label for e in val])
+        val_p = cal(raw_scores(model, [e.text for e in val]))
+        thr = float(np.quantile(val_p[[e.label == 0 for e in val]], 0.99, method="higher")) + 1e-9
+        target = [e for e in examples if e.dataset == held]
+        p = cal(raw_scores(model, [e.text for e in target]))
+        out[held] = metrics(p, [e.label for e in target], thr)
+        log(f"  held out {held}: AUROC {out[held]['auroc']}, TPR@5%FPR {out[held]['tpr_at_5pct_fpr']}")
+    vals = [m["tpr_at_5pct_fpr"] for m in out.values() if m["tpr_at_5pct_fpr"] is not None]
+    aucs = [m["auroc"] for m in out.values() if m["auroc"] is not None]
+    out["mean"] = {"tpr_at_5pct_fpr": float(np.mean(vals)) if vals else None,
+                   "auroc": float(np.mean(aucs)) if aucs else None}
+    return out
