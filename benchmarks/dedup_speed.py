@@ -114,8 +114,8 @@ def main():
     bands, rows = optimal_param(0.8, 128)
     rows_out = []
     wall, rss = run_measured([sys.executable, "-m", "pipeline.cli", "curate", "--input", str(src / "docs.jsonl"),
-                              "--output", str(tmp / "synthcap"), "--direct_num_workers=1"])
-    rows_out.append(("synthcap curate (read, exact + near dedup, write), DirectRunner", wall, rss))
+                              "--output", str(tmp / "synthcap"), "--direct_num_workers=1", "--no_score"])
+    rows_out.append(("synthcap curate (read, provenance, exact + near dedup, write), DirectRunner", wall, rss))
     if args.datatrove_python:
         wall, rss = run_measured([args.datatrove_python, "-c", DATATROVE, str(src), str(tmp / "dt"), str(bands),
                                   str(rows)])

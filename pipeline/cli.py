@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from fractions import Fraction
 
 from pipeline.options import UserError, unknown_flags
 
@@ -14,6 +15,7 @@ verbs:
   sample   --output DIR                             write the embedded sample crawl (WARC + WET)
   demo     [--output OUT]                           sample + curate on the DirectRunner
   inspect  DOC_ID --output OUT                      print one curated document's provenance
+  mix      --config mix.yaml --output OUT           a training mix under an exact synthetic ceiling
   train-detector --data FILE [FILE ...] --out DIR   train, calibrate and evaluate the fastText detector
 """
 
@@ -49,6 +51,15 @@ def _flag(argv: list[str], name: str) -> str | None:
     return None
 
 
+def _mix(argv):
+    from pipeline import mix
+
+    m = mix.run(argv)
+    r = m["realised"]
+    print(f"mixed {r['documents']} documents ({r['rows']} rows, {r['tokens']} tokens); synthetic fraction "
+          f"{r['synthetic_fraction_float']:.4f} <= ceiling {float(Fraction(m['max_synthetic_fraction'])):.4f}")
+
+
 def _inspect(argv):
     from pipeline import inspect_doc
 
@@ -82,9 +93,9 @@ def _train_detector(argv):
     print(f"wrote {args.out}/model.ftz; test AUROC {t['auroc']:.3f}, TPR@5%FPR {t['tpr_at_5pct_fpr']:.3f}")
 
 
-VERBS = {"curate": _curate, "sample": _sample, "demo": _demo, "inspect": _inspect,
+VERBS = {"curate": _curate, "sample": _sample, "demo": _demo, "inspect": _inspect, "mix": _mix,
          "train-detector": _train_detector}
-PIPELINE_VERBS = {"curate"}
+PIPELINE_VERBS = {"curate", "mix"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     verb, rest = argv[0], argv[1:]
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # RunInference warns once per bundle that it cannot sample memory on this platform: noise, not news
+    logging.getLogger().handlers[0].addFilter(lambda r: "Resource module is not available" not in r.getMessage())
     try:
         if verb in PIPELINE_VERBS:
             bad = unknown_flags(rest)

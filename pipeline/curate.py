@@ -7,7 +7,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline.options import CURATE_KEYS, CurateOptions, UserError
+from pipeline.options import CURATE_KEYS, CommonOptions, CurateOptions, UserError
 from pipeline.runner import make_pipeline, prepare_output
 from transforms.accounting import DEAD_LETTERS, DOCUMENTS, DROPPED, NAMESPACE, Summarize, reconcile
 from transforms.dedup.exact import ExactDedup
@@ -26,10 +26,10 @@ from transforms.provenance.tag import TagProvenance
 OUTPUT_PARTS = ("documents", "provenance", "dropped", "duplicates", "dead_letters", "summary.json")
 
 
-def run_info(opts: CurateOptions) -> RunInfo:
+def run_info(opts: CurateOptions, common: CommonOptions) -> RunInfo:
     """Run identity from every synthcap option except where outputs go."""
     config = {k: v for k, v in opts.get_all_options(retain_unknown_options=False).items()
-              if k in CURATE_KEYS and k not in ("output", "overwrite", "run_id")}
+              if k in CURATE_KEYS and k != "run_id"}
     return RunInfo.from_config(config, opts.run_id)
 
 
@@ -38,7 +38,7 @@ def duplicate_json(d) -> str:
                        "offset": d.offset}, sort_keys=True)
 
 
-def build(p, opts: CurateOptions, output: str) -> None:
+def build(p, opts: CurateOptions, common: CommonOptions, output: str) -> None:
     try:
         read = p | "Read" >> ReadCrawl(opts.input, max_document_bytes=opts.max_document_bytes,
                                        split_bytes=opts.split_bytes)
@@ -69,7 +69,7 @@ def build(p, opts: CurateOptions, output: str) -> None:
     dead_parts = [dead]
     extra = {}
     if not opts.no_score:
-        model_dir = opts.detector_model or DEFAULT_MODEL_DIR
+        model_dir = common.detector_model or DEFAULT_MODEL_DIR
         try:
             card = Detector.load(model_dir).card
         except ModelLoadError as e:
@@ -88,9 +88,9 @@ def build(p, opts: CurateOptions, output: str) -> None:
      | "WriteDuplicates" >> WriteJsonRecords(FileSystems.join(output, "duplicates"), "duplicates",
                                              lambda d: f"{d.id}\x00{d.source}\x00{d.offset:020d}",
                                              encode_item=duplicate_json))
-    documents | "WriteDocs" >> WriteDocuments(FileSystems.join(output, "documents"), opts.rows_per_shard)
-    documents | "WriteProvenance" >> WriteProvenance(FileSystems.join(output, "provenance"), run_info(opts),
-                                                      opts.rows_per_shard)
+    documents | "WriteDocs" >> WriteDocuments(FileSystems.join(output, "documents"), common.rows_per_shard)
+    documents | "WriteProvenance" >> WriteProvenance(FileSystems.join(output, "provenance"),
+                                                      run_info(opts, common), common.rows_per_shard)
     dropped | "WriteDropped" >> WriteJsonRecords(FileSystems.join(output, "dropped"), "dropped",
                                                  lambda d: f"{d.reason}\x00{d.id}\x00{d.source}\x00{d.offset:020d}")
     dead | "WriteDead" >> WriteJsonRecords(FileSystems.join(output, "dead_letters"), "dead_letters",
@@ -117,11 +117,12 @@ def run(argv: list[str]) -> tuple[dict, dict[str, int]]:
     """Runs curate; returns the summary and the Beam counters (which must carry the same numbers)."""
     options = PipelineOptions(argv)
     opts = options.view_as(CurateOptions)
+    common = options.view_as(CommonOptions)
     if not opts.input:
         raise UserError("--input is required (one or more shard paths or globs)")
-    output = prepare_output(opts.output, opts.overwrite, OUTPUT_PARTS)
+    output = prepare_output(common.output, common.overwrite, OUTPUT_PARTS)
     p = make_pipeline(options)
-    build(p, opts, output)
+    build(p, opts, common, output)
     try:
         result = p.run()  # the in-process runner runs the whole pipeline here
         result.wait_until_finish()

@@ -1,24 +1,51 @@
-"""`synthcap demo`: the embedded default — build the sample crawl, curate it on the DirectRunner, say where."""
+"""`synthcap demo`: the embedded default — build the sample crawl, curate each snapshot on the DirectRunner, mix
+them under a synthetic ceiling, and say where everything is."""
 from __future__ import annotations
 
 import os
 
-from pipeline import curate, sample
+import yaml
+
+from pipeline import curate, mix, sample
+
+MIX = {
+    "seed": 7,
+    "target_tokens": 120_000,
+    "max_synthetic_fraction": "1/10",
+    "synthetic": {"rule": "threshold", "threshold": 0.95},
+    "exclude": {"opt_out": True, "min_tokens": 20},
+}
 
 
 def run(output: str) -> None:
     crawl = os.path.join(output, "sample_crawl")
     sample.write_sample(crawl)
-    curated = os.path.join(output, "curated")
-    summary, _ = curate.run(["--input", os.path.join(crawl, "*.warc.gz"), os.path.join(crawl, "*.wet.gz"),
-                          "--output", curated, "--overwrite"])
-    print(f"sample crawl:  {crawl}")
-    print(f"curated:       {curated}/documents/*.parquet ({summary['documents_out']} documents)")
-    print(f"summary:       {curated}/summary.json (read {summary['records_read']}, "
-          f"dropped {sum(summary['dropped'].values())}, dead letters {sum(summary['dead_letters'].values())})")
-    print(f"provenance:    {curated}/provenance/*.parquet  (synthcap inspect DOC_ID --output {curated})")
-    for crawl, est in sorted(summary.get("synthetic_estimate", {}).items()):
-        m, a = est["mixture"], est["acc"]
-        print(f"AI share {crawl}: mixture {m['estimate']:.3f} [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}], "
-              f"adjusted count {a['estimate']:.3f} [{a['ci95'][0]:.3f}, {a['ci95'][1]:.3f}] "
-              f"({est['documents']} documents)")
+    sources = []
+    for crawl_id, _ in sample.SNAPSHOTS:
+        curated = os.path.join(output, "curated", crawl_id)
+        summary, _ = curate.run(["--input", os.path.join(crawl, f"{crawl_id}-*.gz"), "--output", curated,
+                                 "--overwrite"])
+        print(f"curated {crawl_id}: {curated}/documents/*.parquet ({summary['documents_out']} of "
+              f"{summary['records_read']} records; dropped {sum(summary['dropped'].values())}, dead letters "
+              f"{sum(summary['dead_letters'].values())}; summary {curated}/summary.json)")
+        for key, est in sorted(summary.get("synthetic_estimate", {}).items()):
+            m = est["mixture"]
+            print(f"  estimated AI share: {m['estimate']:.3f} [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}]")
+        sources.append(curated)
+    config = dict(MIX, sources=[
+        {"name": "human-anchor-2022", "inputs": [os.path.join(sources[0], "documents", "*.parquet")],
+         "anchor": True},
+        {"name": "web-2024", "inputs": [os.path.join(sources[1], "documents", "*.parquet")], "weight": 1,
+         "max_repeats": 2},
+    ])
+    config_path = os.path.join(output, "mix.yaml")
+    with open(config_path, "w") as f:
+        yaml.safe_dump(config, f, sort_keys=False)
+    mixed = os.path.join(output, "mix")
+    m = mix.run(["--config", config_path, "--output", mixed, "--overwrite"])
+    r = m["realised"]
+    print(f"mix:           {mixed}/train/*.parquet and *.jsonl.gz ({r['documents']} documents, {r['tokens']} "
+          f"tokens; synthetic fraction {r['synthetic_fraction_float']:.4f} <= {m['max_synthetic_fraction']})")
+    print(f"manifest:      {mixed}/manifest.json")
+    print(f"report:        {mixed}/report.html")
+    print(f"provenance:    synthcap inspect DOC_ID --output {sources[1]}")

@@ -24,18 +24,27 @@ def _positive_int(value: str) -> int:
     return n
 
 
+class CommonOptions(PipelineOptions):
+    """Flags every verb shares (Beam parses all option classes into one parser, so each flag lives once)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument("--output", help="output folder (local or gs://)")
+        parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty output folder")
+        parser.add_argument("--rows_per_shard", type=_positive_int, default=100_000,
+                            help="rows per output Parquet/JSONL shard (bounds a writer's memory)")
+        parser.add_argument("--detector_model", default=None,
+                            help="folder with model.ftz and model_card.json (default: the bundled model)")
+
+
 class CurateOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
         parser.add_argument("--input", nargs="+", help="crawl shard paths or globs (local or gs://)")
-        parser.add_argument("--output", help="output folder (local or gs://)")
-        parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty output folder")
         parser.add_argument("--max_document_bytes", type=_positive_int, default=DEFAULT_MAX_DOCUMENT_BYTES,
                             help="records or texts larger than this are dropped as too_large")
         parser.add_argument("--split_bytes", type=_positive_int, default=DEFAULT_SPLIT_BYTES,
                             help="compressed bytes per unit of reading work for WARC.gz and plain JSONL")
-        parser.add_argument("--rows_per_shard", type=_positive_int, default=100_000,
-                            help="documents per output Parquet shard (bounds a writer's memory)")
         parser.add_argument("--seed", type=int, default=1, help="seed of every hash permutation and sample")
         parser.add_argument("--run_id", help="run identity in provenance (default: derived from the config hash)")
         parser.add_argument("--no_exact_dedup", action="store_true", help="skip exact deduplication")
@@ -55,8 +64,12 @@ class CurateOptions(PipelineOptions):
         parser.add_argument("--max_residual_edges", type=_positive_int, default=1_000_000,
                             help="fail if connected components leave more residual edges than this")
         parser.add_argument("--no_score", action="store_true", help="skip AI-likelihood scoring")
-        parser.add_argument("--detector_model", default=None,
-                            help="folder with model.ftz and model_card.json (default: the bundled model)")
+
+
+class MixOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument("--config", help="mix YAML file")
 
 
 def _own_keys(cls) -> frozenset[str]:
@@ -67,7 +80,7 @@ def _own_keys(cls) -> frozenset[str]:
     return frozenset(a.dest for a in parser._actions if a.dest != "help")
 
 
-CURATE_KEYS = _own_keys(CurateOptions)
+CURATE_KEYS = _own_keys(CurateOptions) | {"detector_model"}
 
 
 def unknown_flags(argv: list[str]) -> list[str]:

@@ -7,6 +7,9 @@ from transforms.dedup.near import NearDedup
 from transforms.dedup.normalize import Normalization
 from transforms.document import SCHEMA, Document, from_dolma, from_table, to_dolma, to_table
 from transforms.io.read import ReadCrawl
+from transforms.mix.config import MixConfig
+from transforms.mix.config import load as load_mix_config
+from transforms.mix.select import MixWithCeiling
 from transforms.provenance.lineage import RunInfo, WriteProvenance
 from transforms.provenance.tag import TagProvenance
 from transforms.score.estimate import EstimateSyntheticFraction
@@ -21,4 +24,5 @@ __all__ = [
     "ConnectedComponents", "ExactDedup", "MinHasher", "NearDedup", "Normalization",
     "RunInfo", "TagProvenance", "WriteProvenance",
     "Detector", "EstimateSyntheticFraction", "FastTextModelHandler", "ScoreAILikelihood",
+    "MixConfig", "MixWithCeiling", "load_mix_config",
 ]

@@ -1,0 +1,213 @@
+"""The mixer: config validation, the exact ceiling on random supplies, anchors, repeats, shortfall, determinism,
+and the report in a real headless browser."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections import Counter
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.helpers import tree_bytes
+from transforms.document import Document, from_table, to_table
+from transforms.io.write import parquet_bytes
+from transforms.mix.config import ConfigError, parse
+from transforms.mix.tokens import count_tokens
+
+BASE = {"seed": 1, "target_tokens": 1000, "max_synthetic_fraction": "0.1",
+        "sources": [{"name": "a", "inputs": ["x/*.parquet"], "weight": 1}]}
+
+
+def _with(**changes):
+    cfg = json.loads(json.dumps(BASE))
+    for key, value in changes.items():
+        if key.startswith("source_"):
+            cfg["sources"][0][key[7:]] = value
+        elif value is None:
+            cfg.pop(key)
+        else:
+            cfg[key] = value
+    return cfg
+
+
+@pytest.mark.parametrize("cfg, message", [
+    ("not a mapping", "must be a mapping"),
+    (_with(colour="red"), "colour: unknown key"),
+    (_with(target_tokens=None), "give exactly one"),
+    (_with(target_documents=5), "give exactly one"),
+    (_with(target_tokens=0), "target_tokens: expected an integer >= 1"),
+    (_with(max_synthetic_fraction=None), "max_synthetic_fraction: required"),
+    (_with(max_synthetic_fraction="ten percent"), "max_synthetic_fraction: 'ten percent' is not a decimal"),
+    (_with(max_synthetic_fraction="3/2"), "between 0 and 1"),
+    (_with(max_synthetic_fraction=[1]), "max_synthetic_fraction: expected a number"),
+    (_with(synthetic={"rule": "vibes"}), "synthetic.rule: 'vibes' is not allowed; allowed: threshold, expected"),
+    (_with(synthetic={"rule": "threshold", "threshold": 2}), "synthetic.threshold: expected a number in [0, 1]"),
+    (_with(synthetic={"rule": "expected", "threshold": 0.5}), "synthetic.threshold: only with rule: threshold"),
+    (_with(exclude={"opt_out": "yes"}), "exclude.opt_out: expected true or false"),
+    (_with(exclude={"languages": "en", "colour": 1}), "exclude.colour: unknown key"),
+    (_with(exclude={"min_tokens": -1}), "exclude.min_tokens: expected an integer >= 0"),
+    (_with(sources=[]), "sources: expected a non-empty list"),
+    (_with(source_name=""), "sources[0].name: required"),
+    (_with(source_inputs=[]), "sources[0].inputs: required"),
+    (_with(source_weight=-1), "sources[0].weight: must be positive"),
+    (_with(source_tokens=5), "sources[0].weight / tokens: give exactly one"),
+    (_with(source_anchor="yes"), "sources[0].anchor: expected true or false"),
+    (_with(source_anchor=True), "sources[0].anchor: an anchor source is included whole"),
+    (_with(source_max_repeats=0), "sources[0].max_repeats: expected an integer >= 1"),
+    (_with(source_extra=1), "sources[0].extra: unknown key"),
+    ({**BASE, "sources": BASE["sources"] * 2}, "sources[1].name: 'a' is used twice"),
+])
+def test_config_errors_name_the_key(cfg, message):
+    with pytest.raises(ConfigError) as e:
+        parse(cfg)
+    assert message in str(e.value)
+
+
+def test_ceiling_is_exact_from_strings():
+    assert parse(_with(max_synthetic_fraction="1/20")).ceiling == Fraction(1, 20)
+    assert parse(_with(max_synthetic_fraction="0.1")).ceiling == Fraction(1, 10)  # not the float 0.1
+
+
+def _doc(source: str, i: int, words: int, p_ai: float, declared: bool = False, opt_out: bool = False) -> Document:
+    return Document(id=f"{source}-{i:04d}", text=" ".join(["word"] * words), source=f"{source}.parquet", offset=i,
+                    p_ai=p_ai, provenance={"declared_ai": declared, "tdm_reservation": 1 if opt_out else None,
+                                           "robots_noai": False})
+
+
+def _write_source(root: Path, name: str, docs: list[Document]) -> str:
+    d = root / name
+    d.mkdir(parents=True)
+    (d / "part-0.parquet").write_bytes(parquet_bytes(to_table(docs)))
+    return str(d / "*.parquet")
+
+
+def _run_mix(tmp: Path, cfg: dict, extra=()) -> tuple[dict, list[Document]]:
+    from pipeline import mix
+
+    path = tmp / "mix.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp / "out"
+    m = mix.run(["--config", str(path), "--output", str(out), "--overwrite", *extra])
+    import pyarrow.parquet as pq
+
+    rows = []
+    for f in sorted((out / "train").glob("*.parquet")):
+        rows += from_table(pq.read_table(f))
+    return m, rows
+
+
+def _realised(rows: list[Document], cfg: dict) -> tuple[Fraction, int]:
+    """Recomputes the synthetic fraction from the written rows alone, in exact arithmetic."""
+    rule = cfg.get("synthetic", {}).get("rule", "threshold")
+    t = cfg.get("synthetic", {}).get("threshold", 0.5)
+    syn, total = Fraction(0), 0
+    for d in rows:
+        n = count_tokens(d.text)
+        total += n
+        if (d.provenance or {}).get("declared_ai") or d.p_ai is None:
+            syn += n
+        elif rule == "threshold":
+            syn += n if d.p_ai >= t else 0
+        else:
+            syn += Fraction(d.p_ai) * n
+    return (syn / total if total else Fraction(0)), total
+
+
+supply = st.lists(st.tuples(st.integers(1, 60), st.floats(0, 1), st.booleans()), min_size=1, max_size=40)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(anchor=supply, web=supply, ceiling=st.sampled_from(["0", "1/10", "0.25", "1/3", "1"]),
+       rule=st.sampled_from(["threshold", "expected"]), target=st.integers(50, 3000), repeats=st.integers(1, 3),
+       seed=st.integers(0, 5))
+def test_ceiling_never_exceeded_anchors_whole_repeats_capped(tmp_path_factory, anchor, web, ceiling, rule, target,
+                                                             repeats, seed):
+    tmp = tmp_path_factory.mktemp("prop")
+    a_docs = [_doc("anchor", i, w, 0.0 if not d else 0.2, False) for i, (w, _, d) in enumerate(anchor)]
+    w_docs = [_doc("web", i, w, p, declared=d and p > 0.9) for i, (w, p, d) in enumerate(web)]
+    cfg = {"seed": seed, "target_tokens": target, "max_synthetic_fraction": ceiling,
+           "synthetic": {"rule": rule} if rule == "expected" else {"rule": "threshold", "threshold": 0.5},
+           "sources": [{"name": "anchor", "inputs": [_write_source(tmp, "anchor", a_docs)], "anchor": True},
+                       {"name": "web", "inputs": [_write_source(tmp, "web", w_docs)], "weight": 1,
+                        "max_repeats": repeats}]}
+    m, rows = _run_mix(tmp, cfg)
+    fraction, tokens = _realised(rows, cfg)
+    anchor_excess = sum((_realised([d], cfg)[0] - Fraction(ceiling)) * count_tokens(d.text) for d in a_docs)
+    if anchor_excess <= 0:  # anchors alone can only break the ceiling if they hold synthetic text themselves
+        assert fraction <= Fraction(ceiling), (fraction, ceiling)
+        assert m["realised"]["within_ceiling"]
+    assert Fraction(m["realised"]["synthetic_fraction"]) == fraction and m["realised"]["tokens"] == tokens
+    ids = Counter(d.id for d in rows)
+    assert all(ids[d.id] == 1 for d in a_docs)  # every anchor document, once
+    assert all(n <= repeats for i, n in ids.items() if i.startswith("web"))
+    web_src = next(s for s in m["sources"] if s["name"] == "web")
+    assert web_src["shortfall"] == max(0, web_src["quota"] - web_src["selected"]["units"])
+    assert m["accounting"]["reconciles"]
+
+
+def test_targets_met_when_supply_allows_and_shortfall_reported_when_not(tmp_path):
+    human = [_doc("web", i, 20, 0.01) for i in range(200)]
+    cfg = {"seed": 3, "target_tokens": 1000, "max_synthetic_fraction": "0.1",
+           "sources": [{"name": "web", "inputs": [_write_source(tmp_path, "web", human)], "weight": 1}]}
+    m, rows = _run_mix(tmp_path, cfg)
+    assert m["realised"]["tokens"] == 1000 and m["sources"][0]["shortfall"] == 0
+    synthetic = [_doc("syn", i, 20, 0.99) for i in range(200)]
+    cfg["sources"] = [{"name": "syn", "inputs": [_write_source(tmp_path, "syn", synthetic)], "weight": 1}]
+    m, rows = _run_mix(tmp_path, cfg)
+    assert rows == [] and m["sources"][0]["shortfall"] == 1000  # shrinks rather than break the ceiling
+
+
+def test_same_seed_same_bytes_across_workers_and_another_seed_another_sample(tmp_path):
+    docs = [_doc("web", i, 10 + i % 17, (i * 37 % 100) / 100) for i in range(300)]
+    src = _write_source(tmp_path, "web", docs)
+    cfg = {"seed": 11, "target_documents": 120, "max_synthetic_fraction": "1/4",
+           "sources": [{"name": "web", "inputs": [src], "weight": 1}]}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    _run_mix(tmp_path / "a", cfg)
+    _run_mix(tmp_path / "b", cfg, ["--direct_num_workers=2", "--direct_running_mode=multi_processing"])
+    assert tree_bytes(tmp_path / "a" / "out", "train") == tree_bytes(tmp_path / "b" / "out", "train")
+    (tmp_path / "c").mkdir()
+    _, rows_c = _run_mix(tmp_path / "c", dict(cfg, seed=12))
+    _, rows_a = _run_mix(tmp_path / "a", cfg)
+    assert {d.id for d in rows_a} != {d.id for d in rows_c}
+
+
+def test_opt_out_is_excluded_and_counted(tmp_path):
+    docs = [_doc("web", i, 30, 0.0, opt_out=i % 4 == 0) for i in range(40)]
+    cfg = {"seed": 1, "target_tokens": 10_000, "max_synthetic_fraction": "0.1",
+           "sources": [{"name": "web", "inputs": [_write_source(tmp_path, "web", docs)], "weight": 1}]}
+    m, rows = _run_mix(tmp_path, cfg)
+    assert m["sources"][0]["excluded"] == {"excluded_opt_out": 10}
+    assert not any(d.provenance["tdm_reservation"] == 1 for d in rows)
+
+
+def test_report_renders_in_headless_chromium(tmp_path):
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not browser:
+        pytest.skip("chromium is not installed (CI installs it: .ci/run)")
+    docs = [_doc("web", i, 30, (i % 10) / 10) for i in range(60)]
+    cfg = {"seed": 1, "target_tokens": 900, "max_synthetic_fraction": "0.1",
+           "sources": [{"name": "web", "inputs": [_write_source(tmp_path, "web", docs)], "weight": 1}]}
+    _run_mix(tmp_path, cfg)
+    report = tmp_path / "out" / "report.html"
+    dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                          "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                          f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", report.as_uri()],
+                         capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-500:]
+    assert 'id="verdict"' in dom.stdout and "within the ceiling" in dom.stdout
+    assert dom.stdout.count("<svg") >= 3 and "<table>" in dom.stdout
+    shot = tmp_path / "report.png"
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={tmp_path / 'profile2'}", f"--screenshot={shot}", "--window-size=1000,900",
+                    report.as_uri()], capture_output=True, timeout=120)
+    assert shot.exists() and shot.stat().st_size > 10_000

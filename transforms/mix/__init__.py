@@ -1,0 +1,1 @@
+"""The mixer: training sets from curated sources under an exact ceiling on the synthetic fraction."""
