@@ -4,6 +4,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
+from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.io.filesystems import FileSystems
 
 WARC = "warc"
@@ -59,3 +61,25 @@ def match_shards(patterns: list[str]) -> list[Shard]:
 def open_raw(path: str):
     """A seekable binary stream over the stored bytes (no transparent decompression)."""
     return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+class ByteRanges(RestrictionProvider):
+    """Byte ranges of a shard, split into ranges of `shard.split_bytes` where `splittable(shard)` says so."""
+
+    def splittable(self, shard: Shard) -> bool:
+        return False
+
+    def initial_restriction(self, shard: Shard):
+        return OffsetRange(0, max(shard.size, 1))
+
+    def create_tracker(self, restriction):
+        return OffsetRestrictionTracker(restriction)
+
+    def split(self, shard: Shard, restriction):
+        if shard.split_bytes and self.splittable(shard):
+            yield from restriction.split(shard.split_bytes)
+        else:
+            yield restriction
+
+    def restriction_size(self, shard: Shard, restriction):
+        return restriction.size()

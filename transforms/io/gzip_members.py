@@ -79,7 +79,7 @@ def read_member(f: BinaryIO, offset: int, limit: int) -> Member:
     return MemberReader(f).read(offset, limit)
 
 
-def _looks_like_member(buf: bytes, i: int, prefix: bytes) -> bool:
+def looks_like_member(buf: bytes, i: int, prefix: bytes) -> bool:
     try:
         head = zlib.decompressobj(31).decompress(buf[i : i + _PROBE], len(prefix))
     except zlib.error:
@@ -97,7 +97,7 @@ def find_member(f: BinaryIO, start: int, prefix: bytes = b"WARC/") -> Optional[i
             return None
         i = buf.find(MAGIC)
         while i != -1 and i < _SCAN_BLOCK:
-            if _looks_like_member(buf, i, prefix):
+            if looks_like_member(buf, i, prefix):
                 return pos + i
             i = buf.find(MAGIC, i + 1)
         if len(buf) <= _SCAN_BLOCK:

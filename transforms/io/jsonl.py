@@ -11,12 +11,10 @@ from typing import BinaryIO, Iterator
 
 import apache_beam as beam
 import zstandard
-from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
-from apache_beam.transforms.core import RestrictionProvider
 
 from transforms.accounting import count, dead_letter, drop
 from transforms.document import fallback_id, from_record
-from transforms.io.files import Shard, open_raw
+from transforms.io.files import ByteRanges, Shard, open_raw
 
 STAGE = "read_jsonl"
 _BLOCK = 1 << 20
@@ -100,22 +98,11 @@ def line_to_output(line: bytes, shard: Shard, offset: int, limit: int):
     return doc
 
 
-class _LineRanges(RestrictionProvider):
-    def initial_restriction(self, shard: Shard):
-        return OffsetRange(0, max(shard.size, 1))
+class _LineRanges(ByteRanges):
+    """Plain files split on line boundaries; compressed streams are read whole."""
 
-    def create_tracker(self, restriction):
-        return OffsetRestrictionTracker(restriction)
-
-    def split(self, shard: Shard, restriction):
-        plain = not shard.path.lower().endswith((".gz", ".zst"))
-        if shard.split_bytes and plain:
-            yield from restriction.split(shard.split_bytes)
-        else:
-            yield restriction
-
-    def restriction_size(self, shard: Shard, restriction):
-        return restriction.size()
+    def splittable(self, shard: Shard) -> bool:
+        return not shard.path.lower().endswith((".gz", ".zst"))
 
 
 class ReadJsonlFn(beam.DoFn):

@@ -4,12 +4,11 @@ from __future__ import annotations
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
-from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
-from apache_beam.transforms.core import RestrictionProvider
+from apache_beam.io.restriction_trackers import OffsetRange
 
 from transforms.accounting import count, dead_letter, drop
 from transforms.document import from_record
-from transforms.io.files import Shard, open_raw
+from transforms.io.files import ByteRanges, Shard, open_raw
 
 STAGE = "read_parquet"
 
@@ -22,18 +21,14 @@ def _row_groups(path: str) -> int:
         return 1  # unreadable: one unit, reported by process()
 
 
-class _RowGroups(RestrictionProvider):
+class _RowGroups(ByteRanges):
+    """Row-group indexes rather than bytes: a row group is the unit Parquet can read on its own."""
+
     def initial_restriction(self, shard: Shard):
         return OffsetRange(0, _row_groups(shard.path))
 
-    def create_tracker(self, restriction):
-        return OffsetRestrictionTracker(restriction)
-
     def split(self, shard: Shard, restriction):
         yield from (restriction.split(1) if shard.split_bytes else [restriction])
-
-    def restriction_size(self, shard: Shard, restriction):
-        return restriction.size()
 
 
 class ReadParquetFn(beam.DoFn):

@@ -14,13 +14,11 @@ from typing import Iterator, Optional
 from urllib.parse import urlsplit
 
 import apache_beam as beam
-from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
-from apache_beam.transforms.core import RestrictionProvider
 
 from transforms.accounting import count, dead_letter, drop
 from transforms.document import Document, RawRecord, fallback_id
-from transforms.io.files import Shard, open_raw
-from transforms.io.gzip_members import MemberReader, _looks_like_member, find_member, is_gzip, read_member
+from transforms.io.files import ByteRanges, Shard, open_raw
+from transforms.io.gzip_members import MemberReader, looks_like_member, find_member, is_gzip, read_member
 from transforms.io.html import decode_html, html_to_text, is_text_mime, looks_binary
 from transforms.io.http import HttpError, parse_response
 
@@ -180,23 +178,11 @@ def record_to_output(rec: WarcRecord, shard: Shard, crawl_id: Optional[str], lim
     )
 
 
-class _ByteRanges(RestrictionProvider):
-    """Byte ranges of a shard; gzip files split into ranges of `shard.split_bytes`, others stay whole."""
+class _ByteRanges(ByteRanges):
+    """Gzip files split (at member boundaries, see the module doc); uncompressed ones are read whole."""
 
-    def initial_restriction(self, shard: Shard):
-        return OffsetRange(0, max(shard.size, 1))
-
-    def create_tracker(self, restriction):
-        return OffsetRestrictionTracker(restriction)
-
-    def split(self, shard: Shard, restriction):
-        if shard.split_bytes and shard.path.lower().endswith(".gz"):
-            yield from restriction.split(shard.split_bytes)
-        else:
-            yield restriction
-
-    def restriction_size(self, shard: Shard, restriction):
-        return restriction.size()
+    def splittable(self, shard: Shard) -> bool:
+        return shard.path.lower().endswith(".gz")
 
 
 class ReadWarcFn(beam.DoFn):
@@ -260,7 +246,7 @@ class ReadWarcFn(beam.DoFn):
             if not tracker.try_claim(pos):
                 # A corrupt region right after this range's last member is this range's to report: the next
                 # range syncs past it.
-                if not _looks_like_member(self._peek(f, pos), 0, b"WARC/"):
+                if not looks_like_member(self._peek(f, pos), 0, b"WARC/"):
                     nxt = find_member(f, pos + 1)
                     count("records_read")
                     yield dead_letter(shard.path, pos, "gzip_error", self._junk_message(pos, nxt, shard), STAGE)
