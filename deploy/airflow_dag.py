@@ -1,4 +1,4 @@
-"""Airflow (Cloud Composer) DAG: launch the synthcap Flex Template weekly on the shards that arrived.
+"""Airflow (Cloud Composer) DAG: a weekly refresh of the shards that arrived, against the incremental index.
 
 Set the Airflow variables synthcap_project, synthcap_region, synthcap_bucket and synthcap_image.
 """
@@ -13,18 +13,19 @@ REGION = Variable.get("synthcap_region")
 BUCKET = Variable.get("synthcap_bucket")
 IMAGE = Variable.get("synthcap_image")
 
-with DAG("synthcap_weekly_curate", schedule="0 3 * * 1", start_date=datetime(2026, 1, 5), catchup=False,
+with DAG("synthcap_weekly_refresh", schedule="0 3 * * 1", start_date=datetime(2026, 1, 5), catchup=False,
          max_active_runs=1, tags=["synthcap"]) as dag:
     DataflowStartFlexTemplateOperator(
-        task_id="curate",
+        task_id="refresh",
         project_id=PROJECT,
         location=REGION,
         wait_until_finished=True,
         body={"launchParameter": {
             "jobName": "synthcap-{{ ds_nodash }}",
             "containerSpecGcsPath": f"{BUCKET}/templates/synthcap.json",
-            "parameters": {"verb": "curate", "input": f"{BUCKET}/incoming/{{{{ ds_nodash }}}}/*.warc.gz",
-                           "output": f"{BUCKET}/curated/{{{{ ds_nodash }}}}", "sdk_container_image": IMAGE},
+            "parameters": {"verb": "refresh", "input": f"{BUCKET}/incoming/{{{{ ds_nodash }}}}/*.warc.gz",
+                           "index": f"{BUCKET}/index", "output": f"{BUCKET}/refreshed/{{{{ ds_nodash }}}}",
+                           "sdk_container_image": IMAGE},
             "environment": {"tempLocation": f"{BUCKET}/tmp"},
         }},
     )

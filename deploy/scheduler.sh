@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A Cloud Scheduler job that launches the Flex Template every Monday at 03:00 UTC through the
-# projects.locations.flexTemplates:launch API, curating the newest crawl shards dropped under $BUCKET/incoming/.
+# projects.locations.flexTemplates:launch API: a refresh of the shards dropped under $BUCKET/incoming/ against the
+# index at $BUCKET/index (the pointer commit makes a double firing harmless: one run commits, the other fails).
 #   PROJECT=... REGION=... BUCKET=gs://... SA=synthcap-scheduler@PROJECT.iam.gserviceaccount.com deploy/scheduler.sh
 set -euo pipefail
 : "${PROJECT:?}" "${REGION:?}" "${BUCKET:?}" "${SA:?}"
@@ -9,8 +10,8 @@ BODY=$(cat <<JSON
 {"launchParameter": {
   "jobName": "synthcap-weekly",
   "containerSpecGcsPath": "$BUCKET/templates/synthcap.json",
-  "parameters": {"verb": "curate", "input": "$BUCKET/incoming/*.warc.gz", "output": "$BUCKET/curated/weekly",
-                 "overwrite": "true", "sdk_container_image": "$IMAGE"},
+  "parameters": {"verb": "refresh", "input": "$BUCKET/incoming/*.warc.gz", "index": "$BUCKET/index",
+                 "output": "$BUCKET/refreshed/weekly", "overwrite": "true", "sdk_container_image": "$IMAGE"},
   "environment": {"tempLocation": "$BUCKET/tmp", "serviceAccountEmail": "$SA"}}}
 JSON
 )

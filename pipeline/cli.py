@@ -15,6 +15,7 @@ verbs:
   sample   --output DIR                             write the embedded sample crawl (WARC + WET)
   demo     [--output OUT]                           sample + curate on the DirectRunner
   inspect  DOC_ID --output OUT                      print one curated document's provenance
+  refresh  --input GLOB --index INDEX --output OUT  curate a new crawl against an incremental dedup index
   mix      --config mix.yaml --output OUT           a training mix under an exact synthetic ceiling
   train-detector --data FILE [FILE ...] --out DIR   train, calibrate and evaluate the fastText detector
 """
@@ -60,6 +61,17 @@ def _mix(argv):
           f"{r['synthetic_fraction_float']:.4f} <= ceiling {float(Fraction(m['max_synthetic_fraction'])):.4f}")
 
 
+def _refresh(argv):
+    from pipeline import refresh
+
+    r = refresh.run(argv)
+    s = r["summary"]
+    state = f"committed generation {r['generation']}" if r["committed"] else \
+        f"nothing new: the index stays at generation {r['generation']}"
+    print(f"refreshed: {s['documents_out']} new documents, {s['dropped'].get('duplicate_indexed', 0)} already "
+          f"indexed; {state}")
+
+
 def _inspect(argv):
     from pipeline import inspect_doc
 
@@ -93,9 +105,9 @@ def _train_detector(argv):
     print(f"wrote {args.out}/model.ftz; test AUROC {t['auroc']:.3f}, TPR@5%FPR {t['tpr_at_5pct_fpr']:.3f}")
 
 
-VERBS = {"curate": _curate, "sample": _sample, "demo": _demo, "inspect": _inspect, "mix": _mix,
+VERBS = {"curate": _curate, "sample": _sample, "demo": _demo, "inspect": _inspect, "mix": _mix, "refresh": _refresh,
          "train-detector": _train_detector}
-PIPELINE_VERBS = {"curate", "mix"}
+PIPELINE_VERBS = {"curate", "mix", "refresh"}
 
 
 def main(argv: list[str] | None = None) -> int:

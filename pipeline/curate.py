@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -17,6 +18,8 @@ from transforms.io.files import InputError
 from transforms.io.read import ReadCrawl
 from transforms.io.write import WriteDocuments, WriteJsonRecords, write_json
 from transforms.provenance.lineage import RunInfo, WriteProvenance
+from transforms.refresh.index import IndexParams
+from transforms.refresh.match import MatchIndex, WriteSegment
 from transforms.score.estimate import EstimateSyntheticFraction
 from transforms.score.handler import ScoreAILikelihood
 from transforms.score.model import DEFAULT_MODEL_DIR, Detector, ModelLoadError
@@ -34,11 +37,25 @@ def run_info(opts: CurateOptions, common: CommonOptions) -> RunInfo:
 
 
 def duplicate_json(d) -> str:
-    return json.dumps({"id": d.id, "survivor_id": d.detail, "reason": d.reason, "source": d.source,
-                       "offset": d.offset}, sort_keys=True)
+    row = {"id": d.id, "reason": d.reason, "source": d.source, "offset": d.offset}
+    if d.reason == "duplicate_indexed":
+        row.update(json.loads(d.detail))
+    else:
+        row["survivor_id"] = d.detail
+    return json.dumps(row, sort_keys=True)
 
 
-def build(p, opts: CurateOptions, common: CommonOptions, output: str) -> None:
+@dataclass(frozen=True)
+class IndexStage:
+    """For `refresh`: match against these committed index files, and write survivors to a new segment."""
+
+    exact_files: list
+    band_files: list
+    segment_dir: str
+    params: IndexParams
+
+
+def build(p, opts: CurateOptions, common: CommonOptions, output: str, index: IndexStage | None = None) -> None:
     try:
         read = p | "Read" >> ReadCrawl(opts.input, max_document_bytes=opts.max_document_bytes,
                                        split_bytes=opts.split_bytes)
@@ -66,6 +83,11 @@ def build(p, opts: CurateOptions, common: CommonOptions, output: str) -> None:
         near = documents | "NearDedup" >> near_dedup
         documents = near[DOCUMENTS]
         drops.append(near[DROPPED])
+    if index is not None:
+        matched = documents | "MatchIndex" >> MatchIndex(index.exact_files, index.band_files, index.params,
+                                                         opts.max_bucket_size)
+        documents = matched[DOCUMENTS] | "WriteSegment" >> WriteSegment(index.segment_dir, index.params)
+        drops.append(matched[DROPPED])
     dead_parts = [dead]
     extra = {}
     if not opts.no_score:
@@ -113,8 +135,9 @@ def counters(result) -> dict[str, int]:
     return dict(sorted(out.items()))
 
 
-def run(argv: list[str]) -> tuple[dict, dict[str, int]]:
-    """Runs curate; returns the summary and the Beam counters (which must carry the same numbers)."""
+def run(argv: list[str], index_for=None) -> tuple[dict, dict[str, int]]:
+    """Runs curate; returns the summary and the Beam counters (which must carry the same numbers).
+    `index_for(opts)`, given by `refresh`, returns the IndexStage to match and extend."""
     options = PipelineOptions(argv)
     opts = options.view_as(CurateOptions)
     common = options.view_as(CommonOptions)
@@ -122,7 +145,7 @@ def run(argv: list[str]) -> tuple[dict, dict[str, int]]:
         raise UserError("--input is required (one or more shard paths or globs)")
     output = prepare_output(common.output, common.overwrite, OUTPUT_PARTS)
     p = make_pipeline(options)
-    build(p, opts, common, output)
+    build(p, opts, common, output, index_for(opts) if index_for else None)
     try:
         result = p.run()  # the in-process runner runs the whole pipeline here
         result.wait_until_finish()

@@ -1,12 +1,13 @@
 """`synthcap demo`: the embedded default — build the sample crawl, curate each snapshot on the DirectRunner, mix
-them under a synthetic ceiling, and say where everything is."""
+them under a synthetic ceiling, refresh an index with the older crawl then the newer, and say where it all is."""
 from __future__ import annotations
 
 import os
+import shutil
 
 import yaml
 
-from pipeline import curate, mix, sample
+from pipeline import curate, mix, refresh, sample
 
 MIX = {
     "seed": 7,
@@ -49,3 +50,12 @@ def run(output: str) -> None:
     print(f"manifest:      {mixed}/manifest.json")
     print(f"report:        {mixed}/report.html")
     print(f"provenance:    synthcap inspect DOC_ID --output {sources[1]}")
+    index = os.path.join(output, "index")
+    if os.path.exists(index):
+        shutil.rmtree(index)
+    for crawl_id, _ in sample.SNAPSHOTS:
+        r = refresh.run(["--input", os.path.join(crawl, f"{crawl_id}-*.gz"), "--index", index,
+                         "--output", os.path.join(output, "refreshed", crawl_id), "--overwrite"])
+        print(f"refresh {crawl_id}: {r['new_documents']} new, "
+              f"{r['summary']['dropped'].get('duplicate_indexed', 0)} already indexed "
+              f"(listed in {output}/refreshed/{crawl_id}/duplicates/); index {index} at generation {r['generation']}")

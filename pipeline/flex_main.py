@@ -1,4 +1,4 @@
-"""Entry point of the Dataflow Flex Template: `--verb curate|mix` and the verb's flags, as the CLI takes them.
+"""Entry point of the Dataflow Flex Template: `--verb curate|mix|refresh` and the verb's flags, as the CLI takes them.
 
 The launcher passes template parameters as --name=value flags; Beam's own flags (runner, project, region,
 temp_location, sdk_container_image, ...) arrive the same way and pass through.
@@ -10,14 +10,14 @@ import sys
 import argparse
 
 from pipeline.cli import main
-from pipeline.options import CommonOptions, CurateOptions, MixOptions
+from pipeline.options import CommonOptions, CurateOptions, MixOptions, RefreshOptions
 
-VERBS = ("curate", "mix")
+VERBS = ("curate", "mix", "refresh")
 
 
 def _switches() -> frozenset[str]:
     names = set()
-    for cls in (CommonOptions, CurateOptions, MixOptions):
+    for cls in (CommonOptions, CurateOptions, MixOptions, RefreshOptions):
         parser = argparse.ArgumentParser()
         cls._add_argparse_args(parser)
         names |= {a.dest for a in parser._actions if isinstance(a, argparse._StoreTrueAction)}

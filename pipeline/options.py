@@ -72,6 +72,12 @@ class MixOptions(PipelineOptions):
         parser.add_argument("--config", help="mix YAML file")
 
 
+class RefreshOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument("--index", help="refresh index folder (local or gs://); created by the first refresh")
+
+
 def _own_keys(cls) -> frozenset[str]:
     import argparse
 

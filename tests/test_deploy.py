@@ -8,14 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipeline.options import CommonOptions, CurateOptions, MixOptions
+from pipeline.options import CommonOptions, CurateOptions, MixOptions, RefreshOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def cli_options() -> set[str]:
     names = set()
-    for cls in (CommonOptions, CurateOptions, MixOptions):
+    for cls in (CommonOptions, CurateOptions, MixOptions, RefreshOptions):
         parser = argparse.ArgumentParser()
         cls._add_argparse_args(parser)
         names |= {a.dest for a in parser._actions if a.dest != "help"}
@@ -49,7 +49,7 @@ def test_scheduled_launches_use_only_template_parameters():
     params = next(d for d in ast.walk(calls[0]) if isinstance(d, ast.Dict)
                   and any(isinstance(k, ast.Constant) and k.value == "verb" for k in d.keys))
     assert {k.value for k in params.keys} <= meta | {"sdk_container_image"}
-    assert '"verb": "curate"' in (ROOT / "deploy" / "scheduler.sh").read_text()
+    assert '"verb": "refresh"' in (ROOT / "deploy" / "scheduler.sh").read_text()
 
 
 def test_template_entry_point_runs_locally(sample_crawl, tmp_path):

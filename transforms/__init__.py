@@ -11,6 +11,7 @@ from transforms.mix.config import MixConfig
 from transforms.mix.config import load as load_mix_config
 from transforms.mix.select import MixWithCeiling
 from transforms.provenance.lineage import RunInfo, WriteProvenance
+from transforms.refresh.match import MatchIndex, WriteSegment
 from transforms.provenance.tag import TagProvenance
 from transforms.score.estimate import EstimateSyntheticFraction
 from transforms.score.handler import FastTextModelHandler, ScoreAILikelihood
@@ -25,4 +26,5 @@ __all__ = [
     "RunInfo", "TagProvenance", "WriteProvenance",
     "Detector", "EstimateSyntheticFraction", "FastTextModelHandler", "ScoreAILikelihood",
     "MixConfig", "MixWithCeiling", "load_mix_config",
+    "MatchIndex", "WriteSegment",
 ]

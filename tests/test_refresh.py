@@ -1,0 +1,88 @@
+"""Refresh: an incremental index on gs:// (emulator) across two snapshots, idempotent reruns, a refresh killed
+midway, and two refreshes racing for one generation."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pipeline import refresh
+from tests.helpers import read_documents, read_jsonl
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cli(*args) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "refresh", *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_two_snapshots_with_the_index_on_gcs(gcs_emulator, sample_crawl, tmp_path):
+    index = f"gs://{gcs_emulator}/refresh-index"
+    old = refresh.run(["--input", str(sample_crawl / "CC-MAIN-2022-05-*.gz"), "--index", index,
+                       "--output", str(tmp_path / "old")])
+    assert old["committed"] and old["generation"] == 1
+    new = refresh.run(["--input", str(sample_crawl / "CC-MAIN-2024-10-*.gz"), "--index", index,
+                       "--output", str(tmp_path / "new")])
+    assert new["committed"] and new["generation"] == 2
+    manifest = json.loads((sample_crawl / "sample_manifest.json").read_text())
+    indexed = [d for d in read_jsonl(tmp_path / "new", "duplicates") if d["reason"] == "duplicate_indexed"]
+    by_match = {d["match"] for d in indexed}
+    assert by_match == {"exact", "near"}
+    assert all(d["indexed_id"] and d["first_seen"].startswith("2022") and d["pre_llm_origin"] for d in indexed)
+    old_ids = {d.id for d in read_documents(tmp_path / "old")}
+    assert all(d["indexed_id"] in old_ids for d in indexed)
+    kept_urls = {d.url for d in read_documents(tmp_path / "new")}
+    assert not kept_urls & set(manifest["planted"]["exact_recrawl"])
+    assert len([m for _, m in manifest["planted"]["near_duplicate"] if m in kept_urls]) <= 2
+    again = refresh.run(["--input", str(sample_crawl / "CC-MAIN-2024-10-*.gz"), "--index", index,
+                         "--output", str(tmp_path / "again")])
+    assert not again["committed"] and again["new_documents"] == 0 and again["generation"] == 2
+    assert again["summary"]["dropped"]["duplicate_indexed"] == new["summary"]["documents_out"] + len(indexed)
+
+
+def _segments(index: Path) -> set[str]:
+    return {f"segments/{p.name}" for p in (index / "segments").iterdir()} if (index / "segments").exists() else set()
+
+
+def test_a_refresh_killed_midway_leaves_the_previous_generation(sample_crawl, tmp_path):
+    index = tmp_path / "index"
+    first = refresh.run(["--input", str(sample_crawl / "CC-MAIN-2022-05-0000[01].warc.gz"), "--index", str(index),
+                         "--output", str(tmp_path / "a")])
+    before = (index / "CURRENT.json").read_bytes()
+    proc = _cli("--input", str(sample_crawl / "CC-MAIN-2022-05-0000[23].warc.gz"), "--index", str(index),
+                "--output", str(tmp_path / "b"))
+    deadline = time.time() + 120
+    while time.time() < deadline and not any((index / "segments").glob("seg-000002-*")):
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)  # really killed: no cleanup runs
+    proc.wait()
+    assert (index / "CURRENT.json").read_bytes() == before
+    pointer = json.loads(before)
+    assert pointer["generation"] == first["generation"] == 1
+    rerun = refresh.run(["--input", str(sample_crawl / "CC-MAIN-2022-05-0000[23].warc.gz"), "--index", str(index),
+                         "--output", str(tmp_path / "b"), "--overwrite"])
+    assert rerun["committed"] and rerun["generation"] == 2
+    listed = set(json.loads((index / "CURRENT.json").read_text())["segments"])
+    assert listed < _segments(index) | listed  # the killed run's partial segment exists but is never listed
+    assert len(listed) == 2
+
+
+def test_two_refreshes_racing_for_one_generation_commit_once(sample_crawl, tmp_path):
+    index = tmp_path / "index"
+    refresh.run(["--input", str(sample_crawl / "CC-MAIN-2022-05-00000.warc.gz"), "--index", str(index),
+                 "--output", str(tmp_path / "base")])
+    shards = str(sample_crawl / "CC-MAIN-2022-05-0000[12].warc.gz")
+    a = _cli("--input", shards, "--index", str(index), "--output", str(tmp_path / "a"))
+    b = _cli("--input", shards, "--index", str(index), "--output", str(tmp_path / "b"))
+    results = [(p.wait(), *p.communicate()) for p in (a, b)]
+    codes = sorted(r[0] for r in results)
+    assert codes == [0, 2], results
+    loser = next(r for r in results if r[0] == 2)
+    assert "another refresh committed generation 2" in loser[2] and "Traceback" not in loser[2]
+    pointer = json.loads((index / "CURRENT.json").read_text())
+    assert pointer["generation"] == 2 and _segments(index) == set(pointer["segments"])  # the loser left no trace
