@@ -62,6 +62,8 @@ def _with(**changes):
     (_with(source_max_repeats=0), "sources[0].max_repeats: expected an integer >= 1"),
     (_with(source_extra=1), "sources[0].extra: unknown key"),
     ({**BASE, "sources": BASE["sources"] * 2}, "sources[1].name: 'a' is used twice"),
+    ({**_with(target_tokens=None, target_documents=9), "sources": [{"name": "a", "inputs": ["x"], "tokens": 5}]},
+     "sources[0].tokens: a token budget needs target_tokens"),
 ])
 def test_config_errors_name_the_key(cfg, message):
     with pytest.raises(ConfigError) as e:

@@ -149,6 +149,8 @@ def parse(obj: Any) -> MixConfig:
         weight = _exact(s["weight"], f"{where}weight") if "weight" in s else None
         if weight is not None and weight <= 0:
             raise ConfigError(f"{where}weight: must be positive, got {s['weight']!r}")
+        if "tokens" in s and unit != "tokens":
+            raise ConfigError(f"{where}tokens: a token budget needs target_tokens (use weight with target_documents)")
         tokens = _int(s, "tokens", where, minimum=1) if "tokens" in s else None
         repeats = _int(s, "max_repeats", where, minimum=1, default=1)
         sources.append(Source(name, inputs, weight, tokens, anchor, repeats))

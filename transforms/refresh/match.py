@@ -47,15 +47,20 @@ def _detail(indexed_id: str, first_seen: str, how: str) -> str:
                        "pre_llm_origin": first_seen < CHATGPT_RELEASE}, sort_keys=True)
 
 
-def _exact_match(kv):
-    _, g = kv
-    hits = sorted((fs, i) for i, fs in g["index"])
-    for doc in g["new"]:
+def _drop_indexed(docs, hits, how: str):
+    """Drops every document of a key with hits, naming the earliest-seen indexed match; keeps the rest."""
+    hits = sorted(hits)
+    for doc in docs:
         if hits:
-            count("refresh_exact_matches")
-            yield drop(doc.id, "duplicate_indexed", doc.source, doc.offset, _detail(hits[0][1], hits[0][0], "exact"))
+            count(f"refresh_{how}_matches")
+            yield drop(doc.id, "duplicate_indexed", doc.source, doc.offset, _detail(hits[0][1], hits[0][0], how))
         else:
             yield doc
+
+
+def _exact_match(kv):
+    _, g = kv
+    return _drop_indexed(g["new"], [(first_seen, i) for i, first_seen in g["index"]], "exact")
 
 
 class _NearMatches(beam.DoFn):
@@ -79,13 +84,7 @@ class _NearMatches(beam.DoFn):
 
 def _near_match(kv):
     _, g = kv
-    hits = sorted(g["hit"])
-    for doc in g["doc"]:
-        if hits:
-            count("refresh_near_matches")
-            yield drop(doc.id, "duplicate_indexed", doc.source, doc.offset, _detail(hits[0][1], hits[0][0], "near"))
-        else:
-            yield doc
+    return _drop_indexed(g["doc"], g["hit"], "near")
 
 
 class MatchIndex(beam.PTransform):
