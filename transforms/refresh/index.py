@@ -105,6 +105,16 @@ def segment_files(index: str, segments: list[str], kind: str) -> list[str]:
 
 
 def delete_segment(index: str, segment: str) -> None:
+    """Removes an uncommitted segment: a folder locally, every object under its prefix on object stores."""
     path = FileSystems.join(index, segment)
-    if FileSystems.exists(path):
-        FileSystems.delete([path])
+    if path.startswith("gs://"):
+        bucket, prefix = _gcs_bucket_and_name(path + "/")
+        for blob in bucket.list_blobs(prefix=prefix):
+            blob.delete()
+    elif "://" not in path:
+        if FileSystems.exists(path):
+            FileSystems.delete([path])
+    else:
+        objects = [m.path for m in FileSystems.match([path + "/**"])[0].metadata_list]
+        if objects:
+            FileSystems.delete(objects)
