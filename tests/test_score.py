@@ -20,7 +20,8 @@ def small_model(detect_dir, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("model")
     card = train_detector(sorted(glob.glob(str(detect_dir / "*.jsonl.gz"))), str(out), limit_per_file=800,
-                          lodo=False, search=[{"wordNgrams": 2, "minn": 3, "maxn": 5, "epoch": 3}], log=lambda m: None)
+                          lodo=False, log=lambda m: None,
+                          search=[{"wordNgrams": 2, "minn": 3, "maxn": 5, "epoch": 3, "bucket": 50_000}])
     return out, card
 
 
