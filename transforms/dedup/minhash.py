@@ -83,7 +83,6 @@ def _signature(buf, ngram, keys, sig):
     """Casts after every step keep the arithmetic in 32 bits, which is what lets it vectorise."""
     shingles = _shingle_hashes(buf, ngram)
     num_perm = len(keys)
-    hashed = np.empty(num_perm, dtype=np.uint32)
     for k in range(num_perm):
         sig[k] = _U32(0xFFFFFFFF)
     for i in range(len(shingles)):
@@ -94,9 +93,7 @@ def _signature(buf, ngram, keys, sig):
             v = _U32(v * _U32(0x85EBCA6B))
             v = _U32(v ^ (v >> _U32(13)))
             v = _U32(v * _U32(0xC2B2AE35))
-            hashed[k] = _U32(v ^ (v >> _U32(16)))
-        for k in range(num_perm):
-            sig[k] = min(sig[k], hashed[k])
+            sig[k] = min(sig[k], _U32(v ^ (v >> _U32(16))))
     return len(shingles)
 
 
