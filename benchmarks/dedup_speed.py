@@ -8,7 +8,8 @@
    subprocess; wall time, docs/s and peak RSS. Beside it, as the peer anchor, datatrove's 4-stage MinHash pipeline
    (signature, buckets, cluster, filter; local executor, 1 task) on the same JSONL with the same n-gram, bands and
    rows. datatrove pins its own dependencies, so it runs from its own virtualenv: pass its python with
-   --datatrove-python (e.g. `python -m venv /tmp/dt && /tmp/dt/bin/pip install datatrove regex tokenizers spacy orjson`).
+   --datatrove-python (e.g. `python -m venv /tmp/dt && /tmp/dt/bin/pip install datatrove regex tokenizers spacy
+   orjson`).
 """
 from __future__ import annotations
 
@@ -104,7 +105,8 @@ def main():
             m.update_batch([" ".join(s).encode() for s in shingle_set(d, 5)])
         theirs_runs.append(len(sample) / (time.perf_counter() - t))
     ours, theirs = statistics.median(ours_runs), statistics.median(theirs_runs)
-    print(f"| MinHash signatures, 128 perms, 2,000-char docs, 1 core, median of {ROUNDS} rounds | docs/s | ratio |\n|---|---:|---:|")
+    print(f"| MinHash signatures, 128 perms, 2,000-char docs, 1 core, median of {ROUNDS} rounds | docs/s | ratio |")
+    print("|---|---:|---:|")
     print(f"| datasketch MinHash.update_batch (baseline) | {theirs:,.0f} | 1.00 |")
     print(f"| synthcap MinHasher (numba kernel) | {ours:,.0f} | {ours / theirs:.1f} |\n")
 
