@@ -18,7 +18,7 @@ from tests.helpers import tree_bytes
 from transforms.document import Document, from_table, to_table
 from transforms.io.write import parquet_bytes
 from transforms.mix.config import ConfigError, parse
-from transforms.mix.tokens import count_tokens
+from transforms.tokens import count_tokens
 
 BASE = {"seed": 1, "target_tokens": 1000, "max_synthetic_fraction": "0.1",
         "sources": [{"name": "a", "inputs": ["x/*.parquet"], "weight": 1}]}

@@ -16,7 +16,7 @@ import xxhash
 
 from transforms.document import Document
 from transforms.mix.config import Exclude, MixConfig
-from transforms.mix.tokens import count_tokens
+from transforms.tokens import count_tokens
 
 ANCHOR, UNDER, OVER = "anchor", "under", "over"
 BUCKET_BITS = 12

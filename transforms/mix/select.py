@@ -20,7 +20,7 @@ from transforms.accounting import DOCUMENTS, DROPPED, drop
 from transforms.mix.classify import ANCHOR, OVER, UNDER, Item, exclusion, make_item
 from transforms.mix.config import MixConfig
 from transforms.mix.plan import Supply, boundary, make_plan
-from transforms.mix.tokens import count_tokens
+from transforms.tokens import count_tokens
 
 SELECTED = "selected"
 
