@@ -1,43 +1,40 @@
-"""Gzip member access by compressed offset: the unit of splitting for WARC.gz and of recovery after corruption.
+"""Byte streams for WARC reading: gzip members by compressed offset, and plain files, both with bounded memory.
 
 Common Crawl writes one gzip member per WARC record, so a member start is a safe place to begin reading. A reader
 that starts mid-file syncs to the next member that decompresses to `WARC/`; a corrupt region is reported once,
-by the reader whose previous member ends where it begins (see `transforms/io/warc.py`).
+by the reader whose previous member ends where it begins (see `transforms/io/warc.py`). A member may also hold a
+whole file (`gzip crawl.warc`): it is decompressed as a stream, so no record costs more memory than its own size.
 """
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
 from typing import BinaryIO, Optional
 
 MAGIC = b"\x1f\x8b\x08"
 _CHUNK = 1 << 16
+_OUT = 1 << 20  # most decompressed bytes produced per step: a bomb never gets further than one step past a limit
 _SCAN_BLOCK = 1 << 20
 _PROBE = 4096
 
 
-@dataclass
-class Member:
-    """One gzip member read from `offset`. `end` is where the next member begins (None when unknown)."""
+class StreamError(Exception):
+    """The stored bytes cannot be decoded: `reason` is the dead-letter reason (gzip_error | truncated)."""
 
-    offset: int
-    data: Optional[bytes]
-    end: Optional[int]
-    error: Optional[str] = None  # dead-letter reason: gzip_error | truncated
-    message: str = ""
-    oversize: bool = False  # decompressed past the limit: data is None, the member was skipped whole
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
 
 
-class MemberReader:
-    """Reads members in file order through one rolling buffer (members are small: re-reading a window per member
-    would cost more than the decompression)."""
+class FileWindow:
+    """Compressed bytes by file offset through one rolling buffer (members are small: re-reading a window per
+    member would cost more than the decompression)."""
 
     def __init__(self, f: BinaryIO):
         self._f = f
         self._buf = b""
         self._start = 0  # file offset of self._buf[0]
 
-    def _window(self, offset: int, size: int) -> bytes:
+    def read(self, offset: int, size: int) -> bytes:
         rel = offset - self._start
         if rel < 0 or rel + size > len(self._buf):
             keep = self._buf[rel:] if 0 <= rel <= len(self._buf) else b""
@@ -46,37 +43,156 @@ class MemberReader:
             self._start, rel = offset, 0
         return self._buf[rel : rel + size]
 
-    def read(self, offset: int, limit: int) -> Member:
-        """Decompress the member at `offset`, keeping at most `limit` bytes of output."""
-        d = zlib.decompressobj(31)
-        parts: list[bytes] = []
-        size = 0
-        pos = offset
-        oversize = False
-        while True:
-            chunk = self._window(pos, _CHUNK)
-            if not chunk:
-                return Member(offset, None, None, "truncated", f"input ends inside the gzip member at {offset}")
+
+class ByteStream:
+    """Forward reading with `peek`/`read`/`skip`/`find` over a source of bytes, holding only what was asked for.
+
+    Positions count bytes of the stream (decompressed bytes for a gzip member). Going back (`seek` to an earlier
+    position) restarts the source, which is rare: only resynchronisation after a bad record needs it."""
+
+    def __init__(self):
+        self._buf = bytearray()
+        self._buf_start = 0
+        self.pos = 0
+
+    def _produce(self) -> bytes:
+        """The next bytes of the source (b"" at its end); may raise StreamError."""
+        raise NotImplementedError
+
+    def _restart(self) -> None:
+        """Start the source again from position 0."""
+        raise NotImplementedError
+
+    def _fill(self, n: int) -> None:
+        """Make the buffer hold bytes [pos, pos + n) when the source has them (earlier bytes are let go)."""
+        k = min(self.pos - self._buf_start, len(self._buf))
+        if k > 0:
+            del self._buf[:k]
+            self._buf_start += k
+        while self._buf_start < self.pos:  # skipping forward past the buffer (which is empty here)
+            out = self._produce()
+            if not out:
+                return
+            gap = self.pos - self._buf_start
+            if len(out) > gap:
+                self._buf = bytearray(out[gap:])
+                self._buf_start = self.pos
+            else:
+                self._buf_start += len(out)
+        while len(self._buf) < n:
+            out = self._produce()
+            if not out:
+                return
+            self._buf += out
+
+    def peek(self, n: int) -> bytes:
+        self._fill(n)
+        return bytes(self._buf[:n])
+
+    def read(self, n: int) -> bytes:
+        data = self.peek(n)
+        self.pos += len(data)
+        return data
+
+    def skip(self, n: int) -> int:
+        """Advance up to n bytes without holding them; returns how many there were."""
+        start = self.pos
+        self.pos += n
+        self._fill(0)
+        self.pos = min(self.pos, self._buf_start + len(self._buf))
+        return self.pos - start
+
+    def seek(self, pos: int) -> None:
+        if pos < self._buf_start:
+            self._restart()
+            self._buf, self._buf_start, self.pos = bytearray(), 0, 0
+            self.skip(pos)
+        else:
+            self.pos = pos
+
+    def find_line(self, prefix: bytes, limit: int) -> Optional[int]:
+        """Position of the next line (after pos) that starts with `prefix`, looking at most `limit` bytes ahead;
+        the stream is left there (or at the end of what was looked at). None when there is none."""
+        needle = b"\n" + prefix
+        start = self.pos
+        while self.pos - start < limit:
+            window = self.peek(_OUT + len(needle))
+            i = window.find(needle)
+            if i >= 0:
+                self.pos += i + 1
+                return self.pos
+            if len(window) < _OUT + len(needle):
+                self.pos += len(window)
+                return None
+            self.pos += _OUT
+        return None
+
+
+class PlainStream(ByteStream):
+    """An uncompressed file from offset 0."""
+
+    def __init__(self, window: FileWindow):
+        super().__init__()
+        self._window = window
+        self._in = 0
+
+    def _produce(self) -> bytes:
+        chunk = self._window.read(self._in, _CHUNK)
+        self._in += len(chunk)
+        return chunk
+
+    def _restart(self) -> None:
+        self._in = 0
+
+    def seek(self, pos: int) -> None:
+        if pos < self._buf_start:  # a file can jump back without re-reading from its start
+            self._in, self._buf, self._buf_start, self.pos = pos, bytearray(), pos, pos
+        else:
+            self.pos = pos
+
+
+class MemberStream(ByteStream):
+    """The decompressed bytes of the gzip member at compressed `offset`. After the stream's end, `end` is the
+    offset where the next member begins. Damage raises StreamError when it is reached."""
+
+    def __init__(self, window: FileWindow, offset: int):
+        super().__init__()
+        self._window = window
+        self.offset = offset
+        self._restart()
+
+    def _restart(self) -> None:
+        self._d = zlib.decompressobj(31)
+        self._in = self.offset
+        self._tail = b""
+        self.end: Optional[int] = None
+
+    def _produce(self) -> bytes:
+        while self.end is None:
+            if not self._tail:
+                chunk = self._window.read(self._in, _CHUNK)
+                if not chunk:
+                    raise StreamError("truncated", f"input ends inside the gzip member at {self.offset}")
+                self._in += len(chunk)
+                self._tail = chunk
             try:
-                out = d.decompress(chunk)
+                out = self._d.decompress(self._tail, _OUT)
             except zlib.error as e:
-                return Member(offset, None, None, "gzip_error", str(e))
-            size += len(out)
-            if size > limit:
-                oversize = True
-                parts.clear()
-            elif out:
-                parts.append(out)
-            if d.eof:
-                pos += len(chunk) - len(d.unused_data)
-                break
-            pos += len(chunk)
-        return Member(offset, None if oversize else b"".join(parts), pos, oversize=oversize)
+                raise StreamError("gzip_error", str(e)) from None
+            if self._d.eof:
+                self.end = self._in - len(self._d.unused_data)
+                self._tail = b""
+            else:
+                self._tail = self._d.unconsumed_tail
+            if out:
+                return out
+        return b""
 
-
-def read_member(f: BinaryIO, offset: int, limit: int) -> Member:
-    """One member, without a reader's buffer (for a single look, e.g. at a file's warcinfo record)."""
-    return MemberReader(f).read(offset, limit)
+    def finish(self) -> int:
+        """Decompress to the member's end (checking its CRC) and return where the next member begins."""
+        while self.end is None:
+            self._produce()
+        return self.end
 
 
 def looks_like_member(buf: bytes, i: int, prefix: bytes) -> bool:

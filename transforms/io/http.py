@@ -1,6 +1,11 @@
-"""HTTP response blocks as stored in WARC response records: status, headers, and the decoded payload."""
+"""HTTP response blocks as stored in WARC response records: status, headers, and the decoded payload.
+
+Every decoder's output is capped at the caller's limit: a small compressed payload cannot expand past it (the
+decoders stop one step after the limit, so memory stays near the limit whatever the ratio).
+"""
 from __future__ import annotations
 
+import re
 import zlib
 from dataclasses import dataclass
 
@@ -9,6 +14,14 @@ import brotli
 
 class HttpError(ValueError):
     pass
+
+
+class PayloadTooLarge(ValueError):
+    """The decoded payload would be larger than the limit."""
+
+
+_STEP = 1 << 20
+_CHUNK_SIZE = re.compile(rb"[0-9a-fA-F]{1,16}")
 
 
 @dataclass
@@ -43,30 +56,54 @@ def _dechunk(body: bytes) -> bytes:
         j = body.find(b"\r\n", i)
         if j < 0:
             raise HttpError("chunked body without a chunk size line")
-        size = int(body[i:j].split(b";", 1)[0].strip() or b"0", 16)
+        size_field = body[i:j].split(b";", 1)[0].strip() or b"0"
+        if not _CHUNK_SIZE.fullmatch(size_field):
+            raise HttpError(f"bad chunk size {size_field[:20]!r}")
+        size = int(size_field, 16)
         if size == 0:
             return b"".join(out)
         out.append(body[j + 2 : j + 2 + size])
         i = j + 2 + size + 2
 
 
-def _decode_content(body: bytes, encoding: str) -> bytes:
+def _inflate(body: bytes, wbits: int, limit: int) -> bytes:
+    d = zlib.decompressobj(wbits)
+    out = bytearray(d.decompress(body, limit + 1))
+    if len(out) > limit:
+        raise PayloadTooLarge(f"decoded payload over {limit} bytes")
+    return bytes(out)
+
+
+def _unbrotli(body: bytes, limit: int) -> bytes:
+    d = brotli.Decompressor()
+    out = bytearray(d.process(body, output_buffer_limit=_STEP))
+    while len(out) <= limit and not d.is_finished() and not d.can_accept_more_data():
+        out += d.process(b"", output_buffer_limit=_STEP)
+    if len(out) > limit:
+        raise PayloadTooLarge(f"decoded payload over {limit} bytes")
+    if not d.is_finished():
+        raise brotli.error("brotli stream ends early")
+    return bytes(out)
+
+
+def _decode_content(body: bytes, encoding: str, limit: int) -> bytes:
     encoding = encoding.strip().lower()
     if encoding in ("gzip", "x-gzip"):
-        return zlib.decompressobj(31).decompress(body)
+        return _inflate(body, 31, limit)
     if encoding == "deflate":
         try:
-            return zlib.decompress(body)
+            return _inflate(body, 15, limit)
         except zlib.error:
-            return zlib.decompress(body, -15)
+            return _inflate(body, -15, limit)
     if encoding == "br":
-        return brotli.decompress(body)
+        return _unbrotli(body, limit)
     return body
 
 
-def parse_response(block: bytes) -> HttpResponse:
+def parse_response(block: bytes, limit: int) -> HttpResponse:
     """Parse a stored HTTP response. Common Crawl stores payloads already decoded (and renames the encoding
-    headers to X-Crawler-*); other crawlers (wget) store them as sent, so chunking and compression are undone."""
+    headers to X-Crawler-*); other crawlers (wget) store them as sent, so chunking and compression are undone.
+    Raises PayloadTooLarge when decoding would produce more than `limit` bytes."""
     end = block.find(b"\r\n\r\n")
     sep = 4
     if end < 0:
@@ -96,7 +133,7 @@ def parse_response(block: bytes) -> HttpResponse:
     try:
         for enc in reversed((resp.header("content-encoding") or "").split(",")):
             if enc.strip():
-                resp.body = _decode_content(resp.body, enc)
+                resp.body = _decode_content(resp.body, enc, limit)
     except (zlib.error, brotli.error):
         # Some archives (ClueWeb09) store the decoded payload but keep the Content-Encoding header.
         resp.body = stored

@@ -1,7 +1,9 @@
 """JSONL / NDJSON reading (plain, .gz, .zst) with a dead letter per bad line and byte offsets per record.
 
 Plain files split by byte range (a line belongs to the range holding its first byte); compressed files are read
-as one unit, and the offsets they report are offsets into the decompressed stream.
+as one unit, and the offsets they report are offsets into the decompressed stream. Decompression and line
+splitting hold at most `max_document_bytes` of a line (plus one decoder step): a longer line, or a compressed
+bomb, is skipped as it streams and dropped as `too_large`.
 """
 from __future__ import annotations
 
@@ -13,22 +15,27 @@ import apache_beam as beam
 import zstandard
 
 from transforms.accounting import count, dead_letter, drop
-from transforms.document import fallback_id, from_record
+from transforms.document import fallback_id
 from transforms.io.files import ByteRanges, Shard, open_raw
+from transforms.io.gzip_members import StreamError
+from transforms.io.record import RecordError, to_document
 
 STAGE = "read_jsonl"
 _BLOCK = 1 << 20
+_ZSTD_IN = 256  # compressed bytes per zstd step: a zstd block of >= 3 bytes yields <= 128 KiB, so <= ~11 MiB a step
 
 
-class StreamError(Exception):
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
+class Oversize:
+    """A line longer than the limit: only its length was kept."""
+
+    def __init__(self, size: int, bare_cr: bool):
+        self.size = size
+        self.bare_cr = bare_cr
 
 
-def _decoded_blocks(f: BinaryIO, make, errors: tuple, reason: str) -> Iterator[bytes]:
-    """Decompressed blocks of a multi-member gzip or multi-frame zstd stream; damage raises StreamError."""
-    d, pending = make(), False
+def _gunzip_blocks(f: BinaryIO) -> Iterator[bytes]:
+    """Decompressed blocks (each at most _BLOCK) of a multi-member gzip stream; damage raises StreamError."""
+    d, pending = zlib.decompressobj(31), False
     while True:
         chunk = f.read(_BLOCK)
         if not chunk:
@@ -38,21 +45,47 @@ def _decoded_blocks(f: BinaryIO, make, errors: tuple, reason: str) -> Iterator[b
         while chunk:
             pending = True
             try:
-                yield d.decompress(chunk)
-            except errors as e:
-                raise StreamError(reason, str(e)) from None
-            if not d.eof:
-                break
-            chunk, d, pending = d.unused_data, make(), False
-
-
-def _gunzip_blocks(f: BinaryIO) -> Iterator[bytes]:
-    return _decoded_blocks(f, lambda: zlib.decompressobj(31), (zlib.error,), "gzip_error")
+                out = d.decompress(chunk, _BLOCK)
+            except zlib.error as e:
+                raise StreamError("gzip_error", str(e)) from None
+            if out:
+                yield out
+            if d.eof:
+                chunk, d, pending = d.unused_data, zlib.decompressobj(31), False
+            else:
+                chunk = d.unconsumed_tail
 
 
 def _zstd_blocks(f: BinaryIO) -> Iterator[bytes]:
-    return _decoded_blocks(f, lambda: zstandard.ZstdDecompressor().decompressobj(), (zstandard.ZstdError,),
-                           "zstd_error")
+    """Decompressed blocks of a multi-frame zstd stream, fed a few compressed bytes at a time (the zstd decoder
+    has no output cap); damage raises StreamError."""
+    d, pending = zstandard.ZstdDecompressor().decompressobj(), False
+    while True:
+        data = f.read(_BLOCK)
+        if not data:
+            if pending and not d.eof:
+                raise StreamError("truncated", "compressed stream ends inside a member or frame")
+            return
+        view, out = memoryview(data), []
+        for i in range(0, len(view), _ZSTD_IN):
+            piece = view[i : i + _ZSTD_IN].tobytes()
+            while piece:
+                pending = True
+                try:
+                    part = d.decompress(piece)
+                except zstandard.ZstdError as e:
+                    raise StreamError("zstd_error", str(e)) from None
+                if part:
+                    out.append(part)
+                if d.eof:
+                    piece, d, pending = d.unused_data, zstandard.ZstdDecompressor().decompressobj(), False
+                else:
+                    piece = b""
+            if sum(map(len, out)) >= _BLOCK:
+                yield b"".join(out)
+                out = []
+        if out:
+            yield b"".join(out)
 
 
 def _plain_blocks(f: BinaryIO, start: int) -> Iterator[bytes]:
@@ -61,38 +94,88 @@ def _plain_blocks(f: BinaryIO, start: int) -> Iterator[bytes]:
         yield chunk
 
 
-def iter_lines(blocks: Iterator[bytes], start: int = 0) -> Iterator[tuple[int, bytes | StreamError]]:
-    """(offset, line) pairs; a broken stream ends with (offset of the first unread byte, StreamError)."""
-    buf = b""
+def iter_lines(blocks: Iterator[bytes], limit: int, start: int = 0) -> Iterator[tuple[int, bytes | Oversize |
+                                                                                      StreamError]]:
+    """(offset, line) pairs, holding at most `limit` bytes of a line: a longer one comes as Oversize. A broken
+    stream ends with (offset of the first unread line, StreamError)."""
+    part, size, bare_cr = bytearray(), 0, False  # the current line so far (dropped once over the limit)
     pos = start
     try:
         for block in blocks:
-            buf += block
-            lines = buf.split(b"\n")
-            buf = lines.pop()
-            for line in lines:
+            i, n = 0, len(block)
+            while i < n:
+                j = block.find(b"\n", i)
+                end = n if j < 0 else j
+                piece_len = end - i
+                if size + piece_len <= limit:
+                    if j >= 0 and not part:
+                        line: bytes | Oversize = block[i:j]
+                    else:
+                        part += block[i:end]
+                        line = bytes(part) if j >= 0 else b""
+                else:
+                    if size <= limit:
+                        bare_cr = b"\r" in part or b"\r" in block[i:end]
+                        part = bytearray()
+                    line = Oversize(size + piece_len, bare_cr)
+                size += piece_len
+                if j < 0:
+                    break
                 yield pos, line
-                pos += len(line) + 1
+                pos += size + 1
+                part, size, bare_cr = bytearray(), 0, False
+                i = j + 1
     except StreamError as e:
         yield pos, e
         return
-    if buf:
-        yield pos, buf
+    if size:
+        yield pos, Oversize(size, bare_cr) if size > limit else bytes(part)
 
 
-def line_to_output(line: bytes, shard: Shard, offset: int, limit: int):
-    if len(line) > limit:
-        return drop(fallback_id(shard.path, offset), "too_large", shard.path, offset, f"{len(line)} bytes")
+_ARRAY_HINT = "a .json file holding an array is not JSON Lines (write one object per line, e.g. `jq -c '.[]'`)"
+_WHITESPACE = b"\xef\xbb\xbf \t\r\n"  # and a UTF-8 byte-order mark
+
+
+def spread_array(first_line: bytes) -> bool:
+    """True when a file's first non-blank line opens a JSON array that goes on over more lines (pretty-printed
+    .json): the file is one dead letter rather than one per line."""
+    if not first_line.startswith(b"["):
+        return False
+    try:
+        json.loads(first_line)
+    except (ValueError, RecursionError):
+        return True
+    return False
+
+
+def _json_error_message(line: bytes, e: Exception) -> str:
+    crs = line.count(b"\r")
+    if crs:
+        return (f"{e}; the line holds {crs} bare CR line breaks: the file has CR-only line endings (JSON Lines "
+                "needs LF)")
+    if line.lstrip(_WHITESPACE)[:1] == b"[":
+        return f"{e}; found the start of a JSON array: {_ARRAY_HINT}"
+    return str(e)
+
+
+def line_to_output(line: bytes | Oversize, shard: Shard, offset: int):
+    if isinstance(line, Oversize):
+        cr = "; it holds bare CR line breaks: the file has CR-only line endings (JSON Lines needs LF)" \
+            if line.bare_cr else ""
+        return drop(fallback_id(shard.path, offset), "too_large", shard.path, offset, f"{line.size} bytes{cr}")
     try:
         obj = json.loads(line)
     except UnicodeDecodeError as e:
         return dead_letter(shard.path, offset, "decode_error", e, STAGE)
+    except RecursionError:
+        return dead_letter(shard.path, offset, "json_error", "JSON nested too deep to parse", STAGE)
     except ValueError as e:
-        return dead_letter(shard.path, offset, "json_error", e, STAGE)
-    if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
-        return dead_letter(shard.path, offset, "schema_error", "JSON line is not an object with a string `text`",
-                           STAGE)
-    doc = from_record(obj, shard.path, offset)
+        return dead_letter(shard.path, offset, "json_error", _json_error_message(line, e), STAGE)
+    try:
+        doc = to_document(obj, shard.path, offset)
+    except RecordError as e:
+        message = f"{e}; {_ARRAY_HINT}" if isinstance(obj, list) else str(e)
+        return dead_letter(shard.path, offset, e.reason, message, STAGE)
     if not doc.text.strip():
         return drop(doc.id, "empty_text", shard.path, offset)
     return doc
@@ -128,21 +211,42 @@ class ReadJsonlFn(beam.DoFn):
                     return
                 blocks, first = (_gunzip_blocks if lower.endswith(".gz") else _zstd_blocks)(f), 0
             else:
+                f.seek(0)
+                head = f.read(1 << 16).lstrip(_WHITESPACE)
+                if b"\n" in head and spread_array(head[: head.index(b"\n")]):
+                    if start == 0 and tracker.try_claim(0):
+                        yield self._array_file(shard)
+                    tracker.try_claim(shard.size + 1)
+                    return
                 first = self._line_start(f, start)
                 blocks = _plain_blocks(f, first)
-            for pos, line in iter_lines(blocks, first):
+            content = False
+            for pos, line in iter_lines(blocks, self._limit, first):
                 if not compressed and not tracker.try_claim(pos):
                     return
+                if compressed and not content and isinstance(line, bytes) and line.strip():
+                    content = True
+                    if spread_array(line.lstrip(_WHITESPACE)):
+                        yield self._array_file(shard)
+                        break
                 if isinstance(line, StreamError):
                     count("records_read")
                     yield dead_letter(shard.path, pos, line.reason, f"{line}; the rest of the file is unreadable",
                                       STAGE)
                     break
-                if not line.strip():
-                    continue
+                if isinstance(line, bytes):
+                    if not line.strip():
+                        continue
+                    line = line.rstrip(b"\r")
                 count("records_read")
-                yield line_to_output(line.rstrip(b"\r"), shard, pos, self._limit)
+                yield line_to_output(line, shard, pos)
         tracker.try_claim(shard.size + 1)
+
+    @staticmethod
+    def _array_file(shard: Shard):
+        count("records_read")
+        return dead_letter(shard.path, 0, "schema_error", f"found a JSON array spread over lines: {_ARRAY_HINT}",
+                           STAGE)
 
     @staticmethod
     def _line_start(f: BinaryIO, start: int) -> int:

@@ -1,104 +1,149 @@
-"""WARC and WET reading as a splittable DoFn over gzip members.
+"""WARC and WET reading as a splittable DoFn over gzip members, record by record with bounded memory.
 
 Work is split by compressed byte ranges: a record belongs to the range holding the offset of its gzip member, so
 every record is read exactly once however the file is split (statically or by the runner's dynamic splitting). A
-corrupt region belongs to the range whose last member ends where the region begins. Uncompressed WARC files are
-read as one unit (their record boundaries cannot be found without parsing from the start).
+corrupt region belongs to the range whose last member ends where the region begins. A member is decompressed as a
+stream and read record by record, so a file made by `gzip crawl.warc` (one member) keeps every record, but it is
+one unit of work. Uncompressed WARC files are read whole (their record boundaries cannot be found without parsing
+from the start). Inside a member or a plain file, a record whose Content-Length does not land on the next record
+is a dead letter for the bytes up to the next `WARC/` line, where reading resumes.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Union
 from urllib.parse import urlsplit
 
 import apache_beam as beam
 
 from transforms.accounting import count, dead_letter, drop
+from transforms.dates import UNPARSED_COUNTER, UNPARSED_KEY, normalise_date
 from transforms.document import Document, RawRecord, fallback_id
 from transforms.io.files import ByteRanges, Shard, open_raw
-from transforms.io.gzip_members import MemberReader, looks_like_member, find_member, is_gzip, read_member
-from transforms.io.html import decode_html, html_to_text, is_text_mime, looks_binary
-from transforms.io.http import HttpError, parse_response
+from transforms.io.gzip_members import (ByteStream, FileWindow, MemberStream, PlainStream, StreamError, find_member,
+                                        is_gzip, looks_like_member)
+from transforms.io.html import ExtractBudgetExceeded, decode_html, html_to_text, is_text_mime, looks_binary
+from transforms.io.http import HttpError, PayloadTooLarge, parse_response
 
 STAGE = "read_warc"
 _CRAWL_RE = re.compile(r"CC-MAIN-\d{4}-\d{2}")
 _TEXT_RECORDS = ("response", "conversion")
-_ISO_SECONDS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+_LENGTH = re.compile(rb"[0-9]{1,19}")  # ASCII digits only: str.isdigit() accepts "\u00b2", int() does not
+MAX_HEADER_BYTES = 1 << 20  # a WARC header longer than this is not a header
+_HEADER_STEPS = (4096, 65536, MAX_HEADER_BYTES)
+_EVERYTHING = 1 << 62
 
 
 class WarcFormatError(ValueError):
     reason = "warc_header_error"
 
 
-class WarcTruncated(ValueError):
-    reason = "truncated"
+@dataclass
+class WarcRecord:
+    start: int  # of the record in its stream (the decompressed member, or the plain file)
+    headers: dict[str, str]  # lower-cased names
+    length: int  # Content-Length
+    block: Optional[bytes]  # None when the block is over the reader's limit (it was skipped, not held)
 
 
 @dataclass
-class WarcRecord:
-    offset: int  # of the gzip member (or of the record itself in an uncompressed file)
-    index: int  # position of the record inside its member
-    headers: dict[str, str]  # lower-cased names
-    block: bytes
+class BadRegion:
+    """Bytes of a stream that hold no readable record: [start, end), end None = to the end of the stream."""
+
+    start: int
+    end: Optional[int]
+    reason: str
+    message: str
 
 
-def _parse_header(data: bytes, i: int) -> tuple[dict[str, str], int, int]:
-    end = data.find(b"\r\n\r\n", i)
-    if end < 0:
-        raise WarcTruncated("input ends inside a WARC header") if len(data) - i < 65536 else WarcFormatError(
-            "no end of WARC header")
-    lines = data[i:end].decode("utf-8", "replace").split("\r\n")
-    if not lines[0].startswith("WARC/"):
-        raise WarcFormatError(f"record does not start with a WARC version line: {lines[0][:40]!r}")
+def _parse_header(head: bytes) -> tuple[dict[str, str], int]:
+    """Headers and Content-Length of a header block (the bytes before its blank line)."""
+    lines = head.decode("utf-8", "replace").split("\r\n")
     headers: dict[str, str] = {}
     for line in lines[1:]:
         name, colon, value = line.partition(":")
         if colon:
             headers[name.strip().lower()] = value.strip()
-    length = headers.get("content-length", "")
-    if not length.isdigit():
-        raise WarcFormatError("missing or invalid Content-Length")
+    length = headers.get("content-length", "").encode("utf-8", "replace")
+    if not _LENGTH.fullmatch(length):
+        raise WarcFormatError(f"missing or invalid Content-Length {headers.get('content-length', '')[:40]!r}")
     if not headers.get("warc-type"):
         raise WarcFormatError("missing WARC-Type")
-    return headers, end + 4, int(length)
+    return headers, int(length)
 
 
-def iter_member_records(data: bytes, offset: int) -> Iterator[WarcRecord]:
-    """The records in one decompressed member (usually exactly one)."""
-    i, n, index = 0, len(data), 0
+def _skip_blank(stream: ByteStream) -> bool:
+    """Moves past CR/LF between records; False at the end of the stream."""
     while True:
-        while i < n and data[i] in b"\r\n":
-            i += 1
-        if i >= n:
+        head = stream.peek(256)
+        if not head:
+            return False
+        rest = head.lstrip(b"\r\n")
+        stream.pos += len(head) - len(rest)
+        if rest:
+            return True
+
+
+def _at_boundary(stream: ByteStream) -> bool:
+    """True when the stream ends, or the next record begins, after the block just read (blank lines between)."""
+    return _skip_blank(stream) is False or stream.peek(5) == b"WARC/"
+
+
+def iter_records(stream: ByteStream, limit: int) -> Iterator[Union[WarcRecord, BadRegion]]:
+    """Records in stream order; blocks over `limit` are skipped (block None), never held. A record whose header
+    or Content-Length is wrong becomes a BadRegion up to the next `WARC/` line, where reading resumes.
+    Damage in a compressed source raises StreamError."""
+    while _skip_blank(stream):
+        start = stream.pos
+        head, end = b"", -1
+        for size in _HEADER_STEPS:
+            head = stream.peek(size)
+            end = head.find(b"\r\n\r\n")
+            if end >= 0 or len(head) < size:
+                break
+        problem = None
+        if not head.startswith(b"WARC/"):
+            problem = ("warc_header_error", f"record does not start with a WARC version line: {head[:40]!r}")
+        elif end < 0 and len(head) < MAX_HEADER_BYTES:
+            yield BadRegion(start, None, "truncated", "input ends inside a WARC header")
             return
-        headers, start, length = _parse_header(data, i)
-        if start + length > n:
-            raise WarcTruncated(f"WARC record declares {length} bytes, {n - start} present")
-        yield WarcRecord(offset, index, headers, data[start : start + length])
-        i, index = start + length, index + 1
+        elif end < 0:
+            problem = ("warc_header_error", f"no end of WARC header within {MAX_HEADER_BYTES} bytes")
+        else:
+            try:
+                headers, length = _parse_header(head[:end])
+            except WarcFormatError as e:
+                problem = (e.reason, str(e))
+        if problem is None:
+            body = start + end + 4
+            stream.seek(body)
+            if length <= limit:
+                block = stream.read(length)
+                got = len(block)
+            else:
+                block, got = None, stream.skip(length)
+            if got == length and _at_boundary(stream):
+                yield WarcRecord(start, headers, length, block)
+                continue
+            stream.seek(body)
+        else:
+            stream.seek(start)
+        nxt = stream.find_line(b"WARC/", _EVERYTHING)
+        if problem is None and nxt is None and got < length:
+            problem = ("truncated", f"WARC record declares {length} bytes, {got} present")
+        elif problem is None:
+            where = f"the next record starts {nxt - body} bytes into the block" if nxt is not None else \
+                "the input goes on past the block"
+            problem = ("warc_header_error", f"Content-Length {length} does not end at a record boundary: {where}")
+        yield BadRegion(start, nxt, *problem)
+        if nxt is None:
+            return
+        stream.seek(nxt)
 
 
 def _clean_uri(value: Optional[str]) -> Optional[str]:
     return value.strip("<>") if value else None
-
-
-def normalise_date(value: Optional[str]) -> Optional[str]:
-    """WARC dates as YYYY-MM-DDTHH:MM:SSZ (sub-seconds dropped) so they sort as strings."""
-    if not value:
-        return None
-    if _ISO_SECONDS.fullmatch(value):
-        return value
-    for fmt in ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d"):
-        try:
-            dt = datetime.strptime(value.strip(), fmt)
-        except ValueError:
-            continue
-        if dt.tzinfo is not None:
-            dt = dt.astimezone(timezone.utc).replace(tzinfo=None)
-        return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return value.strip()
 
 
 def crawl_id_from_warcinfo(block: bytes) -> Optional[str]:
@@ -124,56 +169,70 @@ def _domain(url: Optional[str]) -> Optional[str]:
     return host.lower() if host else None
 
 
-def record_to_output(rec: WarcRecord, shard: Shard, crawl_id: Optional[str], limit: int):
+def _capture_date(value: Optional[str], metadata: dict[str, str]) -> Optional[str]:
+    date, unparsed = normalise_date(value)
+    if unparsed:
+        count(UNPARSED_COUNTER)
+        metadata[UNPARSED_KEY] = value[:100]
+    return date
+
+
+def record_to_output(rec: WarcRecord, offset: int, shard: Shard, crawl_id: Optional[str], limit: int):
     """One WARC record -> exactly one of: a Document, a drop, a dead letter."""
     h = rec.headers
     rtype = h["warc-type"].lower()
     rid = _clean_uri(h.get("warc-record-id"))
-    doc_id = rid or fallback_id(shard.path, rec.offset, rec.index)
+    doc_id = rid or fallback_id(shard.path, offset)
     if rtype not in _TEXT_RECORDS:
-        return drop(doc_id, "record_type_skipped", shard.path, rec.offset, rtype)
-    if len(rec.block) > limit:
-        return drop(doc_id, "too_large", shard.path, rec.offset, f"{len(rec.block)} bytes")
+        return drop(doc_id, "record_type_skipped", shard.path, offset, rtype)
+    if rec.block is None:
+        return drop(doc_id, "too_large", shard.path, offset, f"{rec.length} bytes")
     url = _clean_uri(h.get("warc-target-uri"))
     raw = None
     if rtype == "response":
         try:
-            resp = parse_response(rec.block)
+            resp = parse_response(rec.block, limit)
+        except PayloadTooLarge as e:
+            return drop(doc_id, "too_large", shard.path, offset, str(e))
         except HttpError as e:
-            return dead_letter(shard.path, rec.offset, "http_error", e, STAGE)
+            return dead_letter(shard.path, offset, "http_error", e, STAGE)
         if not 200 <= resp.status < 300:
-            return drop(doc_id, "http_not_ok", shard.path, rec.offset, str(resp.status))
+            return drop(doc_id, "http_not_ok", shard.path, offset, str(resp.status))
         if not is_text_mime(resp.mime):
-            return drop(doc_id, "non_text_content", shard.path, rec.offset, resp.mime)
+            return drop(doc_id, "non_text_content", shard.path, offset, resp.mime)
         if looks_binary(resp.body):
-            return drop(doc_id, "binary_content", shard.path, rec.offset, resp.mime)
+            return drop(doc_id, "binary_content", shard.path, offset, resp.mime)
         try:
             text = html_to_text(decode_html(resp.body, resp.charset), resp.mime)
+        except ExtractBudgetExceeded as e:
+            return drop(doc_id, "html_too_complex", shard.path, offset, str(e))
         except Exception as e:  # resiliparse raises its own parser exceptions on hostile markup
-            return dead_letter(shard.path, rec.offset, "extract_error", e, STAGE)
+            return dead_letter(shard.path, offset, "extract_error", e, STAGE)
         raw = RawRecord(resp.headers, resp.body)
     else:
         if looks_binary(rec.block):
-            return drop(doc_id, "binary_content", shard.path, rec.offset, "conversion")
+            return drop(doc_id, "binary_content", shard.path, offset, "conversion")
         try:
             text = rec.block.decode("utf-8").strip()
         except UnicodeDecodeError as e:
-            return dead_letter(shard.path, rec.offset, "decode_error", e, STAGE)
+            return dead_letter(shard.path, offset, "decode_error", e, STAGE)
     if not text:
-        return drop(doc_id, "empty_text", shard.path, rec.offset)
+        return drop(doc_id, "empty_text", shard.path, offset)
+    metadata: dict[str, str] = {}
     return Document(
         id=doc_id,
         text=text,
         source=shard.path,
-        offset=rec.offset,
+        offset=offset,
         url=url,
         domain=_domain(url),
         warc_record_id=rid,
         refers_to=_clean_uri(h.get("warc-refers-to")),
         crawl_id=crawl_id,
-        capture_date=normalise_date(h.get("warc-date")),
+        capture_date=_capture_date(h.get("warc-date"), metadata),
         language=h.get("warc-identified-content-language"),
         content_digest=h.get("warc-payload-digest") or h.get("warc-block-digest"),
+        metadata=metadata,
         raw=raw,
     )
 
@@ -197,18 +256,14 @@ class ReadWarcFn(beam.DoFn):
     def _crawl_id(self, f, shard: Shard, gz: bool) -> Optional[str]:
         if shard.path not in self._crawl_ids:
             found = None
+            window = FileWindow(f)
             try:
-                if gz:
-                    m = read_member(f, 0, 1 << 20)
-                    recs = iter_member_records(m.data, 0) if m.data else iter(())
-                else:
-                    f.seek(0)
-                    recs = iter_member_records(f.read(1 << 16), 0)
-                first = next(recs, None)
-                if first is not None and first.headers["warc-type"].lower() == "warcinfo":
-                    found = crawl_id_from_warcinfo(first.block)
-            except (WarcFormatError, WarcTruncated):
-                pass
+                first = next(iter_records(MemberStream(window, 0) if gz else PlainStream(window), 1 << 20), None)
+            except StreamError:
+                first = None
+            if isinstance(first, WarcRecord) and first.block is not None \
+                    and first.headers["warc-type"].lower() == "warcinfo":
+                found = crawl_id_from_warcinfo(first.block)
             self._crawl_ids[shard.path] = found or crawl_id_from_name(shard.path)
         return self._crawl_ids[shard.path]
 
@@ -230,18 +285,20 @@ class ReadWarcFn(beam.DoFn):
             else:
                 yield from self._read_plain(f, shard, tracker, crawl_id)
 
-    def _emit_member(self, data: bytes, offset: int, shard: Shard, crawl_id):
-        try:
-            for rec in iter_member_records(data, offset):
-                count("records_read")
-                yield record_to_output(rec, shard, crawl_id, self._limit)
-        except (WarcFormatError, WarcTruncated) as e:
-            count("records_read")
-            yield dead_letter(shard.path, offset, e.reason, e, STAGE)
+    def _emit(self, item, base: int, shard: Shard, crawl_id, member: Optional[int] = None):
+        """A record or bad region of a stream whose byte 0 is at file offset `base` (a member's records are
+        labelled with the member offset plus their position in the decompressed member)."""
+        count("records_read")
+        if isinstance(item, WarcRecord):
+            return record_to_output(item, base + item.start, shard, crawl_id, self._limit)
+        end = "the end" if item.end is None else item.end
+        where = f" of the gzip member at {member} (decompressed)" if member is not None else ""
+        return dead_letter(shard.path, base + item.start, item.reason,
+                           f"{item.message}; skipped bytes {item.start}..{end}{where}", STAGE)
 
     def _read_gzip(self, f, shard: Shard, tracker, start: int, crawl_id):
         pos = 0 if start == 0 else find_member(f, start)
-        members = MemberReader(f)
+        window = FileWindow(f)
         while pos is not None and pos < shard.size:
             if not tracker.try_claim(pos):
                 # A corrupt region right after this range's last member is this range's to report: the next
@@ -251,20 +308,16 @@ class ReadWarcFn(beam.DoFn):
                     count("records_read")
                     yield dead_letter(shard.path, pos, "gzip_error", self._junk_message(pos, nxt, shard), STAGE)
                 return
-            m = members.read(pos, self._limit)
-            if m.error:
+            member = MemberStream(window, pos)
+            try:
+                for item in iter_records(member, self._limit):
+                    yield self._emit(item, pos, shard, crawl_id, pos)
+                pos = member.finish()
+            except StreamError as e:
                 nxt = find_member(f, pos + 1)
                 count("records_read")
-                yield dead_letter(shard.path, pos, m.error, f"{m.message}; {self._junk_message(pos, nxt, shard)}",
-                                  STAGE)
+                yield dead_letter(shard.path, pos, e.reason, f"{e}; {self._junk_message(pos, nxt, shard)}", STAGE)
                 pos = nxt
-                continue
-            if m.oversize:
-                count("records_read")
-                yield drop(fallback_id(shard.path, pos), "too_large", shard.path, pos, "member over limit")
-            else:
-                yield from self._emit_member(m.data, pos, shard, crawl_id)
-            pos = m.end
         tracker.try_claim(shard.size + 1)
 
     @staticmethod
@@ -281,32 +334,6 @@ class ReadWarcFn(beam.DoFn):
         """Uncompressed WARC: records are parsed in sequence from the start of the file."""
         if not tracker.try_claim(0):
             return
-        pos = 0
-        while pos < shard.size:
-            f.seek(pos)
-            head = f.read(1 << 16)
-            if not head.strip(b"\r\n"):
-                break
-            skip = len(head) - len(head.lstrip(b"\r\n"))
-            pos += skip
-            try:
-                headers, body_start, length = _parse_header(head, skip)
-            except (WarcFormatError, WarcTruncated) as e:
-                count("records_read")
-                yield dead_letter(shard.path, pos, e.reason, e, STAGE)
-                break
-            body_pos = pos - skip + body_start
-            count("records_read")
-            if length > self._limit:
-                rid = _clean_uri(headers.get("warc-record-id")) or fallback_id(shard.path, pos)
-                yield drop(rid, "too_large", shard.path, pos, f"{length} bytes")
-            else:
-                f.seek(body_pos)
-                block = f.read(length)
-                if len(block) < length:
-                    yield dead_letter(shard.path, pos, "truncated",
-                                      f"WARC record declares {length} bytes, {len(block)} present", STAGE)
-                    break
-                yield record_to_output(WarcRecord(pos, 0, headers, block), shard, crawl_id, self._limit)
-            pos = body_pos + length
+        for item in iter_records(PlainStream(FileWindow(f)), self._limit):
+            yield self._emit(item, 0, shard, crawl_id)
         tracker.try_claim(shard.size + 1)

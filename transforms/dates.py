@@ -1,0 +1,78 @@
+"""Capture dates as UTC `YYYY-MM-DDTHH:MM:SSZ`, parsed from the formats crawls and exports carry, or None.
+
+Dates are compared as strings downstream (survivorship, the pre-LLM era), which is only sound for this one form:
+anything that cannot be read as a real instant becomes None (and the caller counts why), never a raw string.
+"""
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+from email.utils import parsedate_tz
+from typing import Optional
+
+UNPARSED_COUNTER = "capture_date_unparsed"  # Beam counter of dates that were present but unreadable
+UNPARSED_KEY = "capture_date_unparsed"  # Document.metadata key keeping the unreadable value (truncated)
+
+_MIN_YEAR, _MAX_YEAR = 1991, 2100  # no web page was captured before 1991
+_ISO = re.compile(
+    r"(\d{4})-(\d\d)-(\d\d)(?:[T ](\d\d):(\d\d)(?::(\d\d)(?:[.,]\d+)?)?)?\s*(Z|UTC|GMT|[+-]\d\d(?::?\d\d)?)?",
+    re.IGNORECASE)
+_COMPACT = re.compile(r"(\d{4})(\d\d)(\d\d)(?:(\d\d)(\d\d)(\d\d)?)?")  # 20240601, 20240601100000 (ARC, CDX)
+_SLASHED = re.compile(r"(\d{1,2})[/.](\d{1,2})[/.](\d{4})")  # 15/06/2024, 15.06.2024 (day first unless impossible)
+_YEAR_FIRST = re.compile(r"(\d{4})/(\d{1,2})/(\d{1,2})")
+
+
+def _offset(tz: Optional[str]) -> timedelta:
+    if not tz or tz.upper() in ("Z", "UTC", "GMT"):
+        return timedelta(0)
+    sign = -1 if tz[0] == "-" else 1
+    digits = tz[1:].replace(":", "")
+    return sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:4] or 0))
+
+
+def _instant(y, mo, d, h=0, mi=0, s=0, offset=timedelta(0)) -> Optional[datetime]:
+    try:
+        dt = datetime(int(y), int(mo), int(d), int(h or 0), int(mi or 0), int(s or 0), tzinfo=timezone.utc)
+    except ValueError:
+        return None
+    return dt - offset
+
+
+def _parse(value: str) -> Optional[datetime]:
+    if m := _ISO.fullmatch(value):
+        return _instant(*m.groups()[:6], offset=_offset(m.group(7)))
+    if m := _COMPACT.fullmatch(value):
+        return _instant(*m.groups())
+    if m := _YEAR_FIRST.fullmatch(value):
+        return _instant(*m.groups())
+    if m := _SLASHED.fullmatch(value):
+        a, b, y = (int(g) for g in m.groups())
+        if a > 12 >= b or a == b:
+            return _instant(y, b, a)
+        if b > 12 >= a:
+            return _instant(y, a, b)
+        return None  # 06/07/2024: day or month first cannot be told apart
+    if any(c.isalpha() for c in value):  # RFC 1123 / 850 / asctime: "Sat, 01 Jun 2024 10:00:00 GMT"
+        try:
+            parts = parsedate_tz(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if parts is None or parts[0] < 1000:
+            return None
+        return _instant(*parts[:6], offset=timedelta(seconds=parts[9] or 0))
+    return None
+
+
+def normalise_date(value) -> tuple[Optional[str], bool]:
+    """(date as `YYYY-MM-DDTHH:MM:SSZ` or None, whether a non-empty value could not be read)."""
+    if value is None:
+        return None, False
+    if not isinstance(value, str):
+        return None, True
+    text = value.strip()
+    if not text:
+        return None, False
+    dt = _parse(text)
+    if dt is None or not _MIN_YEAR <= dt.year <= _MAX_YEAR:
+        return None, True
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ"), False

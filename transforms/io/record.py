@@ -1,0 +1,150 @@
+"""Foreign records (JSONL objects, Parquet rows) to Documents, with every field's type checked at the reader boundary.
+
+A record that would make a later stage crash (a null id in a Dolma line, a string `dup_cluster_size`, a lone
+surrogate that no UTF-8 writer accepts) is refused here with a one-line reason naming the field, so it becomes one
+dead letter instead of a failed run.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+import pyarrow as pa
+
+from transforms.accounting import count
+from transforms.dates import UNPARSED_COUNTER, normalise_date
+from transforms.document import COLUMNS, SCHEMA, Document, from_record, replace
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_DATE_FIELDS = ("capture_date", "first_seen")
+
+
+class RecordError(ValueError):
+    """The record cannot become a Document; `reason` is the dead-letter reason."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def describe(value: Any) -> str:
+    """What a JSON value is, for messages: `a JSON array of 3 items`, `a string`, `null`..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, list):
+        return f"a JSON array of {len(value)} items"
+    if isinstance(value, dict):
+        return "a JSON object"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return type(value).__name__
+
+
+def _fits(value: Any, typ: pa.DataType) -> bool:
+    if value is None:
+        return True
+    if pa.types.is_string(typ):
+        return isinstance(value, str)
+    if pa.types.is_integer(typ):
+        return isinstance(value, int) and not isinstance(value, bool) and -(1 << 63) <= value < (1 << 63)
+    if pa.types.is_floating(typ):
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if pa.types.is_boolean(typ):
+        return isinstance(value, bool)
+    try:
+        pa.array([value], type=typ)
+    except (pa.ArrowException, TypeError, ValueError, OverflowError):
+        return False
+    return True
+
+
+def _check_fields(values: dict, names) -> None:
+    for name in names:
+        if name in values and not _fits(values[name], SCHEMA.field(name).type):
+            raise RecordError("schema_error", f"field `{name}` is {describe(values[name])}, expected "
+                                              f"{SCHEMA.field(name).type}")
+
+
+def _check_unicode(obj: Any) -> None:
+    """Lone surrogates (from `\\ud800` escapes) cannot be written as UTF-8; walk without recursion (any depth)."""
+    stack = [obj]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            if _SURROGATE.search(v):
+                raise RecordError("decode_error", f"lone surrogate in string {v[:40]!r}")
+        elif isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+
+
+def _normalised_dolma(obj: dict) -> dict:
+    """A Dolma line (our own JSONL output) checked field by field; `extra` values become strings."""
+    if not isinstance(obj["id"], str) or not obj["id"]:
+        raise RecordError("schema_error", f"Dolma `id` is {describe(obj['id'])}, expected a non-empty string")
+    if obj.get("source") is not None and not isinstance(obj["source"], str):
+        raise RecordError("schema_error", f"Dolma `source` is {describe(obj['source'])}, expected a string")
+    meta = dict(obj["metadata"])
+    if not isinstance(meta["offset"], int) or isinstance(meta["offset"], bool) or meta["offset"] < 0:
+        raise RecordError("schema_error",
+                          f"Dolma `metadata.offset` is {describe(meta['offset'])}, expected an integer >= 0")
+    _check_fields(meta, [n for n in COLUMNS if n not in ("id", "text", "source", "offset", "metadata")])
+    extra = meta.get("extra")
+    if extra is not None and not isinstance(extra, dict):
+        raise RecordError("schema_error", f"Dolma `metadata.extra` is {describe(extra)}, expected an object")
+    if extra:
+        meta["extra"] = {k: v if isinstance(v, str) else json.dumps(v, sort_keys=True) for k, v in extra.items()}
+    return {**obj, "metadata": meta}
+
+
+def _check_row(obj: dict) -> None:
+    """A row with every Document column (our own Parquet output): every column must have the schema's type."""
+    for name in ("id", "text", "source", "offset"):
+        if obj[name] is None:
+            raise RecordError("schema_error", f"field `{name}` is null")
+    _check_fields(obj, COLUMNS)
+
+
+def to_document(obj: Any, source: str, offset: int, typed: bool = False) -> Document:
+    """A Document from a parsed record, or RecordError. `typed` rows (a Parquet table already cast to the
+    Document schema) skip the per-field checks."""
+    if not isinstance(obj, dict):
+        raise RecordError("schema_error", f"found {describe(obj)} where a JSON object with a string `text` is "
+                                          "expected (JSON Lines: one object per line)")
+    if not isinstance(obj.get("text"), str):
+        found = "no `text` field" if "text" not in obj else f"`text` is {describe(obj['text'])}"
+        raise RecordError("schema_error", f"record has {found}; a string `text` is required")
+    if not typed:
+        _check_unicode(obj)
+        if isinstance(obj.get("metadata"), dict) and "offset" in obj["metadata"] and "id" in obj:
+            obj = _normalised_dolma(obj)
+        elif all(name in obj for name in COLUMNS):
+            _check_row(obj)
+    try:
+        doc = from_record(obj, source, offset)
+    except (TypeError, ValueError, KeyError, AttributeError) as e:
+        raise RecordError("schema_error", f"record does not fit a Document: {e}") from None
+    return _normalised_dates(doc)
+
+
+def _normalised_dates(doc: Document) -> Document:
+    changes: dict[str, Any] = {}
+    for name in _DATE_FIELDS:
+        value = getattr(doc, name)
+        if value is None:
+            continue
+        date, unparsed = normalise_date(value)
+        if unparsed:
+            count(UNPARSED_COUNTER)
+            changes["metadata"] = {**changes.get("metadata", doc.metadata), f"{name}_unparsed": str(value)[:100]}
+        if date != value:
+            changes[name] = date
+    return replace(doc, **changes) if changes else doc
