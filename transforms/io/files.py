@@ -11,13 +11,18 @@ from apache_beam.io.filesystems import FileSystems
 WARC = "warc"
 JSONL = "jsonl"
 PARQUET = "parquet"
+NON_DOCUMENT = "non_document"  # crawl files without documents: recognised, counted and skipped whole
+UNSUPPORTED = "unsupported"  # matched by a glob, but no reader handles the extension: counted and skipped whole
 
+# Checked in order: WAT names end like WARC ones, so they come first.
 _SUFFIXES = (
-    (WARC, (".warc", ".warc.gz", ".wet", ".wet.gz", ".warc.wet", ".warc.wet.gz", ".wat", ".wat.gz", ".warc.wat.gz",
-            ".arc.warc.gz")),
+    (NON_DOCUMENT, (".wat", ".wat.gz", ".cdx", ".cdx.gz", ".cdxj", ".cdxj.gz")),
+    (WARC, (".warc", ".warc.gz", ".wet", ".wet.gz", ".warc.wet", ".warc.wet.gz", ".arc.warc.gz")),
     (JSONL, (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json", ".json.gz", ".json.zst", ".ndjson", ".ndjson.gz")),
     (PARQUET, (".parquet",)),
 )
+SUPPORTED = ", ".join(sfx for fmt, sfxs in _SUFFIXES if fmt != NON_DOCUMENT for sfx in sfxs)
+_COMPRESSION = (".gz", ".zst", ".bz2", ".xz", ".zip")
 
 
 class Shard(NamedTuple):
@@ -41,20 +46,42 @@ def detect_format(path: str) -> str | None:
     return None
 
 
+def extension(path: str) -> str:
+    """The file's extension as a user would name it: `.txt`, `.tar.gz`; `(none)` without one."""
+    name = path.rstrip("/").rsplit("/", 1)[-1].lower()
+    parts = name.split(".")[1:] if not name.startswith(".") else name[1:].split(".")[1:]
+    if not parts:
+        return "(none)"
+    keep = 2 if len(parts) >= 2 and f".{parts[-1]}" in _COMPRESSION else 1
+    return "." + ".".join(parts[-keep:])
+
+
+def _is_glob(pattern: str) -> bool:
+    return any(c in pattern for c in "*?[")
+
+
 def match_shards(patterns: list[str]) -> list[Shard]:
-    """Expand globs into shards, sorted and without repeats; raises InputError naming the first bad pattern."""
+    """Expand globs into shards, sorted and without repeats; raises InputError naming the first bad pattern.
+
+    Files a glob matches that no reader handles become UNSUPPORTED shards (each counted as one dropped record,
+    so the summary reports them); an explicit path of such a file, or a glob matching only such files, is an
+    InputError that lists the supported extensions."""
     found: dict[str, Shard] = {}
     for pattern in patterns:
         try:
             results = FileSystems.match([pattern])[0].metadata_list
         except Exception as e:  # Beam raises BeamIOError for unreachable schemes and buckets
             raise InputError(f"cannot list {pattern}: {e}") from None
-        matched = [m for m in results if detect_format(m.path)]
-        if not matched:
-            skipped = f" ({len(results)} files with unknown extensions)" if results else ""
-            raise InputError(f"no crawl shards match {pattern}{skipped}")
-        for m in matched:
-            found[m.path] = Shard(m.path, m.size_in_bytes, detect_format(m.path))
+        known = [m for m in results if detect_format(m.path)]
+        if not known:
+            if results and not _is_glob(pattern):
+                raise InputError(f"{pattern}: unsupported file type {extension(pattern)}; supported extensions: "
+                                 f"{SUPPORTED}")
+            exts = sorted({extension(m.path) for m in results})
+            skipped = f" ({len(results)} files with unsupported extensions {', '.join(exts)})" if results else ""
+            raise InputError(f"no crawl shards match {pattern}{skipped}; supported extensions: {SUPPORTED}")
+        for m in results:
+            found[m.path] = Shard(m.path, m.size_in_bytes, detect_format(m.path) or UNSUPPORTED)
     return [found[k] for k in sorted(found)]
 
 

@@ -18,11 +18,11 @@ from transforms.accounting import count, dead_letter, drop
 from transforms.document import fallback_id
 from transforms.io.files import ByteRanges, Shard, open_raw
 from transforms.io.gzip_members import StreamError
-from transforms.io.record import RecordError, to_document
+from transforms.io.record import RecordError, check_unicode, to_document
 
 STAGE = "read_jsonl"
 _BLOCK = 1 << 20
-_ZSTD_IN = 256  # compressed bytes per zstd step: a zstd block of >= 3 bytes yields <= 128 KiB, so <= ~11 MiB a step
+_ZSTD_IN = 64  # compressed bytes per zstd step: a zstd block of >= 3 bytes yields <= 128 KiB, so <= ~3 MiB a step
 
 
 class Oversize:
@@ -172,6 +172,8 @@ def line_to_output(line: bytes | Oversize, shard: Shard, offset: int):
     except ValueError as e:
         return dead_letter(shard.path, offset, "json_error", _json_error_message(line, e), STAGE)
     try:
+        if b"\\u" in line or not line.isascii():  # only escapes or raw bytes can carry a lone surrogate
+            check_unicode(obj)
         doc = to_document(obj, shard.path, offset)
     except RecordError as e:
         message = f"{e}; {_ARRAY_HINT}" if isinstance(obj, list) else str(e)

@@ -1,4 +1,9 @@
-"""Parquet reading split by row group; a file or row group without a string `text` column is one dead letter."""
+"""Parquet reading split by row group; a file or row group without a string `text` column is one dead letter.
+
+Text may be stored as string, large_string, string_view or dictionary-encoded strings. A file with every Document
+column (our own output) must have the Document schema's types: a row group that cannot be cast is one dead letter
+naming the column, so no wrongly typed value reaches a later stage.
+"""
 from __future__ import annotations
 
 import apache_beam as beam
@@ -7,10 +12,50 @@ import pyarrow.parquet as pq
 from apache_beam.io.restriction_trackers import OffsetRange
 
 from transforms.accounting import count, dead_letter, drop
-from transforms.document import from_record
+from transforms.document import COLUMNS, SCHEMA
 from transforms.io.files import ByteRanges, Shard, open_raw
+from transforms.io.record import RecordError, to_document
 
 STAGE = "read_parquet"
+
+
+def _plain(typ: pa.DataType) -> pa.DataType:
+    """The type a column is read as: dictionaries decoded, string/binary views made plain."""
+    if pa.types.is_dictionary(typ):
+        return _plain(typ.value_type)
+    if pa.types.is_string_view(typ):
+        return pa.string()
+    if pa.types.is_binary_view(typ):
+        return pa.binary()
+    return typ
+
+
+def is_text_type(typ: pa.DataType) -> bool:
+    typ = _plain(typ)
+    return pa.types.is_string(typ) or pa.types.is_large_string(typ)
+
+
+class _ColumnTypeError(ValueError):
+    pass
+
+
+def _as_read(table: pa.Table) -> tuple[pa.Table, bool]:
+    """Views and dictionaries made plain; a table with every Document column is cast to the Document schema
+    (then True: its rows are typed)."""
+    plain = pa.schema([f.with_type(_plain(f.type)) for f in table.schema])
+    if not plain.equals(table.schema):
+        table = table.cast(plain)
+    if not all(name in table.column_names for name in COLUMNS):
+        return table, False
+    columns = []
+    for field in SCHEMA:
+        col = table.column(field.name)
+        try:
+            columns.append(col.cast(field.type) if not col.type.equals(field.type) else col)
+        except (pa.ArrowException, NotImplementedError) as e:
+            raise _ColumnTypeError(f"column `{field.name}` is {col.type}, the Document schema has {field.type}: "
+                                   f"{str(e)[:200]}") from None
+    return pa.Table.from_arrays(columns, schema=SCHEMA), True
 
 
 def _row_groups(path: str) -> int:
@@ -47,7 +92,7 @@ class ReadParquetFn(beam.DoFn):
             return
         with f:
             field = pf.schema_arrow.field("text") if "text" in pf.schema_arrow.names else None
-            bad_schema = field is None or not (pa.types.is_string(field.type) or pa.types.is_large_string(field.type))
+            bad_schema = field is None or not is_text_type(field.type)
             first_row = sum(pf.metadata.row_group(i).num_rows for i in range(r.start))
             group = r.start
             while tracker.try_claim(group):
@@ -64,15 +109,27 @@ class ReadParquetFn(beam.DoFn):
 
     def _rows(self, pf, group: int, first_row: int, shard: Shard):
         try:
-            rows = pf.read_row_group(group).to_pylist()
+            table = pf.read_row_group(group)
         except Exception as e:
             count("records_read")
             yield dead_letter(shard.path, first_row, "read_error", e, STAGE)
             return
+        try:
+            table, typed = _as_read(table)
+            rows = table.to_pylist()
+        except _ColumnTypeError as e:
+            count("records_read")
+            yield dead_letter(shard.path, first_row, "schema_error", f"row group {group} ({table.num_rows} rows): {e}",
+                              STAGE)
+            return
         for i, row in enumerate(rows):
             offset = first_row + i
             count("records_read")
-            doc = from_record({**row, "text": row.get("text") or ""}, shard.path, offset)
+            try:
+                doc = to_document({**row, "text": row.get("text") or ""}, shard.path, offset, typed)
+            except RecordError as e:
+                yield dead_letter(shard.path, offset, e.reason, e, STAGE)
+                continue
             if len(doc.text) > self._limit:
                 yield drop(doc.id, "too_large", shard.path, offset, f"{len(doc.text)} characters")
             elif not doc.text.strip():

@@ -3,11 +3,27 @@ from __future__ import annotations
 
 import apache_beam as beam
 
-from transforms.accounting import DEAD_LETTERS, DOCUMENTS, DROPPED
-from transforms.io.files import JSONL, PARQUET, WARC, Shard, match_shards
+from transforms.accounting import DEAD_LETTERS, DOCUMENTS, DROPPED, count, drop
+from transforms.document import fallback_id
+from transforms.io.files import JSONL, NON_DOCUMENT, PARQUET, SUPPORTED, UNSUPPORTED, WARC, Shard, extension, \
+    match_shards
 from transforms.io.jsonl import ReadJsonlFn
 from transforms.io.parquet import ReadParquetFn
 from transforms.io.warc import ReadWarcFn
+
+
+class SkipFileFn(beam.DoFn):
+    """A file that holds no documents (WAT, CDX) or that no reader handles: one counted drop, never opened."""
+
+    def process(self, shard: Shard):
+        count("records_read")
+        if shard.format == NON_DOCUMENT:
+            yield drop(fallback_id(shard.path, 0), "non_document_file", shard.path, 0,
+                       f"{extension(shard.path)} files hold crawl metadata or an index, not documents")
+        else:
+            yield drop(fallback_id(shard.path, 0), "unsupported_file", shard.path, 0,
+                       f"no reader for {extension(shard.path)}; supported extensions: {SUPPORTED}")
+
 
 _READERS = {WARC: ReadWarcFn, JSONL: ReadJsonlFn, PARQUET: ReadParquetFn}
 DEFAULT_MAX_DOCUMENT_BYTES = 16 << 20
@@ -16,6 +32,9 @@ DEFAULT_SPLIT_BYTES = 64 << 20
 
 class ReadCrawl(beam.PTransform):
     """Reads WARC/WET, JSONL(.gz/.zst) and Parquet shards matched by `patterns` (local, globs, gs://).
+
+    WAT/CDX files and files with extensions no reader handles are counted as one dropped record each
+    (`non_document_file`, `unsupported_file`), so a glob never skips a file silently.
 
     Returns a dict of PCollections: `documents` (Document), `dropped` (Dropped), `dead_letters` (DeadLetter).
     Globs are matched when the pipeline is built, so a pattern that matches nothing fails at launch.
@@ -42,6 +61,13 @@ class ReadCrawl(beam.PTransform):
                 | f"Shards[{fmt}]" >> beam.Create(mine)
                 | f"Spread[{fmt}]" >> beam.Reshuffle()
                 | f"Read[{fmt}]" >> beam.ParDo(fn(self._max)).with_outputs(DROPPED, DEAD_LETTERS, main=DOCUMENTS)
+            )
+        skipped = [s for s in shards if s.format in (NON_DOCUMENT, UNSUPPORTED)]
+        if skipped:
+            per_format["skipped"] = (
+                pbegin
+                | "Shards[skipped]" >> beam.Create(skipped)
+                | "Skip" >> beam.ParDo(SkipFileFn()).with_outputs(DROPPED, DEAD_LETTERS, main=DOCUMENTS)
             )
         out = {}
         for tag in (DOCUMENTS, DROPPED, DEAD_LETTERS):

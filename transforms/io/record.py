@@ -71,7 +71,7 @@ def _check_fields(values: dict, names) -> None:
                                               f"{SCHEMA.field(name).type}")
 
 
-def _check_unicode(obj: Any) -> None:
+def check_unicode(obj: Any) -> None:
     """Lone surrogates (from `\\ud800` escapes) cannot be written as UTF-8; walk without recursion (any depth)."""
     stack = [obj]
     while stack:
@@ -105,29 +105,32 @@ def _normalised_dolma(obj: dict) -> dict:
     return {**obj, "metadata": meta}
 
 
-def _check_row(obj: dict) -> None:
-    """A row with every Document column (our own Parquet output): every column must have the schema's type."""
+def _check_required(obj: dict) -> None:
     for name in ("id", "text", "source", "offset"):
         if obj[name] is None:
             raise RecordError("schema_error", f"field `{name}` is null")
-    _check_fields(obj, COLUMNS)
+    for field in SCHEMA:
+        value = obj.get(field.name)
+        if pa.types.is_floating(field.type) and value is not None and not math.isfinite(value):
+            raise RecordError("schema_error", f"field `{field.name}` is {value}, expected a finite number")
 
 
 def to_document(obj: Any, source: str, offset: int, typed: bool = False) -> Document:
     """A Document from a parsed record, or RecordError. `typed` rows (a Parquet table already cast to the
-    Document schema) skip the per-field checks."""
+    Document schema) need only their required and floating-point fields checked."""
     if not isinstance(obj, dict):
         raise RecordError("schema_error", f"found {describe(obj)} where a JSON object with a string `text` is "
                                           "expected (JSON Lines: one object per line)")
     if not isinstance(obj.get("text"), str):
         found = "no `text` field" if "text" not in obj else f"`text` is {describe(obj['text'])}"
         raise RecordError("schema_error", f"record has {found}; a string `text` is required")
-    if not typed:
-        _check_unicode(obj)
-        if isinstance(obj.get("metadata"), dict) and "offset" in obj["metadata"] and "id" in obj:
-            obj = _normalised_dolma(obj)
-        elif all(name in obj for name in COLUMNS):
-            _check_row(obj)
+    if typed:
+        _check_required(obj)
+    elif isinstance(obj.get("metadata"), dict) and "offset" in obj["metadata"] and "id" in obj:
+        obj = _normalised_dolma(obj)
+    elif all(name in obj for name in COLUMNS):
+        _check_fields(obj, COLUMNS)
+        _check_required(obj)
     try:
         doc = from_record(obj, source, offset)
     except (TypeError, ValueError, KeyError, AttributeError) as e:

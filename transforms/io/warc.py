@@ -86,7 +86,11 @@ def _skip_blank(stream: ByteStream) -> bool:
 
 
 def _at_boundary(stream: ByteStream) -> bool:
-    """True when the stream ends, or the next record begins, after the block just read (blank lines between)."""
+    """True when the block just read ends where its record should: at the record trailer (CRLF CRLF), or where
+    the next record or the stream begins after blank lines (some writers vary the trailer). Bytes after a
+    trailer that are not a record are the next bad region's, not this record's."""
+    if stream.peek(4) == b"\r\n\r\n":
+        return True
     return _skip_blank(stream) is False or stream.peek(5) == b"WARC/"
 
 

@@ -1,0 +1,439 @@
+"""Issue 10 (items 4, 5, 8, 9, 10, 14), 13 (item 3) and 15 (readers): crafted inputs that used to lose records,
+crash the run or exhaust memory now end as documents, named drops or dead letters that say what was found."""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import tracemalloc
+import zlib
+
+import brotli
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import zstandard
+from apache_beam.io.restriction_trackers import OffsetRestrictionTracker
+from apache_beam.pvalue import TaggedOutput
+
+from pipeline import curate
+from pipeline.sample import warc_record
+from tests.crafted import HTML, member, response
+from tests.helpers import read_jsonl
+from transforms.dates import normalise_date
+from transforms.document import Document, dolma_line, to_table
+from transforms.io.files import InputError, Shard, match_shards
+from transforms.io.html import MAX_DEPTH
+from transforms.io.jsonl import ReadJsonlFn, _LineRanges
+from transforms.io.parquet import ReadParquetFn, _RowGroups
+from transforms.io.warc import ReadWarcFn, _ByteRanges
+
+MiB = 1 << 20
+
+
+def _iter(fn, provider, path, fmt: str, split: int = 0):
+    """Every range of a static split through the reader DoFn, as a runner would."""
+    shard = Shard(str(path), os.path.getsize(path), fmt, split)
+    if hasattr(fn, "setup"):
+        fn.setup()
+    for r in provider.split(shard, provider.initial_restriction(shard)):
+        tracker = OffsetRestrictionTracker(r)
+        yield from fn.process(shard, tracker)
+        tracker.check_done()
+
+
+def _run(fn, provider, path, fmt: str, split: int = 0) -> list:
+    return list(_iter(fn, provider, path, fmt, split))
+
+
+def read_warc(path, limit=16 * MiB, split=0):
+    return _run(ReadWarcFn(limit), _ByteRanges(), str(path), "warc", split)
+
+
+def read_jsonl_file(path, limit=16 * MiB, split=0):
+    return _run(ReadJsonlFn(limit), _LineRanges(), str(path), "jsonl", split)
+
+
+def read_parquet(path, limit=16 * MiB):
+    return _run(ReadParquetFn(limit), _RowGroups(), str(path), "parquet")
+
+
+def docs(out):
+    return [x for x in out if isinstance(x, Document)]
+
+
+def tagged(out, tag):
+    return [x.value for x in out if isinstance(x, TaggedOutput) and x.tag == tag]
+
+
+def dead(out):
+    return tagged(out, "dead_letters")
+
+
+def dropped(out):
+    return tagged(out, "dropped")
+
+
+def wet(n: int, text: str | None = None, date: str = "2024-03-01T00:00:00Z") -> bytes:
+    body = (text or f"conversion record {n} with some words").encode()
+    return warc_record("conversion", body, [("WARC-Record-ID", f"<urn:uuid:wet-{n}>"), ("WARC-Date", date),
+                                            ("WARC-Target-URI", f"https://crafted.example/{n}")], "text/plain")
+
+
+def wet_with_length(n: int, length: str) -> bytes:
+    """Record n with its Content-Length replaced by `length`."""
+    record = wet(n)
+    true = len(record.split(b"\r\n\r\n", 1)[1]) - 4
+    return record.replace(f"Content-Length: {true}".encode(), f"Content-Length: {length}".encode())
+
+
+def peak_bytes(outputs) -> tuple[int, list]:
+    """Peak traced memory while the reader runs, and its outputs with document texts let go as they come (so
+    the peak is the reader's, not the test's)."""
+    kept = []
+    tracemalloc.start()
+    try:
+        for x in outputs():
+            kept.append(x.id if isinstance(x, Document) else x)
+        return tracemalloc.get_traced_memory()[1], kept
+    finally:
+        tracemalloc.stop()
+
+
+# -- 10.4: one gzip member holding a whole WARC file -------------------------------------------------------------
+
+def test_10_4_single_member_warc_gz_reads_every_record_with_the_limit_per_record(tmp_path):
+    records = [wet(n, f"record {n} " + "words " * 2000) for n in range(200)]  # ~2.4 MB decompressed
+    records[77] = wet(77, "huge " * 30_000)  # 150 KB: the one record over the limit
+    path = tmp_path / "whole.warc.gz"
+    path.write_bytes(gzip.compress(b"".join(records), compresslevel=1))  # what `gzip crawl.warc` makes
+    out = read_warc(path, limit=64 * 1024)
+    assert len(out) == 200 and not dead(out)
+    assert [d.reason for d in dropped(out)] == ["too_large"]
+    assert sorted(d.url for d in docs(out)) == sorted(f"https://crafted.example/{n}" for n in range(200) if n != 77)
+    # offsets are positions in the decompressed stream (what `zcat | tail -c +N` finds), unique per record
+    assert len({d.offset for d in docs(out)}) == 199
+    plain = b"".join(records)
+    assert all(plain[d.offset : d.offset + 8] == b"WARC/1.0" for d in docs(out))
+    # one member is one unit of work: any split reads each record once
+    key = lambda xs: sorted(repr(x.value) if isinstance(x, TaggedOutput) else repr((x.id, x.offset)) for x in xs)
+    assert key(read_warc(path, 64 * 1024, split=97)) == key(out)
+
+
+def test_10_4_multi_record_member_is_read_with_memory_bounded_by_the_record_limit(tmp_path):
+    records = [wet(n, "words " * 20_000) for n in range(160)]  # 120 KB each, ~19 MB in one member
+    path = tmp_path / "big.warc.gz"
+    path.write_bytes(gzip.compress(b"".join(records), compresslevel=1))
+    peak, out = peak_bytes(lambda: _iter(ReadWarcFn(256 * 1024), _ByteRanges(), path, "warc"))
+    assert out == [f"urn:uuid:wet-{n}" for n in range(160)]
+    assert peak < 12 * MiB  # the member is 19 MB: it was never held whole
+
+
+def test_10_4_bad_length_inside_a_member_resyncs_within_it(tmp_path):
+    stream = wet(1) + wet_with_length(2, "10") + wet(3)
+    path = tmp_path / "one.warc.gz"
+    path.write_bytes(gzip.compress(stream, mtime=0))
+    out = read_warc(path)
+    assert [d.url for d in docs(out)] == ["https://crafted.example/1", "https://crafted.example/3"]
+    [letter] = dead(out)
+    assert letter.reason == "warc_header_error" and letter.offset == len(wet(1))
+    assert "Content-Length 10" in letter.message and "gzip member at 0" in letter.message
+
+
+# -- 10.5: plain .warc resynchronises on the next WARC/ line -----------------------------------------------------
+
+def _five(tmp_path, name, second: bytes):
+    parts = [wet(1), second, wet(3), wet(4), wet(5)]
+    path = tmp_path / name
+    path.write_bytes(b"".join(parts))
+    return path, parts
+
+
+def test_10_5_plain_warc_resyncs_after_oversized_content_length(tmp_path):
+    path, parts = _five(tmp_path, "over.warc", wet_with_length(2, "999999999"))
+    out = read_warc(path)
+    assert [d.url[-1] for d in docs(out)] == ["1", "3", "4", "5"]
+    [letter] = dead(out)
+    start, nxt = len(parts[0]), len(parts[0]) + len(parts[1])
+    assert letter.offset == start and f"skipped bytes {start}..{nxt}" in letter.message
+    assert len(out) == 5
+
+
+def test_10_5_plain_warc_reads_past_a_valid_70kb_header(tmp_path):
+    big_header = wet(2).replace(b"WARC-Date:", b"X-Padding: " + b"p" * 70_000 + b"\r\nWARC-Date:", 1)
+    path, _ = _five(tmp_path, "header.warc", big_header)
+    out = read_warc(path)
+    assert [d.url[-1] for d in docs(out)] == ["1", "2", "3", "4", "5"] and not dead(out)
+
+
+def test_10_5_plain_warc_resyncs_after_short_content_length(tmp_path):
+    path, parts = _five(tmp_path, "short.warc", wet_with_length(2, "10"))
+    out = read_warc(path)
+    assert [d.url[-1] for d in docs(out)] == ["1", "3", "4", "5"]
+    [letter] = dead(out)
+    assert letter.reason == "warc_header_error" and letter.offset == len(parts[0])
+    assert f"..{len(parts[0]) + len(parts[1])}" in letter.message
+
+
+def test_10_5_every_skipped_byte_range_is_a_dead_letter(tmp_path):
+    junk = b"this is not a WARC record\r\n" * 20
+    path = tmp_path / "junk.warc"
+    path.write_bytes(wet(1) + junk + wet(2) + b"garbage at the end without any record")
+    out = read_warc(path)
+    assert [d.url[-1] for d in docs(out)] == ["1", "2"]
+    letters = dead(out)
+    assert [(x.offset, x.reason) for x in letters] == [(len(wet(1)), "warc_header_error"),
+                                                      (len(wet(1) + junk + wet(2)), "warc_header_error")]
+    assert f"skipped bytes {len(wet(1))}..{len(wet(1) + junk)}" in letters[0].message
+    assert "..the end" in letters[1].message
+
+
+def test_10_5_truncated_last_record_is_one_dead_letter(tmp_path):
+    path = tmp_path / "cut.warc"
+    path.write_bytes(wet(1) + wet(2)[:-30])
+    out = read_warc(path)
+    assert [d.url[-1] for d in docs(out)] == ["1"]
+    assert [(x.reason, x.offset) for x in dead(out)] == [("truncated", len(wet(1)))]
+
+
+# -- 10.8: one record must never kill a run ----------------------------------------------------------------------
+
+def test_10_8_content_length_superscript_two_is_a_dead_letter(tmp_path):
+    path, parts = _five(tmp_path, "sup.warc", wet_with_length(2, "\u00b2"))
+    out = read_warc(path)
+    assert [d.url[-1] for d in docs(out)] == ["1", "3", "4", "5"]
+    [letter] = dead(out)
+    assert letter.reason == "warc_header_error" and "Content-Length" in letter.message
+    gz = tmp_path / "sup.warc.gz"
+    gz.write_bytes(b"".join(member(p) for p in parts))
+    out = read_warc(gz)
+    assert [d.url[-1] for d in docs(out)] == ["1", "3", "4", "5"] and len(dead(out)) == 1
+
+
+def _jsonl(tmp_path, name, lines: list[bytes]):
+    path = tmp_path / name
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return read_jsonl_file(path)
+
+
+def test_10_8_deep_json_nesting_is_a_dead_letter(tmp_path):
+    deep = b'{"text": "t", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    out = _jsonl(tmp_path, "deep.jsonl", [deep, b'{"id": "ok", "text": "fine"}'])
+    assert [d.id for d in docs(out)] == ["ok"]
+    assert [(x.reason, x.offset) for x in dead(out)] == [("json_error", 0)]
+    assert "nested too deep" in dead(out)[0].message
+
+
+def test_10_8_lone_surrogates_are_dead_letters(tmp_path):
+    lines = [b'{"id": "\\ud800", "text": "escaped lone surrogate in the id"}',
+             b'{"id": "r", "text": "raw bytes \xed\xa0\x80 of a surrogate"}',
+             b'{"id": "m", "text": "t", "tags": {"k": ["\\udfff"]}}',
+             b'{"id": "pair", "text": "a real pair \\ud83d\\ude00 is fine"}']
+    out = _jsonl(tmp_path, "surrogates.jsonl", lines)
+    assert [d.id for d in docs(out)] == ["pair"] and docs(out)[0].text.endswith("\U0001F600 is fine")
+    assert [x.reason for x in dead(out)] == ["decode_error"] * 3
+
+
+@pytest.mark.parametrize("change,field", [
+    ({"id": 7}, "id"), ({"id": None}, "id"), ({"metadata.offset": "12"}, "offset"),
+    ({"metadata.offset": 1.5}, "offset"), ({"metadata.url": 3}, "url"), ({"metadata.first_seen": ["2020"]},
+                                                                          "first_seen"),
+    ({"metadata.dup_cluster_size": "2"}, "dup_cluster_size"), ({"metadata.extra": ["a"]}, "extra"),
+    ({"metadata.p_ai": "high"}, "p_ai"), ({"metadata.provenance": {"pre_llm": "yes"}}, "provenance"),
+    ({"source": 5}, "source"),
+])
+def test_10_8_dolma_lines_with_wrong_types_are_dead_letters(tmp_path, change, field):
+    obj = json.loads(dolma_line(Document(id="d1", text="dolma text", source="s.warc.gz", offset=3)))
+    for key, value in change.items():
+        if key.startswith("metadata."):
+            obj["metadata"][key.split(".", 1)[1]] = value
+        else:
+            obj[key] = value
+    good = dolma_line(Document(id="d2", text="another", source="s", offset=0)).encode()
+    out = _jsonl(tmp_path, "dolma.jsonl", [json.dumps(obj).encode(), good])
+    assert [d.id for d in docs(out)] == ["d2"]
+    [letter] = dead(out)
+    assert letter.reason == "schema_error" and field in letter.message
+
+
+def test_10_8_parquet_with_document_columns_of_other_types_is_a_dead_letter(tmp_path):
+    good = to_table([Document(id="a", text="typed", source="s", offset=1)])
+    bad = good.set_column(good.schema.get_field_index("offset"), "offset", pa.array(["not a number"]))
+    pq.write_table(bad, tmp_path / "bad.parquet")
+    out = read_parquet(tmp_path / "bad.parquet")
+    [letter] = dead(out)
+    assert letter.reason == "schema_error" and "`offset`" in letter.message and not docs(out)
+    nulls = good.set_column(0, pa.field("id", pa.string()), pa.array([None], pa.string()))
+    pq.write_table(nulls, tmp_path / "null.parquet")
+    assert [x.reason for x in dead(read_parquet(tmp_path / "null.parquet"))] == ["schema_error"]
+    pq.write_table(good, tmp_path / "good.parquet")
+    assert [d.id for d in docs(read_parquet(tmp_path / "good.parquet"))] == ["a"]
+
+
+# -- 10.9: decoders never produce more than the limit -------------------------------------------------------------
+
+def _encoded_response(encoding: str, payload: bytes, tag: str = "") -> bytes:
+    body = {"gzip": lambda b: gzip.compress(b, mtime=0), "deflate": zlib.compress,
+            "br": lambda b: brotli.compress(b, quality=5)}[encoding](payload)
+    headers = f"Content-Type: text/html\r\nContent-Encoding: {encoding}"
+    return response(f"https://crafted.example/{encoding}", b"", f"bomb-{encoding}{tag}", headers=headers).replace(
+        b"Content-Encoding: " + encoding.encode() + b"\r\n\r\n", b"Content-Encoding: " + encoding.encode()
+        + b"\r\n\r\n" + body).replace(b"Content-Length: ", b"Content-Length-Old: ", 1)
+
+
+def _fix_length(record: bytes) -> bytes:
+    head, block = record.split(b"\r\n\r\n", 1)
+    block = block[:-4]
+    head = b"\r\n".join(line for line in head.split(b"\r\n") if not line.startswith(b"Content-Length-Old"))
+    return head + f"\r\nContent-Length: {len(block)}".encode() + b"\r\n\r\n" + block + b"\r\n\r\n"
+
+
+@pytest.mark.parametrize("encoding", ["br", "gzip", "deflate"])
+def test_10_9_http_content_encoding_bombs_are_too_large_without_being_held(tmp_path, encoding):
+    bomb = _fix_length(_encoded_response(encoding, HTML % (b"a" * (32 * MiB))))
+    assert len(bomb) < MiB
+    ok = _fix_length(_encoded_response(encoding, HTML % b"a small encoded page", "-ok"))
+    path = tmp_path / f"{encoding}.warc.gz"
+    path.write_bytes(member(bomb) + member(ok))
+    peak, out = peak_bytes(lambda: _iter(ReadWarcFn(MiB), _ByteRanges(), path, "warc"))
+    assert [x.reason for x in dropped(out)] == ["too_large"] and "decoded payload over" in dropped(out)[0].detail
+    assert out[1] == f"urn:uuid:bomb-{encoding}-ok"
+    assert peak < 8 * MiB  # decoded, the bomb is 32 MiB
+
+
+@pytest.mark.parametrize("suffix", [".jsonl.gz", ".jsonl.zst", ".jsonl"])
+def test_10_9_jsonl_line_bombs_are_too_large_without_being_held(tmp_path, suffix):
+    line = json.dumps({"id": "bomb", "text": "x" * (32 * MiB)}).encode()
+    data = line + b"\n" + b'{"id": "after", "text": "kept"}\n'
+    path = tmp_path / f"bomb{suffix}"
+    if suffix.endswith(".gz"):
+        path.write_bytes(gzip.compress(data, compresslevel=1))
+    elif suffix.endswith(".zst"):
+        path.write_bytes(zstandard.ZstdCompressor(level=3).compress(data))
+    else:
+        path.write_bytes(data)
+    peak, out = peak_bytes(lambda: _iter(ReadJsonlFn(MiB), _LineRanges(), path, "jsonl"))
+    assert out[1] == "after"
+    assert [(x.reason, x.offset) for x in dropped(out)] == [("too_large", 0)]
+    assert dropped(out)[0].detail.startswith(f"{len(line)} bytes")
+    assert peak < 12 * MiB  # the line is 32 MiB
+
+
+# -- 10.10: HTML extraction is bounded per record ----------------------------------------------------------------
+
+def test_10_10_deeply_nested_html_is_dropped_before_extraction(tmp_path):
+    nested = b"<html><body>" + b"<div><span><b><i>x " * 20_000 + b"</body></html>"  # 380 KB
+    path = tmp_path / "nested.warc.gz"
+    normal = HTML % (b"<div>" * 50 + b"normal words" + b"</div>" * 50)
+    path.write_bytes(member(response("https://crafted.example/deep", nested, "deep"))
+                     + member(response("https://crafted.example/ok", normal, "ok")))
+    out = read_warc(path)
+    [d] = dropped(out)
+    assert d.reason == "html_too_complex" and f"limits {MAX_DEPTH}" in d.detail
+    assert [x.url for x in docs(out)] == ["https://crafted.example/ok"]
+
+
+# -- 10.14 / 13.3: capture dates --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("raw,want", [
+    ("2024-06-01T10:00:00Z", "2024-06-01T10:00:00Z"),
+    ("2024-06-01T10:00:00.123456Z", "2024-06-01T10:00:00Z"),
+    ("2024-06-01T12:00:00+02:00", "2024-06-01T10:00:00Z"),
+    ("2009-01-13T18:05:10-0800", "2009-01-14T02:05:10Z"),
+    ("01 Jun 2024 10:00:00 GMT", "2024-06-01T10:00:00Z"),
+    ("Sat, 01 Jun 2024 10:00:00 GMT", "2024-06-01T10:00:00Z"),
+    ("15/06/2024", "2024-06-15T00:00:00Z"),
+    ("06/15/2024", "2024-06-15T00:00:00Z"),
+    ("2024-06-01", "2024-06-01T00:00:00Z"),
+    ("20240601100000", "2024-06-01T10:00:00Z"),
+    ("2024-06-01 10:00:00", "2024-06-01T10:00:00Z"),
+])
+def test_10_14_warc_dates_in_the_wild_are_parsed_to_utc(raw, want):
+    assert normalise_date(raw) == (want, False)
+
+
+@pytest.mark.parametrize("raw", ["2008-10-294T05:21:46-0700", "06/07/2024", "yesterday", "2024-13-01",
+                                 "0001-01-01T00:00:00Z"])
+def test_10_14_unparseable_dates_are_null_and_flagged(raw):
+    assert normalise_date(raw) == (None, True)
+
+
+def test_10_14_non_iso_warc_date_never_wins_survivorship_as_a_string(tmp_path):
+    path = tmp_path / "dates.warc"
+    path.write_bytes(wet(1, date="01 Jun 2024 10:00:00 GMT") + wet(2, date="2021-03-01T00:00:00Z")
+                     + wet(3, date="15/06/2024") + wet(4, date="someday"))
+    by_url = {d.url[-1]: d for d in docs(read_warc(path))}
+    assert by_url["1"].capture_date == "2024-06-01T10:00:00Z" > by_url["2"].capture_date
+    assert by_url["3"].capture_date == "2024-06-15T00:00:00Z"
+    assert by_url["4"].capture_date is None and by_url["4"].metadata["capture_date_unparsed"] == "someday"
+
+
+def test_13_3_jsonl_capture_dates_are_normalised_too(tmp_path):
+    out = _jsonl(tmp_path, "dated.jsonl", [b'{"id": "a", "text": "t", "capture_date": "01 Jun 2024 10:00:00 GMT"}',
+                                           b'{"id": "b", "text": "t", "capture_date": "soon"}'])
+    assert [(d.id, d.capture_date) for d in docs(out)] == [("a", "2024-06-01T10:00:00Z"), ("b", None)]
+    assert docs(out)[1].metadata["capture_date_unparsed"] == "soon"
+
+
+# -- 15: Parquet text encodings, arrays in .json, CR-only JSONL --------------------------------------------------
+
+@pytest.mark.parametrize("text_type", ["dictionary", "string_view", "large_string"])
+def test_15_dictionary_and_string_view_parquet_text_is_read(tmp_path, text_type):
+    texts = ["first text", "second text", "first text"]
+    column = {"dictionary": pa.array(texts).dictionary_encode(), "string_view": pa.array(texts, pa.string_view()),
+              "large_string": pa.array(texts, pa.large_string())}[text_type]
+    pq.write_table(pa.table({"id": ["a", "b", "c"], "text": column}), tmp_path / "t.parquet")
+    out = read_parquet(tmp_path / "t.parquet")
+    assert [(d.id, d.text) for d in docs(out)] == list(zip("abc", texts)) and not dead(out)
+
+
+def test_15_json_array_file_is_one_dead_letter_that_says_so(tmp_path):
+    rows = [{"id": str(i), "text": f"row {i}"} for i in range(3)]
+    one_line = tmp_path / "array.json"
+    one_line.write_text(json.dumps(rows))
+    [letter] = dead(read_jsonl_file(one_line))
+    assert letter.reason == "schema_error" and "JSON array of 3 items" in letter.message and "jq" in letter.message
+    pretty = tmp_path / "pretty.json"
+    pretty.write_text(json.dumps(rows, indent=2))
+    for split in (0, 7):
+        out = read_jsonl_file(pretty, split=split)
+        assert len(out) == 1 and "JSON array spread over lines" in dead(out)[0].message
+    gz = tmp_path / "pretty.json.gz"
+    gz.write_bytes(gzip.compress(json.dumps(rows, indent=2).encode()))
+    assert ["schema_error"] == [x.reason for x in dead(read_jsonl_file(gz))]
+
+
+def test_15_cr_only_jsonl_is_a_dead_letter_that_names_the_line_endings(tmp_path):
+    path = tmp_path / "mac.jsonl"
+    path.write_bytes(b"\r".join(json.dumps({"id": str(i), "text": f"t{i}"}).encode() for i in range(4)) + b"\r")
+    [letter] = dead(read_jsonl_file(path))
+    assert letter.reason == "json_error" and "CR-only line endings" in letter.message
+
+
+# -- 13.3: files that hold no documents, unknown extensions ------------------------------------------------------
+
+def test_13_3_explicit_unsupported_path_lists_the_supported_extensions(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(InputError, match=r"unsupported file type \.txt; supported extensions: .*\.warc\.gz.*"
+                                         r"\.parquet"):
+        match_shards([str(tmp_path / "notes.txt")])
+    with pytest.raises(InputError, match=r"1 files with unsupported extensions \.txt\); supported extensions"):
+        match_shards([str(tmp_path / "*.txt")])
+
+
+@pytest.mark.slow
+def test_13_3_wat_files_and_unknown_extensions_are_counted_drops_in_the_summary(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "crawl.warc.gz").write_bytes(member(wet(1)))
+    (src / "crawl.warc.wat.gz").write_bytes(member(warc_record("metadata", b'{"Envelope": {}}', [
+        ("WARC-Record-ID", "<urn:uuid:wat>")], "application/json")))
+    (src / "readme.txt").write_text("not a crawl file")
+    (src / "table.csv.gz").write_bytes(gzip.compress(b"a,b\n"))
+    summary, counters = curate.run(["--input", str(src / "*"), "--output", str(tmp_path / "out"), "--no_score"])
+    assert summary["dropped"] == {"non_document_file": 1, "unsupported_file": 2}
+    assert summary["documents_out"] == 1 and summary["records_read"] == 4 and summary["reconciles"]
+    assert counters["dropped_unsupported_file"] == 2 and counters["dropped_non_document_file"] == 1
+    rows = {r["source"].rsplit("/", 1)[-1]: r for r in read_jsonl(tmp_path / "out", "dropped")}
+    assert rows["table.csv.gz"]["detail"].startswith("no reader for .csv.gz")
+    assert rows["crawl.warc.wat.gz"]["reason"] == "non_document_file"
