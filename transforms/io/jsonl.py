@@ -22,7 +22,6 @@ from transforms.io.record import RecordError, check_unicode, to_document
 
 STAGE = "read_jsonl"
 _BLOCK = 1 << 20
-_ZSTD_IN = 64  # compressed bytes per zstd step: a zstd block of >= 3 bytes yields <= 128 KiB, so <= ~3 MiB a step
 
 
 class Oversize:
@@ -56,36 +55,85 @@ def _gunzip_blocks(f: BinaryIO) -> Iterator[bytes]:
                 chunk = d.unconsumed_tail
 
 
-def _zstd_blocks(f: BinaryIO) -> Iterator[bytes]:
-    """Decompressed blocks of a multi-frame zstd stream, fed a few compressed bytes at a time (the zstd decoder
-    has no output cap); damage raises StreamError."""
-    d, pending = zstandard.ZstdDecompressor().decompressobj(), False
-    while True:
-        data = f.read(_BLOCK)
-        if not data:
-            if pending and not d.eof:
-                raise StreamError("truncated", "compressed stream ends inside a member or frame")
-            return
-        view, out = memoryview(data), []
-        for i in range(0, len(view), _ZSTD_IN):
-            piece = view[i : i + _ZSTD_IN].tobytes()
-            while piece:
-                pending = True
-                try:
-                    part = d.decompress(piece)
-                except zstandard.ZstdError as e:
-                    raise StreamError("zstd_error", str(e)) from None
-                if part:
-                    out.append(part)
-                if d.eof:
-                    piece, d, pending = d.unused_data, zstandard.ZstdDecompressor().decompressobj(), False
+class _ZstdFrames:
+    """Walks zstd frame and block headers over the compressed bytes as they are read. The bounded decoder
+    (python-zstandard's stream reader) ends silently where a file is cut; this walk tells a cut from an end."""
+
+    _FRAME, _SKIPPABLE, _HEADER, _BLOCK = range(4)
+
+    def __init__(self):
+        self._buf = bytearray()
+        self._skip = 0  # bytes to pass over before the next header
+        self._state = self._FRAME
+        self._checksum = 0
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+        i, n = 0, len(self._buf)
+        while True:
+            k = min(self._skip, n - i)
+            i, self._skip = i + k, self._skip - k
+            if self._skip:
+                break
+            need = (4, 4, 1, 3)[self._state]
+            if n - i < need:
+                break
+            field = int.from_bytes(self._buf[i : i + need], "little")
+            i += need
+            if self._state == self._FRAME:
+                if field == 0xFD2FB528:
+                    self._state = self._HEADER
+                elif 0x184D2A50 <= field <= 0x184D2A5F:
+                    self._state = self._SKIPPABLE
                 else:
-                    piece = b""
-            if sum(map(len, out)) >= _BLOCK:
-                yield b"".join(out)
-                out = []
-        if out:
-            yield b"".join(out)
+                    raise StreamError("zstd_error", f"not a zstd frame (magic {field:#010x})")
+            elif self._state == self._SKIPPABLE:
+                self._skip, self._state = field, self._FRAME
+            elif self._state == self._HEADER:
+                single = (field >> 5) & 1
+                self._checksum = 4 if (field >> 2) & 1 else 0
+                self._skip = (1 - single) + (0, 1, 2, 4)[field & 3] + (single, 2, 4, 8)[field >> 6]
+                self._state = self._BLOCK
+            else:
+                kind, size = (field >> 1) & 3, field >> 3
+                if kind == 3:
+                    raise StreamError("zstd_error", "reserved zstd block type")
+                self._skip = 1 if kind == 1 else size
+                if field & 1:  # the frame's last block
+                    self._skip += self._checksum
+                    self._state = self._FRAME
+        del self._buf[:i]
+
+    def complete(self) -> bool:
+        return self._state == self._FRAME and not self._skip and not self._buf
+
+
+class _Tee:
+    """A file whose reads also feed the frame walk."""
+
+    def __init__(self, f: BinaryIO, frames: _ZstdFrames):
+        self._f, self._frames = f, frames
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._f.read(size)
+        self._frames.feed(data)
+        return data
+
+
+def _zstd_blocks(f: BinaryIO) -> Iterator[bytes]:
+    """Decompressed blocks (each at most _BLOCK) of a multi-frame zstd stream; damage raises StreamError."""
+    frames = _ZstdFrames()
+    reader = zstandard.ZstdDecompressor().stream_reader(_Tee(f, frames), read_size=_BLOCK, read_across_frames=True)
+    while True:
+        try:
+            out = reader.read(_BLOCK)
+        except zstandard.ZstdError as e:
+            raise StreamError("zstd_error", str(e)) from None
+        if not out:
+            break
+        yield out
+    if not frames.complete():
+        raise StreamError("truncated", "compressed stream ends inside a member or frame")
 
 
 def _plain_blocks(f: BinaryIO, start: int) -> Iterator[bytes]:
