@@ -2,8 +2,9 @@
 
     python benchmarks/read.py [--pages 10000]
 
-Baselines: warcio's ArchiveIterator (and FastWARC's) for WARC record iteration; warcio + the same resiliparse
-extraction for end-to-end documents; json.loads and pyarrow for JSONL and Parquet.
+Baselines: warcio's ArchiveIterator (and FastWARC's) for WARC record iteration; FastWARC's for one member for the
+whole file (`gzip crawl.warc`, which warcio refuses); warcio + the same resiliparse extraction for end-to-end documents;
+json.loads (after a one-shot zstd decompression for .jsonl.zst) and pyarrow for JSONL and Parquet.
 """
 from __future__ import annotations
 
@@ -14,18 +15,21 @@ import os
 import tempfile
 import time
 
+import gzip
+
 import pyarrow as pa
 import pyarrow.parquet as pq
+import zstandard
 from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
 
 from pipeline.sample import Page, _member, human_paragraphs, response_records, warcinfo
 from transforms.io.files import Shard
-from transforms.io.gzip_members import MemberReader
+from transforms.io.gzip_members import FileWindow, MemberStream
 from transforms.io.html import decode_html, html_to_text
 from transforms.io.http import parse_response
 from transforms.io.jsonl import ReadJsonlFn, _LineRanges
 from transforms.io.parquet import ReadParquetFn, _RowGroups
-from transforms.io.warc import ReadWarcFn, _ByteRanges, iter_member_records
+from transforms.io.warc import ReadWarcFn, _ByteRanges, iter_records
 
 
 def make_warc(path: str, pages: int, paras: list[str]) -> int:
@@ -95,14 +99,14 @@ def fastwarc_iter(path):
 def synthcap_iter(path):
     n, pos, size = 0, 0, os.path.getsize(path)
     with open(path, "rb") as f:
-        members = MemberReader(f)
+        window = FileWindow(f)
         while pos < size:
-            m = members.read(pos, 16 << 20)
-            for rec in iter_member_records(m.data, pos):
+            member = MemberStream(window, pos)
+            for rec in iter_records(member, 16 << 20):
                 if rec.headers["warc-type"] == "response":
-                    parse_response(rec.block)
+                    parse_response(rec.block, 16 << 20)
                 n += 1
-            pos = m.end
+            pos = member.finish()
     return n
 
 
@@ -115,17 +119,31 @@ def main():
     paras = human_paragraphs()
     records = make_warc(warc, args.pages, paras)
     shard = Shard(warc, os.path.getsize(warc), "warc")
+    whole = os.path.join(tmp, "whole.warc.gz")  # what `gzip crawl.warc` makes: one member
+    with gzip.open(warc) as f:
+        plain_warc = f.read()
+    with open(whole, "wb") as f:
+        f.write(gzip.compress(plain_warc, compresslevel=6, mtime=0))
 
     rows = [{"id": str(i), "text": " ".join(paras[i % 500 : i % 500 + 3])} for i in range(records)]
     jsonl = os.path.join(tmp, "bench.jsonl")
     with open(jsonl, "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
+    with open(jsonl, "rb") as f:
+        zst = os.path.join(tmp, "bench.jsonl.zst")
+        with open(zst, "wb") as out:
+            out.write(zstandard.ZstdCompressor().compress(f.read()))
     parquet = os.path.join(tmp, "bench.parquet")
     pq.write_table(pa.Table.from_pylist(rows), parquet, row_group_size=5000)
 
     def json_baseline():
         with open(jsonl, "rb") as f:
             return sum(1 for line in f if json.loads(line))
+
+    def zst_baseline():
+        with open(zst, "rb") as f:
+            data = zstandard.ZstdDecompressor().decompressobj().decompress(f.read())
+        return sum(1 for line in data.splitlines() if json.loads(line))
 
     def parquet_baseline():
         return len(pq.read_table(parquet).to_pylist())
@@ -135,12 +153,19 @@ def main():
             ("FastWARC ArchiveIterator", lambda: fastwarc_iter(warc)),
             ("synthcap gzip-member reader", lambda: synthcap_iter(warc)),
         ]),
+        ("WARC records, one member for the file", "FastWARC ArchiveIterator", lambda: fastwarc_iter(whole), [
+            ("synthcap member stream (record by record)", lambda: synthcap_iter(whole)),
+        ]),
         ("WARC -> documents (HTML -> text)", "warcio + resiliparse", lambda: warcio_docs(warc), [
             ("synthcap ReadWarcFn", lambda: run_dofn(ReadWarcFn(16 << 20), _ByteRanges(), shard)),
         ]),
         ("JSONL -> documents", "json.loads loop", json_baseline, [
             ("synthcap ReadJsonlFn", lambda: run_dofn(ReadJsonlFn(16 << 20), _LineRanges(),
                                                       Shard(jsonl, os.path.getsize(jsonl), "jsonl"))),
+        ]),
+        ("JSONL.zst -> documents", "zstd one-shot + json.loads", zst_baseline, [
+            ("synthcap ReadJsonlFn (bounded stream)", lambda: run_dofn(ReadJsonlFn(16 << 20), _LineRanges(),
+                                                                       Shard(zst, os.path.getsize(zst), "jsonl"))),
         ]),
         ("Parquet -> documents", "pyarrow to_pylist", parquet_baseline, [
             ("synthcap ReadParquetFn", lambda: run_dofn(ReadParquetFn(16 << 20), _RowGroups(),

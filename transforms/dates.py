@@ -11,7 +11,11 @@ from email.utils import parsedate_tz
 from typing import Optional
 
 UNPARSED_COUNTER = "capture_date_unparsed"  # Beam counter of dates that were present but unreadable
-UNPARSED_KEY = "capture_date_unparsed"  # Document.metadata key keeping the unreadable value (truncated)
+
+
+def unparsed_key(field: str) -> str:
+    """The Document.metadata key that keeps a date field's unreadable value (truncated to 100 characters)."""
+    return f"{field}_unparsed"
 
 _MIN_YEAR, _MAX_YEAR = 1991, 2100  # no web page was captured before 1991
 _ISO = re.compile(

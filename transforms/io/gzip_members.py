@@ -47,13 +47,15 @@ class FileWindow:
 class ByteStream:
     """Forward reading with `peek`/`read`/`skip`/`find` over a source of bytes, holding only what was asked for.
 
-    Positions count bytes of the stream (decompressed bytes for a gzip member). Going back (`seek` to an earlier
-    position) restarts the source, which is rare: only resynchronisation after a bad record needs it."""
+    Positions count bytes of the stream (decompressed bytes for a gzip member). Bytes from `mark` on are kept, so
+    going back to them is free; going back further restarts the source (only resynchronisation after a bad
+    record that was too large to keep needs it)."""
 
     def __init__(self):
         self._buf = bytearray()
         self._buf_start = 0
         self.pos = 0
+        self.mark: Optional[int] = None
 
     def _produce(self) -> bytes:
         """The next bytes of the source (b"" at its end); may raise StreamError."""
@@ -64,22 +66,24 @@ class ByteStream:
         raise NotImplementedError
 
     def _fill(self, n: int) -> None:
-        """Make the buffer hold bytes [pos, pos + n) when the source has them (earlier bytes are let go)."""
-        k = min(self.pos - self._buf_start, len(self._buf))
+        """Make the buffer hold bytes [pos, pos + n) when the source has them (bytes before pos and mark are let
+        go)."""
+        keep_from = self.pos if self.mark is None else min(self.pos, self.mark)
+        k = min(keep_from - self._buf_start, len(self._buf))
         if k > 0:
             del self._buf[:k]
             self._buf_start += k
-        while self._buf_start < self.pos:  # skipping forward past the buffer (which is empty here)
+        while self._buf_start < keep_from:  # skipping forward past the buffer (which is empty here)
             out = self._produce()
             if not out:
                 return
-            gap = self.pos - self._buf_start
+            gap = keep_from - self._buf_start
             if len(out) > gap:
                 self._buf = bytearray(out[gap:])
-                self._buf_start = self.pos
+                self._buf_start = keep_from
             else:
                 self._buf_start += len(out)
-        while len(self._buf) < n:
+        while len(self._buf) < self.pos - self._buf_start + n:
             out = self._produce()
             if not out:
                 return
@@ -87,7 +91,8 @@ class ByteStream:
 
     def peek(self, n: int) -> bytes:
         self._fill(n)
-        return bytes(self._buf[:n])
+        rel = self.pos - self._buf_start
+        return bytes(self._buf[rel : rel + n])
 
     def read(self, n: int) -> bytes:
         data = self.peek(n)

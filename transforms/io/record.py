@@ -14,7 +14,7 @@ from typing import Any
 import pyarrow as pa
 
 from transforms.accounting import count
-from transforms.dates import UNPARSED_COUNTER, normalise_date
+from transforms.dates import UNPARSED_COUNTER, normalise_date, unparsed_key
 from transforms.document import COLUMNS, SCHEMA, Document, from_record, replace
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -147,7 +147,7 @@ def _normalised_dates(doc: Document) -> Document:
         date, unparsed = normalise_date(value)
         if unparsed:
             count(UNPARSED_COUNTER)
-            changes["metadata"] = {**changes.get("metadata", doc.metadata), f"{name}_unparsed": str(value)[:100]}
+            changes["metadata"] = {**changes.get("metadata", doc.metadata), unparsed_key(name): str(value)[:100]}
         if date != value:
             changes[name] = date
     return replace(doc, **changes) if changes else doc

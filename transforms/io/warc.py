@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import apache_beam as beam
 
 from transforms.accounting import count, dead_letter, drop
-from transforms.dates import UNPARSED_COUNTER, UNPARSED_KEY, normalise_date
+from transforms.dates import UNPARSED_COUNTER, normalise_date, unparsed_key
 from transforms.document import Document, RawRecord, fallback_id
 from transforms.io.files import ByteRanges, Shard, open_raw
 from transforms.io.gzip_members import (ByteStream, FileWindow, MemberStream, PlainStream, StreamError, find_member,
@@ -99,7 +99,7 @@ def iter_records(stream: ByteStream, limit: int) -> Iterator[Union[WarcRecord, B
     or Content-Length is wrong becomes a BadRegion up to the next `WARC/` line, where reading resumes.
     Damage in a compressed source raises StreamError."""
     while _skip_blank(stream):
-        start = stream.pos
+        start = stream.mark = stream.pos  # the record's bytes stay at hand until the next record
         head, end = b"", -1
         for size in _HEADER_STEPS:
             head = stream.peek(size)
@@ -126,6 +126,7 @@ def iter_records(stream: ByteStream, limit: int) -> Iterator[Union[WarcRecord, B
                 block = stream.read(length)
                 got = len(block)
             else:
+                stream.mark = None  # not kept: going back to it restarts the stream (rare, see ByteStream)
                 block, got = None, stream.skip(length)
             if got == length and _at_boundary(stream):
                 yield WarcRecord(start, headers, length, block)
@@ -133,6 +134,7 @@ def iter_records(stream: ByteStream, limit: int) -> Iterator[Union[WarcRecord, B
             stream.seek(body)
         else:
             stream.seek(start)
+        stream.mark = None
         nxt = stream.find_line(b"WARC/", _EVERYTHING)
         if problem is None and nxt is None and got < length:
             problem = ("truncated", f"WARC record declares {length} bytes, {got} present")
@@ -177,7 +179,7 @@ def _capture_date(value: Optional[str], metadata: dict[str, str]) -> Optional[st
     date, unparsed = normalise_date(value)
     if unparsed:
         count(UNPARSED_COUNTER)
-        metadata[UNPARSED_KEY] = value[:100]
+        metadata[unparsed_key("capture_date")] = value[:100]
     return date
 
 
