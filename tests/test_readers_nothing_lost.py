@@ -210,6 +210,24 @@ def test_10_8_content_length_superscript_two_is_a_dead_letter(tmp_path):
     assert [d.url[-1] for d in docs(out)] == ["1", "3", "4", "5"] and len(dead(out)) == 1
 
 
+def test_10_8_negative_http_chunk_size_is_a_dead_letter_not_a_hang(tmp_path):
+    record = response("https://crafted.example/chunked", b"-5\r\nhello\r\n0\r\n\r\n", "chunked",
+                      headers="Content-Type: text/html\r\nTransfer-Encoding: chunked")
+    path = tmp_path / "chunked.warc.gz"
+    path.write_bytes(member(record) + member(wet(2)))
+    out = read_warc(path)
+    assert [x.reason for x in dead(out)] == ["http_error"] and "chunk size" in dead(out)[0].message
+    assert [d.url for d in docs(out)] == ["https://crafted.example/2"]
+
+
+def test_10_8_parquet_values_python_cannot_hold_are_a_dead_letter(tmp_path):
+    far = pa.array([253402300800 * 1_000_000], pa.timestamp("us"))  # year 10000
+    pq.write_table(pa.table({"id": ["a"], "text": ["t"], "when": far}), tmp_path / "far.parquet")
+    pq.write_table(pa.table([pa.array(["a"]), pa.array(["b"])], names=["text", "text"]), tmp_path / "twice.parquet")
+    assert [x.reason for x in dead(read_parquet(tmp_path / "far.parquet"))] == ["schema_error"]
+    assert [x.reason for x in dead(read_parquet(tmp_path / "twice.parquet"))] == ["schema_error"]
+
+
 def _jsonl(tmp_path, name, lines: list[bytes]):
     path = tmp_path / name
     path.write_bytes(b"\n".join(lines) + b"\n")

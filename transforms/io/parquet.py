@@ -91,7 +91,7 @@ class ReadParquetFn(beam.DoFn):
                 yield dead_letter(shard.path, 0, "read_error", e, STAGE)
             return
         with f:
-            field = pf.schema_arrow.field("text") if "text" in pf.schema_arrow.names else None
+            field = pf.schema_arrow.field("text") if pf.schema_arrow.names.count("text") == 1 else None
             bad_schema = field is None or not is_text_type(field.type)
             first_row = sum(pf.metadata.row_group(i).num_rows for i in range(r.start))
             group = r.start
@@ -117,7 +117,7 @@ class ReadParquetFn(beam.DoFn):
         try:
             table, typed = _as_read(table)
             rows = table.to_pylist()
-        except _ColumnTypeError as e:
+        except (_ColumnTypeError, pa.ArrowException, ValueError, OverflowError) as e:  # e.g. a year-10000 timestamp
             count("records_read")
             yield dead_letter(shard.path, first_row, "schema_error", f"row group {group} ({table.num_rows} rows): {e}",
                               STAGE)
