@@ -21,6 +21,7 @@ from transforms.dedup.verify import VerifyPairs
 from transforms.document import replace
 
 SHINGLES = "shingles"
+BANDS = "bands"
 
 
 class _Sketch(beam.DoFn):
@@ -42,7 +43,7 @@ class _Sketch(beam.DoFn):
             return
         yield beam.pvalue.TaggedOutput(SHINGLES, (r, shingles.tobytes()))
         for key in keys:
-            yield key, r
+            yield beam.pvalue.TaggedOutput(BANDS, (key, r))
 
 
 def _both_ends(edge):
@@ -126,9 +127,9 @@ class NearDedup(beam.PTransform):
 
     def expand(self, docs):
         sketches = docs | "Sketch" >> beam.ParDo(
-            _Sketch(self.ngram, self.num_perm, self.seed, self.bands, self.rows)).with_outputs(SHINGLES, main="bands")
+            _Sketch(self.ngram, self.num_perm, self.seed, self.bands, self.rows)).with_outputs(SHINGLES, BANDS)
         pairs = (
-            sketches["bands"]
+            sketches[BANDS]
             | "Buckets" >> beam.GroupByKey()
             | "Candidates" >> beam.ParDo(BucketPairs(self.max_bucket_size))
         )

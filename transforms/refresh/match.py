@@ -30,6 +30,7 @@ EXACT = pa.schema([("key", pa.string()), *_RECORD])
 BANDS = pa.schema([("band", pa.int32()), ("hash", pa.uint64()), *_RECORD])
 SHINGLES = pa.schema([*_RECORD, ("shingles", pa.binary())])
 _SHINGLES = "shingles"
+_BANDS = "bands"
 
 
 def _rank_of(row: dict) -> tuple:
@@ -57,7 +58,7 @@ class _Sketch(beam.DoFn):
             return
         yield beam.pvalue.TaggedOutput(_SHINGLES, (r, shingles.tobytes()))
         for key in keys:
-            yield key, r
+            yield beam.pvalue.TaggedOutput(_BANDS, (key, r))
 
 
 def _detail(indexed: tuple, how: str, jaccard: float | None = None) -> str:
@@ -140,13 +141,13 @@ class MatchIndex(beam.PTransform):
             | "ExactMatch" >> beam.FlatMap(_exact_match).with_outputs(DROPPED, main=DOCUMENTS)
         )
         fresh = exact[DOCUMENTS]
-        sketches = fresh | "Sketch" >> beam.ParDo(_Sketch(params)).with_outputs(_SHINGLES, main="bands")
+        sketches = fresh | "Sketch" >> beam.ParDo(_Sketch(params)).with_outputs(_SHINGLES, _BANDS)
         index_bands = (self._read(docs.pipeline, self._bands, "Bands")
                        | "BandKV" >> beam.Map(lambda r: ((r["band"], r["hash"]), _rank_of(r))))
         index_shingles = (self._read(docs.pipeline, self._shingles, "Shingles")
                           | "ShinglesKV" >> beam.Map(lambda r: (_rank_of(r), r["shingles"])))
         pairs = (
-            {"new": sketches["bands"], "index": index_bands}
+            {"new": sketches[_BANDS], "index": index_bands}
             | "JoinBands" >> beam.CoGroupByKey()
             | "Candidates" >> beam.ParDo(_Pairs(self._max))
         )
@@ -183,8 +184,8 @@ class WriteSegment(beam.PTransform):
 
         norm, params = Normalization.parse(self._p.normalization), self._p
         exact_rows = docs | "ExactRows" >> beam.Map(lambda d: {"key": norm.key(d.text), **_record(rank(d))})
-        sketches = docs | "Sketch" >> beam.ParDo(_Sketch(params)).with_outputs(_SHINGLES, main="bands")
-        band_rows = sketches["bands"] | "BandDicts" >> beam.MapTuple(
+        sketches = docs | "Sketch" >> beam.ParDo(_Sketch(params)).with_outputs(_SHINGLES, _BANDS)
+        band_rows = sketches[_BANDS] | "BandDicts" >> beam.MapTuple(
             lambda k, r: {"band": k[0], "hash": k[1], **_record(r)})
         shingle_rows = sketches[_SHINGLES] | "ShingleDicts" >> beam.MapTuple(
             lambda r, sh: {**_record(r), "shingles": sh})
