@@ -199,3 +199,18 @@ def test_colliding_ids_in_a_refresh_never_borrow_each_others_matches(colliding, 
     assert (Path(dup["source"]).name, dup["id"], dup["match"]) == ("c.jsonl", "0", "near")
     assert Path(dup["indexed_source"]).name == "a.jsonl" and dup["indexed_id"] == "0" and dup["jaccard"] >= 0.9
     assert r2["summary"]["id_collisions"] == {"ids": 1, "documents": 2}
+
+
+def test_an_index_built_with_other_banding_is_refused_in_one_line(tmp_path, capsys):
+    from pipeline.cli import main
+
+    _write_jsonl(tmp_path / "a.jsonl", ["some words to index"])
+    index = tmp_path / "index"
+    index.mkdir()
+    old = {"normalization": "nfkc,casefold,whitespace", "ngram": 5, "num_perm": 128, "bands": 9, "rows": 13,
+           "seed": 1, "threshold": 0.8}  # written before recall-first banding and rank-keyed entries
+    (index / "CURRENT.json").write_text(json.dumps({"generation": 1, "segments": [], "params": old, "documents": 1}))
+    rc = main(["refresh", "--input", str(tmp_path / "a.jsonl"), "--index", str(index), "--output", str(tmp_path / "o"),
+               "--no_score"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "\n" not in err and "other dedup settings" in err and "bands" in err
