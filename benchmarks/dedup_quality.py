@@ -26,6 +26,7 @@ import argparse
 import gzip
 import itertools
 import json
+import os
 import random
 import re
 import sys
@@ -49,7 +50,8 @@ from transforms.dedup.near import NearDedup
 from transforms.document import Document
 from transforms.io.write import WriteJsonRecords
 
-DETECT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "detect"
+SHARED = Path(os.environ.get("SYNTHCAP_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
+DETECT = SHARED / "data" / "detect"
 BOILERPLATE = ("Share this article on social media. Subscribe to our newsletter for weekly updates. "
                "Cookie policy: we use cookies to improve your experience.")
 

@@ -32,7 +32,7 @@ from transforms.dedup.lsh import recall_first_params
 from transforms.dedup.minhash import MinHasher, shingle_set
 
 ROOT = Path(__file__).resolve().parents[1]
-DETECT = ROOT.parent / "shared" / "data" / "detect"
+DETECT = Path(os.environ.get("SYNTHCAP_SHARED", ROOT.parent / "shared")) / "data" / "detect"
 
 
 def corpus(n: int) -> list[str]:
