@@ -161,13 +161,16 @@ class MinHasher:
         self.ngram, self.num_perm, self.seed = ngram, num_perm, seed
         self.keys = permutations(num_perm, seed)
 
+    def _run(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        sig = np.empty(self.num_perm, dtype=np.uint32)
+        return sig, _signature(np.frombuffer(prepare(text), dtype=np.uint8), self.ngram, self.keys, sig)
+
     def signature(self, text: str) -> np.ndarray:
-        return self.sketch(text)[0]
+        return self._run(text)[0]
 
     def sketch(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         """(signature, sorted distinct 64-bit shingle hashes) from one pass over the text."""
-        sig = np.empty(self.num_perm, dtype=np.uint32)
-        shingles = _signature(np.frombuffer(prepare(text), dtype=np.uint8), self.ngram, self.keys, sig)
+        sig, shingles = self._run(text)
         return sig, np.unique(shingles)
 
 
