@@ -17,7 +17,8 @@
 synthcap runs its real Beam transform (NearDedup: recall-first banding, exact verification) on the in-process
 runner; datasketch runs MinHashLSH with the bands x rows it picks for the threshold and keeps a pair when the
 MinHash estimate reaches the threshold (its documented usage). Pair metrics count every pair inside a predicted
-cluster (transitive chains included). "Wrong drops" are dropped documents whose best true Jaccard with any
+cluster (transitive chains included) against the pairs of the true clusters; a further column gives the share of
+in-cluster pairs that are themselves at J >= threshold. "Wrong drops" are dropped documents whose best true Jaccard with any
 other member of their predicted cluster is below the threshold.
 """
 from __future__ import annotations
@@ -206,17 +207,22 @@ def union(pairs) -> dict[str, str]:
     return {k: find(k) for k in parent if find(k) != k}
 
 
-def table(name, results, positives, truth, docs, jac, threshold, high=None):
+def table(name, results, truth, docs, jac, threshold, high=None):
+    """Pair metrics against the true clusters' pairs (a cluster is a connected component on both sides), plus the
+    share of in-cluster pairs that are themselves at J >= threshold (the rest are joined through a chain)."""
     items = sorted(docs)
-    print(f"| {name}: system | pairs in clusters | precision | recall | "
-          f"{'recall (J >= t+0.05) | ' if high is not None else ''}F1 | cluster ARI | wrong drops |")
-    print("|---|---:|---:|---:|" + ("---:|" if high is not None else "") + "---:|---:|---:|")
+    positives = pairs_of(truth)
+    print(f"| {name}: system | pairs in clusters | pair precision | pair recall | "
+          f"{'recall, pairs at J >= t+0.05 | ' if high is not None else ''}F1 | cluster ARI | "
+          "in-cluster pairs at J >= t | wrong drops |")
+    print("|---|---:|---:|---:|" + ("---:|" if high is not None else "") + "---:|---:|---:|---:|")
     for system, assign in results.items():
         pred = pairs_of(assign)
         tp = len(pred & positives)
         precision = tp / len(pred) if pred else 1.0
         recall = tp / len(positives) if positives else 1.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        direct = sum(jac(*p) >= threshold for p in pred) / len(pred) if pred else 1.0
         members = defaultdict(set)
         for k, root in assign.items():
             members[root].update((k, root))
@@ -225,7 +231,11 @@ def table(name, results, positives, truth, docs, jac, threshold, high=None):
         if high is not None:
             hi = f"{len(pred & high) / len(high) if high else 1.0:.4f} ({len(high - pred)} missed) | "
         print(f"| {system} | {len(pred):,} | {precision:.4f} | {recall:.4f} | {hi}{f1:.4f} | "
-              f"{ari(truth, assign, items):.4f} | {wrong} of {len(assign):,} |")
+              f"{ari(truth, assign, items):.4f} | {direct:.4f} | {wrong} of {len(assign):,} |")
+
+
+PUBLISHED = ("text-dedup's published MinHash figures, on their own sets (not rerun here: the sets are not "
+             "obtainable offline): pinecone CORE precision 0.959, recall 0.942; NEWS-COPY ARI 0.729.")
 
 
 def main():
@@ -267,9 +277,10 @@ def main():
             high = {p for p in positives if truth_j[p] >= args.threshold + 0.05}
             truth = union(positives)
             print(f"\n{label}: {len(docs):,} documents ({len(docs) - len(planted):,} human + {len(planted):,} "
-                  f"variants); threshold {args.threshold}, num_perm {args.num_perm}; true pairs {len(positives):,} "
-                  f"(J >= {args.threshold + 0.05:.2f}: {len(high):,})\n")
-            table(label, results, positives, truth, docs, jac, args.threshold, high)
+                  f"variants); threshold {args.threshold}, num_perm {args.num_perm}; pairs at J >= t {len(positives):,} "
+                  f"(in true clusters {len(pairs_of(truth)):,}; "
+                  f"at J >= {args.threshold + 0.05:.2f}: {len(high):,})\n")
+            table(label, results, truth, docs, jac, args.threshold, high)
             hasher = MinHasher(5, args.num_perm, args.seed)
             err_ours, err_theirs = [], []
             for a, b, _ in planted:
@@ -289,11 +300,11 @@ def main():
             for k in sorted(docs):
                 by_label[labels[k]].append(k)
             truth = {k: ks[0] for ks in by_label.values() for k in ks if k != ks[0]}
-            positives = pairs_of(truth)
             print(f"\n{label}: {len(docs):,} license files, {len(by_label)} declared licenses "
                   f"({', '.join(f'{lab} {len(ks)}' for lab, ks in sorted(by_label.items()))}); true pairs "
-                  f"{len(positives):,}\n")
-            table(label, results, positives, truth, docs, jac, args.threshold)
+                  f"{len(pairs_of(truth)):,}\n")
+            table(label, results, truth, docs, jac, args.threshold)
+            print(f"\n{PUBLISHED}")
 
 
 if __name__ == "__main__":
