@@ -277,8 +277,8 @@ def main():
             high = {p for p in positives if truth_j[p] >= args.threshold + 0.05}
             truth = union(positives)
             print(f"\n{label}: {len(docs):,} documents ({len(docs) - len(planted):,} human + {len(planted):,} "
-                  f"variants); threshold {args.threshold}, num_perm {args.num_perm}; pairs at J >= t {len(positives):,} "
-                  f"(in true clusters {len(pairs_of(truth)):,}; "
+                  f"variants); threshold {args.threshold}, num_perm {args.num_perm}; pairs at J >= t "
+                  f"{len(positives):,} (in true clusters {len(pairs_of(truth)):,}; "
                   f"at J >= {args.threshold + 0.05:.2f}: {len(high):,})\n")
             table(label, results, truth, docs, jac, args.threshold, high)
             hasher = MinHasher(5, args.num_perm, args.seed)
