@@ -18,8 +18,8 @@ synthcap runs its real Beam transform (NearDedup: recall-first banding, exact ve
 runner; datasketch runs MinHashLSH with the bands x rows it picks for the threshold and keeps a pair when the
 MinHash estimate reaches the threshold (its documented usage). Pair metrics count every pair inside a predicted
 cluster (transitive chains included) against the pairs of the true clusters; a further column gives the share of
-in-cluster pairs that are themselves at J >= threshold. "Wrong drops" are dropped documents whose best true Jaccard with any
-other member of their predicted cluster is below the threshold.
+in-cluster pairs that are themselves at J >= threshold. "Wrong drops" are dropped documents whose best true
+Jaccard with any other member of their predicted cluster is below the threshold.
 """
 from __future__ import annotations
 
