@@ -7,15 +7,16 @@
 2. End to end on the DirectRunner: `synthcap curate` (read JSONL, exact + near dedup, write Parquet) as a
    subprocess; wall time, docs/s and peak RSS. Beside it, as the peer anchor, datatrove's 4-stage MinHash pipeline
    (signature, buckets, cluster, filter; local executor, 1 task) on the same JSONL with the same n-gram, bands and
-   rows. datatrove pins its own dependencies, so it runs from its own virtualenv: pass its python with
-   --datatrove-python (e.g. `python -m venv /tmp/dt && /tmp/dt/bin/pip install 'datatrove~=0.10.1' regex
-   tokenizers spacy orjson`). `--baseline-repo` times another synthcap checkout (e.g. the commit before exact
+   rows. datatrove is in the `bench` extra and runs in this interpreter when installed; --datatrove-python runs
+   it from another virtualenv instead (e.g. `python -m venv /tmp/dt && /tmp/dt/bin/pip install
+   'datatrove~=0.10.1' regex tokenizers spacy orjson`). `--baseline-repo` times another synthcap checkout (e.g. the commit before exact
    verification) on the same data, to show what a change costs end to end.
 """
 from __future__ import annotations
 
 import argparse
 import gzip
+import importlib.util
 import json
 import os
 import statistics
@@ -90,6 +91,8 @@ def main():
     ap.add_argument("--datatrove-python")
     ap.add_argument("--baseline-repo", help="another synthcap checkout to time on the same data")
     args = ap.parse_args()
+    if not args.datatrove_python and importlib.util.find_spec("datatrove"):
+        args.datatrove_python = sys.executable
     docs = corpus(args.docs)
 
     hasher = MinHasher(5, 128, 1)
