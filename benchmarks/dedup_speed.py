@@ -1,20 +1,22 @@
 """Dedup speed, one core, with same-run baselines.
 
-    python benchmarks/dedup_speed.py [--docs 30000] [--datatrove-python PATH]
+    python benchmarks/dedup_speed.py [--docs 30000] [--datatrove-python PATH] [--baseline-repo PATH]
 
 1. MinHash signatures/s: synthcap's kernel against datasketch's per-document path (MinHash.update_batch over the
    same word 5-gram shingles), 128 permutations, ~2,000-character documents.
 2. End to end on the DirectRunner: `synthcap curate` (read JSONL, exact + near dedup, write Parquet) as a
    subprocess; wall time, docs/s and peak RSS. Beside it, as the peer anchor, datatrove's 4-stage MinHash pipeline
    (signature, buckets, cluster, filter; local executor, 1 task) on the same JSONL with the same n-gram, bands and
-   rows. datatrove pins its own dependencies, so it runs from its own virtualenv: pass its python with
-   --datatrove-python (e.g. `python -m venv /tmp/dt && /tmp/dt/bin/pip install datatrove regex tokenizers spacy
-   orjson`).
+   rows. datatrove is in the `bench` extra and runs in this interpreter when installed; --datatrove-python runs
+   it from another virtualenv instead (e.g. `python -m venv /tmp/dt && /tmp/dt/bin/pip install
+   'datatrove~=0.10.1' regex tokenizers spacy orjson`). `--baseline-repo` times another synthcap checkout (e.g. the commit before exact
+   verification) on the same data, to show what a change costs end to end.
 """
 from __future__ import annotations
 
 import argparse
 import gzip
+import importlib.util
 import json
 import os
 import statistics
@@ -27,11 +29,11 @@ from pathlib import Path
 
 from datasketch import MinHash
 
-from transforms.dedup.lsh import optimal_param
+from transforms.dedup.lsh import recall_first_params
 from transforms.dedup.minhash import MinHasher, shingle_set
 
 ROOT = Path(__file__).resolve().parents[1]
-DETECT = ROOT.parent / "shared" / "data" / "detect"
+DETECT = Path(os.environ.get("SYNTHCAP_SHARED", ROOT.parent / "shared")) / "data" / "detect"
 
 
 def corpus(n: int) -> list[str]:
@@ -87,7 +89,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--docs", type=int, default=30_000)
     ap.add_argument("--datatrove-python")
+    ap.add_argument("--baseline-repo", help="another synthcap checkout to time on the same data")
     args = ap.parse_args()
+    if not args.datatrove_python and importlib.util.find_spec("datatrove"):
+        args.datatrove_python = sys.executable
     docs = corpus(args.docs)
 
     hasher = MinHasher(5, 128, 1)
@@ -119,16 +124,26 @@ def main():
         for i, d in enumerate(docs[: len(docs) // 10]):  # exact and near copies to remove
             f.write(json.dumps({"id": f"x{i:07d}", "text": d if i % 2 else d + " (copy)"}) + "\n")
     total = len(docs) + len(docs) // 10
-    bands, rows = optimal_param(0.8, 128)
+    bands, rows = recall_first_params(0.8, 128)
     rows_out = []
-    wall, rss = run_measured([sys.executable, "-m", "pipeline.cli", "curate", "--input", str(src / "docs.jsonl"),
-                              "--output", str(tmp / "synthcap"), "--direct_num_workers=1", "--no_score"])
-    rows_out.append(("synthcap curate (read, provenance, exact + near dedup, write), DirectRunner", wall, rss))
+
+    def curate(repo: Path, out: str):
+        env = {**os.environ, "PYTHONPATH": str(repo)}
+        return run_measured([sys.executable, "-m", "pipeline.cli", "curate", "--input", str(src / "docs.jsonl"),
+                             "--output", str(tmp / out), "--direct_num_workers=1", "--no_score"], env=env)
+
+    wall, rss = curate(ROOT, "synthcap")
+    rows_out.append((f"synthcap curate (read, provenance, exact + near dedup {bands} x {rows} with exact "
+                     "verification, write), DirectRunner", wall, rss))
+    if args.baseline_repo:
+        wall, rss = curate(Path(args.baseline_repo).resolve(), "baseline")
+        rows_out.append((f"synthcap curate at {args.baseline_repo} (same data)", wall, rss))
     if args.datatrove_python:
         wall, rss = run_measured([args.datatrove_python, "-c", DATATROVE, str(src), str(tmp / "dt"), str(bands),
                                   str(rows)])
         rows_out.append(("datatrove MinHash, 4 stages, local executor", wall, rss))
-    print(f"| end to end on {total:,} documents, 1 core | seconds | docs/s | peak RSS MiB | docs/s ratio |")
+    print(f"| end to end on {total:,} documents, 1 core, bands x rows {bands} x {rows} | seconds | docs/s | "
+          "peak RSS MiB | docs/s ratio |")
     print("|---|---:|---:|---:|---:|")
     base = total / rows_out[-1][1]
     for name, wall, rss in rows_out:

@@ -14,6 +14,7 @@ from transforms.accounting import DEAD_LETTERS, DOCUMENTS, DROPPED, NAMESPACE, S
 from transforms.dedup.exact import ExactDedup
 from transforms.dedup.near import NearDedup
 from transforms.dedup.normalize import Normalization
+from transforms.dedup.rank import IdCollisions
 from transforms.io.files import InputError
 from transforms.io.read import ReadCrawl
 from transforms.io.write import WriteDocuments, WriteJsonRecords, write_json
@@ -37,12 +38,8 @@ def run_info(opts: CurateOptions, common: CommonOptions) -> RunInfo:
 
 
 def duplicate_json(d) -> str:
-    row = {"id": d.id, "reason": d.reason, "source": d.source, "offset": d.offset}
-    if d.reason == "duplicate_indexed":
-        row.update(json.loads(d.detail))
-    else:
-        row["survivor_id"] = d.detail
-    return json.dumps(row, sort_keys=True)
+    return json.dumps({"id": d.id, "reason": d.reason, "source": d.source, "offset": d.offset,
+                       **json.loads(d.detail)}, sort_keys=True)
 
 
 @dataclass(frozen=True)
@@ -51,6 +48,7 @@ class IndexStage:
 
     exact_files: list
     band_files: list
+    shingle_files: list
     segment_dir: str
     params: IndexParams
 
@@ -64,6 +62,7 @@ def build(p, opts: CurateOptions, common: CommonOptions, output: str, index: Ind
     documents = read[DOCUMENTS] | "Provenance" >> TagProvenance()
     drops = [read[DROPPED]]
     dead = read[DEAD_LETTERS]
+    extra = {"id_collisions": documents | "IdCollisions" >> IdCollisions()}
     if not opts.no_exact_dedup:
         try:
             norm = Normalization.parse(opts.exact_normalization)
@@ -75,7 +74,7 @@ def build(p, opts: CurateOptions, common: CommonOptions, output: str, index: Ind
     if not opts.no_near_dedup:
         try:
             near_dedup = NearDedup(ngram=opts.ngram, num_perm=opts.num_perm, threshold=opts.threshold,
-                                   bands=opts.bands, rows=opts.rows, seed=opts.seed, verify=not opts.no_verify,
+                                   bands=opts.bands, rows=opts.rows, seed=opts.seed,
                                    max_bucket_size=opts.max_bucket_size, rounds=opts.cc_rounds,
                                    max_residual_edges=opts.max_residual_edges)
         except ValueError as e:
@@ -84,12 +83,11 @@ def build(p, opts: CurateOptions, common: CommonOptions, output: str, index: Ind
         documents = near[DOCUMENTS]
         drops.append(near[DROPPED])
     if index is not None:
-        matched = documents | "MatchIndex" >> MatchIndex(index.exact_files, index.band_files, index.params,
-                                                         opts.max_bucket_size)
+        matched = documents | "MatchIndex" >> MatchIndex(index.exact_files, index.band_files, index.shingle_files,
+                                                         index.params, opts.max_bucket_size)
         documents = matched[DOCUMENTS] | "WriteSegment" >> WriteSegment(index.segment_dir, index.params)
         drops.append(matched[DROPPED])
     dead_parts = [dead]
-    extra = {}
     if not opts.no_score:
         model_dir = common.detector_model or DEFAULT_MODEL_DIR
         try:

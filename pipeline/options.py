@@ -56,10 +56,8 @@ class CurateOptions(PipelineOptions):
         parser.add_argument("--threshold", type=_fraction, default=0.8, help="near-duplicate Jaccard threshold")
         parser.add_argument("--bands", type=_positive_int, help="LSH bands (default: derived from --threshold)")
         parser.add_argument("--rows", type=_positive_int, help="LSH rows per band (give with --bands)")
-        parser.add_argument("--no_verify", action="store_true",
-                            help="keep LSH candidates without checking their estimated Jaccard")
         parser.add_argument("--max_bucket_size", type=_positive_int, default=5000,
-                            help="LSH buckets larger than this are counted and contribute no edges")
+                            help="LSH buckets larger than this are counted and contribute no candidate pairs")
         parser.add_argument("--cc_rounds", type=int, default=6, help="large-star/small-star rounds before union-find")
         parser.add_argument("--max_residual_edges", type=_positive_int, default=1_000_000,
                             help="fail if connected components leave more residual edges than this")

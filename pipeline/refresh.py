@@ -13,13 +13,13 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline import curate
 from pipeline.options import CurateOptions, RefreshOptions, UserError
-from transforms.dedup.lsh import optimal_param
+from transforms.dedup.lsh import recall_first_params
 from transforms.refresh.index import (CommitConflict, IndexParams, commit, delete_segment, read_pointer,
                                       segment_files)
 
 
 def params_of(opts: CurateOptions) -> IndexParams:
-    bands, rows = (opts.bands, opts.rows) if opts.bands else optimal_param(opts.threshold, opts.num_perm)
+    bands, rows = (opts.bands, opts.rows) if opts.bands else recall_first_params(opts.threshold, opts.num_perm)
     return IndexParams(opts.exact_normalization, opts.ngram, opts.num_perm, bands, rows, opts.seed, opts.threshold)
 
 
@@ -43,6 +43,7 @@ def run(argv: list[str]) -> dict:
 
     def index_for(_opts):
         return curate.IndexStage(segment_files(index, segments, "exact"), segment_files(index, segments, "bands"),
+                                 segment_files(index, segments, "shingles"),
                                  FileSystems.join(index, segment), params)
 
     try:

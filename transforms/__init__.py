@@ -5,6 +5,8 @@ from transforms.dedup.exact import ExactDedup
 from transforms.dedup.minhash import MinHasher
 from transforms.dedup.near import NearDedup
 from transforms.dedup.normalize import Normalization
+from transforms.dedup.rank import IdCollisions
+from transforms.dedup.verify import VerifyPairs
 from transforms.document import SCHEMA, Document, from_dolma, from_table, to_dolma, to_table
 from transforms.io.read import ReadCrawl
 from transforms.mix.config import MixConfig
@@ -22,7 +24,7 @@ __all__ = [
     "DEAD_LETTER_REASONS", "DROP_REASONS", "DeadLetter", "Dropped", "Summarize", "reconcile",
     "SCHEMA", "Document", "from_dolma", "from_table", "to_dolma", "to_table",
     "ReadCrawl", "WriteDocuments", "WriteJsonRecords", "WriteSharded",
-    "ConnectedComponents", "ExactDedup", "MinHasher", "NearDedup", "Normalization",
+    "ConnectedComponents", "ExactDedup", "IdCollisions", "MinHasher", "NearDedup", "Normalization", "VerifyPairs",
     "RunInfo", "TagProvenance", "WriteProvenance",
     "Detector", "EstimateSyntheticFraction", "FastTextModelHandler", "ScoreAILikelihood",
     "MixConfig", "MixWithCeiling", "load_mix_config",

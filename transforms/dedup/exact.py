@@ -1,11 +1,13 @@
 """`ExactDedup`: one survivor per normalised text; every other copy is dropped as `duplicate_exact`."""
 from __future__ import annotations
 
+import json
+
 import apache_beam as beam
 
 from transforms.accounting import DOCUMENTS, DROPPED, drop
 from transforms.dedup.normalize import Normalization
-from transforms.dedup.rank import UNDATED, rank
+from transforms.dedup.rank import UNDATED, describe, rank
 from transforms.document import replace
 
 
@@ -20,9 +22,10 @@ class _Survivor(beam.DoFn):
             first = seen if first is None or seen < first else first
             if best is None or r < best_rank:
                 best, best_i, best_rank = d, i, r
+        detail = json.dumps(describe(best_rank, "survivor"), sort_keys=True)
         for i, d in enumerate(docs):  # a re-iteration: positions are stable, object identity is not
             if i != best_i:
-                yield drop(d.id, "duplicate_exact", d.source, d.offset, best.id)
+                yield drop(d.id, "duplicate_exact", d.source, d.offset, detail)
         yield replace(best, dup_cluster_id=best.dup_cluster_id or best.id, dup_cluster_size=size,
                       first_seen=None if first == UNDATED else first)
 
@@ -31,7 +34,8 @@ class ExactDedup(beam.PTransform):
     """Keys documents by a hash of their normalised text; returns {"documents", "dropped"}.
 
     Survivors carry `dup_cluster_id` (the survivor's id), `dup_cluster_size` (copies, itself included) and
-    `first_seen` (the earliest capture date in the cluster). Dropped copies name their survivor in `detail`.
+    `first_seen` (the earliest capture date in the cluster). Dropped copies name their survivor (id, source,
+    offset: ids may collide) in `detail`, a JSON object.
     """
 
     def __init__(self, normalization: Normalization = Normalization()):

@@ -1,16 +1,21 @@
-"""LSH banding of MinHash signatures, and the star edges each bucket contributes.
+"""LSH banding of MinHash signatures, recall first, and the candidate pairs each bucket contributes.
 
-Bands x rows are chosen as datasketch's `optimal_param` chooses them (minimise the equally weighted integrated
-false-positive and false-negative probabilities of the S-curve at the threshold), unless given.
+Bands x rows are chosen for recall: a pair at true Jaccard J shares at least one of b bands of r rows with
+probability P(J) = 1 - (1 - J^r)^b. `recall_first_params` takes, among b·r <= num_perm, the (b, r) with
+P(min(threshold + 0.05, 0.99)) >= 0.999 that makes the fewest candidates below the threshold (least integral of P over
+[0, threshold]). Candidates are only candidates: every pair is verified exactly afterwards (`verify.py`), so the
+extra candidates cost work, never precision.
 
-Bucket rule: each bucket becomes a star on its smallest rank (earliest capture, then smallest id), linear in
-the bucket's size, never pairwise. With verification on, a member joins the star only if its estimated Jaccard
-with the centre reaches the threshold. A bucket with more than `max_bucket_size` members (boilerplate shared by
-thousands of pages) is counted (`lsh_oversized_buckets`) and contributes no edges for that band: its members can
-still be linked through their other bands, and identical copies were already removed by exact dedup.
+Bucket rule: a bucket's members, in rank order, are each paired with the `CENTRES` smallest ranks of the bucket:
+all pairs in buckets of up to `CENTRES` + 1 members, linear work in larger ones (a member that is a
+near-duplicate of any of the earliest copies links to them, so the whole cluster joins through them). A bucket
+with more than `max_bucket_size` members (boilerplate shared by thousands of pages) is counted
+(`lsh_oversized_buckets`) and contributes no pairs for that band: its members can still be linked through their
+other bands, and identical copies were already removed by exact dedup.
 """
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import apache_beam as beam
@@ -20,23 +25,39 @@ import xxhash
 from transforms.accounting import count
 from transforms.dedup.minhash import EMPTY
 
+RECALL = 0.999
+MARGIN = 0.05
+CAP = 0.99  # at J = 1 every banding has P = 1: aim at 0.99 for thresholds above 0.94
+CENTRES = 8
 
-def _integral(f, lo: float, hi: float, n: int = 2001) -> float:
-    xs = np.linspace(lo, hi, n)
-    return float(np.trapezoid(f(xs), xs))
+
+def candidate_probability(j: float, bands: int, rows: int) -> float:
+    return 1.0 - (1.0 - j**rows) ** bands
+
+
+def _false_candidates(threshold: float, bands: int, rows: int, n: int = 2001) -> float:
+    xs = np.linspace(0.0, threshold, n)
+    return float(np.trapezoid(1.0 - (1.0 - xs**rows) ** bands, xs))
 
 
 @lru_cache(maxsize=64)
-def optimal_param(threshold: float, num_perm: int, fp_weight: float = 0.5, fn_weight: float = 0.5) -> tuple[int, int]:
-    """(bands, rows) minimising fp_weight * P(false positive) + fn_weight * P(false negative)."""
-    best, best_err = (1, 1), float("inf")
-    for b in range(1, num_perm + 1):
-        for r in range(1, num_perm // b + 1):
-            fp = _integral(lambda s: 1 - (1 - s**r) ** b, 0.0, threshold)
-            fn = _integral(lambda s: (1 - s**r) ** b, threshold, 1.0)
-            err = fp * fp_weight + fn * fn_weight
-            if err < best_err:
-                best, best_err = (b, r), err
+def recall_first_params(threshold: float, num_perm: int) -> tuple[int, int]:
+    """(bands, rows) with P(candidate) >= RECALL at J = threshold + MARGIN and the fewest false candidates."""
+    target = min(CAP, threshold + MARGIN)
+    best, best_fp = None, math.inf
+    for rows in range(1, num_perm + 1):
+        miss = 1.0 - target**rows
+        if miss >= 1.0:
+            break
+        bands = 1 if miss <= 0.0 else math.ceil(math.log(1.0 - RECALL) / math.log(miss))
+        if bands * rows > num_perm:
+            continue
+        fp = _false_candidates(threshold, bands, rows)
+        if fp < best_fp:
+            best, best_fp = (bands, rows), fp
+    if best is None:
+        raise ValueError(f"no bands x rows within {num_perm} permutations reaches P(candidate) >= {RECALL} at "
+                         f"Jaccard {target:.2f}; raise --num_perm")
     return best
 
 
@@ -47,35 +68,25 @@ def band_keys(sig: np.ndarray, bands: int, rows: int) -> list[tuple[int, int]]:
     return [(i, xxhash.xxh64_intdigest(sig[i * rows : (i + 1) * rows].tobytes())) for i in range(bands)]
 
 
-class BucketStars(beam.DoFn):
-    """(band key, [(rank, signature bytes)]) -> star edges (member rank, centre rank)."""
+class BucketPairs(beam.DoFn):
+    """(band key, [rank]) -> candidate pairs (smaller rank, larger rank)."""
 
-    def __init__(self, threshold: float, verify: bool, max_bucket_size: int):
-        self._threshold = threshold
-        self._verify = verify
+    def __init__(self, max_bucket_size: int):
         self._max = max_bucket_size
 
     def process(self, kv):
         _, members = kv
-        n = 0
-        centre, centre_sig = None, None
-        for rank, sig in members:
-            n += 1
-            if n > self._max:
+        ranks = []
+        for r in members:
+            ranks.append(r)
+            if len(ranks) > self._max:
                 count("lsh_oversized_buckets")
                 return
-            if centre is None or rank < centre:
-                centre, centre_sig = rank, sig
-        if n < 2:
+        if len(ranks) < 2:
             return
         count("lsh_candidate_buckets")
-        c = np.frombuffer(centre_sig, dtype=np.uint32) if self._verify else None
-        for rank, sig in members:
-            if rank == centre:
-                continue
-            if self._verify:
-                est = np.count_nonzero(np.frombuffer(sig, dtype=np.uint32) == c) / len(c)
-                if est < self._threshold:
-                    count("lsh_pairs_rejected")
-                    continue
-            yield rank, centre
+        ranks.sort()
+        centres = ranks[:CENTRES]
+        for i, r in enumerate(ranks[1:], start=1):
+            for c in centres[: min(i, CENTRES)]:
+                yield c, r

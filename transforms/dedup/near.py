@@ -1,27 +1,59 @@
-"""`NearDedup`: MinHash -> LSH buckets -> connected components -> one survivor per near-duplicate cluster."""
+"""`NearDedup`: MinHash -> recall-first LSH candidates -> exact verification -> connected components -> one
+survivor per near-duplicate cluster.
+
+Cluster semantics: an edge is a candidate pair whose exact Jaccard over the shingle sets reaches the threshold;
+a cluster is a connected component of edges (so two members may be less similar than the threshold through a
+chain); its survivor is its smallest rank. Every other member is dropped naming the survivor and its own best
+edge (the neighbour and verified Jaccard), so no document is dropped without a verified match >= threshold.
+"""
 from __future__ import annotations
+
+import json
 
 import apache_beam as beam
 
 from transforms.accounting import DOCUMENTS, DROPPED, drop
 from transforms.dedup.components import ConnectedComponents
-from transforms.dedup.lsh import BucketStars, band_keys, optimal_param
+from transforms.dedup.lsh import BucketPairs, band_keys, recall_first_params
 from transforms.dedup.minhash import MinHasher
-from transforms.dedup.rank import UNDATED, id_of, rank
+from transforms.dedup.rank import UNDATED, describe, rank
+from transforms.dedup.verify import VerifyPairs
 from transforms.document import replace
 
+SHINGLES = "shingles"
+BANDS = "bands"
 
-class _Signatures(beam.DoFn):
-    """(rank, signature bytes) per document; the permutations are built once per worker from the seed."""
 
-    def __init__(self, ngram: int, num_perm: int, seed: int):
+class _Sketch(beam.DoFn):
+    """(band key, rank) per band, and (rank, shingle-hash bytes) on the SHINGLES output, from one kernel pass; the
+    permutations are built once per worker from the seed."""
+
+    def __init__(self, ngram: int, num_perm: int, seed: int, bands: int, rows: int):
         self._args = (ngram, num_perm, seed)
+        self._bands, self._rows = bands, rows
 
     def setup(self):
         self._hasher = MinHasher(*self._args)
 
     def process(self, doc):
-        yield rank(doc), self._hasher.signature(doc.text)
+        r = rank(doc)
+        sig, shingles = self._hasher.sketch(doc.text)
+        keys = band_keys(sig, self._bands, self._rows)
+        if not keys:
+            return
+        yield beam.pvalue.TaggedOutput(SHINGLES, (r, shingles.tobytes()))
+        for key in keys:
+            yield beam.pvalue.TaggedOutput(BANDS, (key, r))
+
+
+def _both_ends(edge):
+    a, b, j = edge
+    return [(a, (j, b)), (b, (j, a))]
+
+
+def _best(edges):
+    """The highest verified Jaccard, then the smallest neighbour rank (deterministic under any combining order)."""
+    return min(edges, key=lambda e: (-e[0], e[1]))
 
 
 class _Resolve(beam.DoFn):
@@ -43,7 +75,9 @@ class _Resolve(beam.DoFn):
             if root == r:
                 yield beam.pvalue.TaggedOutput(self.ROOTS, (r, doc))
             else:
-                yield drop(doc.id, "duplicate_near", doc.source, doc.offset, id_of(root))
+                (j, neighbour), = grouped["edge"]
+                detail = {**describe(root, "survivor"), **describe(neighbour, "matched"), "jaccard": j}
+                yield drop(doc.id, "duplicate_near", doc.source, doc.offset, json.dumps(detail, sort_keys=True))
 
 
 class _ClusterStats(beam.CombineFn):
@@ -72,42 +106,40 @@ def _stamp(kv):
 class NearDedup(beam.PTransform):
     """Near-duplicate removal; returns {"documents", "dropped"}.
 
-    The survivor of a cluster is its earliest-captured document (then smallest id); it carries the cluster's
-    `dup_cluster_size` (copies, exact ones included) and `first_seen`. Dropped documents name their survivor.
+    The survivor of a cluster is its earliest-captured document (then smallest id, source, offset); it carries
+    the cluster's `dup_cluster_size` (copies, exact ones included) and `first_seen`. Dropped documents name
+    their survivor and the verified Jaccard of their best edge.
     """
 
     def __init__(self, ngram: int = 5, num_perm: int = 128, threshold: float = 0.8, bands: int | None = None,
-                 rows: int | None = None, seed: int = 1, verify: bool = True, max_bucket_size: int = 5000,
-                 rounds: int = 6, max_residual_edges: int = 1_000_000):
+                 rows: int | None = None, seed: int = 1, max_bucket_size: int = 5000, rounds: int = 6,
+                 max_residual_edges: int = 1_000_000):
         super().__init__()
         if (bands is None) != (rows is None):
             raise ValueError("give both bands and rows, or neither")
         if bands is None:
-            bands, rows = optimal_param(threshold, num_perm)
+            bands, rows = recall_first_params(threshold, num_perm)
         if bands * rows > num_perm:
             raise ValueError(f"bands x rows = {bands * rows} exceeds num_perm = {num_perm}")
         self.ngram, self.num_perm, self.seed = ngram, num_perm, seed
-        self.threshold, self.bands, self.rows, self.verify = threshold, bands, rows, verify
+        self.threshold, self.bands, self.rows = threshold, bands, rows
         self.max_bucket_size, self.rounds, self.max_residual_edges = max_bucket_size, rounds, max_residual_edges
 
     def expand(self, docs):
-        bands, rows, verify = self.bands, self.rows, self.verify
-
-        def to_buckets(rs):
-            r, sig = rs
-            payload = sig.tobytes() if verify else b""
-            return [(key, (r, payload)) for key in band_keys(sig, bands, rows)]
-
-        edges = (
-            docs
-            | "Signatures" >> beam.ParDo(_Signatures(self.ngram, self.num_perm, self.seed))
-            | "Bands" >> beam.FlatMap(to_buckets)
+        sketches = docs | "Sketch" >> beam.ParDo(
+            _Sketch(self.ngram, self.num_perm, self.seed, self.bands, self.rows)).with_outputs(SHINGLES, BANDS)
+        pairs = (
+            sketches[BANDS]
             | "Buckets" >> beam.GroupByKey()
-            | "Stars" >> beam.ParDo(BucketStars(self.threshold, verify, self.max_bucket_size))
+            | "Candidates" >> beam.ParDo(BucketPairs(self.max_bucket_size))
         )
-        labels = edges | "Components" >> ConnectedComponents(self.rounds, self.max_residual_edges)
+        shingles = sketches[SHINGLES]
+        edges = {"pairs": pairs, "left": shingles, "right": shingles} | "Verify" >> VerifyPairs(self.threshold)
+        labels = (edges | "EdgeEnds" >> beam.Map(lambda e: (e[0], e[1]))
+                  | "Components" >> ConnectedComponents(self.rounds, self.max_residual_edges))
+        best = edges | "BothEnds" >> beam.FlatMap(_both_ends) | "BestEdge" >> beam.CombinePerKey(_best)
         resolved = (
-            {"doc": docs | "ByRank" >> beam.Map(lambda d: (rank(d), d)), "root": labels}
+            {"doc": docs | "ByRank" >> beam.Map(lambda d: (rank(d), d)), "root": labels, "edge": best}
             | "JoinLabels" >> beam.CoGroupByKey()
             | "Resolve" >> beam.ParDo(_Resolve()).with_outputs(_Resolve.ROOTS, _Resolve.STATS, DROPPED,
                                                                main=DOCUMENTS)

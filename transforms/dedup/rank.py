@@ -1,14 +1,62 @@
-"""Who survives a duplicate cluster: the copy seen first (earliest capture date), then the smallest id."""
+"""Record identity and who survives a duplicate cluster.
+
+Ids are the user's and need not be unique (JSONL and Parquet exports often restart them at "0" in every file), so
+every internal key is the rank: (first seen or capture date, id, source, offset), unique per record read. Its
+order is the survivor rule: the copy seen first (earliest capture date), then the smallest id, then source and
+offset. Records sharing an id are both kept unless their texts are duplicates; `IdCollisions` counts them.
+"""
 from __future__ import annotations
 
+import apache_beam as beam
+
+from transforms.accounting import count
 from transforms.document import Document
 
 UNDATED = "~"  # sorts after every ISO date: undated copies lose to dated ones
 
-
-def rank(doc: Document) -> str:
-    return f"{doc.first_seen or doc.capture_date or UNDATED}\x00{doc.id}"
+Rank = tuple[str, str, str, int]
 
 
-def id_of(rank_key: str) -> str:
-    return rank_key.split("\x00", 1)[1]
+def rank(doc: Document) -> Rank:
+    return doc.first_seen or doc.capture_date or UNDATED, doc.id, doc.source, doc.offset
+
+
+def describe(r: Rank, prefix: str) -> dict:
+    """The record a rank names, as `{prefix}_id`, `{prefix}_source`, `{prefix}_offset`."""
+    return {f"{prefix}_id": r[1], f"{prefix}_source": r[2], f"{prefix}_offset": r[3]}
+
+
+def _sum_colliding(kv):
+    _, n = kv
+    if n > 1:
+        count("id_collision_ids")
+        count("id_collision_documents", n)
+        yield n
+
+
+class _Totals(beam.CombineFn):
+    def create_accumulator(self):
+        return 0, 0
+
+    def add_input(self, acc, n):
+        return acc[0] + 1, acc[1] + n
+
+    def merge_accumulators(self, accs):
+        accs = list(accs)
+        return sum(a[0] for a in accs), sum(a[1] for a in accs)
+
+    def extract_output(self, acc):
+        return {"ids": acc[0], "documents": acc[1]}
+
+
+class IdCollisions(beam.PTransform):
+    """Documents -> {"ids": ids carried by more than one document, "documents": documents carrying them}."""
+
+    def expand(self, docs):
+        return (
+            docs
+            | "Ids" >> beam.Map(lambda d: (d.id, 1))
+            | "PerId" >> beam.CombinePerKey(sum)
+            | "Colliding" >> beam.FlatMap(_sum_colliding)
+            | "Totals" >> beam.CombineGlobally(_Totals())
+        )

@@ -3,8 +3,9 @@
 Layout under INDEX (a local folder or gs://bucket/prefix):
 
     CURRENT.json                      {"generation": N, "segments": [...], "params": {...}, "documents": ...}
-    segments/seg-NNNNNN-<token>/exact-*.parquet   normalised-text hash -> (id, first_seen)
-    segments/seg-NNNNNN-<token>/bands-*.parquet   (band, band hash) -> (id, first_seen, signature)
+    segments/seg-NNNNNN-<token>/exact-*.parquet     normalised-text hash -> record (first_seen, id, source, offset)
+    segments/seg-NNNNNN-<token>/bands-*.parquet     (band, band hash) -> record
+    segments/seg-NNNNNN-<token>/shingles-*.parquet  record -> its distinct 64-bit shingle hashes
 
 A refresh writes a new segment, then commits a pointer that lists it. A run that dies before the commit leaves
 the previous pointer (and so the previous generation) intact; its half-written segment is never listed. Two
@@ -38,6 +39,7 @@ class IndexParams:
     rows: int
     seed: int
     threshold: float
+    layout: int = 2  # 2: records keyed by (first_seen, id, source, offset), shingles stored for exact verification
 
     def mismatch(self, other: dict) -> list[str]:
         mine = asdict(self)

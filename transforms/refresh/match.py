@@ -1,35 +1,49 @@
 """`MatchIndex`: drop new documents that duplicate the index (exactly or nearly); `WriteSegment`: index survivors.
 
-Both joins are CoGroupByKeys on keys (exact hash; LSH band key), so no worker loads the index. A dropped
-document names the indexed document it matches and when that was first seen; `pre_llm_origin` is true when
-that was before 2022-11-30 — evidence that the text is of human origin, whatever its score.
+Every join is a CoGroupByKey on keys (exact hash; LSH band key; record rank), so no worker loads the index. Near
+matches use the same recall-first banding and exact verification as `NearDedup`: candidate (new, indexed) pairs
+from shared band keys are verified on both documents' shingle hashes (`VerifyPairs`). Records are keyed by their
+rank (first seen, id, source, offset), never by id alone, so colliding ids never match each other's hits. A dropped
+document names the indexed record it matches, when that was first seen, and (near matches) the verified Jaccard;
+`pre_llm_origin` is true when it was first seen before 2022-11-30 — evidence that the text is of human origin,
+whatever its score.
 """
 from __future__ import annotations
 
 import json
 
 import apache_beam as beam
-import numpy as np
 import pyarrow as pa
 
 from transforms.accounting import DOCUMENTS, DROPPED, count, drop
 from transforms.dedup.lsh import band_keys
 from transforms.dedup.minhash import MinHasher
 from transforms.dedup.normalize import Normalization
+from transforms.dedup.rank import describe, rank
+from transforms.dedup.verify import VerifyPairs
 from transforms.io.write import WriteSharded, parquet_bytes
 from transforms.provenance.tag import CHATGPT_RELEASE
 from transforms.refresh.index import IndexParams
 
-EXACT = pa.schema([("key", pa.string()), ("id", pa.string()), ("first_seen", pa.string())])
-BANDS = pa.schema([("band", pa.int32()), ("hash", pa.uint64()), ("id", pa.string()), ("first_seen", pa.string()),
-                   ("sig", pa.binary())])
+_RECORD = [("first_seen", pa.string()), ("id", pa.string()), ("source", pa.string()), ("offset", pa.int64())]
+EXACT = pa.schema([("key", pa.string()), *_RECORD])
+BANDS = pa.schema([("band", pa.int32()), ("hash", pa.uint64()), *_RECORD])
+SHINGLES = pa.schema([*_RECORD, ("shingles", pa.binary())])
+_SHINGLES = "shingles"
+_BANDS = "bands"
 
 
-def _first_seen(doc) -> str:
-    return doc.first_seen or doc.capture_date or "~"
+def _rank_of(row: dict) -> tuple:
+    return row["first_seen"], row["id"], row["source"], row["offset"]
 
 
-class _Sign(beam.DoFn):
+def _record(r: tuple) -> dict:
+    return dict(zip(("first_seen", "id", "source", "offset"), r))
+
+
+class _Sketch(beam.DoFn):
+    """(band key, rank) per band and (rank, shingle bytes) on the shingles output."""
+
     def __init__(self, params: IndexParams):
         self._p = params
 
@@ -37,35 +51,41 @@ class _Sign(beam.DoFn):
         self._hasher = MinHasher(self._p.ngram, self._p.num_perm, self._p.seed)
 
     def process(self, doc):
-        sig = self._hasher.signature(doc.text)
-        for key in band_keys(sig, self._p.bands, self._p.rows):
-            yield key, (doc.id, _first_seen(doc), sig.tobytes())
+        r = rank(doc)
+        sig, shingles = self._hasher.sketch(doc.text)
+        keys = band_keys(sig, self._p.bands, self._p.rows)
+        if not keys:
+            return
+        yield beam.pvalue.TaggedOutput(_SHINGLES, (r, shingles.tobytes()))
+        for key in keys:
+            yield beam.pvalue.TaggedOutput(_BANDS, (key, r))
 
 
-def _detail(indexed_id: str, first_seen: str, how: str) -> str:
-    return json.dumps({"indexed_id": indexed_id, "first_seen": first_seen, "match": how,
-                       "pre_llm_origin": first_seen < CHATGPT_RELEASE}, sort_keys=True)
+def _detail(indexed: tuple, how: str, jaccard: float | None = None) -> str:
+    detail = {**describe(indexed, "indexed"), "first_seen": indexed[0], "match": how,
+              "pre_llm_origin": indexed[0] < CHATGPT_RELEASE}
+    if jaccard is not None:
+        detail["jaccard"] = jaccard
+    return json.dumps(detail, sort_keys=True)
 
 
-def _drop_indexed(docs, hits, how: str):
-    """Drops every document of a key with hits, naming the earliest-seen indexed match; keeps the rest."""
-    hits = sorted(hits)
-    for doc in docs:
+def _exact_match(kv):
+    """Drops every new document of a text hash with index entries, naming the earliest-seen one."""
+    _, g = kv
+    hits = sorted(g["index"])
+    for doc in g["new"]:
         if hits:
-            count(f"refresh_{how}_matches")
-            yield drop(doc.id, "duplicate_indexed", doc.source, doc.offset, _detail(hits[0][1], hits[0][0], how))
+            count("refresh_exact_matches")
+            yield drop(doc.id, "duplicate_indexed", doc.source, doc.offset, _detail(hits[0], "exact"))
         else:
             yield doc
 
 
-def _exact_match(kv):
-    _, g = kv
-    return _drop_indexed(g["new"], [(first_seen, i) for i, first_seen in g["index"]], "exact")
+class _Pairs(beam.DoFn):
+    """A shared band key -> candidate (new rank, indexed rank) pairs; the indexed side is capped."""
 
-
-class _NearMatches(beam.DoFn):
-    def __init__(self, threshold: float, max_bucket_size: int):
-        self._t, self._max = threshold, max_bucket_size
+    def __init__(self, max_bucket_size: int):
+        self._max = max_bucket_size
 
     def process(self, kv):
         _, g = kv
@@ -75,25 +95,36 @@ class _NearMatches(beam.DoFn):
         if len(old) > self._max:
             count("lsh_oversized_buckets")
             old = sorted(old)[: self._max]
-        for new_id, _, sig in g["new"]:
-            s = np.frombuffer(sig, dtype=np.uint32)
-            for old_id, first_seen, old_sig in old:
-                if np.count_nonzero(np.frombuffer(old_sig, dtype=np.uint32) == s) / len(s) >= self._t:
-                    yield new_id, (first_seen, old_id)
+        for new in g["new"]:
+            for o in old:
+                yield new, o
+
+
+def _earliest_hit(hits):
+    """The earliest-seen verified indexed match (the strongest pre-LLM evidence), then the smallest rank."""
+    return min(hits, key=lambda h: (h[0], -h[1]))
 
 
 def _near_match(kv):
     _, g = kv
-    return _drop_indexed(g["doc"], g["hit"], "near")
+    hits = list(g["hit"])
+    for doc in g["doc"]:
+        if hits:
+            old, j = hits[0]
+            count("refresh_near_matches")
+            yield drop(doc.id, "duplicate_indexed", doc.source, doc.offset, _detail(old, "near", j))
+        else:
+            yield doc
 
 
 class MatchIndex(beam.PTransform):
     """Documents -> {"documents": those new to the index, "dropped": duplicate_indexed}."""
 
-    def __init__(self, exact_files: list[str], band_files: list[str], params: IndexParams,
-                 max_bucket_size: int = 5000):
+    def __init__(self, exact_files: list[str], band_files: list[str], shingle_files: list[str],
+                 params: IndexParams, max_bucket_size: int = 5000):
         super().__init__()
-        self._exact, self._bands, self._p, self._max = exact_files, band_files, params, max_bucket_size
+        self._exact, self._bands, self._shingles = exact_files, band_files, shingle_files
+        self._p, self._max = params, max_bucket_size
 
     def _read(self, p, files, label):
         if not files:
@@ -103,22 +134,31 @@ class MatchIndex(beam.PTransform):
     def expand(self, docs):
         norm, params = Normalization.parse(self._p.normalization), self._p
         index_exact = (self._read(docs.pipeline, self._exact, "Exact")
-                       | "ExactKV" >> beam.Map(lambda r: (r["key"], (r["id"], r["first_seen"]))))
+                       | "ExactKV" >> beam.Map(lambda r: (r["key"], _rank_of(r))))
         exact = (
             {"new": docs | "ExactKey" >> beam.Map(lambda d: (norm.key(d.text), d)), "index": index_exact}
             | "JoinExact" >> beam.CoGroupByKey()
             | "ExactMatch" >> beam.FlatMap(_exact_match).with_outputs(DROPPED, main=DOCUMENTS)
         )
         fresh = exact[DOCUMENTS]
+        sketches = fresh | "Sketch" >> beam.ParDo(_Sketch(params)).with_outputs(_SHINGLES, _BANDS)
         index_bands = (self._read(docs.pipeline, self._bands, "Bands")
-                       | "BandKV" >> beam.Map(lambda r: ((r["band"], r["hash"]), (r["id"], r["first_seen"], r["sig"]))))
-        hits = (
-            {"new": fresh | "Sign" >> beam.ParDo(_Sign(params)), "index": index_bands}
+                       | "BandKV" >> beam.Map(lambda r: ((r["band"], r["hash"]), _rank_of(r))))
+        index_shingles = (self._read(docs.pipeline, self._shingles, "Shingles")
+                          | "ShinglesKV" >> beam.Map(lambda r: (_rank_of(r), r["shingles"])))
+        pairs = (
+            {"new": sketches[_BANDS], "index": index_bands}
             | "JoinBands" >> beam.CoGroupByKey()
-            | "NearMatches" >> beam.ParDo(_NearMatches(params.threshold, self._max))
+            | "Candidates" >> beam.ParDo(_Pairs(self._max))
+        )
+        hits = (
+            {"pairs": pairs, "left": sketches[_SHINGLES], "right": index_shingles}
+            | "Verify" >> VerifyPairs(params.threshold)
+            | "ByNew" >> beam.Map(lambda e: (e[0], (e[1], e[2])))
+            | "EarliestHit" >> beam.CombinePerKey(_earliest_hit)
         )
         near = (
-            {"doc": fresh | "ById" >> beam.Map(lambda d: (d.id, d)), "hit": hits}
+            {"doc": fresh | "ByRank" >> beam.Map(lambda d: (rank(d), d)), "hit": hits}
             | "JoinHits" >> beam.CoGroupByKey()
             | "NearMatch" >> beam.FlatMap(_near_match).with_outputs(DROPPED, main=DOCUMENTS)
         )
@@ -126,8 +166,14 @@ class MatchIndex(beam.PTransform):
         return {DOCUMENTS: near[DOCUMENTS], DROPPED: dropped}
 
 
+def _sort_key(row: dict) -> str:
+    return json.dumps([row.get("band"), row.get("hash"), row.get("key"), row["first_seen"], row["id"],
+                       row["source"], row["offset"]])
+
+
 class WriteSegment(beam.PTransform):
-    """Index entries of the surviving documents: one exact entry and `bands` band entries each."""
+    """Index entries of the surviving documents: one exact entry, `bands` band entries and one shingles entry
+    each (the shingle hashes are what later refreshes verify against)."""
 
     def __init__(self, segment_dir: str, params: IndexParams):
         super().__init__()
@@ -137,14 +183,15 @@ class WriteSegment(beam.PTransform):
         from apache_beam.io.filesystems import FileSystems
 
         norm, params = Normalization.parse(self._p.normalization), self._p
-        exact_rows = docs | "ExactRows" >> beam.Map(lambda d: {"key": norm.key(d.text), "id": d.id,
-                                                               "first_seen": _first_seen(d)})
-        band_rows = docs | "BandRows" >> beam.ParDo(_Sign(params)) | "BandDicts" >> beam.MapTuple(
-            lambda k, v: {"band": k[0], "hash": k[1], "id": v[0], "first_seen": v[1], "sig": v[2]})
-        exact_rows | "WriteExact" >> WriteSharded(
-            FileSystems.join(self._dir, "exact"), ".parquet", lambda r: f"{r['key']}\x00{r['id']}",
-            lambda rows: parquet_bytes(pa.Table.from_pylist(rows, schema=EXACT)), write_empty=False)
-        band_rows | "WriteBands" >> WriteSharded(
-            FileSystems.join(self._dir, "bands"), ".parquet", lambda r: f"{r['band']}\x00{r['hash']}\x00{r['id']}",
-            lambda rows: parquet_bytes(pa.Table.from_pylist(rows, schema=BANDS)), write_empty=False)
+        exact_rows = docs | "ExactRows" >> beam.Map(lambda d: {"key": norm.key(d.text), **_record(rank(d))})
+        sketches = docs | "Sketch" >> beam.ParDo(_Sketch(params)).with_outputs(_SHINGLES, _BANDS)
+        band_rows = sketches[_BANDS] | "BandDicts" >> beam.MapTuple(
+            lambda k, r: {"band": k[0], "hash": k[1], **_record(r)})
+        shingle_rows = sketches[_SHINGLES] | "ShingleDicts" >> beam.MapTuple(
+            lambda r, sh: {**_record(r), "shingles": sh})
+        for label, rows, schema in (("Exact", exact_rows, EXACT), ("Bands", band_rows, BANDS),
+                                    ("Shingles", shingle_rows, SHINGLES)):
+            rows | f"Write{label}" >> WriteSharded(
+                FileSystems.join(self._dir, label.lower()), ".parquet", _sort_key,
+                lambda rs, schema=schema: parquet_bytes(pa.Table.from_pylist(rs, schema=schema)), write_empty=False)
         return docs
