@@ -82,9 +82,9 @@ def _crawl_share(crawl: str, parts: dict, references: dict, tpr: TprPrior, seed:
     statuses = dict(parts["statuses"][0]) if parts["statuses"] else {}
     if cells:
         return crawl, combine(cells, references, tpr, seed, f"crawl:{crawl}")
-    n = sum(statuses.values())
-    reason = "unsupported language" if statuses.get("unsupported_language") == n else "no reference group"
-    return crawl, null_share(reason, n, 0)
+    n, tokens = sum(v[0] for v in statuses.values()), sum(v[1] for v in statuses.values())
+    reason = "unsupported language" if statuses.get("unsupported_language", (0,))[0] == n else "no reference group"
+    return crawl, null_share(reason, n, tokens)
 
 
 class ScoreAgainstReference(beam.PTransform):
@@ -120,7 +120,7 @@ class ScoreAgainstReference(beam.PTransform):
         statuses = (
             (assigned["unassigned"], assigned[_ASSIGNED] | "Docs" >> beam.MapTuple(lambda d, f, t: d))
             | "AllScored" >> beam.Flatten()
-            | "StatusKey" >> beam.Map(lambda d: (crawl_of(d), (_status(d), 1)))
+            | "StatusKey" >> beam.Map(lambda d: (crawl_of(d), (_status(d), count_tokens(d.text))))
             | "Statuses" >> beam.CombinePerKey(_StatusCounts())
         )
         by_crawl = (
@@ -184,15 +184,17 @@ class _StatusCounts(beam.CombineFn):
         return {}
 
     def add_input(self, acc, item):
-        k, n = item
-        acc[k] = acc.get(k, 0) + n
+        k, tokens = item
+        n, t = acc.get(k, (0, 0))
+        acc[k] = (n + 1, t + tokens)
         return acc
 
     def merge_accumulators(self, accs):
         out = {}
         for a in accs:
-            for k, n in a.items():
-                out[k] = out.get(k, 0) + n
+            for k, (n, t) in a.items():
+                n0, t0 = out.get(k, (0, 0))
+                out[k] = (n0 + n, t0 + t)
         return out
 
     def extract_output(self, acc):
