@@ -21,9 +21,9 @@ from transforms.io.write import WriteDocuments, WriteJsonRecords, write_json
 from transforms.provenance.lineage import RunInfo, WriteProvenance
 from transforms.refresh.index import IndexParams
 from transforms.refresh.match import MatchIndex, WriteSegment
-from transforms.score.estimate import EstimateSyntheticFraction
-from transforms.score.handler import ScoreAILikelihood
 from transforms.score.model import DEFAULT_MODEL_DIR, Detector, ModelLoadError
+from transforms.score.reference import ReadReference
+from transforms.score.stage import ScoreAgainstReference
 from transforms.provenance.summary import SignalCounts
 from transforms.provenance.tag import TagProvenance
 
@@ -51,6 +51,20 @@ class IndexStage:
     shingle_files: list
     segment_dir: str
     params: IndexParams
+
+
+def _reference_files(patterns: list[str]) -> list[str]:
+    """--human_reference globs, each of which must match at least one file (local or gs://)."""
+    files = []
+    for pattern in patterns:
+        try:
+            found = [m.path for m in FileSystems.match([pattern])[0].metadata_list]
+        except Exception:
+            found = []
+        if not found:
+            raise UserError(f"--human_reference: no files match {pattern}")
+        files += found
+    return sorted(set(files))
 
 
 def build(p, opts: CurateOptions, common: CommonOptions, output: str, index: IndexStage | None = None) -> None:
@@ -94,13 +108,18 @@ def build(p, opts: CurateOptions, common: CommonOptions, output: str, index: Ind
             card = Detector.load(model_dir).card
         except ModelLoadError as e:
             raise UserError(str(e)) from None
-        scored = documents | "Score" >> ScoreAILikelihood(model_dir)
+        reference = None
+        if opts.human_reference:
+            reference = p | "HumanReference" >> ReadReference(_reference_files(opts.human_reference))
+        try:
+            stage = ScoreAgainstReference(model_dir, card, opts.seed, reference)
+        except ValueError as e:
+            raise UserError(f"--detector_model {model_dir}: {e}") from None
+        scored = documents | "Score" >> stage
         documents = scored[DOCUMENTS]
         dead_parts.append(scored[DEAD_LETTERS])
-        extra["synthetic_estimate"] = (
-            documents
-            | "EstimatePerCrawl" >> EstimateSyntheticFraction(card, key_fn=lambda d: d.crawl_id or "unknown")
-            | "EstimatesToDict" >> beam.combiners.ToDict())
+        extra["ai_share"] = scored["ai_share"]
+        extra["scoring"] = scored["scoring"]
     dead = dead_parts | "AllDead" >> beam.Flatten()
     dropped = drops | "AllDropped" >> beam.Flatten()
     (dropped

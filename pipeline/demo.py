@@ -24,14 +24,19 @@ def run(output: str) -> None:
     sources = []
     for crawl_id, _ in sample.SNAPSHOTS:
         curated = os.path.join(output, "curated", crawl_id)
+        # the older snapshot (captured before ChatGPT) is the newer one's human reference
+        reference = ["--human_reference", os.path.join(sources[0], "documents", "*.parquet")] if sources else []
         summary, _ = curate.run(["--input", os.path.join(crawl, f"{crawl_id}-*.gz"), "--output", curated,
-                                 "--overwrite"])
+                                 "--overwrite", *reference])
         print(f"curated {crawl_id}: {curated}/documents/*.parquet ({summary['documents_out']} of "
               f"{summary['records_read']} records; dropped {sum(summary['dropped'].values())}, dead letters "
               f"{sum(summary['dead_letters'].values())}; summary {curated}/summary.json)")
-        for key, est in sorted(summary.get("synthetic_estimate", {}).items()):
-            m = est["mixture"]
-            print(f"  estimated AI share: {m['estimate']:.3f} [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}]")
+        for key, s in sorted(summary.get("ai_share", {}).get("by_crawl", {}).items()):
+            if s["estimate"] is None:
+                print(f"  AI share of tokens ({key}): not estimable ({s['reason']})")
+            else:
+                print(f"  AI share of tokens ({key}): {s['estimate']:.3f}, 95% interval [{s['ci95'][0]:.3f}, "
+                      f"{s['ci95'][1]:.3f}] against {s['reference']['documents']} human reference documents")
         sources.append(curated)
     config = dict(MIX, sources=[
         {"name": "human-anchor-2022", "inputs": [os.path.join(sources[0], "documents", "*.parquet")],

@@ -62,6 +62,9 @@ class CurateOptions(PipelineOptions):
         parser.add_argument("--max_residual_edges", type=_positive_int, default=1_000_000,
                             help="fail if connected components leave more residual edges than this")
         parser.add_argument("--no_score", action="store_true", help="skip AI-likelihood scoring")
+        parser.add_argument("--human_reference", nargs="+",
+                            help="curated Parquet of an earlier run (globs, local or gs://) used as human reference "
+                                 "besides this run's pre-LLM documents")
 
 
 class MixOptions(PipelineOptions):

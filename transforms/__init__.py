@@ -15,9 +15,11 @@ from transforms.mix.select import MixWithCeiling
 from transforms.provenance.lineage import RunInfo, WriteProvenance
 from transforms.refresh.match import MatchIndex, WriteSegment
 from transforms.provenance.tag import TagProvenance
-from transforms.score.estimate import EstimateSyntheticFraction
+from transforms.score.estimate import estimate_share
 from transforms.score.handler import FastTextModelHandler, ScoreAILikelihood
 from transforms.score.model import Detector
+from transforms.score.reference import BuildReference, ReadReference, conformal_pvalue
+from transforms.score.stage import ScoreAgainstReference
 from transforms.io.write import WriteDocuments, WriteJsonRecords, WriteSharded
 
 __all__ = [
@@ -26,7 +28,8 @@ __all__ = [
     "ReadCrawl", "WriteDocuments", "WriteJsonRecords", "WriteSharded",
     "ConnectedComponents", "ExactDedup", "IdCollisions", "MinHasher", "NearDedup", "Normalization", "VerifyPairs",
     "RunInfo", "TagProvenance", "WriteProvenance",
-    "Detector", "EstimateSyntheticFraction", "FastTextModelHandler", "ScoreAILikelihood",
+    "Detector", "FastTextModelHandler", "ScoreAILikelihood", "ScoreAgainstReference", "BuildReference",
+    "ReadReference", "conformal_pvalue", "estimate_share",
     "MixConfig", "MixWithCeiling", "load_mix_config",
     "MatchIndex", "WriteSegment",
 ]

@@ -1,26 +1,36 @@
 """The detector as a loaded object: a quantised fastText model plus its calibration and threshold.
 
-A model folder holds `model.ftz` and `model_card.json` (calibration, threshold, metrics). Its identity is the
-folder name and the model file's sha256, recorded on every scored document as `ai_model`.
+A model folder (local or any Beam FileSystems path, e.g. gs://) holds `model.ftz` and `model_card.json`
+(calibration, threshold, labels, sha256, metrics). The model bytes are checked against the card's sha256 before
+fastText sees them (fastText's loader crashes the process on a truncated or foreign file instead of raising), and
+its labels against the card after loading. Its identity, recorded on every scored document as `ai_model`, is the
+card's name and the model file's sha256.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import tempfile
 from dataclasses import dataclass
 
 import numpy as np
+from apache_beam.io.filesystems import FileSystems
 
 from transforms.score.calibration import Platt
 from transforms.score.normalize import for_scoring
 
 AI_LABEL = "__label__ai"
+HUMAN_LABEL = "__label__human"
+LABELS = (AI_LABEL, HUMAN_LABEL)
+MODEL_FILE = "model.ftz"
+CARD_FILE = "model_card.json"
 DEFAULT_MODEL_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default_model")
 
 
 class ModelLoadError(RuntimeError):
-    pass
+    """A missing, broken or mismatched model folder; the message is one line."""
 
 
 def sha256_file(path: str) -> str:
@@ -29,6 +39,72 @@ def sha256_file(path: str) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def read_card(model_dir: str) -> dict:
+    """The card, with the fields loading relies on checked (one-line ModelLoadError otherwise)."""
+    path = FileSystems.join(model_dir, CARD_FILE)
+    try:
+        with FileSystems.open(path) as f:
+            card = json.loads(f.read().decode("utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise ModelLoadError(f"cannot load detector from {model_dir}: unreadable {CARD_FILE} "
+                             f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from None
+    problems = []
+    if not isinstance(card, dict):
+        raise ModelLoadError(f"cannot load detector from {model_dir}: {CARD_FILE} is not a JSON object")
+    sha = card.get("sha256")
+    if not (isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)):
+        problems.append("no valid sha256")
+    cal = card.get("calibration")
+    if not (isinstance(cal, dict) and all(isinstance(cal.get(k), (int, float)) and math.isfinite(cal[k])
+                                          for k in ("a", "b"))):
+        problems.append("no valid calibration {a, b}")
+    thr = card.get("threshold")
+    if not (isinstance(thr, (int, float)) and 0 <= thr <= 1):
+        problems.append("threshold not in [0, 1]")
+    if sorted(card.get("labels") or []) != sorted(LABELS):
+        problems.append(f"labels must be {list(LABELS)}")
+    if problems:
+        raise ModelLoadError(f"cannot load detector from {model_dir}: {CARD_FILE} has " + ", ".join(problems))
+    return card
+
+
+def local_model_copy(model_dir: str, sha256: str) -> str:
+    """A local file holding the model bytes whose sha256 is `sha256` (a cached copy keyed by it for remote
+    folders); ModelLoadError when the bytes on disk are not the ones the card describes."""
+    src = FileSystems.join(model_dir, MODEL_FILE)
+    if "://" not in model_dir:
+        if not os.path.isfile(src):
+            raise ModelLoadError(f"cannot load detector from {model_dir}: no {MODEL_FILE}")
+        digest = sha256_file(src)
+        if digest != sha256:
+            raise ModelLoadError(f"cannot load detector from {model_dir}: {MODEL_FILE} sha256 {digest[:12]}… does "
+                                 f"not match the card's {sha256[:12]}… (truncated, replaced or half-written model)")
+        return src
+    cached = os.path.join(tempfile.gettempdir(), f"synthcap-model-{sha256}.ftz")
+    if os.path.isfile(cached) and sha256_file(cached) == sha256:
+        return cached
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(cached), suffix=".partial")
+    h = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as out, FileSystems.open(src) as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+                out.write(chunk)
+        if h.hexdigest() != sha256:
+            raise ModelLoadError(f"cannot load detector from {model_dir}: {MODEL_FILE} sha256 {h.hexdigest()[:12]}… "
+                                 f"does not match the card's {sha256[:12]}…")
+        os.replace(tmp, cached)
+    except ModelLoadError:
+        raise
+    except Exception as e:
+        raise ModelLoadError(f"cannot load detector from {model_dir}: cannot read {MODEL_FILE} "
+                             f"({type(e).__name__})") from None
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return cached
 
 
 @dataclass
@@ -43,18 +119,20 @@ class Detector:
     def load(cls, model_dir: str) -> "Detector":
         import fasttext
 
-        path = os.path.join(model_dir, "model.ftz")
-        card_path = os.path.join(model_dir, "model_card.json")
+        card = read_card(model_dir)
+        path = local_model_copy(model_dir, card["sha256"])
         try:
-            with open(card_path) as f:
-                card = json.load(f)
             fasttext.FastText.eprint = lambda *a, **k: None  # silence the load-time warning
             model = fasttext.load_model(path)
-        except (OSError, ValueError) as e:
-            raise ModelLoadError(f"cannot load detector from {model_dir}: {e}") from None
-        digest = sha256_file(path)
+        except (OSError, ValueError, RuntimeError, MemoryError) as e:
+            raise ModelLoadError(f"cannot load detector from {model_dir}: {type(e).__name__}") from None
+        labels = sorted(model.get_labels())
+        if labels != sorted(LABELS):
+            raise ModelLoadError(f"cannot load detector from {model_dir}: model labels {labels[:4]} are not "
+                                 f"{list(LABELS)}")
+        name = card.get("name") if isinstance(card.get("name"), str) else os.path.basename(model_dir.rstrip("/"))
         return cls(model, Platt.from_json(card["calibration"]), float(card["threshold"]),
-                   f"{card.get('name', os.path.basename(model_dir.rstrip('/')))}@sha256:{digest}", card)
+                   f"{name}@sha256:{card['sha256']}", card)
 
     def raw_scores(self, texts: list[str]) -> np.ndarray:
         """P(ai) before calibration. fastText's predict needs a list (a str raises) without newlines."""

@@ -19,7 +19,7 @@ from typing import Iterable
 import numpy as np
 
 from transforms.score.calibration import Platt
-from transforms.score.model import AI_LABEL, sha256_file
+from transforms.score.model import AI_LABEL, CARD_FILE, MODEL_FILE, sha256_file
 from transforms.score.normalize import for_scoring
 
 DEFAULT_PARAMS = {"epoch": 5, "lr": 0.5, "wordNgrams": 2, "minn": 0, "maxn": 0, "dim": 64, "bucket": 500_000,
@@ -205,7 +205,6 @@ def train_detector(paths: list[str], out_dir: str, seed: int = 1, lodo: bool = T
     }
     if lodo:
         card["leave_one_dataset_out"] = leave_one_dataset_out(examples, best, seed, log)
-    os.makedirs(out_dir, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         train_file = os.path.join(tmp, "train.txt")
         _write_train_file(parts["train"], train_file)
@@ -222,11 +221,25 @@ def train_detector(paths: list[str], out_dir: str, seed: int = 1, lodo: bool = T
                                 "fpr": card["validation"]["flagged_human_at_threshold"],
                                 "n_ai": card["validation"]["ai"], "n_human": card["validation"]["human"]}
     card["validation_histograms"] = score_histograms(val_p, [e.label for e in val])
-    path = os.path.join(out_dir, "model.ftz")
-    model.save_model(path)
-    card["sha256"] = sha256_file(path)
-    with open(os.path.join(out_dir, "model_card.json"), "w") as f:
+    return write_model(model, card, out_dir)
+
+
+def write_model(model, card: dict, out_dir: str) -> dict:
+    """Model and card land together: both are staged beside their final names, then renamed model first. A crash
+    between the two renames leaves a card whose sha256 names the old model, which `Detector.load` refuses in one
+    line; it never pairs a card with a model it does not describe."""
+    os.makedirs(out_dir, exist_ok=True)
+    model_path, card_path = os.path.join(out_dir, MODEL_FILE), os.path.join(out_dir, CARD_FILE)
+    model.save_model(model_path + ".partial")
+    card = {**card, "sha256": sha256_file(model_path + ".partial"), "labels": sorted(model.get_labels())}
+    with open(card_path + ".partial", "w") as f:
         json.dump(card, f, indent=2, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    with open(model_path + ".partial", "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(model_path + ".partial", model_path)
+    os.replace(card_path + ".partial", card_path)
     return card
 
 

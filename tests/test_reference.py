@@ -1,0 +1,348 @@
+"""Human-reference scoring: conformal p-values, cross-fitted groups, share estimates, the language gate, and the
+detector's integrity checks (issue 10 item 12)."""
+from __future__ import annotations
+
+import json
+import random
+import shutil
+
+import numpy as np
+import pytest
+
+from transforms.document import Document
+from transforms.score.estimate import Cell, TprPrior, combine, estimate_share, point_fpr, posterior
+from transforms.score.reference import (MIN_REFERENCE, ReferenceGroup, conformal_pvalue, conformal_threshold,
+                                        group_candidates, half_of)
+
+
+def test_conformal_pvalue_counts_reference_scores_at_least_as_high():
+    ref = [0.1, 0.2, 0.2, 0.5, 0.9]
+    assert conformal_pvalue(0.2, ref) == (1 + 4) / 6
+    assert conformal_pvalue(0.95, ref) == 1 / 6
+    assert conformal_pvalue(0.0, ref) == 1.0
+    assert conformal_pvalue(0.5, []) == 1.0
+
+
+def test_conformal_pvalue_is_valid_for_human_documents():
+    """Valid marginally over the draw of the reference: P(p <= u) <= u."""
+    rng = np.random.default_rng(1)
+    p = np.array([conformal_pvalue(s, np.sort(rng.beta(2, 3, 99))) for s in rng.beta(2, 3, 4000)])
+    for u in (0.01, 0.05, 0.2):
+        assert (p <= u).mean() <= u + 0.01
+
+
+def test_conformal_threshold_flags_at_most_alpha_of_humans():
+    rng = np.random.default_rng(2)
+    ref = np.sort(rng.normal(size=300))
+    t = conformal_threshold(ref, 0.05)
+    assert 0.03 < (rng.normal(size=20000) > t).mean() <= 0.055
+    assert conformal_threshold(ref[:10], 0.05) == float("inf")  # too small for the guarantee: nothing flagged
+
+
+def test_groups_prefer_the_registered_domain_then_the_crawl_then_global():
+    doc = Document("1", "t", "s", 0, crawl_id="CC-1", provenance={"registered_domain": "example.com"})
+    assert group_candidates(doc) == ["domain:example.com", "source:CC-1", "global"]
+    assert group_candidates(Document("1", "t", "s", 0)) == ["source:unknown", "global"]
+
+
+def test_a_reference_document_is_never_calibrated_against_itself():
+    docs = [Document(str(i), "t", "f.jsonl", i) for i in range(400)]
+    halves = {0: [], 1: []}
+    for i, d in enumerate(docs):
+        halves[half_of(d, seed=3)].append((i / 400, d))
+    assert 150 < len(halves[0]) < 250
+    ref = ReferenceGroup("global", 400, tuple(tuple(sorted(s for s, _ in halves[h])) for h in (0, 1)),
+                         tuple(tuple(1 for _ in halves[h]) for h in (0, 1)))
+    for h in (0, 1):
+        for score, d in halves[h]:
+            # the document's own score is in its half only: the half it is compared with does not hold it
+            assert score not in ref.other(half_of(d, seed=3))
+    # ids that collide across files are still different records, in independent halves
+    a, b = Document("x", "t", "a.jsonl", 0), Document("x", "t", "b.jsonl", 0)
+    assert {half_of(Document("x", "t", f"{k}.jsonl", 0), 3) for k in range(40)} == {0, 1}
+    assert (a.source, a.offset) != (b.source, b.offset)
+
+
+def _mixture(rng, n, share, ref_n=600):
+    """Human scores ~ Beta(2, 5); AI scores ~ Beta(4, 3) (TPR at the 95% human quantile: 0.49)."""
+    n_ai = int(round(share * n))
+    scores = np.concatenate([rng.beta(4, 3, n_ai), rng.beta(2, 5, n - n_ai)])
+    tokens = rng.integers(50, 400, n)
+    return scores, tokens, rng.beta(2, 5, ref_n), rng.integers(50, 400, ref_n)
+
+
+def test_estimate_share_covers_known_token_shares_and_is_never_zero_width():
+    rng = np.random.default_rng(5)
+    tpr = TprPrior(point=0.5, low=0.4, high=0.6)
+    for truth in (0.0, 0.1, 0.3):
+        scores, tokens, ref, ref_tokens = _mixture(rng, 3000, truth)
+        s = estimate_share(scores, tokens, ref, tpr, seed=1, reference_tokens=ref_tokens)
+        true_tokens = tokens[: int(round(truth * 3000))].sum() / tokens.sum()
+        assert s["method"] == "reference-acc" and s["documents"] == 3000 and s["tokens"] == int(tokens.sum())
+        assert s["ci95"][0] <= s["estimate"] <= s["ci95"][1] and s["ci95"][0] < s["ci95"][1]
+        assert s["ci95"][0] - 0.01 <= true_tokens <= s["ci95"][1] + 0.01
+        assert abs(s["estimate"] - true_tokens) < 0.06
+        assert s["reference"] == {"group": "global", "documents": 600}
+
+
+def test_a_wider_tpr_prior_gives_a_wider_interval():
+    rng = np.random.default_rng(6)
+    scores, tokens, ref, ref_tokens = _mixture(rng, 2000, 0.3)
+    narrow = estimate_share(scores, tokens, ref, TprPrior(0.55, 0.5, 0.6), reference_tokens=ref_tokens)
+    wide = estimate_share(scores, tokens, ref, TprPrior(0.4, 0.15, 0.65), reference_tokens=ref_tokens)
+    assert wide["ci95"][1] - wide["ci95"][0] > narrow["ci95"][1] - narrow["ci95"][0]
+
+
+def test_estimates_are_deterministic_and_null_with_a_reason():
+    rng = np.random.default_rng(7)
+    scores, tokens, ref, _ = _mixture(rng, 500, 0.1)
+    tpr = TprPrior(0.5, 0.3, 0.6)
+    assert estimate_share(scores, tokens, ref, tpr, seed=4) == estimate_share(scores, tokens, ref, tpr, seed=4)
+    few = estimate_share(scores[:5], tokens[:5], ref, tpr)
+    assert few["estimate"] is None and "fewer than" in few["reason"] and few["documents"] == 5
+    assert combine([Cell("domain:x").add(10, False)], {}, tpr, 0, "k")["reason"] == "no reference group"
+
+
+def test_posterior_sums_to_the_estimate_over_a_group():
+    share, tpr, fpr = 0.2, 0.6, 0.05
+    f = share * tpr + (1 - share) * fpr  # the flagged share that gives this estimate
+    mean = f * posterior(True, share, tpr, fpr) + (1 - f) * posterior(False, share, tpr, fpr)
+    assert abs(mean - share) < 1e-12
+    assert posterior(True, 0.0, tpr, fpr) == 0.0 and posterior(False, 1.0, tpr, fpr) == 1.0
+
+
+def test_tpr_prior_from_the_shipped_card_is_out_of_domain():
+    from transforms.score.model import DEFAULT_MODEL_DIR, read_card
+
+    card = read_card(DEFAULT_MODEL_DIR)
+    prior = TprPrior.from_card(card)
+    lodo = card["leave_one_dataset_out"]["mean"]["tpr_at_5pct_fpr"]
+    assert prior.point == pytest.approx(lodo) and prior.low < prior.point < prior.high
+    assert prior.high == pytest.approx(card["test"]["overall"]["tpr_at_5pct_fpr"])
+    with pytest.raises(ValueError):
+        TprPrior.from_card({})
+
+
+def test_point_fpr_is_the_held_out_token_flag_rate():
+    halves = ((0.1, 0.2, 0.3, 0.9), (0.1, 0.2, 0.3, 0.4))
+    ref = ReferenceGroup("g", 8, halves, ((10, 10, 10, 30), (10, 10, 10, 10)))
+    # threshold for half 0 comes from half 1 (too small for alpha 0.05: +inf), so nothing is flagged
+    assert ref.held_out_fpr()[0] == 0.0 and 0 < point_fpr(ref) < 0.1
+
+
+def test_language_gate_uses_the_header_then_the_identifier():
+    from transforms.score.language import LanguageGate, declared_language
+
+    gate = LanguageGate()
+    assert declared_language("eng,deu") == "en" and declared_language("deu") == "deu"
+    assert declared_language("") is None
+    english = "The quick brown fox jumps over the lazy dog and runs into the forest to hide."
+    german = "Der schnelle braune Fuchs springt über den faulen Hund und läuft in den Wald."
+    assert gate.supported(english, None) and not gate.supported(german, None)
+    assert not gate.supported(english, "deu") and gate.supported(german, "eng")
+
+
+# -- the detector's integrity (issue 10 item 12) --------------------------------------------------------------
+
+_TRAIN_TINY = """
+import random, sys, fasttext
+labels, data, out = sys.argv[1].split(","), sys.argv[2], sys.argv[3]
+rng = random.Random(0)
+with open(data, "w") as f:
+    for i in range(300):
+        f.write(labels[i % 2] + " " + " ".join(f"w{rng.randrange(500)}" for _ in range(30)) + "\\n")
+fasttext.train_supervised(input=data, epoch=1, dim=8, thread=1, verbose=0, seed=1, lr=0.5, wordNgrams=2,
+                          bucket=10_000, loss="softmax").save_model(out)
+"""
+
+
+def _tiny_fasttext(path, labels=("__label__ai", "__label__human")):
+    """A real fastText model in well under a second, trained in a fresh interpreter: fastText 0.9.3 training hits
+    `Encountered NaN` on small data once py3langid has loaded its model in the same process."""
+    import subprocess
+    import sys
+
+    import fasttext
+
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-c", _TRAIN_TINY, ",".join(labels), str(path / "tiny.txt"),
+                    str(path / "tiny.bin")], check=True)
+    return fasttext.load_model(str(path / "tiny.bin"))
+
+
+def _model_dir(tmp_path, labels=("__label__ai", "__label__human")):
+    from transforms.score.train import write_model
+
+    out = tmp_path / "model"
+    model = _tiny_fasttext(tmp_path / "x", labels)
+    card = {"name": "tiny", "calibration": {"method": "platt", "a": 1.0, "b": 0.0}, "threshold": 0.9,
+            "test": {"overall": {"tpr_at_5pct_fpr": 0.5}}}
+    write_model(model, card, str(out))
+    return out
+
+
+def test_write_model_leaves_a_matching_pair_and_no_partial_files(tmp_path):
+    from transforms.score.model import Detector, sha256_file
+
+    out = _model_dir(tmp_path)
+    card = json.loads((out / "model_card.json").read_text())
+    assert sorted(p.name for p in out.iterdir()) == ["model.ftz", "model_card.json"]
+    assert card["sha256"] == sha256_file(str(out / "model.ftz"))
+    assert card["labels"] == ["__label__ai", "__label__human"]
+    det = Detector.load(str(out))
+    assert det.model_id == f"tiny@sha256:{card['sha256']}"
+    assert 0 <= det.score(["w1 w2 w3"])[0] <= 1
+
+
+def _load_error(model_dir) -> str:
+    from transforms.score.model import Detector, ModelLoadError
+
+    with pytest.raises(ModelLoadError) as e:
+        Detector.load(str(model_dir))
+    msg = str(e.value)
+    assert "\n" not in msg
+    return msg
+
+
+def test_truncated_model_is_refused_before_fasttext_reads_it(tmp_path):
+    out = _model_dir(tmp_path)
+    data = (out / "model.ftz").read_bytes()
+    (out / "model.ftz").write_bytes(data[: len(data) // 3])
+    assert "does not match the card" in _load_error(out)
+
+
+def test_a_model_with_other_labels_is_refused(tmp_path):
+    from transforms.score.model import sha256_file
+
+    out = _model_dir(tmp_path / "a", labels=("__label__pos", "__label__neg"))
+    card = json.loads((out / "model_card.json").read_text())
+    assert "labels must be" in _load_error(out)  # the card says what the model holds: refused
+    card["labels"] = ["__label__ai", "__label__human"]  # a card that lies about the labels
+    card["sha256"] = sha256_file(str(out / "model.ftz"))
+    (out / "model_card.json").write_text(json.dumps(card))
+    assert "model labels" in _load_error(out)
+
+
+def test_swapped_model_and_broken_cards_are_one_line(tmp_path):
+    good = _model_dir(tmp_path / "a")
+    other = _model_dir(tmp_path / "b", labels=("__label__ai", "__label__human"))
+    # train-detector killed between the two renames: a new model beside the old card
+    (other / "extra.txt").write_text("")
+    shutil.copy(good / "model.ftz", other / "model.ftz")
+    (good / "model.ftz").write_bytes((good / "model.ftz").read_bytes() + b"\0")
+    assert "does not match the card" in _load_error(good)
+    card = good / "model_card.json"
+    for text, expect in (("{not json", "unreadable model_card.json"), ("[]", "not a JSON object"),
+                         (json.dumps({"sha256": "x"}), "no valid sha256")):
+        card.write_text(text)
+        assert expect in _load_error(good)
+    assert "no model_card.json" in _load_error(tmp_path / "missing") or "unreadable" in _load_error(
+        tmp_path / "missing")
+
+
+def test_cli_refuses_a_truncated_model_in_one_line(tmp_path, capsys):
+    from pipeline.cli import main
+
+    out = _model_dir(tmp_path)
+    data = (out / "model.ftz").read_bytes()
+    (out / "model.ftz").write_bytes(data[:100])
+    (tmp_path / "in.jsonl").write_text('{"id": "1", "text": "hello world"}\n')
+    rc = main(["curate", "--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "o"),
+               "--detector_model", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "does not match the card" in err and "\n" not in err
+
+
+def test_model_is_read_through_beam_filesystems(gcs_emulator, tmp_path):
+    from apache_beam.io.filesystems import FileSystems
+
+    from transforms.score.model import Detector
+
+    out = _model_dir(tmp_path)
+    remote = f"gs://{gcs_emulator}/models/tiny"
+    for name in ("model.ftz", "model_card.json"):
+        with FileSystems.create(f"{remote}/{name}") as f:
+            f.write((out / name).read_bytes())
+    local, det = Detector.load(str(out)), Detector.load(remote)
+    assert det.model_id == local.model_id
+    assert det.score(["w3 w1 w7"])[0] == local.score(["w3 w1 w7"])[0]
+
+
+def test_missing_human_reference_is_one_line(tmp_path, capsys):
+    from pipeline.cli import main
+
+    (tmp_path / "in.jsonl").write_text('{"id": "1", "text": "hello world"}\n')
+    rc = main(["curate", "--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "o"),
+               "--human_reference", str(tmp_path / "nothing" / "*.parquet")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "--human_reference: no files match" in err and "\n" not in err
+
+
+# -- end to end ------------------------------------------------------------------------------------------------
+
+def _jsonl_crawl(path, n_ref: int, n_test_human: int, with_ai: bool = True, german: int = 0):
+    """Records with `url` and `created`: reference pages dated before 2022-11-30, test pages after, same sites."""
+    from pipeline.sample import human_paragraphs, llm_written
+
+    paras = human_paragraphs()
+    rng = random.Random(3)
+    rng.shuffle(paras)
+    rows = []
+    for i in range(n_ref):
+        rows.append({"id": f"r{i}", "url": f"https://site{i % 3}.example.org/p{i}", "created": "2021-06-01",
+                     "text": paras[i]})
+    for i in range(n_test_human):
+        rows.append({"id": f"t{i}", "url": f"https://site{i % 3}.example.org/n{i}", "created": "2024-03-01",
+                     "text": paras[n_ref + i]})
+    if with_ai:
+        for i, rec in enumerate(llm_written()):
+            rows.append({"id": f"a{i}", "url": f"https://site{i % 3}.example.org/a{i}", "created": "2024-03-02",
+                         "text": rec["text"]})
+    for i in range(german):
+        rows.append({"id": f"g{i}", "url": f"https://site0.example.org/de{i}", "created": "2024-03-01",
+                     "text": "Die Dokumentation beschreibt, wie man Dateien liest und schreibt, und warum man "
+                             f"dabei auf die Kodierung achten muss. Abschnitt {i}."})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
+@pytest.mark.slow
+def test_curate_with_reference_in_the_run_and_through_human_reference(tmp_path):
+    from pipeline import curate
+    from tests.helpers import read_documents
+
+    n_ref = MIN_REFERENCE + 40
+    _jsonl_crawl(tmp_path / "crawl.jsonl", n_ref, 80, german=2)
+    summary, counters = curate.run(["--input", str(tmp_path / "crawl.jsonl"), "--output", str(tmp_path / "one"),
+                                    "--no_near_dedup", "--no_exact_dedup"])
+    docs = read_documents(tmp_path / "one")
+    scored = [d for d in docs if d.ai_score is not None]
+    assert all(d.ai_score is None for d in docs if d.id.startswith("g"))
+    assert summary["scoring"]["null"]["unsupported_language"] == counters["score_null_unsupported_language"] >= 2
+    assert summary["scoring"]["scored"] == len(scored) == counters["scored"]
+    assert all(d.ai_reference == "domain:example.org" and 0 < d.ai_pvalue <= 1 and 0 <= d.p_ai <= 1 for d in scored)
+    share = summary["ai_share"]["by_crawl"]["unknown"]
+    n_scored_ref = sum(1 for d in scored if d.id.startswith("r"))
+    assert n_scored_ref > MIN_REFERENCE
+    assert share["reference"]["documents"] == n_scored_ref and share["method"] == "reference-acc"
+    assert share["ci95"][0] <= share["estimate"] <= share["ci95"][1] and share["ci95"][0] < share["ci95"][1]
+    assert set(summary["ai_share"]["by_reference"]) == {"domain:example.org"}
+
+    # the same test pages against the reference of an earlier curated run
+    (tmp_path / "ref").mkdir()
+    (tmp_path / "new").mkdir()
+    lines = (tmp_path / "crawl.jsonl").read_text().splitlines(keepends=True)
+    (tmp_path / "ref" / "old.jsonl").write_text("".join(lines[:n_ref]))
+    (tmp_path / "new" / "new.jsonl").write_text("".join(lines[n_ref:]))
+    curate.run(["--input", str(tmp_path / "ref" / "old.jsonl"), "--output", str(tmp_path / "old"),
+                "--no_near_dedup", "--no_exact_dedup"])
+    summary2, counters2 = curate.run(
+        ["--input", str(tmp_path / "new" / "new.jsonl"), "--output", str(tmp_path / "two"), "--no_near_dedup",
+         "--no_exact_dedup", "--human_reference", str(tmp_path / "old" / "documents" / "*.parquet")])
+    assert counters2["reference_read"] == n_ref and summary2["reconciles"]
+    share2 = summary2["ai_share"]["by_crawl"]["unknown"]
+    assert share2["reference"]["documents"] == n_scored_ref
+    two = {d.id: d for d in read_documents(tmp_path / "two")}
+    one = {d.id: d for d in docs}
+    assert set(two) == {i for i in one if not i.startswith("r")}
+    assert all(two[i].ai_score == one[i].ai_score for i in two)

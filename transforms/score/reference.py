@@ -1,0 +1,201 @@
+"""The human reference: documents known to be human, grouped so that each scored document is calibrated against
+human text from its own site, and the conformal p-value that calibration gives.
+
+A reference document is a scored document dated before ChatGPT's release (`provenance.pre_llm`) in the same run,
+or any document of an earlier curated run passed as `--human_reference`. Groups, most specific first:
+`domain:<registered domain>`, `source:<crawl id>` (pooled per crawl), `global`. A document is served by the first
+of its groups that holds at least `MIN_REFERENCE` reference documents; with none, it has no reference.
+
+Cross-fit: a keyed hash of (seed, record) puts every record (reference or not) in half 0 or 1, and a record is
+only ever compared with the other half of its group, so a reference document never calibrates itself. Each half
+keeps at most `MAX_PER_HALF` scores (the smallest keyed hashes, so the sample is the same whatever the order or
+the worker count): the side input stays bounded whatever the crawl size.
+"""
+from __future__ import annotations
+
+import bisect
+import heapq
+import math
+from dataclasses import dataclass
+
+import apache_beam as beam
+import xxhash
+
+from transforms.accounting import count
+from transforms.document import Document
+from transforms.tokens import count_tokens
+
+MIN_REFERENCE = 200
+MAX_PER_HALF = 2000
+ALPHA = 0.05  # the flag threshold keeps at most this share of a group's human documents
+
+
+def record_key(doc: Document) -> str:
+    """Unique per record even when ids collide across files."""
+    return f"{doc.id}\x00{doc.source}\x00{doc.offset}"
+
+
+def _hash(seed: int, salt: str, doc: Document) -> int:
+    return xxhash.xxh3_64_intdigest(f"{seed}\x00{salt}\x00{record_key(doc)}".encode())
+
+
+def half_of(doc: Document, seed: int) -> int:
+    return _hash(seed, "half", doc) & 1
+
+
+def is_reference(doc: Document) -> bool:
+    """Dated before 2022-11-30 in this run (pre-LLM): human to a very good approximation."""
+    return (doc.provenance or {}).get("pre_llm") is True
+
+
+def group_candidates(doc: Document) -> list[str]:
+    domain = (doc.provenance or {}).get("registered_domain") or doc.domain
+    out = [f"domain:{domain}"] if domain else []
+    return out + [f"source:{doc.crawl_id or 'unknown'}", "global"]
+
+
+def conformal_pvalue(score: float, ref_sorted) -> float:
+    """(1 + #{reference scores >= score}) / (n + 1): under the hypothesis that the document is drawn like the human
+    reference, P(p <= u) <= u. `ref_sorted` is ascending."""
+    n = len(ref_sorted)
+    return (1 + n - bisect.bisect_left(ref_sorted, score)) / (n + 1)
+
+
+def conformal_threshold(ref_sorted, alpha: float = ALPHA) -> float:
+    """The ceil((n + 1)(1 - alpha))-th smallest reference score: a new human document exceeds it with probability
+    at most alpha. +inf (nothing flagged) when the reference is too small for that guarantee."""
+    k = math.ceil((len(ref_sorted) + 1) * (1 - alpha))
+    return float(ref_sorted[k - 1]) if 0 < k <= len(ref_sorted) else math.inf
+
+
+@dataclass(frozen=True)
+class ReferenceGroup:
+    """One group's reference: per half, the (capped) ascending scores and the token counts of the same documents;
+    the group's full size; cross-fitted flag thresholds and their held-out false-positive rate."""
+
+    group: str
+    documents: int
+    halves: tuple[tuple[float, ...], tuple[float, ...]]
+    tokens: tuple[tuple[int, ...], tuple[int, ...]]
+
+    def other(self, half: int) -> tuple[float, ...]:
+        return self.halves[1 - half]
+
+    def threshold_for(self, half: int) -> float:
+        """The threshold that documents of `half` are flagged above: fitted on the other half."""
+        return conformal_threshold(self.other(half))
+
+    def held_out_fpr(self) -> tuple[float, float]:
+        """(share of reference tokens flagged at the threshold fitted on the other half, effective number of
+        documents): the false-positive rate in the ceiling's unit, tokens, as the estimate needs it."""
+        flagged = total = squares = 0
+        for i, (scores, tokens) in enumerate(zip(self.halves, self.tokens)):
+            cut = bisect.bisect_right(scores, self.threshold_for(i))
+            flagged += sum(tokens[cut:])
+            total += sum(tokens)
+            squares += sum(t * t for t in tokens)
+        if total == 0:
+            return 0.0, 0.0
+        return flagged / total, total * total / squares
+
+
+class _BoundedSample(beam.CombineFn):
+    """Per half: the count and the MAX_PER_HALF (hash, score, tokens) items with the smallest hashes."""
+
+    def create_accumulator(self):
+        return [0, 0], [[], []]
+
+    def add_input(self, acc, item):
+        half, rank, score, tokens = item
+        acc[0][half] += 1
+        heap = acc[1][half]
+        entry = (-rank, -score, tokens)
+        if len(heap) < MAX_PER_HALF:
+            heapq.heappush(heap, entry)
+        elif entry > heap[0]:
+            heapq.heapreplace(heap, entry)
+        return acc
+
+    def merge_accumulators(self, accs):
+        counts, heaps = [0, 0], [[], []]
+        for c, h in accs:
+            for i in (0, 1):
+                counts[i] += c[i]
+                heaps[i].extend(h[i])
+        for h in heaps:  # keep the MAX_PER_HALF largest entries (smallest hashes) as a valid min-heap
+            h[:] = heapq.nlargest(MAX_PER_HALF, h)
+            heapq.heapify(h)
+        return counts, heaps
+
+    def extract_output(self, acc):
+        counts, heaps = acc
+        halves = [sorted((-s, t) for _, s, t in h) for h in heaps]
+        return (sum(counts), tuple(tuple(s for s, _ in h) for h in halves),
+                tuple(tuple(t for _, t in h) for h in halves))
+
+
+class BuildReference(beam.PTransform):
+    """Scored reference documents -> (group, ReferenceGroup) for every group with at least MIN_REFERENCE
+    documents; meant as an AsDict side input."""
+
+    def __init__(self, seed: int):
+        super().__init__()
+        self._seed = seed
+
+    def expand(self, docs):
+        seed = self._seed
+
+        def keyed(doc: Document):
+            item = (half_of(doc, seed), _hash(seed, "sample", doc), doc.ai_score, count_tokens(doc.text))
+            return [(g, item) for g in group_candidates(doc)]
+
+        return (
+            docs
+            | "Scored" >> beam.Filter(lambda d: d.ai_score is not None)
+            | "ByGroup" >> beam.FlatMap(keyed)
+            | "Sample" >> beam.CombinePerKey(_BoundedSample())
+            | "LargeEnough" >> beam.Filter(lambda kv: kv[1][0] >= MIN_REFERENCE)
+            | "ToGroup" >> beam.MapTuple(lambda g, s: (g, ReferenceGroup(g, *s)))
+        )
+
+
+def serving_group(doc: Document, references: dict) -> ReferenceGroup | None:
+    for g in group_candidates(doc):
+        ref = references.get(g)
+        if ref is not None:
+            return ref
+    return None
+
+
+class _ToDocument(beam.DoFn):
+    def process(self, row: dict):
+        from transforms.document import from_row
+
+        try:
+            doc = from_row(row)
+        except Exception:
+            count("reference_unreadable")
+            return
+        if not isinstance(doc.text, str) or not doc.text.strip():
+            count("reference_unreadable")
+            return
+        count("reference_read")
+        yield doc
+
+
+class ReadReference(beam.PTransform):
+    """Curated Parquet files of an earlier run (local or gs://) -> their Documents, as human reference. They are
+    not records of this run: they are counted (`reference_read`, `reference_unreadable`), never dropped or
+    dead-lettered here."""
+
+    def __init__(self, files: list[str]):
+        super().__init__()
+        self._files = files
+
+    def expand(self, pbegin):
+        from apache_beam.io.parquetio import ReadAllFromParquet
+
+        return (pbegin
+                | "Files" >> beam.Create(self._files)
+                | "Read" >> ReadAllFromParquet()
+                | "ToDocument" >> beam.ParDo(_ToDocument()))

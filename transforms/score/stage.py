@@ -1,0 +1,218 @@
+"""`ScoreAgainstReference`: detector scores, calibrated against a human reference, and AI-share estimates.
+
+    documents ─ ScoreAILikelihood ─► ai_score, ai_model            (language gate; unsupported → null)
+        pre_llm documents + --human_reference ─ BuildReference ─► per-group reference (side input)
+    scored ─ Assign ─► ai_reference, ai_pvalue, flag at the group's cross-fitted threshold
+        flags ─ cells per (crawl, group) ─► ai_share.by_reference, ai_share.by_crawl
+    assigned ─ Posterior ─► p_ai (given the group's estimated share, else its crawl's)
+
+Every null carries a counted reason (`score_null_<reason>` counters and `scoring.null` in the summary):
+`unsupported_language` (no ai_score), `no_reference` (no group has enough reference documents: ai_pvalue,
+ai_reference and p_ai null), `no_estimate` (neither the group nor the crawl has an estimable share: p_ai null).
+"""
+from __future__ import annotations
+
+import apache_beam as beam
+
+from transforms.accounting import DEAD_LETTERS, DOCUMENTS, Tally, count
+from transforms.document import Document, replace
+from transforms.score.estimate import Cell, TprPrior, combine, null_share, point_fpr, posterior
+from transforms.score.handler import ScoreAILikelihood
+from transforms.score.reference import BuildReference, conformal_pvalue, half_of, is_reference, serving_group
+from transforms.tokens import count_tokens
+
+NULL_REASONS = {
+    "unsupported_language": "language the detector was not trained for: no ai_score",
+    "no_reference": "no reference group with enough human documents: no ai_pvalue, ai_reference, p_ai",
+    "no_estimate": "neither the group's nor the crawl's AI share is estimable: no p_ai",
+}
+_ASSIGNED = "assigned"
+
+
+def crawl_of(doc: Document) -> str:
+    return doc.crawl_id or "unknown"
+
+
+class _Assign(beam.DoFn):
+    def __init__(self, seed: int):
+        self._seed = seed
+
+    def process(self, doc: Document, references: dict):
+        if doc.ai_score is None:
+            yield doc
+            return
+        ref = serving_group(doc, references)
+        if ref is None:
+            count("score_null_no_reference")
+            yield doc
+            return
+        half = half_of(doc, self._seed)
+        flagged = doc.ai_score > ref.threshold_for(half)
+        out = replace(doc, ai_pvalue=conformal_pvalue(doc.ai_score, ref.other(half)), ai_reference=ref.group)
+        yield beam.pvalue.TaggedOutput(_ASSIGNED, (out, flagged, count_tokens(doc.text)))
+
+
+class _CellFn(beam.CombineFn):
+    def create_accumulator(self):
+        return None
+
+    def add_input(self, acc, item):
+        group, tokens, flagged = item
+        return (acc or Cell(group)).add(tokens, flagged)
+
+    def merge_accumulators(self, accs):
+        out = None
+        for a in accs:
+            if a is not None:
+                out = Cell(a.group).merge(a) if out is None else out.merge(a)
+        return out
+
+    def extract_output(self, acc):
+        return acc
+
+
+def _status(doc: Document) -> str:
+    if doc.ai_score is None:
+        return "unsupported_language"
+    return "no_reference" if doc.ai_reference is None else "assigned"
+
+
+def _crawl_share(crawl: str, parts: dict, references: dict, tpr: TprPrior, seed: int) -> tuple[str, dict]:
+    cells = list(parts["cells"])
+    statuses = dict(parts["statuses"][0]) if parts["statuses"] else {}
+    if cells:
+        return crawl, combine(cells, references, tpr, seed, f"crawl:{crawl}")
+    n, tokens = sum(v[0] for v in statuses.values()), sum(v[1] for v in statuses.values())
+    reason = "unsupported language" if statuses.get("unsupported_language", (0,))[0] == n else "no reference group"
+    return crawl, null_share(reason, n, tokens)
+
+
+class ScoreAgainstReference(beam.PTransform):
+    """Documents -> {"documents", "dead_letters", "ai_share", "scoring"}; `reference` is an optional PCollection
+    of human documents from an earlier run (unscored: they are scored here with the same model)."""
+
+    def __init__(self, model_dir: str, card: dict, seed: int, reference=None):
+        super().__init__()
+        self._model_dir, self._seed, self._reference = model_dir, seed, reference
+        self._tpr = TprPrior.from_card(card)
+
+    def expand(self, docs):
+        seed, tpr = self._seed, self._tpr
+        scored = docs | "Score" >> ScoreAILikelihood(self._model_dir)
+        refs = [scored[DOCUMENTS] | "InRunReference" >> beam.Filter(is_reference)]
+        if self._reference is not None:
+            refs.append((self._reference | "ScoreReference" >> ScoreAILikelihood(self._model_dir, reference=True))
+                        [DOCUMENTS])
+        references = beam.pvalue.AsDict(refs | "AllReference" >> beam.Flatten()
+                                        | "BuildReference" >> BuildReference(seed))
+        assigned = scored[DOCUMENTS] | "Assign" >> beam.ParDo(_Assign(seed), references).with_outputs(
+            _ASSIGNED, main="unassigned")
+        cells = (assigned[_ASSIGNED]
+                 | "CellKey" >> beam.MapTuple(lambda d, f, t: ((crawl_of(d), d.ai_reference), (d.ai_reference, t, f)))
+                 | "Cells" >> beam.CombinePerKey(_CellFn()))
+        by_reference = (
+            cells
+            | "ByGroup" >> beam.MapTuple(lambda k, c: (k[1], c))
+            | "MergeGroup" >> beam.CombinePerKey(_MergeCells())
+            | "GroupShare" >> beam.Map(lambda kv, refs: (kv[0], combine([kv[1]], refs, tpr, seed, kv[0], kv[0])),
+                                       references)
+        )
+        statuses = (
+            (assigned["unassigned"], assigned[_ASSIGNED] | "Docs" >> beam.MapTuple(lambda d, f, t: d))
+            | "AllScored" >> beam.Flatten()
+            | "StatusKey" >> beam.Map(lambda d: (crawl_of(d), (_status(d), count_tokens(d.text))))
+            | "Statuses" >> beam.CombinePerKey(_StatusCounts())
+        )
+        by_crawl = (
+            {"cells": cells | "CrawlKey" >> beam.MapTuple(lambda k, c: (k[0], c)), "statuses": statuses}
+            | "PerCrawl" >> beam.CoGroupByKey()
+            | "CrawlShare" >> beam.Map(lambda kv, refs: _crawl_share(kv[0], kv[1], refs, tpr, seed), references)
+        )
+        group_shares = beam.pvalue.AsDict(by_reference)
+        crawl_shares = beam.pvalue.AsDict(by_crawl)
+        with_p = assigned[_ASSIGNED] | "Posterior" >> beam.ParDo(_Posterior(seed, tpr), references, group_shares,
+                                                                 crawl_shares)
+        documents = (assigned["unassigned"], with_p) | "Documents" >> beam.Flatten()
+        ai_share = (
+            (by_reference | "RefDict" >> beam.combiners.ToDict(), by_crawl | "CrawlDict" >> beam.combiners.ToDict())
+        )
+        share = (
+            docs.pipeline | "OneShare" >> beam.Create([None])
+            | "ShareDict" >> beam.Map(lambda _, r, c: {"by_reference": dict(sorted(r.items())),
+                                                       "by_crawl": dict(sorted(c.items()))},
+                                      beam.pvalue.AsSingleton(ai_share[0]), beam.pvalue.AsSingleton(ai_share[1]))
+        )
+        scoring = (
+            documents
+            | "NullReason" >> beam.Map(_null_reason)
+            | "ScoringTally" >> Tally(lambda r: r)
+            | "ScoringDict" >> beam.Map(lambda t: {
+                "scored": sum(n for k, n in t.items() if k != "unsupported_language"),
+                "null": {k: t.get(k, 0) for k in NULL_REASONS}})
+        )
+        return {DOCUMENTS: documents, DEAD_LETTERS: scored[DEAD_LETTERS], "ai_share": share, "scoring": scoring}
+
+
+def _null_reason(doc: Document) -> str:
+    if doc.ai_score is None:
+        return "unsupported_language"
+    if doc.ai_reference is None:
+        return "no_reference"
+    return "no_estimate" if doc.p_ai is None else "ok"
+
+
+class _MergeCells(beam.CombineFn):
+    def create_accumulator(self):
+        return None
+
+    def add_input(self, acc, cell):
+        return Cell(cell.group).merge(cell) if acc is None else acc.merge(cell)
+
+    def merge_accumulators(self, accs):
+        out = None
+        for a in accs:
+            if a is not None:
+                out = Cell(a.group).merge(a) if out is None else out.merge(a)
+        return out
+
+    def extract_output(self, acc):
+        return acc
+
+
+class _StatusCounts(beam.CombineFn):
+    def create_accumulator(self):
+        return {}
+
+    def add_input(self, acc, item):
+        k, tokens = item
+        n, t = acc.get(k, (0, 0))
+        acc[k] = (n + 1, t + tokens)
+        return acc
+
+    def merge_accumulators(self, accs):
+        out = {}
+        for a in accs:
+            for k, (n, t) in a.items():
+                n0, t0 = out.get(k, (0, 0))
+                out[k] = (n0 + n, t0 + t)
+        return out
+
+    def extract_output(self, acc):
+        return sorted(acc.items())
+
+
+class _Posterior(beam.DoFn):
+    def __init__(self, seed: int, tpr: TprPrior):
+        self._seed, self._tpr = seed, tpr
+
+    def process(self, item, references: dict, group_shares: dict, crawl_shares: dict):
+        doc, flagged, _ = item
+        share = (group_shares.get(doc.ai_reference) or {}).get("estimate")
+        if share is None:
+            share = (crawl_shares.get(crawl_of(doc)) or {}).get("estimate")
+        if share is None:
+            count("score_null_no_estimate")
+            yield doc
+            return
+        ref = references[doc.ai_reference]
+        yield replace(doc, p_ai=posterior(flagged, share, self._tpr.point, point_fpr(ref)))
