@@ -42,6 +42,9 @@ class Document:
     dup_cluster_size: Optional[int] = None
     first_seen: Optional[str] = None
     provenance: Optional[dict[str, Any]] = None
+    ai_score: Optional[float] = None
+    ai_pvalue: Optional[float] = None
+    ai_reference: Optional[str] = None
     p_ai: Optional[float] = None
     ai_model: Optional[str] = None
     metadata: dict[str, str] = field(default_factory=dict)
@@ -51,7 +54,8 @@ class Document:
 _STRING_FIELDS = (
     "url", "domain", "warc_record_id", "refers_to", "crawl_id", "capture_date", "language", "content_digest",
 )
-_STAGE_FIELDS = ("dup_cluster_id", "dup_cluster_size", "first_seen", "provenance", "p_ai", "ai_model")
+_STAGE_FIELDS = ("dup_cluster_id", "dup_cluster_size", "first_seen", "provenance", "ai_score", "ai_pvalue",
+                 "ai_reference", "p_ai", "ai_model")
 
 SCHEMA = pa.schema(
     [
@@ -64,6 +68,9 @@ SCHEMA = pa.schema(
         pa.field("dup_cluster_size", pa.int64()),
         pa.field("first_seen", pa.string()),
         pa.field("provenance", SIGNALS),
+        pa.field("ai_score", pa.float64()),
+        pa.field("ai_pvalue", pa.float64()),
+        pa.field("ai_reference", pa.string()),
         pa.field("p_ai", pa.float64()),
         pa.field("ai_model", pa.string()),
         pa.field("metadata", pa.map_(pa.string(), pa.string())),
