@@ -144,12 +144,12 @@ def _key(item: Item):
 
 
 def _route(item: Item, bounds):
-    """keep / boundary / tail by the stream's boundary bucket."""
+    """keep / boundary / tail by the stream's boundary bucket (-1: every candidate is walked)."""
     b, _, _ = bounds[_key(item)]
-    if item.bucket < b:
-        yield beam.pvalue.TaggedOutput(SELECTED, item)
-    elif item.bucket == b:
+    if b == -1 or item.bucket == b:
         yield _key(item), item
+    elif item.bucket < b:
+        yield beam.pvalue.TaggedOutput(SELECTED, item)
     else:
         yield beam.pvalue.TaggedOutput("tail", item)
 
@@ -170,11 +170,11 @@ def _greedy(kv, bounds, plan):
     yield key, (units, excess)
 
 
-def _fits_left(item: Item, left, plan, last: bool):
+def _fits_left(item: Item, left, plan):
     """A tail document goes on to the next round only if it fits what its stream has left."""
     units, excess = left.get(_key(item), (0, 0))
     fits_e = excess is None or item.excess <= excess
-    if item.units <= units and fits_e and not last:
+    if item.units <= units and fits_e:
         yield item
     elif item.epoch == 0:
         yield drop(item.doc.id, _reason(item, plan, fits_e), item.doc.source, item.doc.offset, item.source)
@@ -182,15 +182,21 @@ def _fits_left(item: Item, left, plan, last: bool):
 
 def _select(items, label: str, limits_side, plan_side):
     """Takes, per (source, stream), the longest priority-ordered set that fits its limits: {key: (units, excess or
-    None)}. Returns (selected, dropped)."""
+    None)}. Each round keeps the buckets below the boundary whole and walks the boundary bucket; what lies beyond
+    goes to the next round only if it still fits what is left. The last round walks every remaining candidate
+    (by then only documents smaller than the leftover, typically a handful). Returns (selected, dropped)."""
     selected, dropped = [], []
     candidates = items
     for r in range(ROUNDS):
         tag = f"{label}{r}"
-        hists = (candidates | f"Key{tag}" >> beam.Map(lambda i: (_key(i), i))
-                 | f"Hist{tag}" >> beam.CombinePerKey(_Histogram()) | f"Hists{tag}" >> beam.combiners.ToDict())
-        bounds = beam.pvalue.AsSingleton(hists | f"Bounds{tag}" >> beam.Map(
-            lambda h, lim: {k: boundary(v, *lim.get(k, (0, 0))) for k, v in h.items()}, limits_side))
+        if r < ROUNDS - 1:
+            hists = (candidates | f"Key{tag}" >> beam.Map(lambda i: (_key(i), i))
+                     | f"Hist{tag}" >> beam.CombinePerKey(_Histogram()) | f"Hists{tag}" >> beam.combiners.ToDict())
+            bounds = beam.pvalue.AsSingleton(hists | f"Bounds{tag}" >> beam.Map(
+                lambda h, lim: {k: boundary(v, *lim.get(k, (0, 0))) for k, v in h.items()}, limits_side))
+        else:
+            bounds = beam.pvalue.AsSingleton(_one(candidates, tag) | f"Bounds{tag}" >> beam.Map(
+                lambda _, lim: {k: (-1, *v) for k, v in lim.items()}, limits_side))
         routed = candidates | f"Route{tag}" >> beam.FlatMap(_route, bounds).with_outputs(SELECTED, "tail",
                                                                                           main="boundary")
         cut = (routed["boundary"] | f"Group{tag}" >> beam.GroupByKey()
@@ -198,13 +204,20 @@ def _select(items, label: str, limits_side, plan_side):
                                                                                          main="left"))
         selected += [routed[SELECTED], cut[SELECTED]]
         dropped.append(cut[DROPPED])
+        if r == ROUNDS - 1:
+            break
         limits_side = beam.pvalue.AsSingleton(cut["left"] | f"Left{tag}" >> beam.combiners.ToList()
                                               | f"LeftDict{tag}" >> beam.Map(dict))
-        nxt = routed["tail"] | f"Fits{tag}" >> beam.FlatMap(_fits_left, limits_side, plan_side,
-                                                            r == ROUNDS - 1).with_outputs(DROPPED, main="next")
+        nxt = routed["tail"] | f"Fits{tag}" >> beam.FlatMap(_fits_left, limits_side, plan_side).with_outputs(
+            DROPPED, main="next")
         dropped.append(nxt[DROPPED])
         candidates = nxt["next"]
     return (selected | f"Selected{label}" >> beam.Flatten(), dropped | f"Dropped{label}" >> beam.Flatten())
+
+
+def _one(pcoll, tag: str):
+    """A one-element PCollection in pcoll's pipeline (to hang a side-input computation on)."""
+    return pcoll.pipeline | f"One{tag}" >> beam.Create([None])
 
 
 class MixWithCeiling(beam.PTransform):
