@@ -80,7 +80,7 @@ def _esc(x) -> str:
 def _bar_chart(sources: list[dict], ceiling: float, certified: bool) -> str:
     """Per source a bar of selected tokens split into AI (certified bound, or rule count) and the rest, on a token
     axis, with the ceiling's position in each bar marked. Names sit above their bars (never clipped)."""
-    width, left, right, row = 760, 10, 150, 52
+    width, left, right, row = 760, 10, 210, 52
     plot = width - left - right
     scale = max([s["selected"]["tokens"] for s in sources] + [1])
     height = 40 + row * len(sources) + 50
@@ -93,12 +93,14 @@ def _bar_chart(sources: list[dict], ceiling: float, certified: bool) -> str:
         ai = min(tot, s["selected"]["ai_tokens"])
         w_tot = plot * tot / scale
         w_ai = w_tot * (ai / tot if tot else 0)
-        parts.append(f'<text x="{left}" y="{y + 12}" font-size="13">{_esc(s["name"])}</text>')
+        name = s["name"] if len(s["name"]) <= 80 else s["name"][:79] + "…"  # in full in the table above
+        parts.append(f'<text x="{left}" y="{y + 12}" font-size="13"><title>{_esc(s["name"])}</title>'
+                     f'{_esc(name)}</text>')
         parts.append(f'<rect x="{left}" y="{y + 18}" width="{w_tot - w_ai:.1f}" height="20" fill="#3b7dd8">'
                      f'<title>human {tot - ai:,.0f} tokens</title></rect>')
         parts.append(f'<rect x="{left + w_tot - w_ai:.1f}" y="{y + 18}" width="{w_ai:.1f}" height="20" '
                      f'fill="#e4572e"><title>{ai_label} {ai:,.0f} tokens</title></rect>')
-        parts.append(f'<text x="{left + w_tot + 6:.1f}" y="{y + 33}" font-size="12">{tot:,} tokens, '
+        parts.append(f'<text x="{left + w_tot + 6:.1f}" y="{y + 33}" font-size="11">{tot:,} tokens, '
                      f'{ai:,.0f} AI</text>')
         if tot:
             x = left + w_tot * (1 - ceiling)
@@ -208,8 +210,8 @@ def render(m: dict) -> str:
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>synthcap mix report</title>
 <style>body{{font-family:sans-serif;margin:24px;max-width:1100px}} table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right;overflow-wrap:anywhere}}
-td:first-child{{text-align:left}} .ok{{color:#176317}} .bad{{color:#a00}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right;white-space:nowrap}} th{{white-space:normal}}
+td:first-child,td:last-child{{text-align:left;white-space:normal;overflow-wrap:anywhere;max-width:300px}} .ok{{color:#176317}} .bad{{color:#a00}}
 .pair{{display:inline-block;margin-right:24px;vertical-align:top}} figure{{margin:4px}}
 figcaption{{font-size:12px;max-width:330px;overflow-wrap:anywhere}}</style>
 </head><body>
