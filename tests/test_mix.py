@@ -8,6 +8,7 @@ import math
 import re
 import shutil
 import subprocess
+import sys
 from collections import Counter
 from fractions import Fraction
 from pathlib import Path
@@ -258,3 +259,48 @@ def test_report_renders_in_headless_chromium_with_no_clipped_text(tmp_path):
     subprocess.run([*flags, f"--user-data-dir={tmp_path / 'profile2'}", f"--screenshot={shot}", report.as_uri()],
                    capture_output=True, timeout=120)
     assert shot.exists() and shot.stat().st_size > 10_000
+
+
+BOMB = """a: &a ["x","x","x","x","x","x","x","x","x"]
+b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
+i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
+"""
+
+
+@pytest.mark.parametrize("text, message", [
+    (BOMB, "more than 100,000 values once YAML aliases are expanded"),
+    ("seed: 1\nmax_synthetic_fraction: '1/100'\nmax_synthetic_fraction: 1\n",
+     "line 3: duplicate key 'max_synthetic_fraction'"),
+    ("a: &a [*a]\n", "refers to itself"),
+    ("seed: [unclosed\n", "is not valid YAML"),
+])
+def test_yaml_bombs_and_duplicate_keys_refused_in_one_line(tmp_path, text, message):
+    path = tmp_path / "mix.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load(str(path))
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_yaml_bomb_via_cli_is_one_line_exit_2(tmp_path):
+    path = tmp_path / "mix.yaml"
+    path.write_text(BOMB)
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "mix", "--config", str(path), "--output",
+                           str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "alias" in proc.stderr
+
+
+def test_config_is_read_through_filesystems_from_gs(gcs_emulator, tmp_path):
+    from transforms.io.write import write_bytes
+
+    url = f"gs://{gcs_emulator}/configs/mix.yaml"
+    write_bytes(url, yaml.safe_dump(BASE).encode())
+    assert load(url) == parse(BASE)
+    with pytest.raises(ConfigError, match="cannot read gs://"):
+        load(f"gs://{gcs_emulator}/configs/missing.yaml")
