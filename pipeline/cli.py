@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from fractions import Fraction
 
 from pipeline.options import UserError, unknown_flags
 
@@ -56,9 +55,10 @@ def _mix(argv):
     from pipeline import mix
 
     m = mix.run(argv)
-    r = m["realised"]
-    print(f"mixed {r['documents']} documents ({r['rows']} rows, {r['tokens']} tokens); synthetic fraction "
-          f"{r['synthetic_fraction_float']:.4f} <= ceiling {float(Fraction(m['max_synthetic_fraction'])):.4f}")
+    line = f"mixed {m['output']['documents']} documents ({m['output']['tokens']} tokens); {m['verdict']['line']}"
+    if not m["verdict"]["within_ceiling"]:
+        raise UserError(line)
+    print(line)
 
 
 def _refresh(argv):

@@ -1,7 +1,8 @@
-"""`synthcap mix --config mix.yaml --output OUT`: a training set under an exact synthetic ceiling.
+"""`synthcap mix --config mix.yaml --output OUT`: a training set under a certified ceiling on the true AI share.
 
-Writes OUT/train/*.parquet and OUT/train/*.jsonl.gz (Dolma), OUT/manifest.json, OUT/report.html, plus the
-accounting every run writes (OUT/dropped/, OUT/dead_letters/, OUT/summary.json).
+Writes OUT/train/*.parquet and OUT/train/*.jsonl.gz (Dolma), plus the accounting every run writes (OUT/dropped/,
+OUT/dead_letters/, OUT/summary.json) and, as the graph's last step once every writer has finished,
+OUT/manifest.json and OUT/report.html. The verdict (`manifest["verdict"]`) is the one the CLI prints.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import json
 from fractions import Fraction
 
 import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -21,14 +23,13 @@ from transforms.document import dolma_line, replace
 from transforms.io.files import InputError, match_shards
 from transforms.io.read import ReadCrawl
 from transforms.io.write import WriteDocuments, WriteJsonRecords, WriteSharded, write_bytes, write_json
-from transforms.mix.classify import Item
+from transforms.mix import certify
 from transforms.mix.config import ConfigError, MixConfig, load
 from transforms.mix.report import SourceStats, render
 from transforms.mix.select import SELECTED, MixWithCeiling
-from transforms.score.estimate import EstimateSyntheticFraction
-from transforms.score.model import DEFAULT_MODEL_DIR, Detector, ModelLoadError
 
-OUTPUT_PARTS = ("train", "dropped", "dead_letters", "summary.json", "manifest.json", "report.html", "_stats")
+OUTPUT_PARTS = ("train", "dropped", "dead_letters", "summary.json", "manifest.json", "report.html")
+TOKEN_DEFINITION = "synthcap tokens: words and punctuation marks (\\w+|[^\\w\\s]), transforms/tokens.py"
 
 
 def _row(item):
@@ -37,131 +38,201 @@ def _row(item):
 
 
 def _row_key(doc) -> str:
-    return f"{doc.metadata['mix_source']}\x00{doc.id}\x00{int(doc.metadata['mix_epoch']):06d}"
+    return (f"{doc.metadata['mix_source']}\x00{doc.id}\x00{doc.source}\x00{doc.offset:020d}\x00"
+            f"{int(doc.metadata['mix_epoch']):06d}")
 
 
 def _dolma_gz(docs) -> bytes:
     return gzip.compress("".join(dolma_line(d) + "\n" for d in docs).encode("utf-8", "backslashreplace"), mtime=0)
 
 
-def _sha256(path: str) -> str:
+def sha256_on_disk(path: str) -> str:
+    """The hash of the bytes stored (never decompressed: `sha256sum` agrees, .jsonl.gz included)."""
     h = hashlib.sha256()
-    with FileSystems.open(path) as f:
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
 
 
-def _json_default(x):
-    if isinstance(x, Fraction):
-        return str(x)
-    raise TypeError(type(x).__name__)
-
-
-def build(p, cfg: MixConfig, output: str, card: dict | None, rows_per_shard: int):
-    pairs, reads = [], []
+def read_estimates(cfg: MixConfig) -> tuple[dict, dict]:
+    """Every curated folder's `ai_share.by_reference` -> (usable groups, {group: why unusable})."""
+    usable, reasons = {}, {}
     for s in cfg.sources:
-        try:
-            shards = match_shards(list(s.inputs))
-        except InputError as e:
-            raise UserError(f"source {s.name}: {e}") from None
-        read = p | f"Read[{s.name}]" >> ReadCrawl(shards=shards)
-        reads.append(read)
-        pairs.append(read[DOCUMENTS] | f"Tag[{s.name}]" >> beam.Map(lambda d, n=s.name: (n, d)))
+        for folder in s.curated:
+            path = FileSystems.join(folder, "summary.json")
+            try:
+                with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+                    summary = json.loads(f.read())
+            except Exception as e:  # any scheme's not-found / read error, or bad JSON: one line
+                raise UserError(f"source {s.name}: cannot read {path} ({type(e).__name__}); `curated` takes "
+                                f"synthcap curate output folders") from None
+            u, r = certify.parse_ai_share(folder, summary)
+            usable.update(u)
+            reasons.update(r)
+    return usable, reasons
+
+
+def build(p, cfg: MixConfig, output: str, rows_per_shard: int, groups: dict, unusable: dict, inputs: dict):
+    """`inputs`: source name -> [(folder or "", matched shards)]."""
+    triples, reads = [], []
+    for s in cfg.sources:
+        for i, (folder, shards) in enumerate(inputs[s.name]):
+            read = p | f"Read[{s.name}][{i}]" >> ReadCrawl(shards=shards)
+            reads.append(read)
+            triples.append(read[DOCUMENTS] | f"Tag[{s.name}][{i}]" >> beam.Map(
+                lambda d, n=s.name, f=folder: (n, f, d)))
     read_all = {tag: [r[tag] for r in reads] | f"All[{tag}]" >> beam.Flatten()
                 for tag in (DOCUMENTS, DROPPED, DEAD_LETTERS)}
-    mixed = (pairs | "Sources" >> beam.Flatten()) | "Mix" >> MixWithCeiling(cfg)
+    mixed = (triples | "Sources" >> beam.Flatten()) | "Mix" >> MixWithCeiling(cfg, groups)
     rows = mixed[SELECTED] | "Rows" >> beam.Map(_row)
     train = FileSystems.join(output, "train")
-    rows | "WriteParquet" >> WriteDocuments(train, rows_per_shard, name="train")
-    rows | "WriteDolma" >> WriteSharded(FileSystems.join(train, "train"), ".jsonl.gz", _row_key, _dolma_gz,
-                                        rows_per_shard)
+    parquet = rows | "WriteParquet" >> WriteDocuments(train, rows_per_shard, name="train")
+    dolma = rows | "WriteDolma" >> WriteSharded(FileSystems.join(train, "train"), ".jsonl.gz", _row_key, _dolma_gz,
+                                                rows_per_shard)
     dropped = (read_all[DROPPED], mixed[DROPPED]) | "Dropped" >> beam.Flatten()
-    dropped | "WriteDropped" >> WriteJsonRecords(FileSystems.join(output, "dropped"), "dropped",
-                                                 lambda d: f"{d.reason}\x00{d.id}\x00{d.source}\x00{d.offset:020d}")
-    read_all[DEAD_LETTERS] | "WriteDead" >> WriteJsonRecords(
-        FileSystems.join(output, "dead_letters"), "dead_letters", lambda d: f"{d.source}\x00{d.offset:020d}")
+    dead = (read_all[DEAD_LETTERS], mixed[DEAD_LETTERS]) | "Dead" >> beam.Flatten()
+    w_drop = dropped | "WriteDropped" >> WriteJsonRecords(
+        FileSystems.join(output, "dropped"), "dropped",
+        lambda d: f"{d.reason}\x00{d.id}\x00{d.source}\x00{d.offset:020d}")
+    w_dead = dead | "WriteDead" >> WriteJsonRecords(
+        FileSystems.join(output, "dead_letters"), "dead_letters",
+        lambda d: f"{d.source}\x00{d.offset:020d}\x00{d.message}")
     firsts = mixed[SELECTED] | "FirstCopies" >> beam.Filter(lambda i: i.epoch == 0)
-    extra = {
-        "selected": mixed[SELECTED] | "SelectedStats" >> beam.CombineGlobally(SourceStats()),
-        "offered": (pairs | "OfferedAll" >> beam.Flatten() | "AsItems" >> beam.Map(_offered_item)
-                    | "OfferedStats" >> beam.CombineGlobally(SourceStats())),
-        "plan": mixed["plan"],
-    }
-    if card is not None:
-        extra["estimate"] = (rows | "Estimate" >> EstimateSyntheticFraction(card)
-                             | "EstimateDict" >> beam.combiners.ToDict())
-    stats_path = FileSystems.join(output, "_stats.json")
-    names = sorted(extra)
-    (p | "StatsOne" >> beam.Create([None])
-     | "Stats" >> beam.Map(lambda _, *v: write_bytes(stats_path, json.dumps(
-         _plain(dict(zip(names, v))), default=_json_default, sort_keys=True).encode()),
-         *[beam.pvalue.AsSingleton(extra[n]) for n in names]))
     summary_path = FileSystems.join(output, "summary.json")
-    (p | "Summary" >> Summarize(read_all, firsts, dropped, read_all[DEAD_LETTERS])
-     | "WriteSummary" >> beam.Map(lambda s: write_json(summary_path, s)))
+    summary = (p | "Summary" >> Summarize(read_all, firsts, dropped, dead)
+               | "WriteSummary" >> beam.Map(lambda s: (write_json(summary_path, s), s)[1]))
+    sides = {
+        "summary": summary,
+        "selected": mixed[SELECTED] | "SelectedStats" >> beam.CombineGlobally(SourceStats()),
+        "offered": mixed["offered"] | "OfferedStats" >> beam.CombineGlobally(SourceStats()),
+        "plan": mixed["plan"],
+        "drops": (mixed[DROPPED] | "DropKeys" >> beam.Map(lambda d: ((d.detail, d.reason), 1))
+                  | "DropCounts" >> beam.CombinePerKey(sum) | "DropDict" >> beam.combiners.ToDict()),
+    }
+    written = ((parquet, dolma, w_drop, w_dead) | "Written" >> beam.Flatten()
+               | "Outputs" >> beam.combiners.ToList())
+    shard_paths = sorted({sh.path for parts in inputs.values() for _, shards in parts for sh in shards})
+    names = sorted(sides)
+
+    def finish(written_paths, *values):
+        v = dict(zip(names, values))
+        train_paths = sorted(x for x in written_paths if x.startswith(train))
+        m = manifest(cfg, v, groups, unusable, shard_paths, train_paths)
+        write_json(FileSystems.join(output, "manifest.json"), m)
+        write_bytes(FileSystems.join(output, "report.html"), render(m).encode())
+
+    (written | "Manifest" >> beam.Map(finish, *[beam.pvalue.AsSingleton(sides[n]) for n in names]))
 
 
-def _offered_item(pair):
-    source, doc = pair
-    return Item(source, "offered", 0, 0, 0, 0, Fraction(0), Fraction(0), doc)
+def _source_entry(cfg: MixConfig, s, v: dict) -> dict:
+    plan, sel, off = v["plan"], v["selected"].get(s.name), v["offered"].get(s.name)
+    empty = {"documents": 0, "rows": 0, "tokens": 0, "units": 0, "charged": 0, "p_ai_hist": [0] * 20,
+             "pvalue_hist": [0] * 17}
+    sel, off = sel or empty, off or empty
+    dropped = {reason: n for (src, reason), n in sorted(v["drops"].items()) if src == s.name}
+    ai_tokens = Fraction(sel["charged"], certify.SCALE)
+    entry = {
+        "name": s.name, "anchor": s.anchor, "inputs": list(s.inputs), "curated": list(s.curated),
+        "offered": {"documents": off["documents"], "tokens": off["tokens"], "p_ai_hist": off["p_ai_hist"],
+                    "pvalue_hist": off["pvalue_hist"]},
+        "excluded": {k: n for k, n in dropped.items() if k.startswith("excluded_")},
+        "dropped": dropped,
+        "selected": {"documents": sel["documents"], "rows": sel["rows"], "tokens": sel["tokens"],
+                     "units": sel["units"], "ai_tokens": float(ai_tokens), "p_ai_hist": sel["p_ai_hist"],
+                     "pvalue_hist": sel["pvalue_hist"]},
+        "quota": None if s.anchor else plan.quota.get(s.name, 0),
+        "shortfall": 0 if s.anchor else max(0, plan.quota.get(s.name, 0) - sel["units"]),
+        "selection": {"limited_by": None if s.anchor else (
+            "ceiling" if s.name in plan.limited else
+            "quota" if sel["units"] >= plan.quota.get(s.name, 0) else "supply")},
+        "certified": {},
+    }
+    if cfg.rule == "certified":
+        level = plan.level.get(s.name)
+        lo, est, hi = plan.estimate.get(s.name, (0.0, 0.0, 0.0))
+        entry["selection"].update({
+            "left_out": level is None, "pvalue_cut": None if level is None else certify.GRID[level],
+            "certified_ai_rate": plan.rate.get(s.name, 0) / certify.SCALE})
+        tokens = sel["tokens"]
+        entry["certified"] = {
+            "ai_tokens_bound": float(ai_tokens), "ai_share_bound": float(ai_tokens / tokens) if tokens else None,
+            "ai_share_estimate": est if tokens else None, "ai_share_interval": [lo, hi] if tokens else None}
+    else:
+        entry["rule_count"] = {"synthetic_tokens": str(ai_tokens),
+                               "synthetic_fraction": float(ai_tokens / sel["tokens"]) if sel["tokens"] else None}
+    return entry
+
+
+def manifest(cfg: MixConfig, v: dict, groups: dict, unusable: dict, inputs: list[str], outputs: list[str]) -> dict:
+    sources = [_source_entry(cfg, s, v) for s in cfg.sources]
+    tokens = sum(s["selected"]["tokens"] for s in sources)
+    charged = sum(v["selected"].get(s.name, {}).get("charged", 0) for s in cfg.sources)
+    share = Fraction(charged, certify.SCALE * tokens) if tokens else Fraction(0)
+    failures = []
+    n_unest = sum(s["dropped"].get("unestimable", 0) for s in sources)
+    if cfg.rule == "certified" and cfg.unestimable == "fail" and n_unest:
+        failures.append(f"{n_unest:,} documents have no usable AI-share estimate (unestimable: fail)")
+    ok, line = certify.verdict(share, cfg.ceiling, failures, cfg.rule == "certified")
+    sel_docs = sum(s["selected"]["documents"] for s in sources)
+    output = {"documents": sel_docs, "rows": sum(s["selected"]["rows"] for s in sources), "tokens": tokens}
+    if cfg.rule == "certified":
+        def total(i):
+            return (sum(s["selected"]["tokens"] * (s["certified"].get("ai_share_interval") or [0, 0])[i]
+                        for s in sources) / tokens) if tokens else None
+        est = (sum(s["selected"]["tokens"] * (s["certified"].get("ai_share_estimate") or 0) for s in sources)
+               / tokens) if tokens else None
+        output.update({"ai_share_bound": float(share), "ai_share_bound_exact": str(share),
+                       "ai_share_estimate": est, "ai_share_interval": [total(0), total(1)],
+                       "confidence": float(certify.CONFIDENCE),
+                       "p_ai_fraction": float(Fraction(sum(v["selected"].get(s.name, {}).get("p_ai_charged", 0)
+                                                            for s in cfg.sources), certify.SCALE * tokens))
+                       if tokens else None})
+    else:
+        output.update({"rule_fraction": float(share), "rule_fraction_exact": str(share),
+                       "synthetic_tokens": str(Fraction(charged, certify.SCALE))})
+    return {
+        "verdict": {"within_ceiling": ok, "line": line}, "within_ceiling": ok,
+        "max_synthetic_fraction": str(cfg.ceiling), "ceiling": float(cfg.ceiling),
+        "synthetic_rule": cfg.rule, "threshold": cfg.threshold if cfg.rule == "threshold" else None,
+        "unestimable": cfg.unestimable if cfg.rule == "certified" else None,
+        "token_definition": TOKEN_DEFINITION, "output": output,
+        "config": _plain(cfg.raw), "seed": cfg.seed, "unit": cfg.unit, "target": cfg.target,
+        "sources": sources,
+        "reference_groups": {"usable": {k: {"estimate": g[0], "ci95": [g[1], g[2]], "reference_documents": g[3]}
+                                        for k, g in sorted(groups.items())},
+                             "unusable": dict(sorted(unusable.items()))},
+        "accounting": v["summary"],
+        "sha256": {"inputs": {p: sha256_on_disk(p) for p in inputs},
+                   "outputs": {p: sha256_on_disk(p) for p in outputs}},
+    }
 
 
 def _plain(obj):
-    """Plans and stats as JSON-friendly values (tuple keys joined, dataclasses as dicts)."""
-    from dataclasses import asdict, is_dataclass
-
-    if is_dataclass(obj):
-        return _plain(asdict(obj))
     if isinstance(obj, dict):
-        return {("/".join(map(str, k)) if isinstance(k, tuple) else str(k)): _plain(v) for k, v in obj.items()}
+        return {str(k): _plain(x) for k, x in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
+        return [_plain(x) for x in obj]
     return obj
 
 
-def manifest(cfg: MixConfig, output: str, stats: dict, summary: dict, inputs: list[str]) -> dict:
-    sel, off = stats["selected"], stats["offered"]
-    dropped_by_source: dict = {}
-    for f in FileSystems.match([FileSystems.join(output, "dropped", "*.jsonl")])[0].metadata_list:
-        with FileSystems.open(f.path) as fh:
-            for line in fh:
-                d = json.loads(line)
-                if d["reason"].startswith("excluded_"):
-                    bucket = dropped_by_source.setdefault(d["detail"], {})
-                    bucket[d["reason"]] = bucket.get(d["reason"], 0) + 1
-    quota = stats["plan"]["quota"]
-    sources, tot_tokens, tot_syn, tot_docs, tot_rows = [], 0, Fraction(0), 0, 0
+def match_inputs(cfg: MixConfig) -> dict:
+    """source -> [(curated folder or "", shards)]; a file reached by two sources is refused."""
+    out, owner = {}, {}
     for s in cfg.sources:
-        got = sel.get(s.name) or {"documents": 0, "rows": 0, "tokens": 0, "synthetic_tokens": "0", "units": 0,
-                                  "p_ai_hist": [0] * 20}
-        offered = off.get(s.name) or {"documents": 0, "p_ai_hist": [0] * 20}
-        syn = Fraction(got["synthetic_tokens"])
-        tot_tokens, tot_syn = tot_tokens + got["tokens"], tot_syn + syn
-        tot_docs, tot_rows = tot_docs + got["documents"], tot_rows + got["rows"]
-        sources.append({
-            "name": s.name, "anchor": s.anchor, "inputs": list(s.inputs),
-            "offered": {"documents": offered["documents"], "p_ai_hist": offered["p_ai_hist"]},
-            "excluded": dict(sorted(dropped_by_source.get(s.name, {}).items())),
-            "selected": {"documents": got["documents"], "rows": got["rows"], "tokens": got["tokens"],
-                         "units": got["units"], "synthetic_tokens": str(syn), "p_ai_hist": got["p_ai_hist"]},
-            "quota": None if s.anchor else quota.get(s.name, 0),
-            "shortfall": 0 if s.anchor else max(0, quota.get(s.name, 0) - got["units"]),
-        })
-    fraction = tot_syn / tot_tokens if tot_tokens else Fraction(0)
-    outputs = sorted(m.path for m in FileSystems.match([FileSystems.join(output, "train", "*")])[0].metadata_list)
-    return {
-        "config": _plain(cfg.raw), "seed": cfg.seed, "unit": cfg.unit, "target": cfg.target,
-        "max_synthetic_fraction": str(cfg.ceiling), "synthetic_rule": cfg.rule,
-        "tokenizer": "words and punctuation marks (\\w+|[^\\w\\s])",
-        "sources": sources,
-        "realised": {"documents": tot_docs, "rows": tot_rows, "tokens": tot_tokens,
-                     "synthetic_tokens": str(tot_syn), "synthetic_fraction": str(fraction),
-                     "synthetic_fraction_float": float(fraction), "within_ceiling": fraction <= cfg.ceiling},
-        "estimated_true_synthetic_fraction": stats.get("estimate"),
-        "accounting": summary,
-        "sha256": {"inputs": {p: _sha256(p) for p in inputs}, "outputs": {p: _sha256(p) for p in outputs}},
-    }
+        folders = s.curated or ("",) * len(s.inputs)
+        out[s.name] = []
+        for folder, pattern in zip(folders, s.inputs):
+            try:
+                shards = match_shards([pattern])
+            except InputError as e:
+                raise UserError(f"source {s.name}: {e}") from None
+            for sh in shards:
+                if owner.setdefault(sh.path, s.name) != s.name:
+                    raise UserError(f"source {s.name}: {sh.path} is also an input of source {owner[sh.path]}; a "
+                                    f"document may enter a mix through one source only")
+            out[s.name].append((folder, shards))
+    return out
 
 
 def run(argv: list[str]) -> dict:
@@ -174,25 +245,17 @@ def run(argv: list[str]) -> dict:
         cfg = load(opts.config)
     except ConfigError as e:
         raise UserError(f"{opts.config}: {e}") from None
+    inputs = match_inputs(cfg)
+    groups, unusable = read_estimates(cfg) if cfg.rule == "certified" else ({}, {})
+    if cfg.unestimable == "fail" and unusable:
+        key, why = next(iter(sorted(unusable.items())))
+        raise UserError(f"reference group {key} has no usable AI-share estimate ({why}); unestimable: fail")
     output = prepare_output(common.output, common.overwrite, OUTPUT_PARTS)
-    try:
-        card = Detector.load(common.detector_model or DEFAULT_MODEL_DIR).card
-    except ModelLoadError as e:
-        raise UserError(str(e)) from None
     p = make_pipeline(options)
-    build(p, cfg, output, card, common.rows_per_shard)
-    result = p.run()
-    result.wait_until_finish()
-    with FileSystems.open(FileSystems.join(output, "summary.json")) as f:
-        summary = json.load(f)
-    if reconcile(summary):
-        raise RuntimeError("mix summary does not reconcile: " + "; ".join(reconcile(summary)))
-    stats_path = FileSystems.join(output, "_stats.json")
-    with FileSystems.open(stats_path) as f:
-        stats = json.load(f)
-    FileSystems.delete([stats_path])
-    inputs = sorted({sh.path for s in cfg.sources for sh in match_shards(list(s.inputs))})
-    m = manifest(cfg, output, stats, summary, inputs)
-    write_json(FileSystems.join(output, "manifest.json"), m)
-    write_bytes(FileSystems.join(output, "report.html"), render(m).encode())
+    build(p, cfg, output, common.rows_per_shard, groups, unusable, inputs)
+    p.run().wait_until_finish()
+    with FileSystems.open(FileSystems.join(output, "manifest.json")) as f:
+        m = json.load(f)
+    if reconcile(m["accounting"]):
+        raise RuntimeError("mix summary does not reconcile: " + "; ".join(reconcile(m["accounting"])))
     return m

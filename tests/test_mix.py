@@ -2,9 +2,13 @@
 and the report in a real headless browser."""
 from __future__ import annotations
 
+import html
 import json
+import math
+import re
 import shutil
 import subprocess
+import sys
 from collections import Counter
 from fractions import Fraction
 from pathlib import Path
@@ -17,9 +21,11 @@ from hypothesis import strategies as st
 from tests.helpers import tree_bytes
 from transforms.document import Document, from_table, to_table
 from transforms.io.write import parquet_bytes
-from transforms.mix.config import ConfigError, parse
+from transforms.mix.certify import SCALE
+from transforms.mix.config import ConfigError, load, parse
 from transforms.tokens import count_tokens
 
+RULE = {"rule": "threshold", "threshold": 0.5}
 BASE = {"seed": 1, "target_tokens": 1000, "max_synthetic_fraction": "0.1",
         "sources": [{"name": "a", "inputs": ["x/*.parquet"], "weight": 1}]}
 
@@ -46,7 +52,14 @@ def _with(**changes):
     (_with(max_synthetic_fraction="ten percent"), "max_synthetic_fraction: 'ten percent' is not a decimal"),
     (_with(max_synthetic_fraction="3/2"), "between 0 and 1"),
     (_with(max_synthetic_fraction=[1]), "max_synthetic_fraction: expected a number"),
-    (_with(synthetic={"rule": "vibes"}), "synthetic.rule: 'vibes' is not allowed; allowed: threshold, expected"),
+    (_with(synthetic={"rule": "vibes"}),
+     "synthetic.rule: 'vibes' is not allowed; allowed: certified, threshold, expected"),
+    (_with(synthetic={"rule": "certified", "threshold": 0.5}), "synthetic.threshold: only with rule: threshold"),
+    (_with(unestimable="ignore"), "unestimable: 'ignore' is not allowed; allowed: drop, treat_as_synthetic, fail"),
+    ({**_with(synthetic={"rule": "expected"}), "unestimable": "drop"}, "unestimable: only with synthetic.rule"),
+    (_with(source_curated=["c"]), "sources[0].inputs / curated: give exactly one"),
+    ({**BASE, "sources": [BASE["sources"][0], {**BASE["sources"][0], "name": "b"}]},
+     "sources[1].inputs: 'x/*.parquet' is already an input of source 'a'"),
     (_with(synthetic={"rule": "threshold", "threshold": 2}), "synthetic.threshold: expected a number in [0, 1]"),
     (_with(synthetic={"rule": "expected", "threshold": 0.5}), "synthetic.threshold: only with rule: threshold"),
     (_with(exclude={"opt_out": "yes"}), "exclude.opt_out: expected true or false"),
@@ -105,8 +118,9 @@ def _run_mix(tmp: Path, cfg: dict, extra=()) -> tuple[dict, list[Document]]:
 
 
 def _realised(rows: list[Document], cfg: dict) -> tuple[Fraction, int]:
-    """Recomputes the synthetic fraction from the written rows alone, in exact arithmetic."""
-    rule = cfg.get("synthetic", {}).get("rule", "threshold")
+    """Recomputes the rule's synthetic fraction from the written rows alone, in exact arithmetic (the expected
+    rule charges p_ai rounded up to 2^-32)."""
+    rule = cfg["synthetic"]["rule"]
     t = cfg.get("synthetic", {}).get("threshold", 0.5)
     syn, total = Fraction(0), 0
     for d in rows:
@@ -117,7 +131,7 @@ def _realised(rows: list[Document], cfg: dict) -> tuple[Fraction, int]:
         elif rule == "threshold":
             syn += n if d.p_ai >= t else 0
         else:
-            syn += Fraction(d.p_ai) * n
+            syn += Fraction(math.ceil(d.p_ai * SCALE), SCALE) * n
     return (syn / total if total else Fraction(0)), total
 
 
@@ -144,8 +158,9 @@ def test_ceiling_never_exceeded_anchors_whole_repeats_capped(tmp_path_factory, a
     anchor_excess = sum((_realised([d], cfg)[0] - Fraction(ceiling)) * count_tokens(d.text) for d in a_docs)
     if anchor_excess <= 0:  # anchors alone can only break the ceiling if they hold synthetic text themselves
         assert fraction <= Fraction(ceiling), (fraction, ceiling)
-        assert m["realised"]["within_ceiling"]
-    assert Fraction(m["realised"]["synthetic_fraction"]) == fraction and m["realised"]["tokens"] == tokens
+        assert m["within_ceiling"] and m["verdict"]["within_ceiling"]
+    assert Fraction(m["output"]["rule_fraction_exact"]) == fraction and m["output"]["tokens"] == tokens
+    assert m["within_ceiling"] == (fraction <= Fraction(ceiling))
     ids = Counter(d.id for d in rows)
     assert all(ids[d.id] == 1 for d in a_docs)  # every anchor document, once
     assert all(n <= repeats for i, n in ids.items() if i.startswith("web"))
@@ -156,10 +171,10 @@ def test_ceiling_never_exceeded_anchors_whole_repeats_capped(tmp_path_factory, a
 
 def test_targets_met_when_supply_allows_and_shortfall_reported_when_not(tmp_path):
     human = [_doc("web", i, 20, 0.01) for i in range(200)]
-    cfg = {"seed": 3, "target_tokens": 1000, "max_synthetic_fraction": "0.1",
+    cfg = {"seed": 3, "target_tokens": 1000, "max_synthetic_fraction": "0.1", "synthetic": RULE,
            "sources": [{"name": "web", "inputs": [_write_source(tmp_path, "web", human)], "weight": 1}]}
     m, rows = _run_mix(tmp_path, cfg)
-    assert m["realised"]["tokens"] == 1000 and m["sources"][0]["shortfall"] == 0
+    assert m["output"]["tokens"] == 1000 and m["sources"][0]["shortfall"] == 0
     synthetic = [_doc("syn", i, 20, 0.99) for i in range(200)]
     cfg["sources"] = [{"name": "syn", "inputs": [_write_source(tmp_path, "syn", synthetic)], "weight": 1}]
     m, rows = _run_mix(tmp_path, cfg)
@@ -169,7 +184,7 @@ def test_targets_met_when_supply_allows_and_shortfall_reported_when_not(tmp_path
 def test_same_seed_same_bytes_across_workers_and_another_seed_another_sample(tmp_path):
     docs = [_doc("web", i, 10 + i % 17, (i * 37 % 100) / 100) for i in range(300)]
     src = _write_source(tmp_path, "web", docs)
-    cfg = {"seed": 11, "target_documents": 120, "max_synthetic_fraction": "1/4",
+    cfg = {"seed": 11, "target_documents": 120, "max_synthetic_fraction": "1/4", "synthetic": RULE,
            "sources": [{"name": "web", "inputs": [src], "weight": 1}]}
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
@@ -184,32 +199,108 @@ def test_same_seed_same_bytes_across_workers_and_another_seed_another_sample(tmp
 
 def test_opt_out_is_excluded_and_counted(tmp_path):
     docs = [_doc("web", i, 30, 0.0, opt_out=i % 4 == 0) for i in range(40)]
-    cfg = {"seed": 1, "target_tokens": 10_000, "max_synthetic_fraction": "0.1",
+    cfg = {"seed": 1, "target_tokens": 10_000, "max_synthetic_fraction": "0.1", "synthetic": RULE,
            "sources": [{"name": "web", "inputs": [_write_source(tmp_path, "web", docs)], "weight": 1}]}
     m, rows = _run_mix(tmp_path, cfg)
     assert m["sources"][0]["excluded"] == {"excluded_opt_out": 10}
     assert not any(d.provenance["tdm_reservation"] == 1 for d in rows)
 
 
-def test_report_renders_in_headless_chromium(tmp_path):
+OVERFLOW_PROBE = """<script>
+window.addEventListener('load', () => {
+  const bad = [];
+  for (const svg of document.querySelectorAll('svg')) {
+    const box = svg.getBoundingClientRect();
+    for (const t of svg.querySelectorAll('text')) {
+      const r = t.getBoundingClientRect();
+      if (r.left < box.left - 0.5 || r.right > box.right + 0.5 || r.top < box.top - 0.5 || r.bottom > box.bottom + 0.5)
+        bad.push('svg text: ' + t.textContent);
+    }
+  }
+  for (const el of document.querySelectorAll('body, p, td, th, h1, h2, figcaption, figure, div'))
+    if (el.scrollWidth > el.clientWidth + 1) bad.push(el.tagName + ': ' + el.textContent.slice(0, 60));
+  document.body.setAttribute('data-overflow', JSON.stringify(bad));
+});
+</script>"""
+
+
+def test_report_renders_in_headless_chromium_with_no_clipped_text(tmp_path):
+    """The report in a real browser: one verdict, axes and counts, the cut marked; a probe script (added to a copy,
+    the report itself has none) checks that no text leaves its box."""
+    from tests.mixdata import make_docs, reference, write_curated
+
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if not browser:
         pytest.skip("chromium is not installed (CI installs it: .ci/run)")
-    docs = [_doc("web", i, 30, (i % 10) / 10) for i in range(60)]
-    cfg = {"seed": 1, "target_tokens": 900, "max_synthetic_fraction": "0.1",
-           "sources": [{"name": "web", "inputs": [_write_source(tmp_path, "web", docs)], "weight": 1}]}
-    _run_mix(tmp_path, cfg)
+    ref = reference(300, 1)
+    long_name = "a-source-with-a-rather-long-descriptive-name-" * 3
+    cfg = {"seed": 1, "target_tokens": 20_000, "max_synthetic_fraction": "0.1", "sources": [
+        {"name": "human", "curated": [str(write_curated(tmp_path / "h", make_docs("h", 120, 0.05, 8, 1, ref), 300))],
+         "weight": 1},
+        {"name": long_name, "curated": [str(write_curated(tmp_path / "x", make_docs("x", 120, 0.6, 8, 2, ref), 300))],
+         "weight": 1}]}
+    m, _ = _run_mix(tmp_path, cfg)
     report = tmp_path / "out" / "report.html"
-    dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                          "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                          f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", report.as_uri()],
+    probe = tmp_path / "probe.html"
+    probe.write_text(report.read_text().replace("</body>", OVERFLOW_PROBE + "</body>"))
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1200,900"]
+    dom = subprocess.run([*flags, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", probe.as_uri()],
                          capture_output=True, text=True, timeout=120)
     assert dom.returncode == 0, dom.stderr[-500:]
-    assert 'id="verdict"' in dom.stdout and "within the ceiling" in dom.stdout
-    assert dom.stdout.count("<svg") >= 3 and "<table>" in dom.stdout
+    assert 'id="verdict"' in dom.stdout and html.escape(m["verdict"]["line"]) in dom.stdout
+    assert "certified 95% upper bound" in dom.stdout and "<table>" in dom.stdout
+    assert dom.stdout.count("<svg") == 1 + 2 * 2  # tokens per source, then offered/selected per source
+    assert 'stroke="#a00"' in dom.stdout  # the cut, marked on the cut source's histograms
+    assert "documents per bin" in dom.stdout and "1e-4" in dom.stdout  # count and p-value axes
+    found = re.search(r'data-overflow="([^"]*)"', dom.stdout)
+    assert found and json.loads(html.unescape(found.group(1))) == []
     shot = tmp_path / "report.png"
-    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                    f"--user-data-dir={tmp_path / 'profile2'}", f"--screenshot={shot}", "--window-size=1000,900",
-                    report.as_uri()], capture_output=True, timeout=120)
+    subprocess.run([*flags, f"--user-data-dir={tmp_path / 'profile2'}", f"--screenshot={shot}", report.as_uri()],
+                   capture_output=True, timeout=120)
     assert shot.exists() and shot.stat().st_size > 10_000
+
+
+BOMB = """a: &a ["x","x","x","x","x","x","x","x","x"]
+b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
+i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
+"""
+
+
+@pytest.mark.parametrize("text, message", [
+    (BOMB, "more than 100,000 values once YAML aliases are expanded"),
+    ("seed: 1\nmax_synthetic_fraction: '1/100'\nmax_synthetic_fraction: 1\n",
+     "line 3: duplicate key 'max_synthetic_fraction'"),
+    ("a: &a [*a]\n", "refers to itself"),
+    ("seed: [unclosed\n", "is not valid YAML"),
+])
+def test_yaml_bombs_and_duplicate_keys_refused_in_one_line(tmp_path, text, message):
+    path = tmp_path / "mix.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load(str(path))
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_yaml_bomb_via_cli_is_one_line_exit_2(tmp_path):
+    path = tmp_path / "mix.yaml"
+    path.write_text(BOMB)
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "mix", "--config", str(path), "--output",
+                           str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "alias" in proc.stderr
+
+
+def test_config_is_read_through_filesystems_from_gs(gcs_emulator, tmp_path):
+    from transforms.io.write import write_bytes
+
+    url = f"gs://{gcs_emulator}/configs/mix.yaml"
+    write_bytes(url, yaml.safe_dump(BASE).encode())
+    assert load(url) == parse(BASE)
+    with pytest.raises(ConfigError, match="cannot read gs://"):
+        load(f"gs://{gcs_emulator}/configs/missing.yaml")

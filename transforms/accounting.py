@@ -30,7 +30,9 @@ DROP_REASONS = {
     "duplicate_indexed": "duplicate of a document in the refresh index",
     "excluded_opt_out": "page reserves text-and-data mining or declares noai",
     "excluded_filter": "excluded by the mix config (language, domain, length)",
-    "over_ceiling": "not selected: including it would break the synthetic ceiling or the budget",
+    "over_ceiling": "not selected: cut by the mixer to hold the (certified) synthetic ceiling",
+    "over_quota": "not selected: its source's quota was already met without it",
+    "unestimable": "mix source group with no usable AI-share estimate, under the `unestimable: drop` policy",
 }
 
 # Records that could not be read, decoded or parsed.
@@ -46,6 +48,7 @@ DEAD_LETTER_REASONS = {
     "read_error": "file that cannot be opened or read",
     "extract_error": "HTML text extraction failed",
     "score_error": "the detector failed on this document",
+    "invalid_score": "a score entering the mixer that is NaN, infinite or outside [0, 1]",
 }
 
 DROPPED = "dropped"

@@ -1,51 +1,71 @@
-"""Per document: excluded or not, its tokens, its synthetic tokens by the rule, its priority and stream.
+"""Per document: excluded or not, valid scores or not, its tokens, its priority, and what the ceiling knows of it.
 
-The ceiling c holds on the output iff the sum over output rows of excess = synthetic_tokens - c * tokens is <= 0.
-`under` documents (excess <= 0: human, or AI-likely below the ceiling under the expected rule) can never break it;
-`over` documents are taken only while the slack left by anchors and under documents lasts. Unscored documents
-count as synthetic (the conservative reading). A declared-AI page (IPTC digital source type) is synthetic
-whatever its score.
+The ceiling c holds on the output iff the sum over output rows of excess = tokens x (rate - c) is <= 0, where a
+row's rate is the AI share it is charged with, in fixed point (`certify.SCALE`), so every sum is an exact
+integer. Certified (default): a document's rate is its source's certified AI rate at the source's p-value cut,
+known once the plan is made; here it gets its reference group and grid level. Rule counts (opt-in): `threshold`
+charges 1 or 0, `expected` charges p_ai (rounded up to the fixed point); unscored documents and declared-AI
+pages (IPTC digital source type) are charged 1 under every rule. `under` documents (excess <= 0) can never
+break the ceiling; `over` documents are taken only while the slack left by anchors and under documents lasts.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from fractions import Fraction
+import math
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import xxhash
 
 from transforms.document import Document
-from transforms.mix.config import Exclude, MixConfig
-from transforms.tokens import count_tokens
+from transforms.mix import certify
+from transforms.mix.config import Exclude
 
 ANCHOR, UNDER, OVER = "anchor", "under", "over"
 BUCKET_BITS = 12
+SCORE_FIELDS = ("p_ai", "ai_score", "ai_pvalue")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Item:
     source: str
-    stream: str
+    stream: str  # anchor / under / over; "" until a certified plan sets the source's rate
     epoch: int
     priority: int
     units: int
     tokens: int
-    synthetic: Fraction
-    excess: Fraction
+    rate: int  # AI share charged, fixed point
+    excess: int  # tokens x (rate - ceiling), see plan.excess_of
     doc: Document
+    group: str = ""  # certified: reference group key (or a pseudo-group)
+    level: int = 0  # certified: grid level of the document's p-value
 
     @property
     def bucket(self) -> int:
         return (self.epoch << BUCKET_BITS) | (self.priority >> (64 - BUCKET_BITS))
 
     @property
-    def order(self) -> tuple[int, int, str]:
-        return self.epoch, self.priority, self.doc.id
+    def order(self) -> tuple[int, int, str, str, int]:
+        return self.epoch, self.priority, self.doc.id, self.doc.source, self.doc.offset
+
+    def with_(self, **changes) -> "Item":
+        return replace(self, **changes)
 
 
-def priority(seed: int, doc_id: str) -> int:
-    """A keyed hash of seed and id: the within-source order, the same on every worker and run."""
-    return xxhash.xxh64_intdigest(f"{seed}\x00{doc_id}".encode())
+def priority(seed: int, doc: Document) -> int:
+    """A keyed hash of seed, id and where the record was read: the within-source order, the same on every worker
+    and run, and distinct for two records that share an id."""
+    return xxhash.xxh64_intdigest(f"{seed}\x00{doc.id}\x00{doc.source}\x00{doc.offset}".encode())
+
+
+def invalid_score(doc: Document) -> Optional[str]:
+    """Why a score entering the mixer cannot be trusted (NaN, infinite, outside [0, 1], not a number), or None."""
+    for name in SCORE_FIELDS:
+        v = getattr(doc, name)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 <= v <= 1:
+            return f"{name} = {v!r} is not a number in [0, 1]"
+    return None
 
 
 def exclusion(doc: Document, ex: Exclude, tokens: int) -> Optional[str]:
@@ -61,17 +81,24 @@ def exclusion(doc: Document, ex: Exclude, tokens: int) -> Optional[str]:
     return None
 
 
-def synthetic_tokens(doc: Document, tokens: int, cfg: MixConfig) -> Fraction:
-    if (doc.provenance or {}).get("declared_ai") or doc.p_ai is None:
-        return Fraction(tokens)
-    if cfg.rule == "threshold":
-        return Fraction(tokens) if doc.p_ai >= cfg.threshold else Fraction(0)
-    return Fraction(doc.p_ai) * tokens
+def declared_ai(doc: Document) -> bool:
+    return bool((doc.provenance or {}).get("declared_ai"))
 
 
-def make_item(doc: Document, source: str, anchor: bool, cfg: MixConfig, tokens: int) -> Item:
-    syn = synthetic_tokens(doc, tokens, cfg)
-    excess = syn - cfg.ceiling * tokens
-    stream = ANCHOR if anchor else (UNDER if excess <= 0 else OVER)
-    units = tokens if cfg.unit == "tokens" else 1
-    return Item(source, stream, 0, priority(cfg.seed, doc.id), units, tokens, syn, excess, doc)
+def rule_rate(doc: Document, rule: str, threshold: float = 0.5) -> int:
+    """The opt-in rules' charge in fixed point: `threshold` 1 or 0, `expected` p_ai rounded up."""
+    if declared_ai(doc) or doc.p_ai is None:
+        return certify.SCALE
+    if rule == "threshold":
+        return certify.SCALE if doc.p_ai >= threshold else 0
+    return min(certify.SCALE, math.ceil(doc.p_ai * certify.SCALE))
+
+
+def certified_group(doc: Document, folder: str, usable: frozenset) -> Optional[str]:
+    """The document's reference group key, a pseudo-group for declared-AI pages, or None when unestimable."""
+    if declared_ai(doc):
+        return certify.DECLARED
+    if doc.ai_pvalue is None or doc.ai_reference is None or not folder:
+        return None
+    key = certify.group_key(folder, doc.ai_reference)
+    return key if key in usable else None

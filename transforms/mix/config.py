@@ -3,11 +3,15 @@
     seed: 7
     target_tokens: 200000          # or target_documents
     max_synthetic_fraction: "1/10" # exact: a decimal or a fraction string
-    synthetic: {rule: threshold, threshold: 0.9}   # or {rule: expected}
+    synthetic: {rule: certified}   # default; opt-in rule counts: {rule: threshold, threshold: 0.9} / {rule: expected}
+    unestimable: drop              # certified only: drop | treat_as_synthetic | fail
     exclude: {opt_out: true, languages: [], domains: [], min_tokens: 0}
     sources:
-      - {name: human-2022, inputs: ["curated-2022/documents/*.parquet"], anchor: true}
-      - {name: web-2024, inputs: ["curated-2024/documents/*.parquet"], weight: 1, max_repeats: 1}
+      - {name: human-2022, curated: ["curated-2022"], anchor: true}   # curated output folders (documents + summary)
+      - {name: web-2024, inputs: ["other/*.parquet"], weight: 1, max_repeats: 1}  # or Parquet globs
+
+The YAML is read through Beam's FileSystems (local or gs://) with a loader that refuses duplicate keys and aliases
+that expand beyond a small bound (an alias bomb is refused before it grows).
 """
 from __future__ import annotations
 
@@ -16,6 +20,13 @@ from fractions import Fraction
 from typing import Any, Optional
 
 import yaml
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+RULES = ("certified", "threshold", "expected")
+UNESTIMABLE = ("drop", "treat_as_synthetic", "fail")
+MAX_CONFIG_BYTES = 1 << 20
+MAX_NODES = 100_000  # YAML nodes after alias expansion
 
 
 class ConfigError(ValueError):
@@ -25,11 +36,12 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class Source:
     name: str
-    inputs: tuple[str, ...]
+    inputs: tuple[str, ...]  # Parquet globs (for curated folders: FOLDER/documents/*.parquet)
     weight: Optional[Fraction] = None
     tokens: Optional[int] = None
     anchor: bool = False
     max_repeats: int = 1
+    curated: tuple[str, ...] = ()  # curated output folders whose summary.json carries the AI-share estimates
 
 
 @dataclass(frozen=True)
@@ -46,8 +58,9 @@ class MixConfig:
     unit: str  # "tokens" | "documents"
     target: int
     ceiling: Fraction
-    rule: str  # "threshold" | "expected"
+    rule: str  # "certified" | "threshold" | "expected"
     threshold: float
+    unestimable: str
     exclude: Exclude
     sources: tuple[Source, ...]
     raw: dict = field(default_factory=dict, compare=False, hash=False)
@@ -88,8 +101,8 @@ def _strings(obj: dict, key: str, where: str) -> tuple[str, ...]:
 def parse(obj: Any) -> MixConfig:
     if not isinstance(obj, dict):
         raise ConfigError("the mix config must be a mapping of keys to values")
-    _check_keys(obj, {"seed", "target_tokens", "target_documents", "max_synthetic_fraction", "synthetic", "exclude",
-                      "sources"}, "")
+    _check_keys(obj, {"seed", "target_tokens", "target_documents", "max_synthetic_fraction", "synthetic", "unestimable",
+                      "exclude", "sources"}, "")
     seed = _int(obj, "seed", "", minimum=0)
     targets = [k for k in ("target_tokens", "target_documents") if k in obj]
     if len(targets) != 1:
@@ -101,16 +114,21 @@ def parse(obj: Any) -> MixConfig:
     ceiling = _exact(obj["max_synthetic_fraction"], "max_synthetic_fraction")
     if not 0 <= ceiling <= 1:
         raise ConfigError(f"max_synthetic_fraction: must be between 0 and 1, got {obj['max_synthetic_fraction']!r}")
-    syn = obj.get("synthetic", {"rule": "threshold"})
+    syn = obj.get("synthetic", {"rule": "certified"})
     if not isinstance(syn, dict):
-        raise ConfigError("synthetic: expected a mapping with rule: threshold | expected")
+        raise ConfigError("synthetic: expected a mapping with rule: certified | threshold | expected")
     _check_keys(syn, {"rule", "threshold"}, "synthetic.")
-    rule = syn.get("rule", "threshold")
-    if rule not in ("threshold", "expected"):
-        raise ConfigError(f"synthetic.rule: {rule!r} is not allowed; allowed: threshold, expected")
+    rule = syn.get("rule", "certified")
+    if rule not in RULES:
+        raise ConfigError(f"synthetic.rule: {rule!r} is not allowed; allowed: {', '.join(RULES)}")
     threshold = syn.get("threshold", 0.5)
-    if rule == "expected" and "threshold" in syn:
+    if rule != "threshold" and "threshold" in syn:
         raise ConfigError("synthetic.threshold: only with rule: threshold")
+    unestimable = obj.get("unestimable", "drop")
+    if "unestimable" in obj and rule != "certified":
+        raise ConfigError("unestimable: only with synthetic.rule: certified")
+    if unestimable not in UNESTIMABLE:
+        raise ConfigError(f"unestimable: {unestimable!r} is not allowed; allowed: {', '.join(UNESTIMABLE)}")
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
         raise ConfigError(f"synthetic.threshold: expected a number in [0, 1], got {threshold!r}")
     ex = obj.get("exclude", {})
@@ -124,21 +142,29 @@ def parse(obj: Any) -> MixConfig:
     raw_sources = obj.get("sources")
     if not isinstance(raw_sources, list) or not raw_sources:
         raise ConfigError("sources: expected a non-empty list of sources")
-    sources, names = [], set()
+    sources, names, seen = [], set(), {}
     for i, s in enumerate(raw_sources):
         where = f"sources[{i}]."
         if not isinstance(s, dict):
             raise ConfigError(f"sources[{i}]: expected a mapping with name and inputs")
-        _check_keys(s, {"name", "inputs", "weight", "tokens", "anchor", "max_repeats"}, where)
+        _check_keys(s, {"name", "inputs", "curated", "weight", "tokens", "anchor", "max_repeats"}, where)
         name = s.get("name")
         if not isinstance(name, str) or not name:
             raise ConfigError(f"{where}name: required, a non-empty string")
         if name in names:
             raise ConfigError(f"{where}name: {name!r} is used twice")
         names.add(name)
-        inputs = _strings(s, "inputs", where)
+        if ("inputs" in s) == ("curated" in s):
+            raise ConfigError(f"{where}inputs / curated: give exactly one of them (Parquet globs or curated folders)")
+        curated = tuple(c.rstrip("/") for c in _strings(s, "curated", where))
+        inputs = _strings(s, "inputs", where) or tuple(FileSystems.join(c, "documents", "*.parquet") for c in curated)
         if not inputs:
-            raise ConfigError(f"{where}inputs: required, a list of Parquet globs")
+            raise ConfigError(f"{where}{'curated' if curated or 'curated' in s else 'inputs'}: required, a non-empty list")
+        for path in inputs:
+            if path in seen:
+                raise ConfigError(f"{where}inputs: {path!r} is already an input of source {seen[path]!r}; a document "
+                                  f"may enter a mix through one source only")
+            seen[path] = name
         anchor = s.get("anchor", False)
         if not isinstance(anchor, bool):
             raise ConfigError(f"{where}anchor: expected true or false, got {anchor!r}")
@@ -153,16 +179,76 @@ def parse(obj: Any) -> MixConfig:
             raise ConfigError(f"{where}tokens: a token budget needs target_tokens (use weight with target_documents)")
         tokens = _int(s, "tokens", where, minimum=1) if "tokens" in s else None
         repeats = _int(s, "max_repeats", where, minimum=1, default=1)
-        sources.append(Source(name, inputs, weight, tokens, anchor, repeats))
-    return MixConfig(seed, unit, target, ceiling, rule, float(threshold), exclude, tuple(sources), raw=obj)
+        sources.append(Source(name, inputs, weight, tokens, anchor, repeats, curated))
+    return MixConfig(seed, unit, target, ceiling, rule, float(threshold), unestimable, exclude, tuple(sources),
+                     raw=obj)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys and counts nodes through aliases before anything is constructed."""
+
+    def compose_document(self):
+        node = super().compose_document()
+        _expanded_size(node)
+        return node
+
+    def construct_mapping(self, node, deep=False):
+        keys = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                seen = key in keys
+            except TypeError:
+                raise ConfigError(f"line {key_node.start_mark.line + 1}: a mapping key must be a scalar") from None
+            if seen:
+                raise ConfigError(f"line {key_node.start_mark.line + 1}: duplicate key {str(key)[:60]!r}")
+            keys.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _expanded_size(root) -> None:
+    """Nodes of the document once every alias is expanded (memoised per node, so the walk stays linear in the file)."""
+    sizes: dict[int, int] = {}
+    visiting: set[int] = set()
+    stack = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if key in sizes:
+            continue
+        children = []
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for kv in node.value for n in kv]
+        if done:
+            visiting.discard(key)
+            sizes[key] = 1 + sum(sizes[id(c)] for c in children)
+            if sizes[key] > MAX_NODES:
+                raise ConfigError(f"more than {MAX_NODES:,} values once YAML aliases are expanded (an alias bomb?)")
+            continue
+        if key in visiting:
+            raise ConfigError("a YAML alias refers to itself (recursive structure)")
+        visiting.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in sizes)
 
 
 def load(path: str) -> MixConfig:
+    """Reads the config through Beam's FileSystems (local, gs://, any registered scheme)."""
     try:
-        with open(path) as f:
-            obj = yaml.safe_load(f)
-    except OSError as e:
-        raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+    except Exception as e:  # FileSystems wraps every scheme's errors differently (IOError, BeamIOError, ...)
+        raise ConfigError(f"cannot read {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path} is larger than {MAX_CONFIG_BYTES >> 20} MiB; a mix config is a few lines")
+    try:
+        obj = yaml.load(data.decode("utf-8"), Loader=_StrictLoader)
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    except RecursionError:
+        raise ConfigError(f"{path} nests too deeply") from None
     return parse(obj)

@@ -1,13 +1,17 @@
-"""`MixWithCeiling`: exact selection without a worker holding a source.
+"""`MixWithCeiling`: exact, certified selection without a worker holding a source.
 
-1. Every document becomes an Item (classify.py); excluded ones are dropped with their reason.
-2. Supply totals per (source, stream) -> a plan of unit budgets (plan.py), a side input.
-3. A 2^12-bucket histogram of priority top bits per (source, stream, epoch) -> for each stream the boundary
-   bucket: buckets below are kept whole, buckets above dropped, and only the boundary bucket is sorted
-   (GroupByKey on that one bucket) to take an exact prefix.
-4. Under streams first. Their realised excess, plus the anchors', is the exact slack (a Fraction); it is shared
-   among sources in proportion to their planned over budgets, and over streams take the longest priority prefix
-   that fits both their unit budget and their slack. So sum(excess) <= 0 on the output: the ceiling holds exactly.
+1. Every (source, curated folder, Document) becomes an Item (classify.py); invalid scores are dead letters,
+   excluded and unestimable documents named drops.
+2. Supply totals -> the plan (plan.py), a side input: per source the p-value cut, its certified AI rate and a
+   unit budget (certified), or under/over budgets (rule counts). Documents below their source's cut are dropped.
+3. A 2^12-bucket histogram of priority top bits per (source, stream) -> the boundary bucket: buckets below are
+   kept whole; from the boundary on, documents are taken one by one in priority order, skipping any that does
+   not fit and going on (`ROUNDS` rounds, each sorting one bucket per stream), so no shortfall is left while a
+   fitting document remains within reach.
+4. Under streams first. Their realised excess, plus the anchors', is the exact slack (an integer); it is shared
+   among sources in proportion to their planned over budgets, and over streams take what fits both their unit
+   budget and their slack. So sum(excess) <= 0 on the output: the certified bound (or the rule count) holds
+   exactly on the rows written.
 Upsampling (max_repeats) adds epochs: copy k of a document follows every copy k-1 of its stream.
 """
 from __future__ import annotations
@@ -16,46 +20,74 @@ from fractions import Fraction
 
 import apache_beam as beam
 
-from transforms.accounting import DOCUMENTS, DROPPED, drop
-from transforms.mix.classify import ANCHOR, OVER, UNDER, Item, exclusion, make_item
+from transforms.accounting import DEAD_LETTERS, DROPPED, dead_letter, drop
+from transforms.mix import certify
+from transforms.mix.classify import (ANCHOR, OVER, UNDER, Item, certified_group, exclusion, invalid_score, priority,
+                                     rule_rate)
 from transforms.mix.config import MixConfig
-from transforms.mix.plan import Supply, boundary, make_plan
+from transforms.mix.plan import Supply, boundary, excess_of, make_certified_plan, make_plan, stream_of
 from transforms.tokens import count_tokens
 
 SELECTED = "selected"
+ROUNDS = 3
 
 
 class _Classify(beam.DoFn):
-    def __init__(self, cfg: MixConfig):
+    def __init__(self, cfg: MixConfig, usable: frozenset):
         self._cfg = cfg
+        self._usable = usable
 
-    def process(self, kv):
-        source, doc = kv
-        spec = next(s for s in self._cfg.sources if s.name == source)
+    def setup(self):
+        self._anchor = {s.name: s.anchor for s in self._cfg.sources}
+
+    def process(self, element):
+        source, folder, doc = element
+        cfg = self._cfg
+        bad = invalid_score(doc)
+        if bad:
+            yield dead_letter(doc.source, doc.offset, "invalid_score", f"{doc.id}: {bad}", "mix")
+            return
         tokens = count_tokens(doc.text)
-        reason = exclusion(doc, self._cfg.exclude, tokens)
+        reason = exclusion(doc, cfg.exclude, tokens)
         if reason:
             yield drop(doc.id, reason, doc.source, doc.offset, source)
             return
-        yield make_item(doc, source, spec.anchor, self._cfg, tokens)
+        units = tokens if cfg.unit == "tokens" else 1
+        anchor = self._anchor[source]
+        order = priority(cfg.seed, doc)
+        if cfg.rule != "certified":
+            rate = rule_rate(doc, cfg.rule, cfg.threshold)
+            excess = excess_of(tokens, rate, cfg.ceiling)
+            stream = ANCHOR if anchor else (UNDER if excess <= 0 else OVER)
+            yield Item(source, stream, 0, order, units, tokens, rate, excess, doc)
+            return
+        group = certified_group(doc, folder, self._usable)
+        if group is None:
+            if cfg.unestimable != "treat_as_synthetic":
+                yield drop(doc.id, "unestimable", doc.source, doc.offset, source)
+                return
+            group = certify.UNESTIMATED
+        level = 0 if group == certify.DECLARED else certify.grid_index(doc.ai_pvalue)
+        yield Item(source, ANCHOR if anchor else "", 0, order, units, tokens, 0, 0, doc, group, level)
 
 
 class _SumSupply(beam.CombineFn):
+    def __init__(self, key_fn):
+        self._key = key_fn
+
     def create_accumulator(self):
         return {}
 
     def add_input(self, acc, item: Item):
-        k = (item.source, item.stream)
-        s = acc.get(k, Supply())
-        acc[k] = Supply(s.units + item.units, s.count + 1, s.excess + item.excess)
+        k = self._key(item)
+        acc[k] = acc.get(k, Supply()) + Supply(item.units, 1, item.excess, item.tokens)
         return acc
 
     def merge_accumulators(self, accs):
         out = {}
         for a in accs:
             for k, s in a.items():
-                t = out.get(k, Supply())
-                out[k] = Supply(t.units + s.units, t.count + s.count, t.excess + s.excess)
+                out[k] = out.get(k, Supply()) + s
         return out
 
     def extract_output(self, acc):
@@ -67,7 +99,7 @@ class _Histogram(beam.CombineFn):
         return {}
 
     def add_input(self, acc, item: Item):
-        u, e = acc.get(item.bucket, (0, Fraction(0)))
+        u, e = acc.get(item.bucket, (0, 0))
         acc[item.bucket] = (u + item.units, e + item.excess)
         return acc
 
@@ -75,7 +107,7 @@ class _Histogram(beam.CombineFn):
         out = {}
         for a in accs:
             for b, (u, e) in a.items():
-                u0, e0 = out.get(b, (0, Fraction(0)))
+                u0, e0 = out.get(b, (0, 0))
                 out[b] = (u0 + u, e0 + e)
         return out
 
@@ -83,68 +115,138 @@ class _Histogram(beam.CombineFn):
         return acc
 
 
+def _cut(item: Item, plan, cfg: MixConfig):
+    """Certified: drop documents below their source's p-value cut; charge the rest the source's certified rate."""
+    level = plan.level.get(item.source)
+    if level is None or item.level < level:
+        if item.epoch == 0:
+            reason = "over_ceiling" if item.source in plan.limited or level is None else "over_quota"
+            yield drop(item.doc.id, reason, item.doc.source, item.doc.offset, item.source)
+        return
+    rate = plan.rate[item.source]
+    stream = item.stream or stream_of(rate, cfg.ceiling)
+    yield item.with_(rate=rate, excess=excess_of(item.tokens, rate, cfg.ceiling), stream=stream)
+
+
 def _epochs(item: Item, plan):
     """The item and its upsampled copies, as far as the plan allows (anchors are never repeated)."""
     n = 1 if item.stream == ANCHOR else plan.epochs.get(item.source, 1)
     for k in range(n):
-        yield Item(item.source, item.stream, k, item.priority, item.units, item.tokens, item.synthetic,
-                   item.excess, item.doc)
+        yield item.with_(epoch=k)
+
+
+def _reason(item: Item, plan, excess_fits: bool) -> str:
+    return "over_ceiling" if not excess_fits or item.source in plan.limited else "over_quota"
+
+
+def _key(item: Item):
+    return item.source, item.stream
 
 
 def _route(item: Item, bounds):
-    """keep / drop / boundary by the stream's boundary bucket."""
-    b, _, _ = bounds[(item.source, item.stream)]
-    if item.bucket < b:
+    """keep / boundary / tail by the stream's boundary bucket (-1: every candidate is walked)."""
+    b, _, _ = bounds[_key(item)]
+    if b == -1 or item.bucket == b:
+        yield _key(item), item
+    elif item.bucket < b:
         yield beam.pvalue.TaggedOutput(SELECTED, item)
-    elif item.bucket == b:
-        yield ((item.source, item.stream), item)
-    elif item.epoch == 0:
-        yield drop(item.doc.id, "over_ceiling", item.doc.source, item.doc.offset, item.source)
+    else:
+        yield beam.pvalue.TaggedOutput("tail", item)
 
 
-def _prefix(kv, bounds):
+def _greedy(kv, bounds, plan):
+    """The boundary bucket in priority order: take each document that fits, skip the others and go on."""
     key, items = kv
     _, units, excess = bounds[key]
     for item in sorted(items, key=lambda i: i.order):
-        fits = item.units <= units and (excess is None or item.excess <= excess)
-        if fits:
+        fits_e = excess is None or item.excess <= excess
+        if item.units <= units and fits_e:
             units -= item.units
             if excess is not None:
                 excess -= item.excess
             yield beam.pvalue.TaggedOutput(SELECTED, item)
+        elif item.epoch == 0:
+            yield drop(item.doc.id, _reason(item, plan, fits_e), item.doc.source, item.doc.offset, item.source)
+    yield key, (units, excess)
+
+
+def _fits_left(item: Item, left, plan):
+    """A tail document goes on to the next round only if it fits what its stream has left."""
+    units, excess = left.get(_key(item), (0, 0))
+    fits_e = excess is None or item.excess <= excess
+    if item.units <= units and fits_e:
+        yield item
+    elif item.epoch == 0:
+        yield drop(item.doc.id, _reason(item, plan, fits_e), item.doc.source, item.doc.offset, item.source)
+
+
+def _select(items, label: str, limits_side, plan_side):
+    """Takes, per (source, stream), the longest priority-ordered set that fits its limits: {key: (units, excess or
+    None)}. Each round keeps the buckets below the boundary whole and walks the boundary bucket; what lies beyond
+    goes to the next round only if it still fits what is left. The last round walks every remaining candidate
+    (by then only documents smaller than the leftover, typically a handful). Returns (selected, dropped)."""
+    selected, dropped = [], []
+    candidates = items
+    for r in range(ROUNDS):
+        tag = f"{label}{r}"
+        if r < ROUNDS - 1:
+            hists = (candidates | f"Key{tag}" >> beam.Map(lambda i: (_key(i), i))
+                     | f"Hist{tag}" >> beam.CombinePerKey(_Histogram()) | f"Hists{tag}" >> beam.combiners.ToDict())
+            bounds = beam.pvalue.AsSingleton(hists | f"Bounds{tag}" >> beam.Map(
+                lambda h, lim: {k: boundary(v, *lim.get(k, (0, 0))) for k, v in h.items()}, limits_side))
         else:
-            units = -1  # a prefix: nothing after the first item that does not fit
-            if item.epoch == 0:
-                yield drop(item.doc.id, "over_ceiling", item.doc.source, item.doc.offset, item.source)
+            bounds = beam.pvalue.AsSingleton(_one(candidates, tag) | f"Bounds{tag}" >> beam.Map(
+                lambda _, lim: {k: (-1, *v) for k, v in lim.items()}, limits_side))
+        routed = candidates | f"Route{tag}" >> beam.FlatMap(_route, bounds).with_outputs(SELECTED, "tail",
+                                                                                          main="boundary")
+        cut = (routed["boundary"] | f"Group{tag}" >> beam.GroupByKey()
+               | f"Greedy{tag}" >> beam.FlatMap(_greedy, bounds, plan_side).with_outputs(SELECTED, DROPPED,
+                                                                                         main="left"))
+        selected += [routed[SELECTED], cut[SELECTED]]
+        dropped.append(cut[DROPPED])
+        if r == ROUNDS - 1:
+            break
+        limits_side = beam.pvalue.AsSingleton(cut["left"] | f"Left{tag}" >> beam.combiners.ToList()
+                                              | f"LeftDict{tag}" >> beam.Map(dict))
+        nxt = routed["tail"] | f"Fits{tag}" >> beam.FlatMap(_fits_left, limits_side, plan_side).with_outputs(
+            DROPPED, main="next")
+        dropped.append(nxt[DROPPED])
+        candidates = nxt["next"]
+    return (selected | f"Selected{label}" >> beam.Flatten(), dropped | f"Dropped{label}" >> beam.Flatten())
 
 
-def _select(items, label: str, bounds_side):
-    routed = items | f"Route{label}" >> beam.FlatMap(_route, bounds_side).with_outputs(SELECTED, DROPPED,
-                                                                                      main="boundary")
-    cut = (
-        routed["boundary"]
-        | f"Group{label}" >> beam.GroupByKey()
-        | f"Prefix{label}" >> beam.FlatMap(_prefix, bounds_side).with_outputs(SELECTED, DROPPED, main="none")
-    )
-    selected = (routed[SELECTED], cut[SELECTED]) | f"Selected{label}" >> beam.Flatten()
-    dropped = (routed[DROPPED], cut[DROPPED]) | f"Dropped{label}" >> beam.Flatten()
-    return selected, dropped
+def _one(pcoll, tag: str):
+    """A one-element PCollection in pcoll's pipeline (to hang a side-input computation on)."""
+    return pcoll.pipeline | f"One{tag}" >> beam.Create([None])
 
 
 class MixWithCeiling(beam.PTransform):
-    """(source name, Document) pairs -> {"selected": Item (one per output row, repeats included), "dropped",
-    "plan"}. Anchors are selected whole; the ceiling holds exactly on the selected rows."""
+    """(source name, curated folder or "", Document) triples -> {"selected": Item (one per output row, repeats
+    included), "dropped", "dead_letters", "plan", "offered" (every item that passed exclusions)}. Anchors are selected whole; the ceiling (certified bound, or
+    the opt-in rule count) holds exactly on the selected rows. `groups`: reference group key -> (estimate, ci95
+    low, ci95 high, reference documents), from the curated folders' summaries (`certify.parse_ai_share`)."""
 
-    def __init__(self, cfg: MixConfig):
+    def __init__(self, cfg: MixConfig, groups: dict | None = None):
         super().__init__()
         self._cfg = cfg
+        self._groups = dict(groups or {})
 
-    def expand(self, pairs):
+    def expand(self, triples):
         cfg = self._cfg
-        classified = pairs | "Classify" >> beam.ParDo(_Classify(cfg)).with_outputs(DROPPED, main="items")
-        items = classified["items"]
-        supply = items | "Supply" >> beam.CombineGlobally(_SumSupply())
-        plan = supply | "Plan" >> beam.Map(lambda s: make_plan(cfg, s))
+        bounds = certify.Bounds.of(self._groups)
+        classified = triples | "Classify" >> beam.ParDo(_Classify(cfg, frozenset(self._groups))).with_outputs(
+            DROPPED, DEAD_LETTERS, main="items")
+        items = offered = classified["items"]
+        if cfg.rule == "certified":
+            supply = items | "Supply" >> beam.CombineGlobally(_SumSupply(lambda i: (i.source, i.group, i.level)))
+            plan = supply | "Plan" >> beam.Map(lambda s: make_certified_plan(cfg, bounds, s))
+            cut = items | "Cut" >> beam.FlatMap(_cut, beam.pvalue.AsSingleton(plan), cfg).with_outputs(
+                DROPPED, main="kept")
+            items, cut_dropped = cut["kept"], [cut[DROPPED]]
+        else:
+            supply = items | "Supply" >> beam.CombineGlobally(_SumSupply(lambda i: (i.source, i.stream)))
+            plan = supply | "Plan" >> beam.Map(lambda s: make_plan(cfg, s))
+            cut_dropped = []
         plan_side = beam.pvalue.AsSingleton(plan)
         anchors = items | "Anchors" >> beam.Filter(lambda i: i.stream == ANCHOR)
         copies = (items | "Mixable" >> beam.Filter(lambda i: i.stream != ANCHOR)
@@ -152,37 +254,28 @@ class MixWithCeiling(beam.PTransform):
         under = copies | "Under" >> beam.Filter(lambda i: i.stream == UNDER)
         over = copies | "Over" >> beam.Filter(lambda i: i.stream == OVER)
 
-        def hist(pc, label):
-            return (pc | f"Key{label}" >> beam.Map(lambda i: ((i.source, i.stream), i))
-                    | f"Hist{label}" >> beam.CombinePerKey(_Histogram()))
-
-        def under_bounds(hists, plan):
-            return {k: boundary(h, plan.budget.get(k, 0)) for k, h in hists.items()}
-
-        u_bounds = beam.pvalue.AsSingleton(
-            hist(under, "Under") | "UnderHists" >> beam.combiners.ToDict()
-            | "UnderBounds" >> beam.Map(under_bounds, plan_side))
-        u_selected, u_dropped = _select(under, "Under", u_bounds)
+        u_limits = beam.pvalue.AsSingleton(plan | "UnderLimits" >> beam.Map(
+            lambda p: {k: (b, None) for k, b in p.budget.items() if k[1] == UNDER}))
+        u_selected, u_dropped = _select(under, "Under", u_limits, plan_side)
 
         slack = (
             (anchors, u_selected) | "SlackItems" >> beam.Flatten()
             | "Excess" >> beam.Map(lambda i: i.excess)
-            | "SumExcess" >> beam.CombineGlobally(lambda xs: sum(xs, Fraction(0)))
+            | "SumExcess" >> beam.CombineGlobally(sum)
             | "Slack" >> beam.Map(lambda total: -total)
         )
 
-        def over_bounds(hists, plan, slack_total):
-            wanted = {k: plan.budget.get(k, 0) for k in hists}
+        def over_limits(plan, slack_total):
+            wanted = {k: b for k, b in plan.budget.items() if k[1] == OVER}
             total = sum(wanted.values())
-            share = {k: max(slack_total, Fraction(0)) * wanted[k] / total if total else Fraction(0)
-                     for k in hists}  # the exact slack, shared in proportion to planned over budgets
-            return {k: boundary(h, wanted[k], share[k]) for k, h in hists.items()}
+            room = max(slack_total, 0)
+            return {k: (w, int(Fraction(room * w, total)) if total else 0) for k, w in wanted.items()}
 
-        o_bounds = beam.pvalue.AsSingleton(
-            hist(over, "Over") | "OverHists" >> beam.combiners.ToDict()
-            | "OverBounds" >> beam.Map(over_bounds, plan_side, beam.pvalue.AsSingleton(slack)))
-        o_selected, o_dropped = _select(over, "Over", o_bounds)
+        o_limits = beam.pvalue.AsSingleton(plan | "OverLimits" >> beam.Map(over_limits,
+                                                                          beam.pvalue.AsSingleton(slack)))
+        o_selected, o_dropped = _select(over, "Over", o_limits, plan_side)
 
         selected = (anchors, u_selected, o_selected) | "AllSelected" >> beam.Flatten()
-        dropped = (classified[DROPPED], u_dropped, o_dropped) | "AllDropped" >> beam.Flatten()
-        return {SELECTED: selected, DROPPED: dropped, "plan": plan}
+        dropped = (classified[DROPPED], *cut_dropped, u_dropped, o_dropped) | "AllDropped" >> beam.Flatten()
+        return {SELECTED: selected, DROPPED: dropped, DEAD_LETTERS: classified[DEAD_LETTERS], "plan": plan,
+                "offered": offered}

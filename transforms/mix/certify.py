@@ -1,0 +1,253 @@
+"""The certified ceiling: an upper confidence bound on the true AI token share of a mix, and the per-source cut
+that keeps the most human text under it.
+
+For a source cell (source x reference group g) of T_g tokens whose true AI token share has upper bound pi_hi, the
+documents with `ai_pvalue >= alpha` hold at least T_g * (1 - pi_hi) * (1 - F_hi(alpha)) human tokens, where
+F_hi(alpha) bounds the share of the group's human documents whose conformal p-value falls below alpha. With
+p = (1 + #{ref >= s}) / (n + 1), p < alpha iff the score beats the K-th largest of n reference scores,
+K = ceil(alpha (n + 1) - 1), and the human mass above that order statistic is Beta(K, n + 1 - K): F_hi is its
+upper quantile, Bonferroni-corrected over the alpha grid. So AI tokens kept <= T_pass - sum_g T_g (1 - pi_hi)
+(1 - F_hi). Failure probabilities are split by a union bound: half over the groups' share bounds (each ci95's
+upper half-width rescaled to its one-sided level, normal approximation), half over their p-value bounds, 95%
+overall. Assumptions, stated in the README: a source's documents in group g share the group's AI share; human
+token counts do not depend on the p-value; the reference is exchangeable with the group's human documents.
+
+Only tiny tables pass through here (sources x groups x grid levels): the plan is computed in one place, as a side
+input, and every verdict (CLI, manifest, report) comes from `verdict`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Optional
+
+from scipy.stats import beta, norm
+
+CONFIDENCE = Fraction(95, 100)
+SCALE = 1 << 32  # fixed point of rates: a certified rate r is carried as ceil(r * SCALE)
+# alpha grid: 0 (keep every document), then 2^-12 .. 2^-1 in quarter-octave steps
+GRID = (0.0,) + tuple(2.0 ** (-k / 4) for k in range(48, 3, -1))
+DECLARED = "declared_ai"  # pseudo-group of pages that declare AI generation: all their tokens count as AI
+UNESTIMATED = "unestimated"  # pseudo-group of documents with no usable estimate (unestimable: treat_as_synthetic)
+
+
+def group_key(folder: str, group: str) -> str:
+    return f"{folder}#{group}"
+
+
+def parse_ai_share(folder: str, summary: dict) -> tuple[dict, dict]:
+    """A curated summary's `ai_share.by_reference` -> ({group key: (estimate, lo, hi, n_ref)}, {group key: reason})."""
+    usable, reasons = {}, {}
+    groups = ((summary or {}).get("ai_share") or {}).get("by_reference") or {}
+    if not isinstance(groups, dict):
+        return usable, {group_key(folder, "*"): "ai_share.by_reference is not a mapping"}
+    for group, s in sorted(groups.items()):
+        key = group_key(folder, str(group))
+        reason = _invalid_share(s)
+        if reason:
+            reasons[key] = reason
+        else:
+            usable[key] = (float(s["estimate"]), float(s["ci95"][0]), float(s["ci95"][1]),
+                           int(s["reference"]["documents"]))
+    return usable, reasons
+
+
+def _invalid_share(s) -> Optional[str]:
+    if not isinstance(s, dict):
+        return "not a mapping"
+    if s.get("estimate") is None:
+        return str(s.get("reason") or "no estimate")
+    try:
+        est, lo, hi = float(s["estimate"]), float(s["ci95"][0]), float(s["ci95"][1])
+        n = s["reference"]["documents"]
+    except (KeyError, TypeError, ValueError, IndexError):
+        return "estimate without ci95 / reference.documents"
+    if not all(math.isfinite(x) and 0 <= x <= 1 for x in (est, lo, hi)) or not lo <= est <= hi:
+        return f"estimate {est} / ci95 [{lo}, {hi}] is not a share interval"
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        return f"reference.documents {n!r} is not a positive count"
+    return None
+
+
+def share_hi(g: tuple, delta: float) -> float:
+    """One-sided upper bound at level 1 - delta from a 95% interval's upper half-width (normal approximation)."""
+    est, _, hi, _ = g
+    z95 = norm.ppf(0.975)
+    return float(min(1.0, hi + max(0.0, norm.ppf(1 - delta) - z95) * (hi - est) / z95))
+
+
+def share_lo(g: tuple, delta: float) -> float:
+    est, lo, _, _ = g
+    z95 = norm.ppf(0.975)
+    return float(max(0.0, lo - max(0.0, norm.ppf(1 - delta) - z95) * (est - lo) / z95))
+
+
+def pvalue_tail_hi(alpha: float, n_ref: int, delta: float) -> float:
+    """Upper bound on P(p < alpha) for a human document, given a reference of n_ref documents."""
+    k = math.ceil(alpha * (n_ref + 1) - 1 - 1e-12)
+    if k <= 0:
+        return 0.0
+    if k > n_ref:
+        return 1.0
+    return float(beta.ppf(1 - delta, k, n_ref + 1 - k))
+
+
+def pvalue_tail_lo(alpha: float, n_ref: int, delta: float) -> float:
+    k = math.ceil(alpha * (n_ref + 1) - 1 - 1e-12)
+    if k <= 0:
+        return 0.0
+    if k > n_ref:
+        return 1.0
+    return float(beta.ppf(delta, k, n_ref + 1 - k))
+
+
+def grid_index(pvalue: Optional[float]) -> int:
+    """The largest grid level the p-value reaches; no p-value (or a declared-AI page) reaches level 0 only, so it is
+    kept only when nothing is cut."""
+    if pvalue is None:
+        return 0
+    lo, hi = 0, len(GRID) - 1
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if pvalue >= GRID[mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Per group, the share bound and the p-value tail bounds on the grid, at the union-bound levels."""
+
+    hi: dict  # group -> pi_hi
+    lo: dict  # group -> pi_lo
+    est: dict  # group -> estimate
+    tail_hi: dict  # group -> tuple over GRID
+    tail_lo: dict
+    tail_mid: dict
+
+    @classmethod
+    def of(cls, groups: dict) -> "Bounds":
+        n = max(1, len(groups))
+        delta = float(1 - CONFIDENCE) / 2 / n  # per group, for its share bound and (split over the grid) its tail
+        per_level = delta / (len(GRID) - 1)
+        hi, lo, est, t_hi, t_lo, t_mid = {}, {}, {}, {}, {}, {}
+        for key, g in sorted(groups.items()):
+            hi[key], lo[key], est[key] = share_hi(g, delta), share_lo(g, delta), g[0]
+            t_hi[key] = tuple(pvalue_tail_hi(a, g[3], per_level) for a in GRID)
+            t_lo[key] = tuple(pvalue_tail_lo(a, g[3], per_level) for a in GRID)
+            t_mid[key] = tuple(min(1.0, max(0.0, math.ceil(a * (g[3] + 1) - 1 - 1e-12) / (g[3] + 1))) for a in GRID)
+        for key in (DECLARED, UNESTIMATED):
+            hi[key], lo[key], est[key] = 1.0, 1.0, 1.0
+            t_hi[key] = t_lo[key] = t_mid[key] = tuple(0.0 for _ in GRID)
+        return cls(hi, lo, est, t_hi, t_lo, t_mid)
+
+
+def ai_tokens(cells: dict, j: int, share: dict, tail: dict) -> float:
+    """AI tokens among a source's documents at grid level >= j, bounded (or estimated) with these share and tail
+    values. `cells`: group -> (all tokens, tokens at level >= j for each j)."""
+    total = 0.0
+    for g, (t_all, t_pass) in cells.items():
+        tp = t_pass[j]
+        human = t_all * (1 - share[g]) * (1 - tail[g][j])
+        total += min(tp, max(0.0, tp - human))
+    return total
+
+
+def cumulative(by_level: dict) -> tuple[list, list]:
+    """{grid index: (docs, tokens)} -> (docs at level >= j, tokens at level >= j) for each grid level j."""
+    docs, tokens = [0] * len(GRID), [0] * len(GRID)
+    for level, (d, t) in by_level.items():
+        for j in range(level + 1):
+            docs[j] += d
+            tokens[j] += t
+    return docs, tokens
+
+
+@dataclass(frozen=True)
+class Option:
+    level: Optional[int]  # grid index of the cut; None = the source is left out
+    scale: Fraction  # share of the passing units (epochs included) taken: the quota's or the ceiling's
+    units: int  # passing units, epochs included
+    tokens: float  # expected tokens taken
+    ai: float  # certified bound on the AI tokens taken
+    human: float  # certified human tokens taken (tokens - ai)
+    epochs: int = 1
+
+
+def options(cells: dict, units: list, tokens: list, bounds: Bounds, quota: int, repeats: int) -> list[Option]:
+    """Every grid cut of one source, each scaled down to its quota, plus leaving the source out."""
+    out = [Option(None, Fraction(0), 0, 0.0, 0.0, 0.0)]
+    for j in range(len(GRID)):
+        if not units[j] or not quota:
+            continue
+        epochs = min(repeats, max(1, -(-quota // units[j])))
+        scale = min(Fraction(1), Fraction(quota, units[j] * epochs))
+        f = epochs * float(scale)
+        ai = ai_tokens(cells, j, bounds.hi, bounds.tail_hi) * f
+        taken = tokens[j] * f
+        out.append(Option(j, scale, units[j] * epochs, taken, ai, taken - ai, epochs))
+    return out
+
+
+def choose(options: dict, fixed_excess: float, ceiling: float) -> tuple[dict, dict]:
+    """Greedy over sources: start from each source's most-human cut; while the certified excess (AI bound minus
+    ceiling x tokens) is positive, take the move that loses the fewest human tokens per unit of excess removed:
+    a stricter cut, leaving a source out, or (the last step) taking a smaller share of one source."""
+    def excess(o):
+        return o.ai - ceiling * o.tokens
+
+    cur = {s: max(opts, key=lambda o: (o.human, -excess(o), -(o.level or 0))) for s, opts in options.items()}
+    limited = {s: False for s in options}
+    total = fixed_excess + sum(excess(o) for o in cur.values())
+    while total > 1e-9:
+        best = None
+        for s in sorted(options):
+            c = cur[s]
+            for o in options[s]:
+                gain = excess(c) - excess(o)
+                if gain <= 1e-12:
+                    continue
+                ratio = (c.human - o.human) / gain
+                if best is None or ratio < best[0] - 1e-12:
+                    best = (ratio, s, o)
+        if best is None:
+            break
+        _, s, o = best
+        c = cur[s]
+        gain = excess(c) - excess(o)
+        if gain > total and excess(c) > 0:
+            # scaling the current cut down removes exactly `total`: keep it if it loses less than the switch
+            f = 1 - total / excess(c)
+            lost_scaled = c.human * (1 - f)
+            if lost_scaled <= c.human - o.human:
+                fr = Fraction(f).limit_denominator(1 << 30)
+                cur[s] = Option(c.level, c.scale * fr, c.units, c.tokens * f, c.ai * f, c.human * f, c.epochs)
+                limited[s] = True
+                total = fixed_excess + sum(excess(x) for x in cur.values())
+                break
+        cur[s] = o
+        limited[s] = True
+        total = fixed_excess + sum(excess(x) for x in cur.values())
+    return cur, limited
+
+
+def fixed_rate(ai: float, tokens: float) -> int:
+    """A certified rate in fixed point, rounded up (never optimistic)."""
+    if tokens <= 0:
+        return 0
+    return min(SCALE, math.ceil(ai / tokens * SCALE))
+
+
+def verdict(share: Fraction, ceiling: Fraction, failures: list[str], certified: bool) -> tuple[bool, str]:
+    """The one verdict (CLI line, manifest `within_ceiling`, report): within iff the certified bound (or, opt-in,
+    the rule count) is <= the ceiling and no `unestimable: fail` policy tripped."""
+    what = "certified 95% upper bound on the true AI token share" if certified else \
+        "opt-in rule count of the synthetic token share (not a bound on the true share)"
+    if failures:
+        return False, f"NOT CERTIFIED: {failures[0]}"
+    if share <= ceiling:
+        return True, f"within the ceiling: {what} {float(share):.4f} <= {float(ceiling):.4f}"
+    return False, f"CEILING NOT MET: {what} {float(share):.4f} > {float(ceiling):.4f}"
