@@ -95,6 +95,12 @@ class ReferenceGroup:
         """The threshold that documents of `half` are flagged above: fitted on the other half."""
         return conformal_threshold(self.other(half))
 
+    @property
+    def usable(self) -> bool:
+        """Both halves are large enough for a finite ALPHA threshold (a group that can flag nothing would make
+        every share look like 0)."""
+        return all(math.isfinite(conformal_threshold(h)) for h in self.halves)
+
     def held_out_fpr(self) -> tuple[float, float]:
         """(share of reference tokens flagged at the threshold fitted on the other half, effective number of
         documents): the false-positive rate in the ceiling's unit, tokens, as the estimate needs it."""
