@@ -16,7 +16,8 @@ verbs:
   inspect  DOC_ID --output OUT                      print one curated document's provenance
   refresh  --input GLOB --index INDEX --output OUT  curate a new crawl against an incremental dedup index
   mix      --config mix.yaml --output OUT           a training mix under an exact synthetic ceiling
-  train-detector --data FILE [FILE ...] --out DIR   train, calibrate and evaluate the fastText detector
+  train-detector --data FILE [FILE ...] --out DIR [--human_reference GLOB]
+                                                    train, calibrate and evaluate the fastText detector
 """
 
 
@@ -81,7 +82,7 @@ def _inspect(argv):
 def _train_detector(argv):
     import argparse
 
-    from transforms.score.train import train_detector
+    from transforms.score.train import ADAPT_SEARCH, REFERENCE_WEIGHT, load_reference, train_detector
 
     ap = argparse.ArgumentParser(prog="synthcap train-detector")
     ap.add_argument("--data", nargs="+", required=True, help="labelled JSONL.gz files (text, label, domain, ...)")
@@ -89,6 +90,10 @@ def _train_detector(argv):
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--no_lodo", action="store_true", help="skip the leave-one-dataset-out evaluation")
     ap.add_argument("--limit_per_file", type=int, help="read at most this many records per file")
+    ap.add_argument("--human_reference", nargs="+",
+                    help="curated Parquet (globs, local or gs://) whose documents join training as human examples")
+    ap.add_argument("--reference_weight", type=int, default=REFERENCE_WEIGHT,
+                    help="times each reference document is repeated in training")
     try:
         args = ap.parse_args(argv)
     except SystemExit:
@@ -96,13 +101,24 @@ def _train_detector(argv):
     missing = [p for p in args.data if not os.path.exists(p)]
     if missing:
         raise UserError(f"no such file: {missing[0]}")
+    if args.reference_weight < 1:
+        raise UserError("--reference_weight must be a positive integer")
     try:
-        card = train_detector(args.data, args.out, seed=args.seed, lodo=not args.no_lodo,
-                              limit_per_file=args.limit_per_file)
+        reference = None
+        if args.human_reference:
+            reference = load_reference(args.human_reference, args.seed, args.reference_weight)
+        card = train_detector(args.data, args.out, seed=args.seed, lodo=not args.no_lodo and reference is None,
+                              limit_per_file=args.limit_per_file, reference=reference,
+                              search=ADAPT_SEARCH if reference is not None else None)
     except ValueError as e:
         raise UserError(str(e)) from None
     t = card["test"]["overall"]
     print(f"wrote {args.out}/model.ftz; test AUROC {t['auroc']:.3f}, TPR@5%FPR {t['tpr_at_5pct_fpr']:.3f}")
+    if reference is not None:
+        r = card["reference"]["in_domain"]
+        print(f"reference: {len(reference.train)} documents trained on (x{reference.weight}), "
+              f"{r['held_out_documents']} held out; held-out human flag rate at the threshold "
+              f"{r['flagged_at_threshold']:.3f}")
 
 
 VERBS = {"curate": _curate, "sample": _sample, "demo": _demo, "inspect": _inspect, "mix": _mix, "refresh": _refresh,

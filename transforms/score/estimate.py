@@ -26,7 +26,7 @@ import numpy as np
 import xxhash
 from scipy import stats
 
-from transforms.score.reference import ReferenceGroup
+from transforms.score.reference import ALPHA, ReferenceGroup
 
 DRAWS = 2000
 METHOD = "reference-acc"
@@ -142,22 +142,31 @@ def null_share(reason: str, documents: int = 0, tokens: int = 0) -> dict:
     return {"estimate": None, "reason": reason, "documents": int(documents), "tokens": int(tokens)}
 
 
-def combine(cells: list[Cell], references: dict, tpr: TprPrior, seed: int, key: str,
-            reference_group: str | None = None) -> dict:
-    """The `ai_share` entry S for the union of `cells` (each served by its own reference group): the token-weighted
-    share, and its interval from the per-cell draws combined draw by draw."""
-    cells = [c for c in cells if c.tokens > 0 and c.group in references]
-    documents, tokens = sum(c.documents for c in cells), sum(c.tokens for c in cells)
-    if not cells:
-        return null_share("no reference group", documents, tokens)
-    if documents < MIN_DOCUMENTS:
-        return null_share(f"fewer than {MIN_DOCUMENTS} scored documents", documents, tokens)
+def share_draws(cells: list[Cell], references: dict, tpr: TprPrior, seed: int, key: str) -> tuple[float, np.ndarray]:
+    """(token-weighted point share, DRAWS posterior draws) for the union of `cells`, each served by its own
+    reference group; the draws combine the cells draw by draw."""
+    tokens = sum(c.tokens for c in cells)
     tpr_index = _rng(seed, "tpr").integers(0, _TPR_POINTS, DRAWS)  # shared by every cell: TPR error is systematic
     point, draws = 0.0, np.zeros(DRAWS)
     for c in sorted(cells, key=lambda c: c.group):
         p, d = _cell_draws(c, references[c.group], tpr, tpr_index, seed, f"{key}\x00{c.group}")
         point += p * c.tokens / tokens
         draws += d * c.tokens / tokens
+    return point, draws
+
+
+def combine(cells: list[Cell], references: dict, tpr: TprPrior, seed: int, key: str,
+            reference_group: str | None = None) -> dict:
+    """The `ai_share` entry S for the union of `cells`: the token-weighted share and its 95% interval."""
+    cells = [c for c in cells if c.tokens > 0 and c.group in references]
+    documents, tokens = sum(c.documents for c in cells), sum(c.tokens for c in cells)
+    if not cells:
+        return null_share("no reference group", documents, tokens)
+    if not all(references[c.group].usable for c in cells):
+        return null_share(f"reference too small for a {ALPHA:.0%} threshold", documents, tokens)
+    if documents < MIN_DOCUMENTS:
+        return null_share(f"fewer than {MIN_DOCUMENTS} scored documents", documents, tokens)
+    point, draws = share_draws(cells, references, tpr, seed, key)
     lo, hi = (float(x) for x in np.quantile(draws, [0.025, 0.975]))
     lo, hi = min(lo, point), max(hi, point)
     ref_docs = sum(references[c.group].documents for c in cells)
@@ -166,15 +175,12 @@ def combine(cells: list[Cell], references: dict, tpr: TprPrior, seed: int, key: 
             "tokens": tokens, "method": METHOD, "reference": {"group": group, "documents": ref_docs}}
 
 
-def estimate_share(scores, tokens, reference_scores, tpr: TprPrior, seed: int = 0, group: str = "global",
-                   reference_tokens=None) -> dict:
-    """The S dict for one group from plain arrays: `scores` and `tokens` of the documents to estimate,
-    `reference_scores` (and `reference_tokens`, default 1 each) of human documents of the same group. As in the
-    pipeline, the reference is split in two halves (alternate positions), a document is assigned a half by a keyed
-    hash of (seed, its index) and flagged above the threshold fitted on the other half."""
+def one_group(scores, tokens, reference_scores, seed: int = 0, group: str = "global",
+              reference_tokens=None) -> tuple[Cell, ReferenceGroup]:
+    """The pipeline's cell and reference group for plain arrays: the reference is split in two halves (alternate
+    positions); a document goes to a half by a keyed hash of (seed, its index) and is flagged above the threshold
+    fitted on the other half."""
     ref = np.asarray(reference_scores, float)
-    if len(ref) < 2:
-        return null_share("no reference group", len(scores), int(np.sum(tokens)) if len(tokens) else 0)
     ref_tokens = np.ones(len(ref), int) if reference_tokens is None else np.asarray(reference_tokens, int)
     halves, toks = [], []
     for i in (0, 1):
@@ -186,6 +192,18 @@ def estimate_share(scores, tokens, reference_scores, tpr: TprPrior, seed: int = 
     for i, (s, t) in enumerate(zip(scores, tokens)):
         h = xxhash.xxh3_64_intdigest(f"{seed}\x00{i}".encode()) & 1
         cell.add(int(t), float(s) > rg.threshold_for(h))
+    return cell, rg
+
+
+def estimate_share(scores, tokens, reference_scores, tpr: TprPrior, seed: int = 0, group: str = "global",
+                   reference_tokens=None) -> dict:
+    """The `ai_share` entry S for one group from plain arrays: `scores` (ai_score) and `tokens` of the documents,
+    `reference_scores` (and `reference_tokens`, default 1 each) of human documents of the same group, never the
+    same documents. Null with a reason when the reference has fewer than 2 documents or there are fewer than
+    MIN_DOCUMENTS documents."""
+    if len(reference_scores) < 2:
+        return null_share("no reference group", len(scores), int(np.sum(tokens)) if len(tokens) else 0)
+    cell, rg = one_group(scores, tokens, reference_scores, seed, group, reference_tokens)
     return combine([cell], {group: rg}, tpr, seed, group, group)
 
 

@@ -43,6 +43,16 @@ def half_of(doc: Document, seed: int) -> int:
     return _hash(seed, "half", doc) & 1
 
 
+def trained_on(record, split: dict | None) -> bool:
+    """Whether a domain-adapted detector (its card's `reference.split`) trained on this record: such records never
+    serve as reference. `record` is a Document or its (id, source, offset)."""
+    if not split:
+        return False
+    key = record_key(record) if isinstance(record, Document) else "\x00".join(str(x) for x in record)
+    u = xxhash.xxh3_64_intdigest(f"{split['seed']}\x00train\x00{key}".encode()) / 2**64
+    return u < float(split["train_fraction"])
+
+
 def is_reference(doc: Document) -> bool:
     """Dated before 2022-11-30 in this run (pre-LLM): human to a very good approximation."""
     return (doc.provenance or {}).get("pre_llm") is True
@@ -84,6 +94,12 @@ class ReferenceGroup:
     def threshold_for(self, half: int) -> float:
         """The threshold that documents of `half` are flagged above: fitted on the other half."""
         return conformal_threshold(self.other(half))
+
+    @property
+    def usable(self) -> bool:
+        """Both halves are large enough for a finite ALPHA threshold (a group that can flag nothing would make
+        every share look like 0)."""
+        return all(math.isfinite(conformal_threshold(h)) for h in self.halves)
 
     def held_out_fpr(self) -> tuple[float, float]:
         """(share of reference tokens flagged at the threshold fitted on the other half, effective number of

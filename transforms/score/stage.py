@@ -18,7 +18,8 @@ from transforms.accounting import DEAD_LETTERS, DOCUMENTS, Tally, count
 from transforms.document import Document, replace
 from transforms.score.estimate import Cell, TprPrior, combine, null_share, point_fpr, posterior
 from transforms.score.handler import ScoreAILikelihood
-from transforms.score.reference import BuildReference, conformal_pvalue, half_of, is_reference, serving_group
+from transforms.score.reference import (BuildReference, conformal_pvalue, half_of, is_reference, serving_group,
+                                        trained_on)
 from transforms.tokens import count_tokens
 
 NULL_REASONS = {
@@ -95,6 +96,7 @@ class ScoreAgainstReference(beam.PTransform):
         super().__init__()
         self._model_dir, self._seed, self._reference = model_dir, seed, reference
         self._tpr = TprPrior.from_card(card)
+        self._trained_on = (card.get("reference") or {}).get("split")
 
     def expand(self, docs):
         seed, tpr = self._seed, self._tpr
@@ -103,7 +105,9 @@ class ScoreAgainstReference(beam.PTransform):
         if self._reference is not None:
             refs.append((self._reference | "ScoreReference" >> ScoreAILikelihood(self._model_dir, reference=True))
                         [DOCUMENTS])
+        split = self._trained_on
         references = beam.pvalue.AsDict(refs | "AllReference" >> beam.Flatten()
+                                        | "NotTrainedOn" >> beam.Filter(lambda d: not trained_on(d, split))
                                         | "BuildReference" >> BuildReference(seed))
         assigned = scored[DOCUMENTS] | "Assign" >> beam.ParDo(_Assign(seed), references).with_outputs(
             _ASSIGNED, main="unassigned")
