@@ -13,7 +13,7 @@ MIX = {
     "seed": 7,
     "target_tokens": 120_000,
     "max_synthetic_fraction": "1/10",
-    "synthetic": {"rule": "threshold", "threshold": 0.95},
+    "unestimable": "drop",
     "exclude": {"opt_out": True, "min_tokens": 20},
 }
 
@@ -39,19 +39,18 @@ def run(output: str) -> None:
                       f"{s['ci95'][1]:.3f}] against {s['reference']['documents']} human reference documents")
         sources.append(curated)
     config = dict(MIX, sources=[
-        {"name": "human-anchor-2022", "inputs": [os.path.join(sources[0], "documents", "*.parquet")],
-         "anchor": True},
-        {"name": "web-2024", "inputs": [os.path.join(sources[1], "documents", "*.parquet")], "weight": 1,
-         "max_repeats": 2},
+        {"name": "human-anchor-2022", "curated": [sources[0]], "anchor": True},
+        {"name": "web-2024", "curated": [sources[1]], "weight": 1, "max_repeats": 2},
     ])
     config_path = os.path.join(output, "mix.yaml")
     with open(config_path, "w") as f:
         yaml.safe_dump(config, f, sort_keys=False)
     mixed = os.path.join(output, "mix")
     m = mix.run(["--config", config_path, "--output", mixed, "--overwrite"])
-    r = m["realised"]
+    r = m["output"]
     print(f"mix:           {mixed}/train/*.parquet and *.jsonl.gz ({r['documents']} documents, {r['tokens']} "
-          f"tokens; synthetic fraction {r['synthetic_fraction_float']:.4f} <= {m['max_synthetic_fraction']})")
+          f"tokens; shortfall {sum(s['shortfall'] for s in m['sources'])} tokens)")
+    print(f"verdict:       {m['verdict']['line']}")
     print(f"manifest:      {mixed}/manifest.json")
     print(f"report:        {mixed}/report.html")
     print(f"provenance:    synthcap inspect DOC_ID --output {sources[1]}")

@@ -33,8 +33,8 @@ TOKEN_DEFINITION = "synthcap tokens: words and punctuation marks (\\w+|[^\\w\\s]
 
 
 def _row(item):
-    meta = {**item.doc.metadata, "mix_source": item.source, "mix_epoch": str(item.epoch)}
-    return replace(item.doc, metadata=meta)
+    doc = item.doc
+    return replace(doc, metadata={**doc.metadata, "mix_source": item.source, "mix_epoch": str(item.epoch)})
 
 
 def _row_key(doc) -> str:

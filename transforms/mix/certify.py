@@ -28,6 +28,9 @@ CONFIDENCE = Fraction(95, 100)
 SCALE = 1 << 32  # fixed point of rates: a certified rate r is carried as ceil(r * SCALE)
 # alpha grid: 0 (keep every document), then 2^-12 .. 2^-1 in quarter-octave steps
 GRID = (0.0,) + tuple(2.0 ** (-k / 4) for k in range(48, 3, -1))
+# Scoring cross-fits: a document's p-value is against the other half of its group's reference, which keeps at
+# most this many scores (transforms/score/reference.py MAX_PER_HALF); the tail bound uses that sample size.
+MAX_PER_HALF = 2000
 DECLARED = "declared_ai"  # pseudo-group of pages that declare AI generation: all their tokens count as AI
 UNESTIMATED = "unestimated"  # pseudo-group of documents with no usable estimate (unestimable: treat_as_synthetic)
 
@@ -102,6 +105,11 @@ def pvalue_tail_lo(alpha: float, n_ref: int, delta: float) -> float:
     return float(beta.ppf(delta, k, n_ref + 1 - k))
 
 
+def reference_sample(documents: int) -> int:
+    """The size of the reference sample a p-value of a group of `documents` reference documents was computed on."""
+    return max(1, min(documents // 2, MAX_PER_HALF))
+
+
 def grid_index(pvalue: Optional[float]) -> int:
     """The largest grid level the p-value reaches; no p-value (or a declared-AI page) reaches level 0 only, so it is
     kept only when nothing is cut."""
@@ -132,13 +140,14 @@ class Bounds:
     def of(cls, groups: dict) -> "Bounds":
         n = max(1, len(groups))
         delta = float(1 - CONFIDENCE) / 2 / n  # per group, for its share bound and (split over the grid) its tail
-        per_level = delta / (len(GRID) - 1)
+        per_level = delta / (len(GRID) - 1) / 2  # two halves, each its own reference sample
         hi, lo, est, t_hi, t_lo, t_mid = {}, {}, {}, {}, {}, {}
         for key, g in sorted(groups.items()):
             hi[key], lo[key], est[key] = share_hi(g, delta), share_lo(g, delta), g[0]
-            t_hi[key] = tuple(pvalue_tail_hi(a, g[3], per_level) for a in GRID)
-            t_lo[key] = tuple(pvalue_tail_lo(a, g[3], per_level) for a in GRID)
-            t_mid[key] = tuple(min(1.0, max(0.0, math.ceil(a * (g[3] + 1) - 1 - 1e-12) / (g[3] + 1))) for a in GRID)
+            m = reference_sample(g[3])
+            t_hi[key] = tuple(pvalue_tail_hi(a, m, per_level) for a in GRID)
+            t_lo[key] = tuple(pvalue_tail_lo(a, m, per_level) for a in GRID)
+            t_mid[key] = tuple(min(1.0, max(0.0, math.ceil(a * (m + 1) - 1 - 1e-12) / (m + 1))) for a in GRID)
         for key in (DECLARED, UNESTIMATED):
             hi[key], lo[key], est[key] = 1.0, 1.0, 1.0
             t_hi[key] = t_lo[key] = t_mid[key] = tuple(0.0 for _ in GRID)

@@ -11,8 +11,8 @@ break the ceiling; `over` documents are taken only while the slack left by ancho
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
-from typing import Optional
+import pickle
+from typing import NamedTuple, Optional
 
 import xxhash
 
@@ -25,8 +25,10 @@ BUCKET_BITS = 12
 SCORE_FIELDS = ("p_ai", "ai_score", "ai_pvalue")
 
 
-@dataclass(frozen=True)
-class Item:
+class Item(NamedTuple):
+    """What selection needs of a document; the document itself rides along pickled once (`payload`), so the
+    shuffles and side-input barriers of selection move a small tuple and one bytes blob, not a Document."""
+
     source: str
     stream: str  # anchor / under / over; "" until a certified plan sets the source's rate
     epoch: int
@@ -35,7 +37,13 @@ class Item:
     tokens: int
     rate: int  # AI share charged, fixed point
     excess: int  # tokens x (rate - ceiling), see plan.excess_of
-    doc: Document
+    id: str
+    src: str  # where the record was read (Document.source)
+    offset: int
+    p_ai: Optional[float]
+    pvalue: Optional[float]
+    expected: int  # the `expected` rule's charge, for the manifest's reference count
+    payload: bytes
     group: str = ""  # certified: reference group key (or a pseudo-group)
     level: int = 0  # certified: grid level of the document's p-value
 
@@ -45,10 +53,18 @@ class Item:
 
     @property
     def order(self) -> tuple[int, int, str, str, int]:
-        return self.epoch, self.priority, self.doc.id, self.doc.source, self.doc.offset
+        return self.epoch, self.priority, self.id, self.src, self.offset
 
-    def with_(self, **changes) -> "Item":
-        return replace(self, **changes)
+    @property
+    def doc(self) -> Document:
+        return pickle.loads(self.payload)
+
+
+def make_item(doc: Document, source: str, stream: str, order: int, units: int, tokens: int, rate: int, excess: int,
+              group: str = "", level: int = 0) -> Item:
+    return Item(source, stream, 0, order, units, tokens, rate, excess, doc.id, doc.source, doc.offset, doc.p_ai,
+                doc.ai_pvalue, tokens * rule_rate(doc, "expected"), pickle.dumps(doc, protocol=pickle.HIGHEST_PROTOCOL),
+                group, level)
 
 
 def priority(seed: int, doc: Document) -> int:

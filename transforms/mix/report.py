@@ -14,7 +14,7 @@ import math
 
 import apache_beam as beam
 
-from transforms.mix.classify import Item, rule_rate
+from transforms.mix.classify import Item
 
 P_BINS = 20
 PV_DECADES = 4  # p-value histogram: [0, 1e-4) then quarter decades up to 1
@@ -49,11 +49,11 @@ class SourceStats(beam.CombineFn):
         s["tokens"] += item.tokens
         s["units"] += item.units
         s["charged"] += item.tokens * item.rate
-        p = item.doc.p_ai
-        s["p_ai_charged"] += item.tokens * rule_rate(item.doc, "expected")
+        p = item.p_ai
+        s["p_ai_charged"] += item.expected
         if p is not None and item.epoch == 0:
             s["p_ai_hist"][min(P_BINS - 1, int(p * P_BINS))] += 1
-        b = pvalue_bin(item.doc.ai_pvalue)
+        b = pvalue_bin(item.pvalue)
         if b is not None and item.epoch == 0:
             s["pvalue_hist"][b] += 1
         return acc

@@ -22,8 +22,8 @@ import apache_beam as beam
 
 from transforms.accounting import DEAD_LETTERS, DROPPED, dead_letter, drop
 from transforms.mix import certify
-from transforms.mix.classify import (ANCHOR, OVER, UNDER, Item, certified_group, exclusion, invalid_score, priority,
-                                     rule_rate)
+from transforms.mix.classify import (ANCHOR, OVER, UNDER, Item, certified_group, exclusion, invalid_score, make_item,
+                                     priority, rule_rate)
 from transforms.mix.config import MixConfig
 from transforms.mix.plan import Supply, boundary, excess_of, make_certified_plan, make_plan, stream_of
 from transforms.tokens import count_tokens
@@ -59,7 +59,7 @@ class _Classify(beam.DoFn):
             rate = rule_rate(doc, cfg.rule, cfg.threshold)
             excess = excess_of(tokens, rate, cfg.ceiling)
             stream = ANCHOR if anchor else (UNDER if excess <= 0 else OVER)
-            yield Item(source, stream, 0, order, units, tokens, rate, excess, doc)
+            yield make_item(doc, source, stream, order, units, tokens, rate, excess)
             return
         group = certified_group(doc, folder, self._usable)
         if group is None:
@@ -68,7 +68,7 @@ class _Classify(beam.DoFn):
                 return
             group = certify.UNESTIMATED
         level = 0 if group == certify.DECLARED else certify.grid_index(doc.ai_pvalue)
-        yield Item(source, ANCHOR if anchor else "", 0, order, units, tokens, 0, 0, doc, group, level)
+        yield make_item(doc, source, ANCHOR if anchor else "", order, units, tokens, 0, 0, group, level)
 
 
 class _SumSupply(beam.CombineFn):
@@ -121,18 +121,18 @@ def _cut(item: Item, plan, cfg: MixConfig):
     if level is None or item.level < level:
         if item.epoch == 0:
             reason = "over_ceiling" if item.source in plan.limited or level is None else "over_quota"
-            yield drop(item.doc.id, reason, item.doc.source, item.doc.offset, item.source)
+            yield drop(item.id, reason, item.src, item.offset, item.source)
         return
     rate = plan.rate[item.source]
     stream = item.stream or stream_of(rate, cfg.ceiling)
-    yield item.with_(rate=rate, excess=excess_of(item.tokens, rate, cfg.ceiling), stream=stream)
+    yield item._replace(rate=rate, excess=excess_of(item.tokens, rate, cfg.ceiling), stream=stream)
 
 
 def _epochs(item: Item, plan):
     """The item and its upsampled copies, as far as the plan allows (anchors are never repeated)."""
     n = 1 if item.stream == ANCHOR else plan.epochs.get(item.source, 1)
     for k in range(n):
-        yield item.with_(epoch=k)
+        yield item._replace(epoch=k)
 
 
 def _reason(item: Item, plan, excess_fits: bool) -> str:
@@ -166,7 +166,7 @@ def _greedy(kv, bounds, plan):
                 excess -= item.excess
             yield beam.pvalue.TaggedOutput(SELECTED, item)
         elif item.epoch == 0:
-            yield drop(item.doc.id, _reason(item, plan, fits_e), item.doc.source, item.doc.offset, item.source)
+            yield drop(item.id, _reason(item, plan, fits_e), item.src, item.offset, item.source)
     yield key, (units, excess)
 
 
@@ -177,7 +177,7 @@ def _fits_left(item: Item, left, plan):
     if item.units <= units and fits_e:
         yield item
     elif item.epoch == 0:
-        yield drop(item.doc.id, _reason(item, plan, fits_e), item.doc.source, item.doc.offset, item.source)
+        yield drop(item.id, _reason(item, plan, fits_e), item.src, item.offset, item.source)
 
 
 def _select(items, label: str, limits_side, plan_side):
