@@ -130,6 +130,9 @@ class _LogFile:
         self.handler = logging.FileHandler(self.path)
         self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         self.handler.setLevel(logging.WARNING)
+        self.quiet = False  # set when an error line was printed: that one line is all stderr gets
+        # RunInference cannot sample memory on this platform and says so once per bundle: noise, not news
+        self.handler.addFilter(lambda r: "Resource module is not available" not in r.getMessage())
 
     def __enter__(self):
         root = logging.getLogger()
@@ -147,6 +150,8 @@ class _LogFile:
         self.handler.close()
         if os.path.getsize(self.path) == 0:
             os.remove(self.path)
+        elif not self.quiet:
+            print(f"synthcap: warnings were logged to {self.path}", file=sys.stderr)
 
 
 def _top_level(argv: list[str]) -> int | str:
@@ -186,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             run = RUNNERS[verb](ns, rest)
         except UserError as e:
+            log.quiet = True
             print(f"synthcap {verb}: error: {e}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
@@ -193,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             return 130
         except Exception as e:  # a failure at run time: one line here, the traceback in the log
             logging.getLogger("synthcap").error("synthcap %s failed\n%s", verb, traceback.format_exc())
+            log.quiet = True
             lines = str(e).strip().splitlines()
             print(f"synthcap {verb}: failed: {type(e).__name__}: {(lines[0] if lines else '')[:300]} "
                   f"(traceback in {log.path})", file=sys.stderr)

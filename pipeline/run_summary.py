@@ -118,6 +118,8 @@ def render(run: dict) -> str:
         return _render_plain(run)
     rows = _rows(run)
     width = max(len("  " * indent + label) for indent, label, _ in rows)
+    numbers = max((len(v) for _, _, v in rows if v.replace(",", "").isdigit()), default=0)
+    rows = [(i, label, v.rjust(numbers) if v.replace(",", "").isdigit() else v) for i, label, v in rows]
     head = (f"synthcap {run['verb']}: kept {_n(run['kept'])} of {_n(run['records_read'])} records"
             + ("" if run.get("reconciles", True) else " (THE COUNTS DO NOT RECONCILE)"))
     return "\n".join([head] + [f"  {('  ' * i + label).ljust(width)}  {value}".rstrip() for i, label, value in rows])

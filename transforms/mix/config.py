@@ -17,6 +17,8 @@ from typing import Any, Optional
 
 import yaml
 
+from transforms.io.files import read_bytes
+
 
 class ConfigError(ValueError):
     pass
@@ -159,10 +161,9 @@ def parse(obj: Any) -> MixConfig:
 
 def load(path: str) -> MixConfig:
     try:
-        with open(path) as f:
-            obj = yaml.safe_load(f)
+        obj = yaml.safe_load(read_bytes(path))
     except OSError as e:
-        raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+        raise ConfigError(f"cannot read {path}: {e.strerror or e}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
     return parse(obj)

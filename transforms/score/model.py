@@ -11,7 +11,9 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
+from apache_beam.io.filesystems import FileSystems
 
+from transforms.io.files import local_copy, read_bytes
 from transforms.score.calibration import Platt
 from transforms.score.normalize import for_scoring
 
@@ -43,11 +45,9 @@ class Detector:
     def load(cls, model_dir: str) -> "Detector":
         import fasttext
 
-        path = os.path.join(model_dir, "model.ftz")
-        card_path = os.path.join(model_dir, "model_card.json")
         try:
-            with open(card_path) as f:
-                card = json.load(f)
+            card = json.loads(read_bytes(FileSystems.join(model_dir, "model_card.json")))
+            path = local_copy(FileSystems.join(model_dir, "model.ftz"))  # fastText opens local files only
             fasttext.FastText.eprint = lambda *a, **k: None  # silence the load-time warning
             model = fasttext.load_model(path)
         except (OSError, ValueError) as e:
