@@ -69,7 +69,8 @@ class CommonOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
         parser.add_argument("--output", help="output folder (local or gs://)")
-        parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty output folder")
+        parser.add_argument("--overwrite", action="store_true",
+                            help="replace the outputs of an earlier run in a non-empty output folder")
         parser.add_argument("--rows_per_shard", type=positive_int, default=100_000,
                             help="rows per output Parquet/JSONL shard (bounds a writer's memory)")
         parser.add_argument("--detector_model", default=None,
@@ -80,9 +81,11 @@ class CommonOptions(PipelineOptions):
 class CurateOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
-        parser.add_argument("--input", nargs="+", help="crawl shard paths or globs (local or gs://)")
+        parser.add_argument("--input", nargs="+",
+                            help="crawl shard paths or globs, local or gs://; the format comes from the extension "
+                                 "(.warc[.gz], .wet[.gz], .jsonl/.json/.ndjson[.gz/.zst], .parquet)")
         parser.add_argument("--max_document_bytes", type=positive_int, default=DEFAULT_MAX_DOCUMENT_BYTES,
-                            help="records or texts larger than this are dropped as too_large")
+                            help="records or texts larger than this many bytes are dropped as too_large")
         parser.add_argument("--split_bytes", type=positive_int, default=DEFAULT_SPLIT_BYTES,
                             help="compressed bytes per unit of reading work for WARC.gz and plain JSONL")
         parser.add_argument("--seed", type=integer, default=1, help="seed of every hash permutation and sample")
@@ -231,12 +234,17 @@ def verb_parser(verb: Verb) -> VerbParser:
     return parser
 
 
-def usage(verb: Verb) -> str:
-    probe = argparse.ArgumentParser()
+def own_actions(verb: Verb) -> list[argparse.Action]:
+    """The verb's own flags and positionals as declared (plain help texts), in --help order."""
+    probe = argparse.ArgumentParser(add_help=False)
     for _, add in verb.groups:
         add(probe)
+    return probe._actions
+
+
+def usage(verb: Verb) -> str:
     words = [f"synthcap {verb.name}"]
-    for a in probe._actions:
+    for a in own_actions(verb):
         if not a.option_strings:
             words.append(a.metavar or a.dest.upper())
         elif a.dest in verb.required:
@@ -244,21 +252,29 @@ def usage(verb: Verb) -> str:
     return " ".join(words + ["[options]"] + (["[beam pipeline flags]"] if verb.pipeline else []))
 
 
+def default_of(action: argparse.Action, required: bool) -> str:
+    """What a user gets without the flag: 'required', 'off' for a switch, the default, or '' for none."""
+    if required:
+        return "required"
+    if isinstance(action, argparse._StoreTrueAction):
+        return "off"
+    if action.default is None:
+        return ""
+    return f"{action.default:,}" if isinstance(action.default, int) else str(action.default)
+
+
 def describe(action: argparse.Action, required: bool) -> str:
     """The help text with what a user needs next to it: required, or the default when there is one."""
-    text = action.help or ""
-    if required:
-        return f"{text} (required)"
-    if action.default not in (None, False, argparse.SUPPRESS):
-        default = f"{action.default:,}" if isinstance(action.default, int) else action.default
-        return f"{text} (default: {default})"
-    return text
+    default = default_of(action, required)
+    if default in ("", "off"):
+        return action.help or ""
+    return f"{action.help} ({default})" if required else f"{action.help} (default: {default})"
 
 
-def own_actions(verb: Verb) -> list[argparse.Action]:
-    """The verb's declared flags and positionals, in --help order (without -h and Beam's flags)."""
-    parser = verb_parser(verb)
-    return [a for g in parser._action_groups[2:] for a in g._group_actions]
+def flag_rows(verb: Verb) -> list[tuple[str, str, str]]:
+    """(flag, default, meaning) for each declared flag: the README's tables are these rows."""
+    return [(", ".join(a.option_strings) or (a.metavar or a.dest.upper()), default_of(a, a.dest in verb.required),
+             a.help or "") for a in own_actions(verb)]
 
 
 def switches() -> frozenset[str]:
