@@ -10,6 +10,8 @@ import logging
 import os
 import sys
 import tempfile
+import threading
+import time
 import traceback
 
 from pipeline import run_summary
@@ -154,6 +156,33 @@ class _LogFile:
             print(f"synthcap: warnings were logged to {self.path}", file=sys.stderr)
 
 
+class _Ticker:
+    """On a terminal (and not in CI), one status line with the elapsed time while a verb runs; silent otherwise.
+    The in-process runner reports no counts before the pipeline ends, so the rate comes with the summary."""
+
+    def __init__(self, verb: str):
+        self.verb, self.start = verb, time.monotonic()
+        self.live = sys.stderr.isatty() and not os.environ.get("CI")
+        self.stop = threading.Event()
+
+    def _tick(self):
+        while not self.stop.wait(1.0):
+            sys.stderr.write(f"\rsynthcap {self.verb}: running, {time.monotonic() - self.start:,.0f} s")
+            sys.stderr.flush()
+
+    def __enter__(self):
+        if self.live:
+            threading.Thread(target=self._tick, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        if self.live:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+        self.seconds = time.monotonic() - self.start
+
+
 def _top_level(argv: list[str]) -> int | str:
     """`synthcap`, `synthcap --help`, `synthcap --version`, or a verb; returns an exit status or the verb."""
     if not argv:
@@ -189,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         return e.code or 0
     with _LogFile(verb) as log:
         try:
-            run = RUNNERS[verb](ns, rest)
+            with _Ticker(verb) as ticker:
+                run = RUNNERS[verb](ns, rest)
         except UserError as e:
             log.quiet = True
             print(f"synthcap {verb}: error: {e}", file=sys.stderr)
@@ -205,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"(traceback in {log.path})", file=sys.stderr)
             return 1
     if run is not None:
-        print(run_summary.as_json(run) if getattr(ns, "json", False) else run_summary.render(run))
+        print(run_summary.as_json(run) if getattr(ns, "json", False) else run_summary.render(run, ticker.seconds))
     return 0
 
 

@@ -112,11 +112,15 @@ def _rows(run: dict) -> list[tuple[int, str, str]]:
     return rows
 
 
-def render(run: dict) -> str:
-    """Aligned text: a headline, then label / value rows (sub-rows indented under their total)."""
+def render(run: dict, seconds: float | None = None) -> str:
+    """Aligned text: a headline, then label / value rows (sub-rows indented under their total). With `seconds`
+    (wall time, shown on screen only: the JSON stays the same for the same inputs), the rate too."""
     if "records_read" not in run:
         return _render_plain(run)
     rows = _rows(run)
+    if seconds:
+        rate = run["records_read"] / seconds
+        rows.insert(1, (0, "time", f"{seconds:,.1f} s ({rate:,.0f} records/s)"))
     width = max(len("  " * indent + label) for indent, label, _ in rows)
     numbers = max((len(v) for _, _, v in rows if v.replace(",", "").isdigit()), default=0)
     rows = [(i, label, v.rjust(numbers) if v.replace(",", "").isdigit() else v) for i, label, v in rows]
