@@ -25,11 +25,14 @@ def ai_share(summary: dict) -> dict | None:
     if summary.get("ai_share"):
         return summary["ai_share"]
     legacy = summary.get("synthetic_estimate")  # main before the reference-scoring branch: per-crawl mixture fit
-    if not legacy:
-        return None
-    return {"by_crawl": {crawl: {"estimate": e["mixture_tokens"]["estimate"], "ci95": e["mixture_tokens"]["ci95"],
-                                 "documents": e["documents"], "tokens": e["tokens"], "method": "mixture"}
-                         for crawl, e in sorted(legacy.items())}}
+    return {"by_crawl": _legacy(legacy)} if legacy else None
+
+
+def _legacy(estimates: dict) -> dict:
+    """`EstimateSyntheticFraction` results in the `ai_share` form: the token share of the mixture fit."""
+    return {key: {"estimate": e["mixture_tokens"]["estimate"], "ci95": e["mixture_tokens"]["ci95"],
+                  "documents": e["documents"], "tokens": e["tokens"], "method": "mixture"}
+            for key, e in sorted(estimates.items())}
 
 
 def _outputs(output: str, parts: dict[str, str]) -> dict[str, str]:
@@ -64,6 +67,9 @@ def mix(manifest: dict, output: str) -> dict:
     out["mix"] = {"documents": realised["documents"], "rows": realised["rows"], "tokens": realised["tokens"],
                   "synthetic_fraction": realised["synthetic_fraction_float"],
                   "ceiling": manifest["max_synthetic_fraction"], "within_ceiling": realised["within_ceiling"]}
+    estimate = manifest.get("estimated_true_synthetic_fraction")
+    if estimate:
+        out["ai_share"] = {"by_output": _legacy(estimate)}
     out["output"] = output
     out["outputs"] = _outputs(output, {"train": "train/", "manifest": "manifest.json", "report": "report.html",
                                        "dropped": "dropped/", "dead_letters": "dead_letters/",
@@ -93,10 +99,6 @@ def _rows(run: dict) -> list[tuple[int, str, str]]:
     rows += [(1, reason, _n(n)) for reason, n in run["dropped"].items()]
     rows.append((0, "dead letters", _n(sum(run["dead_letters"].values()))))
     rows += [(1, reason, _n(n)) for reason, n in run["dead_letters"].items()]
-    if "ai_share" in run:
-        rows.append((0, "AI share (tokens, 95% CI)", ""))
-        for kind, label in (("by_reference", "reference"), ("by_crawl", "crawl")):
-            rows += [(1, f"{label} {key}", _share_line(s)) for key, s in sorted(run["ai_share"].get(kind, {}).items())]
     if "index" in run:
         ix = run["index"]
         state = (f"committed generation {ix['generation']}" if ix["committed"]
@@ -106,7 +108,12 @@ def _rows(run: dict) -> list[tuple[int, str, str]]:
         m = run["mix"]
         verdict = "within" if m["within_ceiling"] else "OVER"
         rows += [(0, "mix", f"{_n(m['documents'])} documents, {_n(m['rows'])} rows, {_n(m['tokens'])} tokens"),
-                 (0, "synthetic share", f"{m['synthetic_fraction']:.4f} ({verdict} the ceiling {m['ceiling']})")]
+                 (0, "synthetic share", f"{m['synthetic_fraction']:.4f} by the config's rule ({verdict} the ceiling "
+                                        f"{m['ceiling']})")]
+    if "ai_share" in run:
+        rows.append((0, "AI share (tokens, 95% CI)", ""))
+        for kind, groups in run["ai_share"].items():
+            rows += [(1, f"{kind.removeprefix('by_')} {key}", _share_line(s)) for key, s in sorted(groups.items())]
     rows.append((0, "output", run["output"]))
     rows += [(1, name, path) for name, path in run["outputs"].items()]
     return rows
@@ -135,8 +142,8 @@ def _render_plain(run: dict) -> str:
     width = max((len(k) for k, _ in rows), default=0)
     lines = [f"synthcap {run['verb']}: {run['headline']}"]
     for k, v in rows:
-        shown = ", ".join(map(str, v)) if isinstance(v, list) else v
-        lines.append(f"  {k.replace('_', ' ').ljust(width)}  {_n(shown) if not isinstance(shown, float) else f'{shown:.3f}'}")
+        shown = f"{v:.3f}" if isinstance(v, float) else _n(v)
+        lines.append(f"  {k.replace('_', ' ').ljust(width)}  {shown}")
     return "\n".join(lines)
 
 
