@@ -159,6 +159,7 @@ class Verb:
 
     @property
     def pipeline_options(self) -> tuple[type, ...]:
+        """The PipelineOptions classes behind its groups (what the Flex Template offers)."""
         return tuple(add.__self__ for _, add in self.groups if isinstance(getattr(add, "__self__", None), type))
 
 
@@ -189,8 +190,6 @@ VERBS = {v.name: v for v in (
          (("train-detector", _train_detector_args), _REPORT), required=("data", "out")),
 )}
 
-OWN_OPTIONS = (CommonOptions, CurateOptions, MixOptions, RefreshOptions)
-
 
 def _own_keys(cls) -> frozenset[str]:
     parser = argparse.ArgumentParser()
@@ -202,8 +201,8 @@ CURATE_KEYS = _own_keys(CurateOptions) | {"detector_model"}
 
 
 def beam_options() -> list[type]:
-    """Beam's own option classes (what passes through to the runner); every class not declared here."""
-    return [c for c in PipelineOptions.__subclasses__() if c not in OWN_OPTIONS]
+    """Beam's own option classes (what passes through to the runner): every registered class that is not ours."""
+    return [c for c in PipelineOptions.__subclasses__() if not c.__module__.startswith(("pipeline.", "transforms."))]
 
 
 class VerbParser(_BeamArgumentParser):

@@ -190,7 +190,8 @@ def _jsonl_crawl(path: Path) -> None:
 def test_summary_text_and_json_tell_the_summary_json_numbers(tmp_path, capsys):
     _jsonl_crawl(tmp_path / "crawl.jsonl")
     out = tmp_path / "out"
-    assert main(["curate", "--input", str(tmp_path / "crawl.jsonl"), "--output", str(out), "--json"]) == 0
+    assert main(["curate", "--input", str(tmp_path / "crawl.jsonl"), "--output", str(out), "--json",
+                 "--direct_num_workers=1", "--direct_running_mode=in_memory"]) == 0  # Beam flags pass through
     printed = json.loads(capsys.readouterr().out)
     summary = json.loads((out / "summary.json").read_text())
     assert printed["records_read"] == summary["records_read"] == 11
