@@ -15,7 +15,8 @@ from pipeline import flex_main
 from transforms.document import from_table
 from transforms.io.files import local_copy, read_bytes
 from transforms.io.write import write_bytes
-from transforms.score.model import DEFAULT_MODEL_DIR
+from transforms.mix.config import ConfigError, load
+from transforms.score.model import DEFAULT_MODEL_DIR, Detector, ModelLoadError
 
 
 def _json(path: str) -> dict:
@@ -37,6 +38,10 @@ def test_read_helpers_on_gs(gcs_emulator, tmp_path):
         read_bytes(f"{bucket}/missing.yaml")
     with pytest.raises(OSError):
         local_copy(f"{bucket}/missing.ftz")
+    with pytest.raises(ModelLoadError, match=f"cannot load detector from {bucket}/nomodel"):
+        Detector.load(f"{bucket}/nomodel")
+    with pytest.raises(ConfigError, match=f"cannot read {bucket}/missing.yaml"):
+        load(f"{bucket}/missing.yaml")
 
 
 @pytest.mark.slow

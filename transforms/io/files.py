@@ -1,6 +1,7 @@
 """File access through Beam's FileSystems, so local paths, globs and gs:// behave the same on every runner."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import tempfile
@@ -88,15 +89,20 @@ class ByteRanges(RestrictionProvider):
         return restriction.size()
 
 
+def _unreadable(path: str, e: Exception) -> OSError:
+    """One clear OSError for a file that could not be read: 'no such file' when it is missing."""
+    if isinstance(e, FileNotFoundError) or not FileSystems.exists(path):
+        return FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+    return e if isinstance(e, OSError) else OSError(f"cannot read {path}: {str(e).splitlines()[0]}")
+
+
 def read_bytes(path: str) -> bytes:
     """The stored bytes of one file, local or on any registered scheme (gs://, ...); OSError when unreadable."""
     try:
         with open_raw(path) as f:
             return f.read()
-    except OSError:
-        raise
     except Exception as e:  # gcsio and other filesystems raise their own types for a missing object
-        raise OSError(f"cannot read {path}: {e}") from None
+        raise _unreadable(path, e) from None
 
 
 def local_copy(path: str) -> str:
@@ -113,12 +119,9 @@ def local_copy(path: str) -> str:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
                 out.write(chunk)
-    except OSError:
-        os.remove(partial)
-        raise
     except Exception as e:
         os.remove(partial)
-        raise OSError(f"cannot read {path}: {e}") from None
+        raise _unreadable(path, e) from None
     final = os.path.join(cache, f"{h.hexdigest()}-{os.path.basename(path.rstrip('/'))}")
     os.replace(partial, final)  # same content, same name: concurrent copies replace each other harmlessly
     return final
