@@ -160,9 +160,11 @@ class _Ticker:
     """On a terminal (and not in CI), one status line with the elapsed time while a verb runs; silent otherwise.
     The in-process runner reports no counts before the pipeline ends, so the rate comes with the summary."""
 
+    TALKATIVE = ("demo", "train-detector", "inspect")  # they print as they go: a status line would garble it
+
     def __init__(self, verb: str):
         self.verb, self.start = verb, time.monotonic()
-        self.live = sys.stderr.isatty() and not os.environ.get("CI")
+        self.live = sys.stderr.isatty() and not os.environ.get("CI") and verb not in self.TALKATIVE
         self.stop = threading.Event()
 
     def _tick(self):
