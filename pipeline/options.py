@@ -122,7 +122,7 @@ class RefreshOptions(PipelineOptions):
 
 
 def _sample_args(parser):
-    parser.add_argument("--output", default="sample_crawl", help="folder for the sample crawl")
+    parser.add_argument("--output", default="sample_crawl", help="folder for the sample crawl (local or gs://)")
 
 
 def _demo_args(parser):

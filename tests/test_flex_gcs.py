@@ -82,3 +82,16 @@ def test_flex_template_curate_then_mix_all_on_gs(gcs_emulator, sample_crawl, cap
     assert manifest["realised"]["documents"] > 0 and manifest["sources"][0]["inputs"] == config["sources"][0]["inputs"]
     assert f"{manifest['realised']['documents']:,} documents" in text and f"{bucket}/mix/manifest.json" in text
     assert FileSystems.match([f"{bucket}/mix/train/*.parquet"])[0].metadata_list
+
+
+def test_sample_writes_to_gs(gcs_emulator, sample_crawl, capsys, caplog):
+    from pipeline.cli import main
+
+    caplog.set_level("ERROR", logger="gcp_storage_emulator")
+    out = f"gs://{gcs_emulator}/sample"
+    assert main(["sample", "--output", out, "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    local = sorted(p for p in sample_crawl.iterdir())
+    assert printed["shards"] == len(local) - 1  # the manifest is not a shard
+    for p in local:
+        assert read_bytes(f"{out}/{p.name}") == p.read_bytes(), p.name
