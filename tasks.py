@@ -36,6 +36,7 @@ def ensure_env():
 def demo(out="out/demo"):
     ensure_env()
     _run(PY, "-m", "pipeline.cli", "demo", "--output", out)
+    print(f"synthcap is installed in {VENV / 'bin'}: `source .venv/bin/activate` puts it on your PATH")
 
 
 def test(*args):

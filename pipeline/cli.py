@@ -1,149 +1,250 @@
-"""`synthcap VERB ...`: the command line. User errors print one line and exit 2; Beam flags pass through."""
+"""`synthcap VERB ...`: the command line.
+
+User errors print one line on stderr and exit 2; a failure at run time prints one line naming a log file that
+holds the traceback, and exits 1. `--help` only prints. Beam's own flags pass through to the runner.
+"""
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import sys
+import tempfile
+import threading
+import time
+import traceback
 
-from pipeline.options import UserError, unknown_flags
-
-USAGE = """usage: synthcap VERB [options] [beam pipeline flags]
-
-verbs:
-  curate   --input GLOB [GLOB ...] --output OUT     read, clean and account for crawl shards
-  sample   --output DIR                             write the embedded sample crawl (WARC + WET)
-  demo     [--output OUT]                           sample + curate on the DirectRunner
-  inspect  DOC_ID --output OUT                      print one curated document's provenance
-  refresh  --input GLOB --index INDEX --output OUT  curate a new crawl against an incremental dedup index
-  mix      --config mix.yaml --output OUT           a training mix under an exact synthetic ceiling
-  train-detector --data FILE [FILE ...] --out DIR [--human_reference GLOB]
-                                                    train, calibrate and evaluate the fastText detector
-"""
+from pipeline import run_summary
+from pipeline.options import VERBS, UserError, own_actions, verb_parser
 
 
-def _curate(argv):
+def usage() -> str:
+    width = max(map(len, VERBS))
+    lines = ["usage: synthcap VERB [options]        (synthcap VERB --help for a verb's flags)", "", "verbs:"]
+    lines += [f"  {name.ljust(width)}  {v.summary}" for name, v in VERBS.items()]
+    lines += ["", "options:", "  -h, --help  show this message", "  --version   print synthcap's version"]
+    return "\n".join(lines)
+
+
+def _closest(word: str, choices) -> str:
+    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {match[0]}?" if match else ""
+
+
+def _flag_owners(flag: str) -> list[str]:
+    return [name for name, v in VERBS.items() if any(flag in a.option_strings for a in own_actions(v))]
+
+
+def _refuse_extras(verb: str, extras: list[str], parser) -> None:
+    """Leftovers are typos or another verb's flags: name the first, and what was probably meant."""
+    for arg in extras:
+        if not arg.startswith("-"):
+            raise UserError(f"unexpected argument {arg!r} (see synthcap {verb} --help)")
+        flag = arg.split("=", 1)[0]
+        owners = _flag_owners(flag)
+        if owners:
+            owned = ", ".join(owners[:-1]) + " and " + owners[-1] if len(owners) > 1 else owners[0]
+            raise UserError(f"{flag} is a flag of {owned}, not of {verb}")
+        known = [s for a in parser._actions for s in a.option_strings if s.startswith("--")]
+        hint = _closest(flag, known)
+        raise UserError(f"unknown flag {flag}{hint or f' (see synthcap {verb} --help)'}")
+
+
+def parse(verb: str, argv: list[str]):
+    """The verb's flags, validated; returns them and the argv for the pipeline (our flags and Beam's)."""
+    spec = VERBS[verb]
+    parser = verb_parser(spec)
+    ns, extras = parser.parse_known_args(argv)
+    _refuse_extras(verb, extras, parser)
+    for name in spec.required:
+        if getattr(ns, name) in (None, []):
+            raise UserError(f"--{name} is required (see synthcap {verb} --help)")
+    return ns, [a for a in argv if a != "--json"]
+
+
+def _curate(ns, argv):
     from pipeline import curate
 
     summary, _ = curate.run(argv)
-    print(f"curated {summary['documents_out']} of {summary['records_read']} records; "
-          f"dropped {summary['dropped']}; dead letters {summary['dead_letters']}")
+    return run_summary.curate(summary, ns.output.rstrip("/"))
 
 
-def _sample(argv):
-    from pipeline import sample
-
-    out = _flag(argv, "--output") or "sample_crawl"
-    paths = sample.write_sample(out)
-    print(f"wrote {len(paths)} sample shards to {out}")
-
-
-def _demo(argv):
-    from pipeline import demo
-
-    demo.run(_flag(argv, "--output") or "out/demo")
-
-
-def _flag(argv: list[str], name: str) -> str | None:
-    for i, a in enumerate(argv):
-        if a == name and i + 1 < len(argv):
-            return argv[i + 1]
-        if a.startswith(name + "="):
-            return a.split("=", 1)[1]
-    return None
-
-
-def _mix(argv):
-    from pipeline import mix
-
-    m = mix.run(argv)
-    line = f"mixed {m['output']['documents']} documents ({m['output']['tokens']} tokens); {m['verdict']['line']}"
-    if not m["verdict"]["within_ceiling"]:
-        raise UserError(line)
-    print(line)
-
-
-def _refresh(argv):
+def _refresh(ns, argv):
     from pipeline import refresh
 
-    r = refresh.run(argv)
-    s = r["summary"]
-    state = f"committed generation {r['generation']}" if r["committed"] else \
-        f"nothing new: the index stays at generation {r['generation']}"
-    print(f"refreshed: {s['documents_out']} new documents, {s['dropped'].get('duplicate_indexed', 0)} already "
-          f"indexed; {state}")
+    return run_summary.refresh(refresh.run(argv), ns.output.rstrip("/"), ns.index.rstrip("/"))
 
 
-def _inspect(argv):
+def _mix(ns, argv):
+    from pipeline import mix
+
+    return run_summary.mix(mix.run(argv), ns.output.rstrip("/"))
+
+
+def _sample(ns, argv):
+    from pipeline import sample
+
+    paths = sample.write_sample(ns.output)
+    return {"verb": "sample", "headline": f"wrote {len(paths)} crawl shards to {ns.output}", "shards": len(paths),
+            "output": ns.output, "manifest": os.path.join(ns.output, "sample_manifest.json")}
+
+
+def _demo(ns, argv):
+    from pipeline import demo
+
+    demo.run(ns.output)
+
+
+def _inspect(ns, argv):
     from pipeline import inspect_doc
 
     inspect_doc.run(argv)
 
 
-def _train_detector(argv):
-    import argparse
+def _train_detector(ns, argv):
+    from transforms.score.train import ADAPT_SEARCH, load_reference, train_detector
 
-    from transforms.score.train import ADAPT_SEARCH, REFERENCE_WEIGHT, load_reference, train_detector
-
-    ap = argparse.ArgumentParser(prog="synthcap train-detector")
-    ap.add_argument("--data", nargs="+", required=True, help="labelled JSONL.gz files (text, label, domain, ...)")
-    ap.add_argument("--out", required=True, help="folder for model.ftz and model_card.json")
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--no_lodo", action="store_true", help="skip the leave-one-dataset-out evaluation")
-    ap.add_argument("--limit_per_file", type=int, help="read at most this many records per file")
-    ap.add_argument("--human_reference", nargs="+",
-                    help="curated Parquet (globs, local or gs://) whose documents join training as human examples")
-    ap.add_argument("--reference_weight", type=int, default=REFERENCE_WEIGHT,
-                    help="times each reference document is repeated in training")
-    try:
-        args = ap.parse_args(argv)
-    except SystemExit:
-        raise UserError("bad arguments (see synthcap train-detector --help)") from None
-    missing = [p for p in args.data if not os.path.exists(p)]
+    missing = [p for p in ns.data if not os.path.exists(p)]
     if missing:
-        raise UserError(f"no such file: {missing[0]}")
-    if args.reference_weight < 1:
-        raise UserError("--reference_weight must be a positive integer")
+        raise UserError(f"--data: no such file: {missing[0]}")
+    log = (lambda *a: print(*a, file=sys.stderr)) if ns.json else print
     try:
-        reference = None
-        if args.human_reference:
-            reference = load_reference(args.human_reference, args.seed, args.reference_weight)
-        card = train_detector(args.data, args.out, seed=args.seed, lodo=not args.no_lodo and reference is None,
-                              limit_per_file=args.limit_per_file, reference=reference,
+        reference = load_reference(ns.human_reference, ns.seed, ns.reference_weight) if ns.human_reference else None
+        card = train_detector(ns.data, ns.out, seed=ns.seed, lodo=not ns.no_lodo and reference is None,
+                              limit_per_file=ns.limit_per_file, log=log, reference=reference,
                               search=ADAPT_SEARCH if reference is not None else None)
     except ValueError as e:
         raise UserError(str(e)) from None
     t = card["test"]["overall"]
-    print(f"wrote {args.out}/model.ftz; test AUROC {t['auroc']:.3f}, TPR@5%FPR {t['tpr_at_5pct_fpr']:.3f}")
+    out = {"verb": "train-detector", "headline": f"wrote {os.path.join(ns.out, 'model.ftz')}",
+           "model": os.path.join(ns.out, "model.ftz"), "card": os.path.join(ns.out, "model_card.json"),
+           "test_auroc": t["auroc"], "test_tpr_at_5pct_fpr": t["tpr_at_5pct_fpr"]}
     if reference is not None:
         r = card["reference"]["in_domain"]
-        print(f"reference: {len(reference.train)} documents trained on (x{reference.weight}), "
-              f"{r['held_out_documents']} held out; held-out human flag rate at the threshold "
-              f"{r['flagged_at_threshold']:.3f}")
+        out.update(reference_trained=len(reference.train), reference_weight=reference.weight,
+                   reference_held_out=r["held_out_documents"], reference_flag_rate=r["flagged_at_threshold"])
+    return out
 
 
-VERBS = {"curate": _curate, "sample": _sample, "demo": _demo, "inspect": _inspect, "mix": _mix, "refresh": _refresh,
-         "train-detector": _train_detector}
-PIPELINE_VERBS = {"curate", "mix", "refresh"}
+RUNNERS = {"curate": _curate, "refresh": _refresh, "mix": _mix, "inspect": _inspect, "sample": _sample,
+           "demo": _demo, "train-detector": _train_detector}
+
+
+class _LogFile:
+    """Warnings and tracebacks go to a log file, not the terminal; the file is removed when a run logs nothing."""
+
+    def __init__(self, verb: str):
+        fd, self.path = tempfile.mkstemp(prefix=f"synthcap-{verb}-", suffix=".log")
+        os.close(fd)
+        self.handler = logging.FileHandler(self.path)
+        self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        self.handler.setLevel(logging.WARNING)
+        self.quiet = False  # set when an error line was printed: that one line is all stderr gets
+        # RunInference cannot sample memory on this platform and says so once per bundle: noise, not news
+        self.handler.addFilter(lambda r: "Resource module is not available" not in r.getMessage())
+
+    def __enter__(self):
+        root = logging.getLogger()
+        self.level = root.level
+        root.addHandler(self.handler)
+        root.setLevel(min(root.level or logging.WARNING, logging.WARNING))
+        logging.captureWarnings(True)
+        return self
+
+    def __exit__(self, *exc):
+        root = logging.getLogger()
+        root.removeHandler(self.handler)
+        root.setLevel(self.level)
+        logging.captureWarnings(False)
+        self.handler.close()
+        if os.path.getsize(self.path) == 0:
+            os.remove(self.path)
+        elif not self.quiet:
+            print(f"synthcap: warnings were logged to {self.path}", file=sys.stderr)
+
+
+class _Ticker:
+    """On a terminal (and not in CI), one status line with the elapsed time while a verb runs; silent otherwise.
+    The in-process runner reports no counts before the pipeline ends, so the rate comes with the summary."""
+
+    TALKATIVE = ("demo", "train-detector", "inspect")  # they print as they go: a status line would garble it
+
+    def __init__(self, verb: str):
+        self.verb, self.start = verb, time.monotonic()
+        self.live = sys.stderr.isatty() and not os.environ.get("CI") and verb not in self.TALKATIVE
+        self.stop = threading.Event()
+
+    def _tick(self):
+        while not self.stop.wait(1.0):
+            sys.stderr.write(f"\rsynthcap {self.verb}: running, {time.monotonic() - self.start:,.0f} s")
+            sys.stderr.flush()
+
+    def __enter__(self):
+        if self.live:
+            threading.Thread(target=self._tick, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        if self.live:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+        self.seconds = time.monotonic() - self.start
+
+
+def _top_level(argv: list[str]) -> int | str:
+    """`synthcap`, `synthcap --help`, `synthcap --version`, or a verb; returns an exit status or the verb."""
+    if not argv:
+        raise UserError("no verb given; try synthcap --help")
+    first = argv[0]
+    if first in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    if first == "--version":
+        from transforms.provenance.lineage import synthcap_version
+
+        print(f"synthcap {synthcap_version()}")
+        return 0
+    if first.startswith("-"):
+        raise UserError(f"unknown option {first}; a verb comes first (try synthcap --help)")
+    if first not in VERBS:
+        raise UserError(f"unknown verb {first}{_closest(first, VERBS)} (verbs: {', '.join(VERBS)})")
+    return first
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in VERBS:
-        print(USAGE, file=sys.stderr)
-        return 0 if argv and argv[0] in ("-h", "--help") else 2
-    verb, rest = argv[0], argv[1:]
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    # RunInference warns once per bundle that it cannot sample memory on this platform: noise, not news
-    logging.getLogger().handlers[0].addFilter(lambda r: "Resource module is not available" not in r.getMessage())
+    verb = "?"
     try:
-        if verb in PIPELINE_VERBS:
-            bad = unknown_flags(rest)
-            if bad:
-                raise UserError(f"unknown flag(s) for {verb}: {' '.join(bad)}")
-        VERBS[verb](rest)
+        verb = _top_level(argv)
+        if isinstance(verb, int):
+            return verb
+        ns, rest = parse(verb, argv[1:])
     except UserError as e:
-        print(f"synthcap {verb}: error: {e}", file=sys.stderr)
+        print(f"synthcap{'' if verb == '?' else ' ' + verb}: error: {e}", file=sys.stderr)
         return 2
+    except SystemExit as e:  # --help printed the verb's help
+        return e.code or 0
+    with _LogFile(verb) as log:
+        try:
+            with _Ticker(verb) as ticker:
+                run = RUNNERS[verb](ns, rest)
+        except UserError as e:
+            log.quiet = True
+            print(f"synthcap {verb}: error: {e}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print(f"synthcap {verb}: interrupted", file=sys.stderr)
+            return 130
+        except Exception as e:  # a failure at run time: one line here, the traceback in the log
+            logging.getLogger("synthcap").error("synthcap %s failed\n%s", verb, traceback.format_exc())
+            log.quiet = True
+            lines = str(e).strip().splitlines()
+            print(f"synthcap {verb}: failed: {type(e).__name__}: {(lines[0] if lines else '')[:300]} "
+                  f"(traceback in {log.path})", file=sys.stderr)
+            return 1
+    if run is not None:
+        print(run_summary.as_json(run) if getattr(ns, "json", False) else run_summary.render(run, ticker.seconds))
     return 0
 
 

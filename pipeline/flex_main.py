@@ -7,24 +7,11 @@ from __future__ import annotations
 
 import sys
 
-import argparse
-
 from pipeline.cli import main
-from pipeline.options import CommonOptions, CurateOptions, MixOptions, RefreshOptions
+from pipeline.options import VERBS as ALL_VERBS, switches
 
-VERBS = ("curate", "mix", "refresh")
-
-
-def _switches() -> frozenset[str]:
-    names = set()
-    for cls in (CommonOptions, CurateOptions, MixOptions, RefreshOptions):
-        parser = argparse.ArgumentParser()
-        cls._add_argparse_args(parser)
-        names |= {a.dest for a in parser._actions if isinstance(a, argparse._StoreTrueAction)}
-    return frozenset(names)
-
-
-SWITCHES = _switches()
+VERBS = tuple(name for name, v in ALL_VERBS.items() if v.pipeline)
+SWITCHES = switches()
 
 
 def run(argv: list[str]) -> int:

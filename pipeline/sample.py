@@ -25,7 +25,10 @@ from datetime import date, timedelta
 from importlib import resources
 from pathlib import Path
 
+from apache_beam.io.filesystems import FileSystems
 from pydoc_data.topics import topics
+
+from transforms.io.write import write_bytes
 
 SEED = 20221130
 _SKIP_MODULES = {"antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo", "lib2to3", "ensurepip",
@@ -284,9 +287,11 @@ def malformed_shard(crawl_id: str, date: str) -> bytes:
 
 
 def write_sample(out_dir: str | Path) -> list[str]:
-    """Writes the sample crawl; returns the shard paths. Same bytes on every run and machine."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    """Writes the sample crawl into a local or gs:// folder; returns the shard paths. Same bytes on every run and
+    machine."""
+    out = str(out_dir).rstrip("/")
+    if FileSystems.get_scheme(out) is None:
+        Path(out).mkdir(parents=True, exist_ok=True)
     crawls, planted = build_pages()
     paths = []
     for k, (crawl_id, _) in enumerate(SNAPSHOTS):
@@ -299,22 +304,22 @@ def write_sample(out_dir: str | Path) -> list[str]:
             parts = [_member(warcinfo(crawl_id, name, f"{mine[0].date}T00:00:00Z"))]
             for n, page in enumerate(mine):
                 parts += [_member(r) for r in response_records(page, _timestamp(page, n))]
-            (out / name).write_bytes(b"".join(parts))
-            paths.append(str(out / name))
+            paths.append(FileSystems.join(out, name))
+            write_bytes(paths[-1], b"".join(parts))
         if wet_pages:
             name = f"{crawl_id}-00000.warc.wet.gz"
             parts = [_member(warcinfo(crawl_id, name, f"{wet_pages[0].date}T00:00:00Z"))]
             parts += [_member(conversion_record(p, _timestamp(p, n))) for n, p in enumerate(wet_pages)]
-            (out / name).write_bytes(b"".join(parts))
-            paths.append(str(out / name))
-            bad = out / f"{crawl_id}-99999-malformed.warc.gz"
-            bad.write_bytes(malformed_shard(crawl_id, wet_pages[0].date))
-            paths.append(str(bad))
+            paths.append(FileSystems.join(out, name))
+            write_bytes(paths[-1], b"".join(parts))
+            paths.append(FileSystems.join(out, f"{crawl_id}-99999-malformed.warc.gz"))
+            write_bytes(paths[-1], malformed_shard(crawl_id, wet_pages[0].date))
     manifest = {
         "seed": SEED,
         "snapshots": {c: len(p) for c, p in crawls.items()},
         "planted": planted,
         "ai_label_source": "pipeline/sample_data/llm_written.jsonl",
     }
-    (out / "sample_manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    write_bytes(FileSystems.join(out, "sample_manifest.json"),
+                (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
     return sorted(paths)

@@ -1,45 +1,242 @@
-"""User errors are one clear line and exit status 2, never a traceback."""
+"""The front door: every verb's --help only prints; every user error is one line on stderr and exit 2; a failure
+at run time is one line naming a log with the traceback, exit 1; the run summary and --json tell the same numbers
+as summary.json; the README's flag tables are the parsers'."""
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from pipeline import run_summary
 from pipeline.cli import main
+from pipeline.flag_tables import README, regenerate, verbs_in
+from pipeline.options import VERBS, count, fraction, integer, normalization, own_actions, positive_int
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = Path(__file__).resolve().parents[1]
+ENV = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+
+# Runs several CLI invocations in one fresh interpreter (imports cost seconds each), capturing each one's streams.
+_BATCH = """
+import contextlib, io, json, sys
+from pipeline.cli import main
+results = []
+for args in json.loads(sys.argv[1]):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(args)
+    results.append({"rc": rc, "out": out.getvalue(), "err": err.getvalue()})
+sys.stdout.write(json.dumps(results))
+"""
 
 
-def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True, cwd=ROOT)
+def _batch(calls: list[list[str]], cwd) -> list[dict]:
+    r = subprocess.run([sys.executable, "-c", _BATCH, json.dumps(calls)], capture_output=True, text=True, cwd=cwd,
+                       env=ENV)
+    assert r.returncode == 0 and r.stderr == "", r.stderr[-3000:]
+    return json.loads(r.stdout)
+
+
+def _cli(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          env=ENV)
+
+
+def _one_line(err: str) -> str:
+    assert err.endswith("\n") and err.count("\n") == 1, err
+    assert "Traceback" not in err and "usage:" not in err and "Discarding" not in err
+    return err.strip()
+
+
+_BAD = {fraction: ["1.5", "0", "abc"], positive_int: ["0", "-3", "abc"], count: ["-1", "x"], integer: ["1.5"],
+        normalization: ["nfkc,upper"]}
+
+
+def _bad_value_calls() -> list[tuple[list[str], str]]:
+    calls = []
+    for verb, spec in VERBS.items():
+        for action in own_actions(spec):
+            for value in _BAD.get(action.type, []):
+                calls.append(([verb, action.option_strings[0], value], action.option_strings[0]))
+    return calls
+
+
+_HELP = [["--help"], ["--version"]] + [[verb, "--help"] for verb in VERBS] + [["demo", "-h"], ["sample", "-h"]]
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory):
+    """--help of every verb and a bad value for every validated flag, run in one fresh interpreter in an empty
+    folder; returns the results and what the folder holds afterwards."""
+    cwd = tmp_path_factory.mktemp("empty_cwd")
+    calls = _HELP + [c for c, _ in _bad_value_calls()]
+    results = _batch(calls, cwd)
+    return results[:len(_HELP)], results[len(_HELP):], list(cwd.iterdir())
+
+
+def test_help_of_every_verb_only_prints(batch):
+    results, _, written = batch
+    assert written == []  # sample --help and demo --help used to write and run
+    assert all(r["rc"] == 0 and r["err"] == "" for r in results), results
+    assert all(verb in results[0]["out"] for verb in VERBS)
+    assert results[1]["out"].startswith("synthcap 0.")
+    for verb, r in zip(VERBS, results[2:]):
+        text = r["out"]
+        assert text.startswith(f"usage: synthcap {verb}") and VERBS[verb].example in text
+        for action in own_actions(VERBS[verb]):
+            assert (action.option_strings[0] if action.option_strings else action.metavar) in text, (verb, action)
+        if VERBS[verb].pipeline:
+            assert "--runner" in text  # Beam's flags are mentioned, not listed one by one
+            assert "--temp_location " not in text
+
+
+def test_every_validated_flag_rejects_a_bad_value_in_one_line(batch):
+    _, results, written = batch
+    calls = _bad_value_calls()
+    assert {flag for _, flag in calls} >= {"--threshold", "--num_perm", "--max_document_bytes", "--split_bytes",
+                                           "--rows_per_shard", "--cc_rounds", "--seed", "--exact_normalization",
+                                           "--limit_per_file"}
+    for (args, flag), r in zip(calls, results):
+        line = _one_line(r["err"])
+        assert r["rc"] == 2 and r["out"] == "", args
+        assert line.startswith(f"synthcap {args[0]}: error: {flag}: ")
+        assert repr(args[2]) in line or "['upper']" in line
+        assert "_fraction" not in line and "positive_int" not in line and "invalid" not in line, line
+    assert written == []
 
 
 @pytest.mark.parametrize("args, message", [
-    (["curate", "--input", "/nonexistent/*.warc.gz", "--output", "OUT"], "no crawl shards match"),
-    (["curate", "--output", "OUT"], "--input is required"),
-    (["curate", "--input", "x", "--output", "OUT", "--bogus_flag", "1"], "unknown flag(s) for curate: --bogus_flag"),
+    (["curat"], "synthcap: error: unknown verb curat; did you mean curate?"),
+    (["train_detector"], "did you mean train-detector?"),
+    ([], "synthcap: error: no verb given"),
+    (["--verbose"], "unknown option --verbose"),
+    (["curate", "--input", "x", "--output", "o", "--outptu", "y"], "unknown flag --outptu; did you mean --output?"),
+    (["sample", "--outptu", "x"], "unknown flag --outptu; did you mean --output?"),
+    (["curate", "--input", "x", "--output", "o", "--runer", "DirectRunner"], "did you mean --runner?"),
+    (["mix", "--config", "m.yaml", "--output", "o", "--seed", "3"], "--seed is a flag of curate, refresh and "
+                                                                     "train-detector, not of mix"),
+    (["mix", "--config", "m.yaml", "--output", "o", "--no_score"], "--no_score is a flag of curate and refresh"),
+    (["curate", "--input", "x", "--output", "o", "--config", "m.yaml"], "--config is a flag of mix, not of curate"),
+    (["curate", "--input", "x", "--output", "o", "--index=i"], "--index is a flag of refresh, not of curate"),
+    (["curate", "--output", "o"], "synthcap curate: error: --input is required"),
+    (["refresh", "--input", "x", "--output", "o"], "--index is required"),
+    (["mix", "--output", "o"], "--config is required"),
+    (["inspect", "--output", "o"], "DOC_ID"),
+    (["inspect", "a", "b", "--output", "o"], "unexpected argument 'b'"),
+    (["curate", "--input", "x", "--output", "o", "--direct_running_mode", "bogus"], "--direct_running_mode: "),
+    (["curate", "--input", "x", "--output", "o", "--json=yes"], "--json: ignored explicit argument"),
 ])
-def test_user_errors_are_one_line(args, message, tmp_path, capsys):
-    args = [a.replace("OUT", str(tmp_path / "o")) for a in args]
+def test_user_errors_are_one_line_and_exit_2(args, message, capsys):
     assert main(args) == 2
-    err = capsys.readouterr().err.strip()
-    assert message in err and "\n" not in err and "Traceback" not in err
+    captured = capsys.readouterr()
+    assert message in _one_line(captured.err) and captured.out == ""
+
+
+def test_the_real_entry_point_prints_one_line(tmp_path):
+    r = _cli("curate", "--input", "x", "--output", "o", "--threshold", "1.5", cwd=tmp_path)
+    assert r.returncode == 2 and r.stdout == ""
+    assert _one_line(r.stderr) == "synthcap curate: error: --threshold: expected a number in (0, 1], got '1.5'"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_user_errors_found_while_building(tmp_path, capsys):
+    cases = [(["curate", "--input", "/nonexistent/*.warc.gz", "--output", str(tmp_path / "o")],
+              "no crawl shards match"),
+             (["mix", "--config", str(tmp_path / "missing.yaml"), "--output", str(tmp_path / "m")],
+              "cannot read"),
+             (["train-detector", "--data", str(tmp_path / "none.jsonl.gz"), "--out", str(tmp_path / "d")],
+              "--data: no such file")]
+    for args, message in cases:
+        assert main(args) == 2
+        assert message in _one_line(capsys.readouterr().err)
 
 
 def test_unwritable_and_nonempty_outputs(tmp_path, sample_crawl, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     assert main(["curate", "--input", str(sample_crawl / "*.wet.gz"), "--output", str(blocker / "out")]) == 2
-    assert "cannot write to output folder" in capsys.readouterr().err
+    assert "cannot write to output folder" in _one_line(capsys.readouterr().err)
     full = tmp_path / "full"
     full.mkdir()
     (full / "something").write_text("x")
     assert main(["curate", "--input", str(sample_crawl / "*.wet.gz"), "--output", str(full)]) == 2
-    assert "is not empty; pass --overwrite" in capsys.readouterr().err
+    assert "is not empty; pass --overwrite" in _one_line(capsys.readouterr().err)
 
 
-def test_bad_flag_value_exits_cleanly():
-    r = _cli("curate", "--input", "x", "--output", "y", "--max_document_bytes", "lots")
-    assert r.returncode == 2 and "Traceback" not in r.stderr
+def test_a_failure_at_run_time_is_one_line_and_a_log(tmp_path, capsys):
+    (tmp_path / "in.jsonl").write_text('{"id": "a", "text": "hello there"}\n')
+    rc = main(["curate", "--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "o"),
+               "--runner", "NoSuchRunner"])
+    line = _one_line(capsys.readouterr().err)
+    assert rc == 1 and line.startswith("synthcap curate: failed: ") and "NoSuchRunner" in line
+    log = line.rsplit("(traceback in ", 1)[1].rstrip(")")
+    text = Path(log).read_text()
+    assert "Traceback (most recent call last)" in text and "NoSuchRunner" in text
+    os.remove(log)
+
+
+def _jsonl_crawl(path: Path) -> None:
+    words = "the quick brown fox jumps over the lazy dog while the cat watches from the warm window sill".split()
+    lines = [json.dumps({"id": f"d{i}", "text": " ".join(words[i:] + words[:i]) + f" number {i}"}) for i in range(8)]
+    lines += [lines[0].replace('"d0"', '"copy"'), "{not json", json.dumps({"id": "e", "text": ""})]
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.slow
+def test_summary_text_and_json_tell_the_summary_json_numbers(tmp_path, capsys):
+    _jsonl_crawl(tmp_path / "crawl.jsonl")
+    out = tmp_path / "out"
+    assert main(["curate", "--input", str(tmp_path / "crawl.jsonl"), "--output", str(out), "--json",
+                 "--direct_num_workers=1", "--direct_running_mode=in_memory"]) == 0  # Beam flags pass through
+    printed = json.loads(capsys.readouterr().out)
+    summary = json.loads((out / "summary.json").read_text())
+    assert printed["records_read"] == summary["records_read"] == 11
+    assert printed["kept"] == summary["documents_out"]
+    assert printed["dropped"] == summary["dropped"] and printed["dead_letters"] == summary["dead_letters"]
+    assert printed["dropped"]["duplicate_exact"] == 1 and printed["dead_letters"]["json_error"] == 1
+    assert printed["outputs"]["summary"] == str(out / "summary.json")
+    share = next(iter(printed["ai_share"]["by_crawl"].values()))
+    assert share["documents"] == summary["documents_out"] and share["ci95"][0] <= share["estimate"] <= share["ci95"][1]
+
+    text = run_summary.render(printed)
+    lines = text.splitlines()
+    assert lines[0] == f"synthcap curate: kept {printed['kept']} of 11 records"
+    starts = {len(line) - len(line.lstrip()) for line in lines[1:]}
+    assert starts == {2, 4}  # totals, and their reasons indented under them
+    rows = [re.match(r"^\s+(\S.*?)\s{2,}(\S.*)$", line) for line in lines[1:]]
+    values = {}
+    for m in filter(None, rows):
+        values.setdefault(m.group(1), m.group(2))
+    assert values["records read"] == "11" and values["dead letters"] == "1" and values["json_error"] == "1"
+    assert values["dropped"] == str(sum(summary["dropped"].values())) and values["output"] == str(out)
+    assert f"{share['estimate']:.3f} [{share['ci95'][0]:.3f}, {share['ci95'][1]:.3f}]" in text
+
+
+def test_summary_text_for_refresh_and_mix_and_unestimable_shares():
+    base = {"records_read": 10, "documents_out": 6, "dropped": {"duplicate_indexed": 3}, "dead_letters": {"x": 1},
+            "reconciles": True,
+            "ai_share": {"by_reference": {"domain:a.example": {"estimate": None, "reason": "too few documents",
+                                                               "documents": 4, "tokens": 40}}}}
+    text = run_summary.render(run_summary.refresh({"summary": base, "generation": 2, "committed": True,
+                                                   "new_documents": 6}, "o", "idx"))
+    assert "already indexed" in text and "idx: committed generation 2" in text
+    assert "reference domain:a.example" in text and "not estimated (too few documents; 4 documents)" in text
+    fit = {"estimate": 0.4, "ci95": [0.3, 0.5]}
+    manifest = {"accounting": base, "max_synthetic_fraction": "1/10",
+                "realised": {"documents": 5, "rows": 7, "tokens": 1234, "synthetic_fraction_float": 0.05,
+                             "within_ceiling": True},
+                "estimated_true_synthetic_fraction": {"all": {"mixture_tokens": fit, "documents": 5, "tokens": 1234}}}
+    text = run_summary.render(run_summary.mix(manifest, "m"))
+    assert "5 documents, 7 rows, 1,234 tokens" in text
+    assert "0.0500 by the config's rule (within the ceiling 1/10)" in text
+    assert "output all" in text and "0.400 [0.300, 0.500] of 1,234 tokens in 5 docs (mixture)" in text
+
+
+def test_readme_flag_tables_are_the_parsers():
+    text = README.read_text()
+    assert sorted(verbs_in(text)) == sorted(VERBS), "every verb needs a <!-- flags: VERB --> table in README.md"
+    assert regenerate(text) == text, "README flag tables are stale: run python -m pipeline.flag_tables"

@@ -8,26 +8,34 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipeline.options import CommonOptions, CurateOptions, MixOptions, RefreshOptions
+import pytest
+
+from pipeline.options import VERBS
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def cli_options() -> set[str]:
-    names = set()
-    for cls in (CommonOptions, CurateOptions, MixOptions, RefreshOptions):
-        parser = argparse.ArgumentParser()
-        cls._add_argparse_args(parser)
-        names |= {a.dest for a in parser._actions if a.dest != "help"}
-    return names
+def cli_help() -> dict[str, str]:
+    """Every flag of the template's verbs (the pipeline verbs, without the CLI-only --json) and its help text."""
+    helps = {}
+    for verb in VERBS.values():
+        for cls in verb.pipeline_options if verb.pipeline else ():
+            parser = argparse.ArgumentParser()
+            cls._add_argparse_args(parser)
+            helps.update({a.dest: a.help for a in parser._actions if a.dest != "help"})
+    return helps
 
 
 def test_metadata_lists_every_cli_option_and_nothing_else():
     meta = json.loads((ROOT / "deploy" / "metadata.json").read_text())
     names = [p["name"] for p in meta["parameters"]]
     assert len(names) == len(set(names))
-    assert set(names) == cli_options() | {"verb"}
+    helps = cli_help()
+    assert set(names) == set(helps) | {"verb"}
     assert all(p["helpText"] and p["label"] for p in meta["parameters"])
+    assert all(p["helpText"].startswith(helps[p["name"]]) for p in meta["parameters"] if p["name"] != "verb")
+    verbs = next(p for p in meta["parameters"] if p["name"] == "verb")["regexes"][0]
+    assert verbs == f"^({'|'.join(sorted(v for v in VERBS if VERBS[v].pipeline))})$"
 
 
 def test_requirements_pin_every_runtime_dependency():
@@ -52,6 +60,7 @@ def test_scheduled_launches_use_only_template_parameters():
     assert '"verb": "refresh"' in (ROOT / "deploy" / "scheduler.sh").read_text()
 
 
+@pytest.mark.slow
 def test_template_entry_point_runs_locally(sample_crawl, tmp_path):
     shards = ",".join(str(p) for p in sorted(sample_crawl.glob("CC-MAIN-2022-05-0000[01].warc.gz")))
     out = tmp_path / "out"
@@ -65,3 +74,19 @@ def test_template_entry_point_runs_locally(sample_crawl, tmp_path):
     bad = subprocess.run([sys.executable, str(ROOT / "pipeline" / "flex_main.py"), "--verb=refreshh"],
                          capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2 and "--verb must be one of" in bad.stderr
+
+
+def test_deploy_readme_quotes_throughput_only_from_results():
+    """Every figure in the deploy README's throughput table is one that benchmarks/RESULTS.md reports."""
+    import re
+
+    results = (ROOT / "benchmarks" / "RESULTS.md").read_text()
+    table = [line for line in (ROOT / "deploy" / "README.md").read_text().splitlines()
+             if line.startswith("  | ") and "docs/s" in line]
+    assert len(table) >= 4
+    for line in table:
+        cells = line.split("|")[2:5]
+        figures = [f for cell in cells for f in re.findall(r"\d[\d,]*\.?\d*", cell.split(" docs/s")[0][-12:])]
+        assert figures, line
+        for figure in figures:
+            assert re.search(rf"(?<![\d.,]){re.escape(figure)}(?![\d,])", results), (figure, line)

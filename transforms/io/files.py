@@ -1,6 +1,10 @@
 """File access through Beam's FileSystems, so local paths, globs and gs:// behave the same on every runner."""
 from __future__ import annotations
 
+import errno
+import hashlib
+import os
+import tempfile
 from typing import NamedTuple
 
 from apache_beam.io.filesystem import CompressionTypes
@@ -110,3 +114,41 @@ class ByteRanges(RestrictionProvider):
 
     def restriction_size(self, shard: Shard, restriction):
         return restriction.size()
+
+
+def _unreadable(path: str, e: Exception) -> OSError:
+    """One clear OSError for a file that could not be read: 'no such file' when it is missing."""
+    if isinstance(e, FileNotFoundError) or not FileSystems.exists(path):
+        return FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+    return e if isinstance(e, OSError) else OSError(f"cannot read {path}: {str(e).splitlines()[0]}")
+
+
+def read_bytes(path: str) -> bytes:
+    """The stored bytes of one file, local or on any registered scheme (gs://, ...); OSError when unreadable."""
+    try:
+        with open_raw(path) as f:
+            return f.read()
+    except Exception as e:  # gcsio and other filesystems raise their own types for a missing object
+        raise _unreadable(path, e) from None
+
+
+def local_copy(path: str) -> str:
+    """A local file with `path`'s bytes, for libraries that only open local files (fastText). Local paths are
+    returned as they are; others are copied once per content into the temp folder, keyed by their sha256."""
+    if FileSystems.get_scheme(path) is None:
+        return path
+    cache = os.path.join(tempfile.gettempdir(), "synthcap-files")
+    os.makedirs(cache, exist_ok=True)
+    fd, partial = tempfile.mkstemp(dir=cache, suffix=".partial")
+    h = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as out, open_raw(path) as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+                out.write(chunk)
+    except Exception as e:
+        os.remove(partial)
+        raise _unreadable(path, e) from None
+    final = os.path.join(cache, f"{h.hexdigest()}-{os.path.basename(path.rstrip('/'))}")
+    os.replace(partial, final)  # same content, same name: concurrent copies replace each other harmlessly
+    return final

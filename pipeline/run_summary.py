@@ -1,0 +1,151 @@
+"""What a verb tells its user when it ends: one dict per run (what `--json` prints) and its aligned text.
+
+The dict is built from the run's own summary (the numbers in OUT/summary.json and the manifest), never recounted,
+so the screen, the JSON and the files agree.
+"""
+from __future__ import annotations
+
+import json
+
+from apache_beam.io.filesystems import FileSystems
+
+
+def accounting(summary: dict) -> dict:
+    """Records read, kept, dropped by reason, dead letters by reason (each reason list largest first)."""
+    def by_count(d):
+        return dict(sorted((d or {}).items(), key=lambda kv: (-kv[1], kv[0])))
+
+    return {"records_read": summary["records_read"], "kept": summary["documents_out"],
+            "dropped": by_count(summary.get("dropped")), "dead_letters": by_count(summary.get("dead_letters")),
+            "reconciles": summary.get("reconciles")}
+
+
+def ai_share(summary: dict) -> dict | None:
+    """The AI token share per reference group and per crawl (`ai_share`), when the run scored documents."""
+    if summary.get("ai_share"):
+        return summary["ai_share"]
+    legacy = summary.get("synthetic_estimate")  # main before the reference-scoring branch: per-crawl mixture fit
+    return {"by_crawl": _legacy(legacy)} if legacy else None
+
+
+def _legacy(estimates: dict) -> dict:
+    """`EstimateSyntheticFraction` results in the `ai_share` form: the token share of the mixture fit."""
+    return {key: {"estimate": e["mixture_tokens"]["estimate"], "ci95": e["mixture_tokens"]["ci95"],
+                  "documents": e["documents"], "tokens": e["tokens"], "method": "mixture"}
+            for key, e in sorted(estimates.items())}
+
+
+def _outputs(output: str, parts: dict[str, str]) -> dict[str, str]:
+    return {name: FileSystems.join(output, rel) for name, rel in parts.items()}
+
+
+CURATE_OUTPUTS = {"documents": "documents/", "provenance": "provenance/", "duplicates": "duplicates/",
+                  "dropped": "dropped/", "dead_letters": "dead_letters/", "summary": "summary.json"}
+
+
+def curate(summary: dict, output: str, verb: str = "curate") -> dict:
+    out = {"verb": verb, **accounting(summary)}
+    share = ai_share(summary)
+    if share:
+        out["ai_share"] = share
+    out["output"] = output
+    out["outputs"] = _outputs(output, CURATE_OUTPUTS)
+    return out
+
+
+def refresh(result: dict, output: str, index: str) -> dict:
+    out = curate(result["summary"], output, "refresh")
+    out["index"] = {"path": index, "generation": result["generation"], "committed": result["committed"],
+                    "already_indexed": result["summary"].get("dropped", {}).get("duplicate_indexed", 0),
+                    "new_documents": result["new_documents"]}
+    return out
+
+
+def mix(manifest: dict, output: str) -> dict:
+    out = {"verb": "mix", **accounting(manifest["accounting"])}
+    realised = manifest["realised"]
+    out["mix"] = {"documents": realised["documents"], "rows": realised["rows"], "tokens": realised["tokens"],
+                  "synthetic_fraction": realised["synthetic_fraction_float"],
+                  "ceiling": manifest["max_synthetic_fraction"], "within_ceiling": realised["within_ceiling"]}
+    estimate = manifest.get("estimated_true_synthetic_fraction")
+    if estimate:
+        out["ai_share"] = {"by_output": _legacy(estimate)}
+    out["output"] = output
+    out["outputs"] = _outputs(output, {"train": "train/", "manifest": "manifest.json", "report": "report.html",
+                                       "dropped": "dropped/", "dead_letters": "dead_letters/",
+                                       "summary": "summary.json"})
+    return out
+
+
+# --- text -------------------------------------------------------------------------------------------------------
+
+def _n(x) -> str:
+    return f"{x:,}" if isinstance(x, int) and not isinstance(x, bool) else str(x)
+
+
+def _share_line(s: dict) -> str:
+    if s.get("estimate") is None:
+        return f"not estimated ({s.get('reason', 'no reason given')}; {_n(s.get('documents', 0))} documents)"
+    lo, hi = s["ci95"]
+    ref = s.get("reference") or {}
+    against = f", against {ref['group']} ({_n(ref['documents'])} docs)" if ref.get("group") else ""
+    return (f"{s['estimate']:.3f} [{lo:.3f}, {hi:.3f}] of {_n(s.get('tokens', 0))} tokens in "
+            f"{_n(s.get('documents', 0))} docs ({s.get('method', '?')}{against})")
+
+
+def _rows(run: dict) -> list[tuple[int, str, str]]:
+    rows = [(0, "records read", _n(run["records_read"])), (0, "kept", _n(run["kept"])),
+            (0, "dropped", _n(sum(run["dropped"].values())))]
+    rows += [(1, reason, _n(n)) for reason, n in run["dropped"].items()]
+    rows.append((0, "dead letters", _n(sum(run["dead_letters"].values()))))
+    rows += [(1, reason, _n(n)) for reason, n in run["dead_letters"].items()]
+    if "index" in run:
+        ix = run["index"]
+        state = (f"committed generation {ix['generation']}" if ix["committed"]
+                 else f"unchanged at generation {ix['generation']} (nothing new)")
+        rows += [(0, "already indexed", _n(ix["already_indexed"])), (0, "index", f"{ix['path']}: {state}")]
+    if "mix" in run:
+        m = run["mix"]
+        verdict = "within" if m["within_ceiling"] else "OVER"
+        rows += [(0, "mix", f"{_n(m['documents'])} documents, {_n(m['rows'])} rows, {_n(m['tokens'])} tokens"),
+                 (0, "synthetic share", f"{m['synthetic_fraction']:.4f} by the config's rule ({verdict} the ceiling "
+                                        f"{m['ceiling']})")]
+    if "ai_share" in run:
+        rows.append((0, "AI share (tokens, 95% CI)", ""))
+        for kind, groups in run["ai_share"].items():
+            rows += [(1, f"{kind.removeprefix('by_')} {key}", _share_line(s)) for key, s in sorted(groups.items())]
+    rows.append((0, "output", run["output"]))
+    rows += [(1, name, path) for name, path in run["outputs"].items()]
+    return rows
+
+
+def render(run: dict, seconds: float | None = None) -> str:
+    """Aligned text: a headline, then label / value rows (sub-rows indented under their total). With `seconds`
+    (wall time, shown on screen only: the JSON stays the same for the same inputs), the rate too."""
+    if "records_read" not in run:
+        return _render_plain(run)
+    rows = _rows(run)
+    if seconds:
+        rate = run["records_read"] / seconds
+        rows.insert(1, (0, "time", f"{seconds:,.1f} s ({rate:,.0f} records/s)"))
+    width = max(len("  " * indent + label) for indent, label, _ in rows)
+    numbers = max((len(v) for _, _, v in rows if v.replace(",", "").isdigit()), default=0)
+    rows = [(i, label, v.rjust(numbers) if v.replace(",", "").isdigit() else v) for i, label, v in rows]
+    head = (f"synthcap {run['verb']}: kept {_n(run['kept'])} of {_n(run['records_read'])} records"
+            + ("" if run.get("reconciles", True) else " (THE COUNTS DO NOT RECONCILE)"))
+    return "\n".join([head] + [f"  {('  ' * i + label).ljust(width)}  {value}".rstrip() for i, label, value in rows])
+
+
+def _render_plain(run: dict) -> str:
+    """Verbs without record accounting (sample, train-detector): headline and flat label / value rows."""
+    rows = [(k, v) for k, v in run.items() if k not in ("verb", "headline")]
+    width = max((len(k) for k, _ in rows), default=0)
+    lines = [f"synthcap {run['verb']}: {run['headline']}"]
+    for k, v in rows:
+        shown = f"{v:.3f}" if isinstance(v, float) else _n(v)
+        lines.append(f"  {k.replace('_', ' ').ljust(width)}  {shown}")
+    return "\n".join(lines)
+
+
+def as_json(run: dict) -> str:
+    return json.dumps(run, indent=2, sort_keys=False)
