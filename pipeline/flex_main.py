@@ -14,6 +14,9 @@ VERBS = tuple(name for name, v in ALL_VERBS.items() if v.pipeline)
 SWITCHES = switches()
 
 
+LISTS = ("input", "human_reference")  # flags that take several paths
+
+
 def run(argv: list[str]) -> int:
     verb = "curate"
     rest = []
@@ -32,8 +35,8 @@ def run(argv: list[str]) -> int:
     expanded = []
     for arg in rest:
         name, _, value = arg[2:].partition("=")
-        if arg.startswith("--input="):
-            expanded += ["--input", *[p for p in value.split(",") if p]]
+        if name in LISTS:
+            expanded += [f"--{name}", *[p for p in value.split(",") if p]]
         elif name in SWITCHES and value:
             expanded += [f"--{name}"] if value.lower() == "true" else []
         else:
