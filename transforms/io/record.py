@@ -128,7 +128,7 @@ def to_document(obj: Any, source: str, offset: int, typed: bool = False) -> Docu
         _check_required(obj)
     elif isinstance(obj.get("metadata"), dict) and "offset" in obj["metadata"] and "id" in obj:
         obj = _normalised_dolma(obj)
-    elif all(name in obj for name in COLUMNS):
+    elif "provenance" in obj and all(name in obj for name in COLUMNS):
         _check_fields(obj, COLUMNS)
         _check_required(obj)
     try:

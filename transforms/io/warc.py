@@ -76,7 +76,7 @@ def _parse_header(head: bytes) -> tuple[dict[str, str], int]:
 def _skip_blank(stream: ByteStream) -> bool:
     """Moves past CR/LF between records; False at the end of the stream."""
     while True:
-        head = stream.peek(256)
+        head = stream.peek(64)
         if not head:
             return False
         rest = head.lstrip(b"\r\n")
