@@ -196,6 +196,16 @@ def test_10_5_truncated_last_record_is_one_dead_letter(tmp_path):
     assert [(x.reason, x.offset) for x in dead(out)] == [("truncated", len(wet(1)))]
 
 
+def test_10_5_lf_only_headers_are_read(tmp_path):
+    lf = [wet(n).replace(b"\r\n", b"\n") for n in (1, 2)]
+    head, block = response("https://crafted.example/3", HTML % b"crlf http inside", "lf3").split(b"\r\n\r\n", 1)
+    lf.append(head.replace(b"\r\n", b"\n") + b"\n\n" + block[:-4] + b"\n\n")  # CRLF only in the HTTP block
+    path = tmp_path / "lf.warc"
+    path.write_bytes(b"".join(lf))
+    out = read_warc(path)
+    assert [d.url[-1] for d in docs(out)] == ["1", "2", "3"] and not dead(out)
+
+
 # -- 10.8: one record must never kill a run ----------------------------------------------------------------------
 
 def test_10_8_content_length_superscript_two_is_a_dead_letter(tmp_path):

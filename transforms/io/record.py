@@ -133,8 +133,8 @@ def to_document(obj: Any, source: str, offset: int, typed: bool = False) -> Docu
         _check_required(obj)
     try:
         doc = from_record(obj, source, offset)
-    except (TypeError, ValueError, KeyError, AttributeError) as e:
-        raise RecordError("schema_error", f"record does not fit a Document: {e}") from None
+    except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as e:
+        raise RecordError("schema_error", f"record does not fit a Document: {type(e).__name__}: {e}") from None
     return _normalised_dates(doc)
 
 

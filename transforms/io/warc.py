@@ -59,7 +59,7 @@ class BadRegion:
 
 def _parse_header(head: bytes) -> tuple[dict[str, str], int]:
     """Headers and Content-Length of a header block (the bytes before its blank line)."""
-    lines = head.decode("utf-8", "replace").split("\r\n")
+    lines = head.decode("utf-8", "replace").replace("\r\n", "\n").split("\n")
     headers: dict[str, str] = {}
     for line in lines[1:]:
         name, colon, value = line.partition(":")
@@ -89,7 +89,7 @@ def _at_boundary(stream: ByteStream) -> bool:
     """True when the block just read ends where its record should: at the record trailer (CRLF CRLF), or where
     the next record or the stream begins after blank lines (some writers vary the trailer). Bytes after a
     trailer that are not a record are the next bad region's, not this record's."""
-    if stream.peek(4) == b"\r\n\r\n":
+    if stream.peek(4) == b"\r\n\r\n" or stream.peek(2) == b"\n\n":
         return True
     return _skip_blank(stream) is False or stream.peek(5) == b"WARC/"
 
@@ -100,10 +100,13 @@ def iter_records(stream: ByteStream, limit: int) -> Iterator[Union[WarcRecord, B
     Damage in a compressed source raises StreamError."""
     while _skip_blank(stream):
         start = stream.mark = stream.pos  # the record's bytes stay at hand until the next record
-        head, end = b"", -1
+        head, end, sep = b"", -1, 0
         for size in _HEADER_STEPS:
             head = stream.peek(size)
-            end = head.find(b"\r\n\r\n")
+            end, sep = head.find(b"\r\n\r\n"), 4
+            lf = head.find(b"\n\n")  # some writers end header lines with LF alone
+            if lf >= 0 and (end < 0 or lf < end):
+                end, sep = lf, 2
             if end >= 0 or len(head) < size:
                 break
         problem = None
@@ -120,7 +123,7 @@ def iter_records(stream: ByteStream, limit: int) -> Iterator[Union[WarcRecord, B
             except WarcFormatError as e:
                 problem = (e.reason, str(e))
         if problem is None:
-            body = start + end + 4
+            body = start + end + sep
             stream.seek(body)
             if length <= limit:
                 block = stream.read(length)
