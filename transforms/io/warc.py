@@ -308,15 +308,14 @@ class ReadWarcFn(beam.DoFn):
     def _read_gzip(self, f, shard: Shard, tracker, start: int, crawl_id):
         pos = 0 if start == 0 else find_member(f, start)
         window = FileWindow(f)
+        past_end = False
         while pos is not None and pos < shard.size:
-            if not tracker.try_claim(pos):
-                # A corrupt region right after this range's last member is this range's to report: the next
-                # range syncs past it.
-                if not looks_like_member(self._peek(f, pos), 0, b"WARC/"):
-                    nxt = find_member(f, pos + 1)
-                    count("records_read")
-                    yield dead_letter(shard.path, pos, "gzip_error", self._junk_message(pos, nxt, shard), STAGE)
-                return
+            if past_end or not tracker.try_claim(pos):
+                # Bytes right after this range's last member that do not start a WARC member are this range's
+                # (the next range syncs past them): they are read exactly as an unsplit read would read them.
+                if looks_like_member(self._peek(f, pos), 0, b"WARC/"):
+                    return
+                past_end = True
             member = MemberStream(window, pos)
             try:
                 for item in iter_records(member, self._limit):
@@ -327,7 +326,8 @@ class ReadWarcFn(beam.DoFn):
                 count("records_read")
                 yield dead_letter(shard.path, pos, e.reason, f"{e}; {self._junk_message(pos, nxt, shard)}", STAGE)
                 pos = nxt
-        tracker.try_claim(shard.size + 1)
+        if not past_end:
+            tracker.try_claim(shard.size + 1)
 
     @staticmethod
     def _peek(f, pos: int) -> bytes:
