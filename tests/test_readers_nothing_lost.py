@@ -451,17 +451,18 @@ def test_13_3_explicit_unsupported_path_lists_the_supported_extensions(tmp_path)
 
 
 @pytest.mark.slow
-def test_13_3_wat_files_and_unknown_extensions_are_counted_drops_in_the_summary(tmp_path):
+def test_13_3_wat_files_unknown_extensions_and_unreadable_dates_are_counted_in_the_summary(tmp_path):
     src = tmp_path / "in"
     src.mkdir()
-    (src / "crawl.warc.gz").write_bytes(member(wet(1)))
+    (src / "crawl.warc.gz").write_bytes(member(wet(1)) + member(wet(2, "another page", date="someday")))
     (src / "crawl.warc.wat.gz").write_bytes(member(warc_record("metadata", b'{"Envelope": {}}', [
         ("WARC-Record-ID", "<urn:uuid:wat>")], "application/json")))
     (src / "readme.txt").write_text("not a crawl file")
     (src / "table.csv.gz").write_bytes(gzip.compress(b"a,b\n"))
     summary, counters = curate.run(["--input", str(src / "*"), "--output", str(tmp_path / "out"), "--no_score"])
     assert summary["dropped"] == {"non_document_file": 1, "unsupported_file": 2}
-    assert summary["documents_out"] == 1 and summary["records_read"] == 4 and summary["reconciles"]
+    assert summary["documents_out"] == 2 and summary["records_read"] == 5 and summary["reconciles"]
+    assert summary["capture_date_unparsed"] == counters["capture_date_unparsed"] == 1
     assert counters["dropped_unsupported_file"] == 2 and counters["dropped_non_document_file"] == 1
     rows = {r["source"].rsplit("/", 1)[-1]: r for r in read_jsonl(tmp_path / "out", "dropped")}
     assert rows["table.csv.gz"]["detail"].startswith("no reader for .csv.gz")

@@ -10,12 +10,17 @@ from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_tz
 from typing import Optional
 
-UNPARSED_COUNTER = "capture_date_unparsed"  # Beam counter of dates that were present but unreadable
+UNPARSED = "capture_date_unparsed"  # Beam counter and summary key: documents read with an unreadable date
+DATE_FIELDS = ("capture_date", "first_seen")
 
 
 def unparsed_key(field: str) -> str:
     """The Document.metadata key that keeps a date field's unreadable value (truncated to 100 characters)."""
     return f"{field}_unparsed"
+
+
+def has_unparsed_date(metadata: dict) -> bool:
+    return any(unparsed_key(name) in metadata for name in DATE_FIELDS)
 
 _MIN_YEAR, _MAX_YEAR = 1991, 2100  # no web page was captured before 1991
 _ISO = re.compile(

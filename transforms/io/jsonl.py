@@ -19,7 +19,7 @@ from transforms.accounting import count, dead_letter, drop
 from transforms.document import fallback_id
 from transforms.io.files import ByteRanges, Shard, open_raw
 from transforms.io.gzip_members import StreamError
-from transforms.io.record import RecordError, check_unicode, to_document
+from transforms.io.record import RecordError, check_unicode, emitted, to_document
 
 STAGE = "read_jsonl"
 _BLOCK = 1 << 20
@@ -232,7 +232,7 @@ def line_to_output(line: bytes | Oversize, shard: Shard, offset: int):
         return dead_letter(shard.path, offset, e.reason, message, STAGE)
     if not doc.text.strip():
         return drop(doc.id, "empty_text", shard.path, offset)
-    return doc
+    return emitted(doc)
 
 
 class _LineRanges(ByteRanges):

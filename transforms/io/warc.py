@@ -18,13 +18,14 @@ from urllib.parse import urlsplit
 import apache_beam as beam
 
 from transforms.accounting import count, dead_letter, drop
-from transforms.dates import UNPARSED_COUNTER, normalise_date, unparsed_key
+from transforms.dates import normalise_date, unparsed_key
 from transforms.document import Document, RawRecord, fallback_id
 from transforms.io.files import ByteRanges, Shard, open_raw
 from transforms.io.gzip_members import (ByteStream, FileWindow, MemberStream, PlainStream, StreamError, find_member,
                                         is_gzip, looks_like_member)
 from transforms.io.html import ExtractBudgetExceeded, decode_html, html_to_text, is_text_mime, looks_binary
 from transforms.io.http import HttpError, PayloadTooLarge, parse_response
+from transforms.io.record import emitted
 
 STAGE = "read_warc"
 _CRAWL_RE = re.compile(r"CC-MAIN-\d{4}-\d{2}")
@@ -181,7 +182,6 @@ def _domain(url: Optional[str]) -> Optional[str]:
 def _capture_date(value: Optional[str], metadata: dict[str, str]) -> Optional[str]:
     date, unparsed = normalise_date(value)
     if unparsed:
-        count(UNPARSED_COUNTER)
         metadata[unparsed_key("capture_date")] = value[:100]
     return date
 
@@ -228,7 +228,7 @@ def record_to_output(rec: WarcRecord, offset: int, shard: Shard, crawl_id: Optio
     if not text:
         return drop(doc_id, "empty_text", shard.path, offset)
     metadata: dict[str, str] = {}
-    return Document(
+    return emitted(Document(
         id=doc_id,
         text=text,
         source=shard.path,
@@ -243,7 +243,7 @@ def record_to_output(rec: WarcRecord, offset: int, shard: Shard, crawl_id: Optio
         content_digest=h.get("warc-payload-digest") or h.get("warc-block-digest"),
         metadata=metadata,
         raw=raw,
-    )
+    ))
 
 
 class _ByteRanges(ByteRanges):
