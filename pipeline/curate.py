@@ -11,6 +11,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipeline.options import CURATE_KEYS, CommonOptions, CurateOptions, UserError
 from pipeline.runner import make_pipeline, prepare_output
 from transforms.accounting import DEAD_LETTERS, DOCUMENTS, DROPPED, NAMESPACE, Summarize, reconcile
+from transforms.dates import UNPARSED, has_unparsed_date
 from transforms.dedup.exact import ExactDedup
 from transforms.dedup.near import NearDedup
 from transforms.dedup.normalize import Normalization
@@ -135,6 +136,8 @@ def build(p, opts: CurateOptions, common: CommonOptions, output: str, index: Ind
     dead | "WriteDead" >> WriteJsonRecords(FileSystems.join(output, "dead_letters"), "dead_letters",
                                            lambda d: f"{d.source}\x00{d.offset:020d}\x00{d.reason}")
     summary_path = FileSystems.join(output, "summary.json")
+    extra[UNPARSED] = (read[DOCUMENTS] | "UnparsedDates" >> beam.Filter(lambda d: has_unparsed_date(d.metadata))
+                       | "CountUnparsedDates" >> beam.combiners.Count.Globally())
     signals = documents | "SignalCounts" >> beam.CombineGlobally(SignalCounts())
     extra["provenance"] = signals
     (p | "Summary" >> Summarize(read, documents, dropped, dead, extra=extra)

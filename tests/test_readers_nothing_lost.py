@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import random
 import tracemalloc
 import zlib
 
@@ -18,7 +19,7 @@ from apache_beam.pvalue import TaggedOutput
 
 from pipeline import curate
 from pipeline.sample import warc_record
-from tests.crafted import HTML, member, response
+from tests.crafted import HTML, member, page, response
 from tests.helpers import read_jsonl
 from transforms.dates import normalise_date
 from transforms.document import Document, dolma_line, to_table
@@ -194,6 +195,16 @@ def test_10_5_truncated_last_record_is_one_dead_letter(tmp_path):
     out = read_warc(path)
     assert [d.url[-1] for d in docs(out)] == ["1"]
     assert [(x.reason, x.offset) for x in dead(out)] == [("truncated", len(wet(1)))]
+
+
+def test_10_5_lf_only_headers_are_read(tmp_path):
+    lf = [wet(n).replace(b"\r\n", b"\n") for n in (1, 2)]
+    head, block = response("https://crafted.example/3", HTML % b"crlf http inside", "lf3").split(b"\r\n\r\n", 1)
+    lf.append(head.replace(b"\r\n", b"\n") + b"\n\n" + block[:-4] + b"\n\n")  # CRLF only in the HTTP block
+    path = tmp_path / "lf.warc"
+    path.write_bytes(b"".join(lf))
+    out = read_warc(path)
+    assert [d.url[-1] for d in docs(out)] == ["1", "2", "3"] and not dead(out)
 
 
 # -- 10.8: one record must never kill a run ----------------------------------------------------------------------
@@ -440,18 +451,47 @@ def test_13_3_explicit_unsupported_path_lists_the_supported_extensions(tmp_path)
 
 
 @pytest.mark.slow
-def test_13_3_wat_files_and_unknown_extensions_are_counted_drops_in_the_summary(tmp_path):
+def test_13_3_wat_files_unknown_extensions_and_unreadable_dates_are_counted_in_the_summary(tmp_path):
     src = tmp_path / "in"
     src.mkdir()
-    (src / "crawl.warc.gz").write_bytes(member(wet(1)))
+    (src / "crawl.warc.gz").write_bytes(member(wet(1)) + member(wet(2, "another page", date="someday")))
     (src / "crawl.warc.wat.gz").write_bytes(member(warc_record("metadata", b'{"Envelope": {}}', [
         ("WARC-Record-ID", "<urn:uuid:wat>")], "application/json")))
     (src / "readme.txt").write_text("not a crawl file")
     (src / "table.csv.gz").write_bytes(gzip.compress(b"a,b\n"))
     summary, counters = curate.run(["--input", str(src / "*"), "--output", str(tmp_path / "out"), "--no_score"])
     assert summary["dropped"] == {"non_document_file": 1, "unsupported_file": 2}
-    assert summary["documents_out"] == 1 and summary["records_read"] == 4 and summary["reconciles"]
+    assert summary["documents_out"] == 2 and summary["records_read"] == 5 and summary["reconciles"]
+    assert summary["capture_date_unparsed"] == counters["capture_date_unparsed"] == 1
     assert counters["dropped_unsupported_file"] == 2 and counters["dropped_non_document_file"] == 1
     rows = {r["source"].rsplit("/", 1)[-1]: r for r in read_jsonl(tmp_path / "out", "dropped")}
     assert rows["table.csv.gz"]["detail"].startswith("no reader for .csv.gz")
     assert rows["crawl.warc.wat.gz"]["reason"] == "non_document_file"
+
+
+# -- splitting stays exact on damaged files ----------------------------------------------------------------------
+
+def _damaged(seed: int, data: bytes) -> bytes:
+    rng = random.Random(seed)  # a local, seeded generator: the same damage on every run
+    out = bytearray(data)
+    for _ in range(rng.randint(1, 5)):
+        i = rng.randrange(len(out))
+        if rng.random() < 0.5:
+            out[i] = rng.randrange(256)
+        else:
+            del out[i : i + rng.randint(1, 40)]
+    return bytes(out)
+
+
+def test_any_split_of_a_damaged_file_reads_each_record_once_and_says_the_same(tmp_path):
+    members = b"".join(page(n) for n in range(6))
+    plain = b"".join(wet(n) for n in range(6))
+    key = lambda xs: sorted(repr(x.value) if isinstance(x, TaggedOutput) else repr((x.id, x.offset, x.text))
+                            for x in xs)
+    for seed in range(40):
+        for name, data in (("d.warc.gz", members), ("d.warc", plain)):
+            path = tmp_path / name
+            path.write_bytes(_damaged(seed, data))
+            whole = key(read_warc(path))
+            for split in (7, 100):
+                assert key(read_warc(path, split=split)) == whole, (seed, name, split)

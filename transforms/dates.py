@@ -10,17 +10,23 @@ from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_tz
 from typing import Optional
 
-UNPARSED_COUNTER = "capture_date_unparsed"  # Beam counter of dates that were present but unreadable
+UNPARSED = "capture_date_unparsed"  # Beam counter and summary key: documents read with an unreadable date
+DATE_FIELDS = ("capture_date", "first_seen")
 
 
 def unparsed_key(field: str) -> str:
     """The Document.metadata key that keeps a date field's unreadable value (truncated to 100 characters)."""
     return f"{field}_unparsed"
 
+
+def has_unparsed_date(metadata: dict) -> bool:
+    return any(unparsed_key(name) in metadata for name in DATE_FIELDS)
+
 _MIN_YEAR, _MAX_YEAR = 1991, 2100  # no web page was captured before 1991
 _ISO = re.compile(
     r"(\d{4})-(\d\d)-(\d\d)(?:[T ](\d\d):(\d\d)(?::(\d\d)(?:[.,]\d+)?)?)?\s*(Z|UTC|GMT|[+-]\d\d(?::?\d\d)?)?",
     re.IGNORECASE)
+_CANONICAL = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)Z")
 _COMPACT = re.compile(r"(\d{4})(\d\d)(\d\d)(?:(\d\d)(\d\d)(\d\d)?)?")  # 20240601, 20240601100000 (ARC, CDX)
 _SLASHED = re.compile(r"(\d{1,2})[/.](\d{1,2})[/.](\d{4})")  # 15/06/2024, 15.06.2024 (day first unless impossible)
 _YEAR_FIRST = re.compile(r"(\d{4})/(\d{1,2})/(\d{1,2})")
@@ -43,6 +49,8 @@ def _instant(y, mo, d, h=0, mi=0, s=0, offset=timedelta(0)) -> Optional[datetime
 
 
 def _parse(value: str) -> Optional[datetime]:
+    if m := _CANONICAL.fullmatch(value):  # the common case, already in the output form
+        return _instant(*m.groups())
     if m := _ISO.fullmatch(value):
         return _instant(*m.groups()[:6], offset=_offset(m.group(7)))
     if m := _COMPACT.fullmatch(value):
@@ -79,4 +87,4 @@ def normalise_date(value) -> tuple[Optional[str], bool]:
     dt = _parse(text)
     if dt is None or not _MIN_YEAR <= dt.year <= _MAX_YEAR:
         return None, True
-    return dt.strftime("%Y-%m-%dT%H:%M:%SZ"), False
+    return f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d}Z", False

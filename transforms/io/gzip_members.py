@@ -52,10 +52,11 @@ class ByteStream:
     record that was too large to keep needs it)."""
 
     def __init__(self):
-        self._buf = bytearray()
+        self._buf = b""
         self._buf_start = 0
         self.pos = 0
         self.mark: Optional[int] = None
+        self._exhausted = False  # the source has given all it has: what the buffer lacks does not exist
 
     def _produce(self) -> bytes:
         """The next bytes of the source (b"" at its end); may raise StreamError."""
@@ -71,28 +72,32 @@ class ByteStream:
         keep_from = self.pos if self.mark is None else min(self.pos, self.mark)
         k = min(keep_from - self._buf_start, len(self._buf))
         if k > 0:
-            del self._buf[:k]
+            self._buf = self._buf[k:]
             self._buf_start += k
         while self._buf_start < keep_from:  # skipping forward past the buffer (which is empty here)
             out = self._produce()
             if not out:
+                self._exhausted = True
                 return
             gap = keep_from - self._buf_start
             if len(out) > gap:
-                self._buf = bytearray(out[gap:])
+                self._buf = out[gap:]
                 self._buf_start = keep_from
             else:
                 self._buf_start += len(out)
         while len(self._buf) < self.pos - self._buf_start + n:
             out = self._produce()
             if not out:
+                self._exhausted = True
                 return
             self._buf += out
 
     def peek(self, n: int) -> bytes:
-        self._fill(n)
         rel = self.pos - self._buf_start
-        return bytes(self._buf[rel : rel + n])
+        if rel < 0 or (rel + n > len(self._buf) and not self._exhausted):
+            self._fill(n)
+            rel = self.pos - self._buf_start
+        return self._buf[rel : rel + n]
 
     def read(self, n: int) -> bytes:
         data = self.peek(n)
@@ -110,7 +115,7 @@ class ByteStream:
     def seek(self, pos: int) -> None:
         if pos < self._buf_start:
             self._restart()
-            self._buf, self._buf_start, self.pos = bytearray(), 0, 0
+            self._buf, self._buf_start, self.pos, self._exhausted = b"", 0, 0, False
             self.skip(pos)
         else:
             self.pos = pos
@@ -151,7 +156,7 @@ class PlainStream(ByteStream):
 
     def seek(self, pos: int) -> None:
         if pos < self._buf_start:  # a file can jump back without re-reading from its start
-            self._in, self._buf, self._buf_start, self.pos = pos, bytearray(), pos, pos
+            self._in, self._buf, self._buf_start, self.pos, self._exhausted = pos, b"", pos, pos, False
         else:
             self.pos = pos
 

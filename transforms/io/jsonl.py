@@ -8,6 +8,7 @@ bomb, is skipped as it streams and dropped as `too_large`.
 from __future__ import annotations
 
 import json
+import re
 import zlib
 from typing import BinaryIO, Iterator
 
@@ -18,7 +19,7 @@ from transforms.accounting import count, dead_letter, drop
 from transforms.document import fallback_id
 from transforms.io.files import ByteRanges, Shard, open_raw
 from transforms.io.gzip_members import StreamError
-from transforms.io.record import RecordError, check_unicode, to_document
+from transforms.io.record import RecordError, check_unicode, emitted, to_document
 
 STAGE = "read_jsonl"
 _BLOCK = 1 << 20
@@ -180,6 +181,9 @@ def iter_lines(blocks: Iterator[bytes], limit: int, start: int = 0) -> Iterator[
         yield pos, Oversize(size, bare_cr) if size > limit else bytes(part)
 
 
+# A `\\uD800`-`\\uDFFF` escape, or the UTF-8-like bytes of one (json.loads lets both through): only such lines
+# can hold a lone surrogate, so only they are walked.
+_MAYBE_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
 _ARRAY_HINT = "a .json file holding an array is not JSON Lines (write one object per line, e.g. `jq -c '.[]'`)"
 _WHITESPACE = b"\xef\xbb\xbf \t\r\n"  # and a UTF-8 byte-order mark
 
@@ -220,7 +224,7 @@ def line_to_output(line: bytes | Oversize, shard: Shard, offset: int):
     except ValueError as e:
         return dead_letter(shard.path, offset, "json_error", _json_error_message(line, e), STAGE)
     try:
-        if b"\\u" in line or not line.isascii():  # only escapes or raw bytes can carry a lone surrogate
+        if _MAYBE_SURROGATE.search(line):
             check_unicode(obj)
         doc = to_document(obj, shard.path, offset)
     except RecordError as e:
@@ -228,7 +232,7 @@ def line_to_output(line: bytes | Oversize, shard: Shard, offset: int):
         return dead_letter(shard.path, offset, e.reason, message, STAGE)
     if not doc.text.strip():
         return drop(doc.id, "empty_text", shard.path, offset)
-    return doc
+    return emitted(doc)
 
 
 class _LineRanges(ByteRanges):

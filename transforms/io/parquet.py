@@ -14,7 +14,7 @@ from apache_beam.io.restriction_trackers import OffsetRange
 from transforms.accounting import count, dead_letter, drop
 from transforms.document import COLUMNS, SCHEMA
 from transforms.io.files import ByteRanges, Shard, open_raw
-from transforms.io.record import RecordError, to_document
+from transforms.io.record import RecordError, emitted, to_document
 
 STAGE = "read_parquet"
 
@@ -135,4 +135,4 @@ class ReadParquetFn(beam.DoFn):
             elif not doc.text.strip():
                 yield drop(doc.id, "empty_text", shard.path, offset)
             else:
-                yield doc
+                yield emitted(doc)

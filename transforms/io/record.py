@@ -14,11 +14,10 @@ from typing import Any
 import pyarrow as pa
 
 from transforms.accounting import count
-from transforms.dates import UNPARSED_COUNTER, normalise_date, unparsed_key
+from transforms.dates import DATE_FIELDS, UNPARSED, has_unparsed_date, normalise_date, unparsed_key
 from transforms.document import COLUMNS, SCHEMA, Document, from_record, replace
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
-_DATE_FIELDS = ("capture_date", "first_seen")
 
 
 class RecordError(ValueError):
@@ -128,26 +127,33 @@ def to_document(obj: Any, source: str, offset: int, typed: bool = False) -> Docu
         _check_required(obj)
     elif isinstance(obj.get("metadata"), dict) and "offset" in obj["metadata"] and "id" in obj:
         obj = _normalised_dolma(obj)
-    elif all(name in obj for name in COLUMNS):
+    elif "provenance" in obj and all(name in obj for name in COLUMNS):
         _check_fields(obj, COLUMNS)
         _check_required(obj)
     try:
         doc = from_record(obj, source, offset)
-    except (TypeError, ValueError, KeyError, AttributeError) as e:
-        raise RecordError("schema_error", f"record does not fit a Document: {e}") from None
+    except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as e:
+        raise RecordError("schema_error", f"record does not fit a Document: {type(e).__name__}: {e}") from None
     return _normalised_dates(doc)
 
 
 def _normalised_dates(doc: Document) -> Document:
     changes: dict[str, Any] = {}
-    for name in _DATE_FIELDS:
+    for name in DATE_FIELDS:
         value = getattr(doc, name)
         if value is None:
             continue
         date, unparsed = normalise_date(value)
         if unparsed:
-            count(UNPARSED_COUNTER)
             changes["metadata"] = {**changes.get("metadata", doc.metadata), unparsed_key(name): str(value)[:100]}
         if date != value:
             changes[name] = date
     return replace(doc, **changes) if changes else doc
+
+
+def emitted(doc: Document) -> Document:
+    """A document as a reader emits it: one with an unreadable date is counted here, once, so the Beam counter
+    and the summary count the same documents."""
+    if has_unparsed_date(doc.metadata):
+        count(UNPARSED)
+    return doc

@@ -18,13 +18,14 @@ from urllib.parse import urlsplit
 import apache_beam as beam
 
 from transforms.accounting import count, dead_letter, drop
-from transforms.dates import UNPARSED_COUNTER, normalise_date, unparsed_key
+from transforms.dates import normalise_date, unparsed_key
 from transforms.document import Document, RawRecord, fallback_id
 from transforms.io.files import ByteRanges, Shard, open_raw
 from transforms.io.gzip_members import (ByteStream, FileWindow, MemberStream, PlainStream, StreamError, find_member,
                                         is_gzip, looks_like_member)
 from transforms.io.html import ExtractBudgetExceeded, decode_html, html_to_text, is_text_mime, looks_binary
 from transforms.io.http import HttpError, PayloadTooLarge, parse_response
+from transforms.io.record import emitted
 
 STAGE = "read_warc"
 _CRAWL_RE = re.compile(r"CC-MAIN-\d{4}-\d{2}")
@@ -59,7 +60,7 @@ class BadRegion:
 
 def _parse_header(head: bytes) -> tuple[dict[str, str], int]:
     """Headers and Content-Length of a header block (the bytes before its blank line)."""
-    lines = head.decode("utf-8", "replace").split("\r\n")
+    lines = head.decode("utf-8", "replace").replace("\r\n", "\n").split("\n")
     headers: dict[str, str] = {}
     for line in lines[1:]:
         name, colon, value = line.partition(":")
@@ -76,7 +77,7 @@ def _parse_header(head: bytes) -> tuple[dict[str, str], int]:
 def _skip_blank(stream: ByteStream) -> bool:
     """Moves past CR/LF between records; False at the end of the stream."""
     while True:
-        head = stream.peek(256)
+        head = stream.peek(64)
         if not head:
             return False
         rest = head.lstrip(b"\r\n")
@@ -89,7 +90,7 @@ def _at_boundary(stream: ByteStream) -> bool:
     """True when the block just read ends where its record should: at the record trailer (CRLF CRLF), or where
     the next record or the stream begins after blank lines (some writers vary the trailer). Bytes after a
     trailer that are not a record are the next bad region's, not this record's."""
-    if stream.peek(4) == b"\r\n\r\n":
+    if stream.peek(4) == b"\r\n\r\n" or stream.peek(2) == b"\n\n":
         return True
     return _skip_blank(stream) is False or stream.peek(5) == b"WARC/"
 
@@ -100,10 +101,13 @@ def iter_records(stream: ByteStream, limit: int) -> Iterator[Union[WarcRecord, B
     Damage in a compressed source raises StreamError."""
     while _skip_blank(stream):
         start = stream.mark = stream.pos  # the record's bytes stay at hand until the next record
-        head, end = b"", -1
+        head, end, sep = b"", -1, 0
         for size in _HEADER_STEPS:
             head = stream.peek(size)
-            end = head.find(b"\r\n\r\n")
+            end, sep = head.find(b"\r\n\r\n"), 4
+            lf = head.find(b"\n\n")  # some writers end header lines with LF alone
+            if lf >= 0 and (end < 0 or lf < end):
+                end, sep = lf, 2
             if end >= 0 or len(head) < size:
                 break
         problem = None
@@ -120,7 +124,7 @@ def iter_records(stream: ByteStream, limit: int) -> Iterator[Union[WarcRecord, B
             except WarcFormatError as e:
                 problem = (e.reason, str(e))
         if problem is None:
-            body = start + end + 4
+            body = start + end + sep
             stream.seek(body)
             if length <= limit:
                 block = stream.read(length)
@@ -178,7 +182,6 @@ def _domain(url: Optional[str]) -> Optional[str]:
 def _capture_date(value: Optional[str], metadata: dict[str, str]) -> Optional[str]:
     date, unparsed = normalise_date(value)
     if unparsed:
-        count(UNPARSED_COUNTER)
         metadata[unparsed_key("capture_date")] = value[:100]
     return date
 
@@ -225,7 +228,7 @@ def record_to_output(rec: WarcRecord, offset: int, shard: Shard, crawl_id: Optio
     if not text:
         return drop(doc_id, "empty_text", shard.path, offset)
     metadata: dict[str, str] = {}
-    return Document(
+    return emitted(Document(
         id=doc_id,
         text=text,
         source=shard.path,
@@ -240,7 +243,7 @@ def record_to_output(rec: WarcRecord, offset: int, shard: Shard, crawl_id: Optio
         content_digest=h.get("warc-payload-digest") or h.get("warc-block-digest"),
         metadata=metadata,
         raw=raw,
-    )
+    ))
 
 
 class _ByteRanges(ByteRanges):
@@ -305,15 +308,14 @@ class ReadWarcFn(beam.DoFn):
     def _read_gzip(self, f, shard: Shard, tracker, start: int, crawl_id):
         pos = 0 if start == 0 else find_member(f, start)
         window = FileWindow(f)
+        past_end = False
         while pos is not None and pos < shard.size:
-            if not tracker.try_claim(pos):
-                # A corrupt region right after this range's last member is this range's to report: the next
-                # range syncs past it.
-                if not looks_like_member(self._peek(f, pos), 0, b"WARC/"):
-                    nxt = find_member(f, pos + 1)
-                    count("records_read")
-                    yield dead_letter(shard.path, pos, "gzip_error", self._junk_message(pos, nxt, shard), STAGE)
-                return
+            if past_end or not tracker.try_claim(pos):
+                # Bytes right after this range's last member that do not start a WARC member are this range's
+                # (the next range syncs past them): they are read exactly as an unsplit read would read them.
+                if looks_like_member(self._peek(f, pos), 0, b"WARC/"):
+                    return
+                past_end = True
             member = MemberStream(window, pos)
             try:
                 for item in iter_records(member, self._limit):
@@ -324,7 +326,8 @@ class ReadWarcFn(beam.DoFn):
                 count("records_read")
                 yield dead_letter(shard.path, pos, e.reason, f"{e}; {self._junk_message(pos, nxt, shard)}", STAGE)
                 pos = nxt
-        tracker.try_claim(shard.size + 1)
+        if not past_end:
+            tracker.try_claim(shard.size + 1)
 
     @staticmethod
     def _peek(f, pos: int) -> bytes:
