@@ -3,8 +3,8 @@ throughput with the language gate.
 
     [SYNTHCAP_SHARED=../shared] python benchmarks/reference.py [--limit_per_file 1000] [--reps 20] [--n 400] [--threads 1] [--sets a,b]
 
-For each held-out set H: a detector is trained on every other set (a subsample of `--limit_per_file` records per
-file, the shipped model's hyperparameters, no quantisation, Platt on their validation split), so H is a domain it
+For each held-out set H: a detector is trained on every other set (a keyed subsample of `--limit_per_file` texts
+per set and label, the shipped model's hyperparameters, no quantisation, Platt on their validation split), so H is a domain it
 never saw. H's human texts are split by a keyed hash into A (40%: adaptation training), B (30%: the human
 reference) and C (30%: test humans). Rows:
 
@@ -45,6 +45,18 @@ PARAMS = {**DEFAULT_PARAMS, "wordNgrams": 2, "minn": 3, "maxn": 5}
 
 def _u(seed: int, text: str) -> float:
     return xxhash.xxh3_64_intdigest(f"{seed}\x00{text}".encode()) / 2**64
+
+
+def balanced(examples, per_label: int, seed: int):
+    """At most `per_label` texts per (set, label), chosen by a keyed hash (files are often sorted by label)."""
+    keyed = sorted(examples, key=lambda e: (e.dataset, e.label, _u(seed, e.text)))
+    out, seen = [], {}
+    for e in keyed:
+        k = (e.dataset, e.label)
+        seen[k] = seen.get(k, 0) + 1
+        if seen[k] <= per_label:
+            out.append(e)
+    return out
 
 
 def evaluate(name, ai_p, ref_p, test_p, ai_tok, test_tok, ref_tok, tpr, args):
@@ -130,7 +142,7 @@ def throughput(args):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--limit_per_file", type=int, default=1000)
+    ap.add_argument("--limit_per_file", type=int, default=1500, help="texts per set and label")
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--n", type=int, default=400)
     ap.add_argument("--weight", type=int, default=10)
@@ -143,7 +155,7 @@ def main():
     files = sorted(glob.glob(os.path.join(DETECT, "*.jsonl.gz")))
     if not files:
         raise SystemExit(f"no labelled sets in {DETECT} (set SYNTHCAP_SHARED to the shared folder)")
-    examples = load(files, args.limit_per_file)
+    examples = balanced(load(files), args.limit_per_file, args.seed)
     sets = args.sets.split(",") if args.sets else sorted({e.dataset for e in examples})
     rows = []
     for held in sets:

@@ -11,7 +11,7 @@ _SECTIONS = (
     ("Lineage", ("source", "offset", "warc_record_id", "refers_to", "url", "registered_domain", "crawl_id",
                  "capture_date", "pre_llm", "content_digest")),
     ("Deduplication", ("dup_cluster_id", "dup_cluster_size", "first_seen")),
-    ("AI likelihood", ("p_ai", "ai_model")),
+    ("AI likelihood", ("ai_score", "ai_pvalue", "ai_reference", "p_ai", "ai_model")),
     ("Declared by the page", ("html_observable", "tdm_reservation", "tdm_reservation_header",
                               "tdm_reservation_meta", "tdm_policy", "robots_noai", "robots_noimageai",
                               "digital_source_type", "declared_ai", "c2pa_manifest", "c2pa_text_wrapper",

@@ -53,25 +53,6 @@ class _Assign(beam.DoFn):
         yield beam.pvalue.TaggedOutput(_ASSIGNED, (out, flagged, count_tokens(doc.text)))
 
 
-class _CellFn(beam.CombineFn):
-    def create_accumulator(self):
-        return None
-
-    def add_input(self, acc, item):
-        group, tokens, flagged = item
-        return (acc or Cell(group)).add(tokens, flagged)
-
-    def merge_accumulators(self, accs):
-        out = None
-        for a in accs:
-            if a is not None:
-                out = Cell(a.group).merge(a) if out is None else out.merge(a)
-        return out
-
-    def extract_output(self, acc):
-        return acc
-
-
 def _status(doc: Document) -> str:
     if doc.ai_score is None:
         return "unsupported_language"
@@ -112,8 +93,9 @@ class ScoreAgainstReference(beam.PTransform):
         assigned = scored[DOCUMENTS] | "Assign" >> beam.ParDo(_Assign(seed), references).with_outputs(
             _ASSIGNED, main="unassigned")
         cells = (assigned[_ASSIGNED]
-                 | "CellKey" >> beam.MapTuple(lambda d, f, t: ((crawl_of(d), d.ai_reference), (d.ai_reference, t, f)))
-                 | "Cells" >> beam.CombinePerKey(_CellFn()))
+                 | "CellKey" >> beam.MapTuple(lambda d, f, t: ((crawl_of(d), d.ai_reference),
+                                                              Cell(d.ai_reference).add(t, f)))
+                 | "Cells" >> beam.CombinePerKey(_MergeCells()))
         by_reference = (
             cells
             | "ByGroup" >> beam.MapTuple(lambda k, c: (k[1], c))
@@ -137,14 +119,13 @@ class ScoreAgainstReference(beam.PTransform):
         with_p = assigned[_ASSIGNED] | "Posterior" >> beam.ParDo(_Posterior(seed, tpr), references, group_shares,
                                                                  crawl_shares)
         documents = (assigned["unassigned"], with_p) | "Documents" >> beam.Flatten()
-        ai_share = (
-            (by_reference | "RefDict" >> beam.combiners.ToDict(), by_crawl | "CrawlDict" >> beam.combiners.ToDict())
-        )
+        ref_dict = by_reference | "RefDict" >> beam.combiners.ToDict()
+        crawl_dict = by_crawl | "CrawlDict" >> beam.combiners.ToDict()
         share = (
             docs.pipeline | "OneShare" >> beam.Create([None])
             | "ShareDict" >> beam.Map(lambda _, r, c: {"by_reference": dict(sorted(r.items())),
                                                        "by_crawl": dict(sorted(c.items()))},
-                                      beam.pvalue.AsSingleton(ai_share[0]), beam.pvalue.AsSingleton(ai_share[1]))
+                                      beam.pvalue.AsSingleton(ref_dict), beam.pvalue.AsSingleton(crawl_dict))
         )
         scoring = (
             documents
@@ -166,6 +147,8 @@ def _null_reason(doc: Document) -> str:
 
 
 class _MergeCells(beam.CombineFn):
+    """Sums Cells (additive statistics), never mutating its inputs."""
+
     def create_accumulator(self):
         return None
 
