@@ -127,7 +127,8 @@ class MatchIndex(beam.PTransform):
 
 
 class WriteSegment(beam.PTransform):
-    """Index entries of the surviving documents: one exact entry and `bands` band entries each."""
+    """Index entries of the surviving documents: one exact entry and `bands` band entries each. Returns the
+    written paths (the index commit waits for them)."""
 
     def __init__(self, segment_dir: str, params: IndexParams):
         super().__init__()
@@ -141,10 +142,10 @@ class WriteSegment(beam.PTransform):
                                                                "first_seen": _first_seen(d)})
         band_rows = docs | "BandRows" >> beam.ParDo(_Sign(params)) | "BandDicts" >> beam.MapTuple(
             lambda k, v: {"band": k[0], "hash": k[1], "id": v[0], "first_seen": v[1], "sig": v[2]})
-        exact_rows | "WriteExact" >> WriteSharded(
+        exact = exact_rows | "WriteExact" >> WriteSharded(
             FileSystems.join(self._dir, "exact"), ".parquet", lambda r: f"{r['key']}\x00{r['id']}",
             lambda rows: parquet_bytes(pa.Table.from_pylist(rows, schema=EXACT)), write_empty=False)
-        band_rows | "WriteBands" >> WriteSharded(
+        bands = band_rows | "WriteBands" >> WriteSharded(
             FileSystems.join(self._dir, "bands"), ".parquet", lambda r: f"{r['band']}\x00{r['hash']}\x00{r['id']}",
             lambda rows: parquet_bytes(pa.Table.from_pylist(rows, schema=BANDS)), write_empty=False)
-        return docs
+        return (exact, bands) | "SegmentFiles" >> beam.Flatten()
