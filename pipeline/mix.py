@@ -18,6 +18,7 @@ from pipeline.options import CommonOptions, MixOptions, UserError
 from pipeline.runner import make_pipeline, prepare_output
 from transforms.accounting import DEAD_LETTERS, DOCUMENTS, DROPPED, Summarize, reconcile
 from transforms.document import dolma_line, replace
+from transforms.io.commit import IncompleteOutputError, complete_outputs
 from transforms.io.files import InputError, match_shards
 from transforms.io.read import ReadCrawl
 from transforms.io.write import WriteDocuments, WriteJsonRecords, WriteSharded, write_bytes, write_json
@@ -63,7 +64,8 @@ def build(p, cfg: MixConfig, output: str, card: dict | None, rows_per_shard: int
     for s in cfg.sources:
         try:
             shards = match_shards(list(s.inputs))
-        except InputError as e:
+            complete_outputs(shards)
+        except (InputError, IncompleteOutputError) as e:
             raise UserError(f"source {s.name}: {e}") from None
         read = p | f"Read[{s.name}]" >> ReadCrawl(shards=shards)
         reads.append(read)

@@ -25,13 +25,15 @@ def make_pipeline(options: PipelineOptions) -> beam.Pipeline:
 def prepare_output(output: str | None, overwrite: bool, parts: tuple[str, ...], verb: str = "mix",
                    run_id: str | None = None, key: str | None = None) -> str:
     """Claims OUT for this run (see transforms/io/commit.py): call it only once everything else is validated,
-    because with --overwrite it deletes the previous run's `parts` (and never anything else)."""
+    because with --overwrite it deletes the previous run's `parts` (and never anything else). With a `key`
+    (a run that commits atomically), a rerun of the same configuration may replace its own unfinished output."""
     if not output:
         raise UserError("--output is required")
     output = output.rstrip("/")
+    resumable = key is not None
     key = key or run_key(verb, {"output": output})
     try:
-        claim_output(output, verb, run_id or f"run-{key}", key, overwrite, parts)
+        claim_output(output, verb, run_id or f"run-{key}", key, overwrite, parts, resumable)
     except OutputClaimError as e:
         raise UserError(str(e)) from None
     except Exception as e:

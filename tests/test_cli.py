@@ -37,7 +37,7 @@ def test_unwritable_and_nonempty_outputs(tmp_path, sample_crawl, capsys):
     full.mkdir()
     (full / "something").write_text("x")
     assert main(["curate", "--input", str(sample_crawl / "*.wet.gz"), "--output", str(full)]) == 2
-    assert "is not empty; pass --overwrite" in capsys.readouterr().err
+    assert "is not empty and is not a synthcap output" in capsys.readouterr().err
 
 
 def test_bad_flag_value_exits_cleanly():

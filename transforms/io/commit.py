@@ -151,6 +151,14 @@ def output_root(path: str, cache: dict | None = None) -> str | None:
     return root
 
 
+def complete_outputs(shards) -> dict[str, dict]:
+    """For inputs read from synthcap outputs: the completion record of every output folder they lie in;
+    raises IncompleteOutputError for the first folder that is not complete. Other inputs pass."""
+    cache: dict = {}
+    roots = sorted({r for r in (output_root(s.path, cache) for s in shards) if r})
+    return {root: require_complete(root) for root in roots}
+
+
 def _canonical(path: str) -> str:
     return os.path.realpath(path) if _is_local(path) else path.rstrip("/")
 
@@ -161,14 +169,17 @@ def inside(path: str, folder: str) -> bool:
     return p == f or p.startswith(f.rstrip("/") + "/")
 
 
-def claim_output(output: str, verb: str, run_id: str, key: str, overwrite: bool, parts: tuple[str, ...]) -> None:
+def claim_output(output: str, verb: str, run_id: str, key: str, overwrite: bool, parts: tuple[str, ...],
+                 resumable: bool = True) -> None:
     """Claims OUT for this run, or raises OutputClaimError without touching anything.
 
     A new or empty folder is claimed with an exclusive marker (a second run racing for it refuses). A folder
     with a marker is replaced with --overwrite, or without it when it holds an unfinished run of this same
-    configuration (a rerun after a crash). Only the named `parts`, `COMPLETE.json` and staging folders are
+    configuration (a rerun after a crash) when `resumable`. Only the named `parts`, `COMPLETE.json` and staging folders are
     ever deleted; a non-empty folder without a marker is never touched.
     """
+    if _is_local(output) and os.path.isfile(output):
+        raise OutputClaimError(f"output folder {output} is a file")
     marker = read_marker(output)
     existing = list_files(output)
     if marker is None:
@@ -177,7 +188,7 @@ def claim_output(output: str, verb: str, run_id: str, key: str, overwrite: bool,
                                    f"refusing to write into it, even with --overwrite")
     else:
         complete = _exists(FileSystems.join(output, COMPLETE))
-        ours = marker.get("run_key") == key and marker.get("verb") == verb
+        ours = resumable and marker.get("run_key") == key and marker.get("verb") == verb
         if not overwrite and (complete or not ours):
             state = "a complete" if complete else "another run's unfinished"
             raise OutputClaimError(f"output folder {output} holds {state} synthcap {marker.get('verb')} output; "
@@ -310,7 +321,7 @@ class CommitOutputs(beam.PTransform):
                     if leftovers:
                         FileSystems.delete(leftovers)
             path = FileSystems.join(output, COMPLETE)
-            _write(path, _json_bytes({"synthcap_output": 1, "run_key": key, "files": files}))
+            _write(path, _json_bytes({"synthcap_output": 1, "files": files}))
             return path
 
         sides = [beam.pvalue.AsSingleton(finalize[1])] if finalize is not None else []
