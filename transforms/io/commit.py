@@ -202,7 +202,7 @@ def claim_output(output: str, verb: str, run_id: str, key: str, overwrite: bool,
         else:
             _write(path, content)
     except FileExistsError:
-        raise OutputClaimError(f"output folder {output} was claimed by another run just now; refusing") from None
+        raise OutputClaimError(f"output folder {output} was claimed by another run just now; pass --overwrite to replace it") from None
 
 
 def _create_exclusive(path: str, data: bytes) -> None:
