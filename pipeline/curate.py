@@ -76,8 +76,8 @@ def input_shards(patterns: list[str], output: str) -> tuple[list, dict]:
     kept = [s for s in shards if roots[s.path] is None]
     skipped = sorted({r for r in roots.values() if r})
     if shards and not kept:
-        raise UserError(f"every input matched lies in a synthcap output folder ({skipped[0]}, ...), which curate "
-                        f"skips; read those with mix, or give the crawl shards")
+        raise UserError(f"every file matched lies in a synthcap output folder ({skipped[0]}), which curate skips: "
+                        f"give the crawl shards")
     info = {"files": len(shards) - len(kept), "folders": skipped} if skipped else {}
     return kept, info
 
@@ -134,7 +134,9 @@ def build(p, opts: CurateOptions, common: CommonOptions, output: str, staging: s
             | "EstimatesToDict" >> beam.combiners.ToDict())
     dead = dead_parts | "AllDead" >> beam.Flatten()
     dropped = drops | "AllDropped" >> beam.Flatten()
-    staged = lambda part: FileSystems.join(staging, part)  # noqa: E731
+    def staged(part: str) -> str:
+        return FileSystems.join(staging, part)
+
     written = [
         (dropped
          | "Duplicates" >> beam.Filter(lambda d: d.reason.startswith("duplicate_"))
@@ -144,8 +146,8 @@ def build(p, opts: CurateOptions, common: CommonOptions, output: str, staging: s
         documents | "WriteDocs" >> WriteDocuments(staged("documents"), common.rows_per_shard),
         documents | "WriteProvenance" >> WriteProvenance(staged("provenance"), run_info(opts, common),
                                                           common.rows_per_shard),
-        dropped | "WriteDropped" >> WriteJsonRecords(staged("dropped"), "dropped",
-                                                     lambda d: f"{d.reason}\x00{d.id}\x00{d.source}\x00{d.offset:020d}"),
+        dropped | "WriteDropped" >> WriteJsonRecords(
+            staged("dropped"), "dropped", lambda d: f"{d.reason}\x00{d.id}\x00{d.source}\x00{d.offset:020d}"),
         dead | "WriteDead" >> WriteJsonRecords(staged("dead_letters"), "dead_letters",
                                                lambda d: f"{d.source}\x00{d.offset:020d}\x00{d.reason}"),
     ]

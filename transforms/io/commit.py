@@ -175,8 +175,8 @@ def claim_output(output: str, verb: str, run_id: str, key: str, overwrite: bool,
 
     A new or empty folder is claimed with an exclusive marker (a second run racing for it refuses). A folder
     with a marker is replaced with --overwrite, or without it when it holds an unfinished run of this same
-    configuration (a rerun after a crash) when `resumable`. Only the named `parts`, `COMPLETE.json` and staging folders are
-    ever deleted; a non-empty folder without a marker is never touched.
+    configuration (a rerun after a crash) and the verb is `resumable`. Only the named `parts`, `COMPLETE.json`
+    and staging folders are ever deleted; a non-empty folder without a marker is never touched.
     """
     if _is_local(output) and os.path.isfile(output):
         raise OutputClaimError(f"output folder {output} is a file")
@@ -202,7 +202,8 @@ def claim_output(output: str, verb: str, run_id: str, key: str, overwrite: bool,
         else:
             _write(path, content)
     except FileExistsError:
-        raise OutputClaimError(f"output folder {output} was claimed by another run just now; pass --overwrite to replace it") from None
+        raise OutputClaimError(f"output folder {output} was claimed by another run just now; pass --overwrite to "
+                               f"replace it") from None
 
 
 def _create_exclusive(path: str, data: bytes) -> None:
@@ -237,7 +238,7 @@ def _clear(output: str, parts: tuple[str, ...], existing: list[tuple[str, int]])
         if _is_local(output):
             FileSystems.delete([FileSystems.join(output, name)])
         else:
-            FileSystems.delete(top[name])
+            FileSystems.delete(top[name])  # every object under that name
 
 
 def file_entry(path: str, rel: str) -> dict:
@@ -259,8 +260,8 @@ def _check_claim(output: str, key: str) -> None:
 class _MoveAndHash(beam.DoFn):
     """Moves one staged file to its place in OUT and hashes it there."""
 
-    def __init__(self, output: str, staging: str, key: str):
-        self._out, self._staging, self._key = output, staging, key
+    def __init__(self, output: str, staging: str):
+        self._out, self._staging = output, staging
 
     def process(self, path: str, _ready: int):
         rel = _relative(self._staging, path)
@@ -272,6 +273,17 @@ class _MoveAndHash(beam.DoFn):
                 FileSystems.delete([final])
             FileSystems.rename([path], [final])
         yield file_entry(final, rel)
+
+
+def _remove(folder: str) -> None:
+    """Deletes a folder locally, or every object under its prefix on object stores (which have no folders)."""
+    if _is_local(folder):
+        if os.path.isdir(folder):
+            FileSystems.delete([folder])
+        return
+    leftovers = [p for p, _ in list_files(folder)]
+    if leftovers:
+        FileSystems.delete(leftovers)
 
 
 def _sorted_entries(entries: list[dict]) -> list[dict]:
@@ -301,7 +313,7 @@ class CommitOutputs(beam.PTransform):
         entries = (
             paths
             | "Spread" >> beam.Reshuffle()
-            | "MoveAndHash" >> beam.ParDo(_MoveAndHash(output, staging, key), beam.pvalue.AsSingleton(ready))
+            | "MoveAndHash" >> beam.ParDo(_MoveAndHash(output, staging), beam.pvalue.AsSingleton(ready))
             | "AllEntries" >> beam.combiners.ToList()
             | "Sort" >> beam.Map(_sorted_entries)
         )
@@ -313,13 +325,7 @@ class CommitOutputs(beam.PTransform):
             _check_claim(output, key)
             if finalize is not None:
                 finalize[0](side[0])
-            if _exists(staging):
-                if _is_local(staging):
-                    FileSystems.delete([staging])
-                else:
-                    leftovers = [p for p, _ in list_files(staging)]
-                    if leftovers:
-                        FileSystems.delete(leftovers)
+            _remove(staging)
             path = FileSystems.join(output, COMPLETE)
             _write(path, _json_bytes({"synthcap_output": 1, "files": files}))
             return path
