@@ -27,10 +27,10 @@ def _base(pointer: dict | None, key: str) -> dict:
     very run's (a rerun after a crash between its index commit and its output's completion record)."""
     if pointer is None:
         return {"generation": 0, "segments": [], "documents": 0}
-    if pointer.get("run_key") == key:
-        mine = pointer["segments"][-1]
+    mine = segment_name(pointer["generation"], key)
+    if pointer.get("run_key") == key and pointer["segments"][-1:] == [mine]:
         return {"generation": pointer["generation"] - 1, "segments": pointer["segments"][:-1],
-                "documents": pointer["documents"] - pointer.get("new_documents", 0), "resumes": mine}
+                "documents": pointer["documents"] - pointer["new_documents"]}
     return pointer
 
 
