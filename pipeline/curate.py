@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Callable
 
 import apache_beam as beam
+from apache_beam.io.filesystem import FileMetadata
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -16,7 +18,9 @@ from transforms.dedup.exact import ExactDedup
 from transforms.dedup.near import NearDedup
 from transforms.dedup.normalize import Normalization
 from transforms.dedup.rank import IdCollisions
-from transforms.io.files import InputError
+from transforms.io.commit import (CommitOutputs, IncompleteOutputError, complete_outputs, inside, output_root,
+                                  require_complete, run_key, staging_dir)
+from transforms.io.files import InputError, match_shards
 from transforms.io.read import ReadCrawl
 from transforms.io.write import WriteDocuments, WriteJsonRecords, write_json
 from transforms.provenance.lineage import RunInfo, WriteProvenance
@@ -45,13 +49,15 @@ def duplicate_json(d) -> str:
 
 @dataclass(frozen=True)
 class IndexStage:
-    """For `refresh`: match against these committed index files, and write survivors to a new segment."""
+    """For `refresh`: match against these committed index files, write survivors to a new segment, and
+    `commit(summary)` the new index generation as part of the output commit (before COMPLETE.json)."""
 
     exact_files: list
     band_files: list
     shingle_files: list
     segment_dir: str
     params: IndexParams
+    commit: Callable[[dict], None]
 
 
 def _reference_files(patterns: list[str]) -> list[str]:
@@ -65,15 +71,41 @@ def _reference_files(patterns: list[str]) -> list[str]:
         if not found:
             raise UserError(f"--human_reference: no files match {pattern}")
         files += found
+    try:
+        complete_outputs([FileMetadata(f, 0) for f in files])
+    except IncompleteOutputError as e:
+        raise UserError(f"--human_reference: {e}") from None
     return sorted(set(files))
 
 
-def build(p, opts: CurateOptions, common: CommonOptions, output: str, index: IndexStage | None = None) -> None:
+def input_shards(patterns: list[str], output: str) -> tuple[list, dict]:
+    """Matched shards minus the files of synthcap output folders (skipped by their marker, counted); refuses
+    any input inside OUT, which the run is about to replace."""
     try:
-        read = p | "Read" >> ReadCrawl(opts.input, max_document_bytes=opts.max_document_bytes,
-                                       split_bytes=opts.split_bytes)
+        shards = match_shards(patterns)
     except InputError as e:
         raise UserError(str(e)) from None
+    inner = next((s.path for s in shards if inside(s.path, output)), None)
+    if inner:
+        raise UserError(f"input {inner} is inside the output folder {output}: refusing to read what this run "
+                        f"replaces")
+    cache: dict = {}
+    roots = {s.path: output_root(s.path, cache) for s in shards}
+    kept = [s for s in shards if roots[s.path] is None]
+    skipped = sorted({r for r in roots.values() if r})
+    if shards and not kept:
+        raise UserError(f"every file matched lies in a synthcap output folder ({skipped[0]}), which curate skips: "
+                        f"give the crawl shards")
+    info = {"files": len(shards) - len(kept), "folders": skipped} if skipped else {}
+    return kept, info
+
+
+def build(p, opts: CurateOptions, common: CommonOptions, output: str, staging: str, key: str,
+          index: IndexStage | None = None) -> None:
+    """The whole curate graph, ending with the atomic commit of OUT (and, for refresh, of the index)."""
+    shards, skipped = input_shards(opts.input, output)
+    read = p | "Read" >> ReadCrawl(shards=shards, max_document_bytes=opts.max_document_bytes,
+                                   split_bytes=opts.split_bytes)
     documents = read[DOCUMENTS] | "Provenance" >> TagProvenance()
     drops = [read[DROPPED]]
     dead = read[DEAD_LETTERS]
@@ -97,10 +129,12 @@ def build(p, opts: CurateOptions, common: CommonOptions, output: str, index: Ind
         near = documents | "NearDedup" >> near_dedup
         documents = near[DOCUMENTS]
         drops.append(near[DROPPED])
+    segment = []
     if index is not None:
         matched = documents | "MatchIndex" >> MatchIndex(index.exact_files, index.band_files, index.shingle_files,
                                                          index.params, opts.max_bucket_size)
-        documents = matched[DOCUMENTS] | "WriteSegment" >> WriteSegment(index.segment_dir, index.params)
+        documents = matched[DOCUMENTS]
+        segment.append(documents | "WriteSegment" >> WriteSegment(index.segment_dir, index.params))
         drops.append(matched[DROPPED])
     dead_parts = [dead]
     if not opts.no_score:
@@ -123,25 +157,41 @@ def build(p, opts: CurateOptions, common: CommonOptions, output: str, index: Ind
         extra["scoring"] = scored["scoring"]
     dead = dead_parts | "AllDead" >> beam.Flatten()
     dropped = drops | "AllDropped" >> beam.Flatten()
-    (dropped
-     | "Duplicates" >> beam.Filter(lambda d: d.reason.startswith("duplicate_"))
-     | "WriteDuplicates" >> WriteJsonRecords(FileSystems.join(output, "duplicates"), "duplicates",
-                                             lambda d: f"{d.id}\x00{d.source}\x00{d.offset:020d}",
-                                             encode_item=duplicate_json))
-    documents | "WriteDocs" >> WriteDocuments(FileSystems.join(output, "documents"), common.rows_per_shard)
-    documents | "WriteProvenance" >> WriteProvenance(FileSystems.join(output, "provenance"),
-                                                      run_info(opts, common), common.rows_per_shard)
-    dropped | "WriteDropped" >> WriteJsonRecords(FileSystems.join(output, "dropped"), "dropped",
-                                                 lambda d: f"{d.reason}\x00{d.id}\x00{d.source}\x00{d.offset:020d}")
-    dead | "WriteDead" >> WriteJsonRecords(FileSystems.join(output, "dead_letters"), "dead_letters",
-                                           lambda d: f"{d.source}\x00{d.offset:020d}\x00{d.reason}")
-    summary_path = FileSystems.join(output, "summary.json")
+    def staged(part: str) -> str:
+        return FileSystems.join(staging, part)
+
+    written = [
+        (dropped
+         | "Duplicates" >> beam.Filter(lambda d: d.reason.startswith("duplicate_"))
+         | "WriteDuplicates" >> WriteJsonRecords(staged("duplicates"), "duplicates",
+                                                 lambda d: f"{d.id}\x00{d.source}\x00{d.offset:020d}",
+                                                 encode_item=duplicate_json)),
+        documents | "WriteDocs" >> WriteDocuments(staged("documents"), common.rows_per_shard),
+        documents | "WriteProvenance" >> WriteProvenance(staged("provenance"), run_info(opts, common),
+                                                          common.rows_per_shard),
+        dropped | "WriteDropped" >> WriteJsonRecords(
+            staged("dropped"), "dropped", lambda d: f"{d.reason}\x00{d.id}\x00{d.source}\x00{d.offset:020d}"),
+        dead | "WriteDead" >> WriteJsonRecords(staged("dead_letters"), "dead_letters",
+                                               lambda d: f"{d.source}\x00{d.offset:020d}\x00{d.reason}"),
+    ]
     extra[UNPARSED] = (read[DOCUMENTS] | "UnparsedDates" >> beam.Filter(lambda d: has_unparsed_date(d.metadata))
                        | "CountUnparsedDates" >> beam.combiners.Count.Globally())
     signals = documents | "SignalCounts" >> beam.CombineGlobally(SignalCounts())
     extra["provenance"] = signals
-    (p | "Summary" >> Summarize(read, documents, dropped, dead, extra=extra)
-     | "WriteSummary" >> beam.Map(lambda s: write_json(summary_path, s)))
+    if skipped:
+        extra["skipped_synthcap_outputs"] = p | "Skipped" >> beam.Create([skipped])
+    summary = p | "Summary" >> Summarize(read, documents, dropped, dead, extra=extra)
+    writers = segment + written | "AllWritten" >> beam.Flatten()
+    summary_path = staged("summary.json")
+
+    def write_summary(s, _written):
+        write_json(summary_path, s)  # only once every writer has finished (the side input)
+        return summary_path
+
+    summary_written = summary | "WriteSummary" >> beam.Map(write_summary, beam.pvalue.AsList(writers))
+    finalize = None if index is None else (index.commit, summary)
+    (written + [summary_written] | "Staged" >> beam.Flatten()
+     | "Commit" >> CommitOutputs(output, staging, key, finalize))
 
 
 def counters(result) -> dict[str, int]:
@@ -155,17 +205,23 @@ def counters(result) -> dict[str, int]:
     return dict(sorted(out.items()))
 
 
-def run(argv: list[str], index_for=None) -> tuple[dict, dict[str, int]]:
+def run(argv: list[str], verb: str = "curate", index_for=None) -> tuple[dict, dict[str, int]]:
     """Runs curate; returns the summary and the Beam counters (which must carry the same numbers).
-    `index_for(opts)`, given by `refresh`, returns the IndexStage to match and extend."""
+    Everything is validated and the graph built before OUT is claimed (or cleared with --overwrite).
+    `index_for(opts, key)`, given by `refresh`, returns the IndexStage to match, extend and commit."""
     options = PipelineOptions(argv)
     opts = options.view_as(CurateOptions)
     common = options.view_as(CommonOptions)
     if not opts.input:
         raise UserError("--input is required (one or more shard paths or globs)")
-    output = prepare_output(common.output, common.overwrite, OUTPUT_PARTS)
+    if not common.output:
+        raise UserError("--output is required")
+    output = common.output.rstrip("/")
+    info = run_info(opts, common)
+    key = run_key(verb, {"config": info.config_hash, "input": list(opts.input), "output": output})
     p = make_pipeline(options)
-    build(p, opts, common, output, index_for(opts) if index_for else None)
+    build(p, opts, common, output, staging_dir(output, key), key, index_for(opts, key) if index_for else None)
+    prepare_output(output, common.overwrite, OUTPUT_PARTS, verb=verb, run_id=info.run_id, key=key)
     try:
         result = p.run()  # the in-process runner runs the whole pipeline here
         result.wait_until_finish()
@@ -174,6 +230,10 @@ def run(argv: list[str], index_for=None) -> tuple[dict, dict[str, int]]:
             message = str(e).split("ResidualTooLarge: ")[-1].splitlines()[0]
             raise UserError(message.split(" [while running")[0]) from None
         raise
+    try:
+        require_complete(output)
+    except IncompleteOutputError as e:
+        raise RuntimeError(str(e)) from None
     with FileSystems.open(FileSystems.join(output, "summary.json")) as f:
         summary = json.load(f)
     problems = reconcile(summary)

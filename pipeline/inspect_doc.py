@@ -6,6 +6,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.options import UserError
+from transforms.io.commit import IncompleteOutputError, require_complete
 
 _SECTIONS = (
     ("Lineage", ("source", "offset", "warc_record_id", "refers_to", "url", "registered_domain", "crawl_id",
@@ -21,6 +22,10 @@ _SECTIONS = (
 
 
 def find(doc_id: str, output: str) -> dict | None:
+    try:
+        require_complete(output)
+    except IncompleteOutputError as e:
+        raise UserError(str(e)) from None
     pattern = FileSystems.join(output, "provenance", "*.parquet")
     try:
         files = [m.path for m in FileSystems.match([pattern])[0].metadata_list]

@@ -20,6 +20,7 @@ from pipeline.options import CommonOptions, MixOptions, UserError
 from pipeline.runner import make_pipeline, prepare_output
 from transforms.accounting import DEAD_LETTERS, DOCUMENTS, DROPPED, Summarize, reconcile
 from transforms.document import dolma_line, replace
+from transforms.io.commit import IncompleteOutputError, complete_outputs
 from transforms.io.files import InputError, match_shards
 from transforms.io.read import ReadCrawl
 from transforms.io.write import WriteDocuments, WriteJsonRecords, WriteSharded, write_bytes, write_json
@@ -225,7 +226,8 @@ def match_inputs(cfg: MixConfig) -> dict:
         for folder, pattern in zip(folders, s.inputs):
             try:
                 shards = match_shards([pattern])
-            except InputError as e:
+                complete_outputs(shards)
+            except (InputError, IncompleteOutputError) as e:
                 raise UserError(f"source {s.name}: {e}") from None
             for sh in shards:
                 if owner.setdefault(sh.path, s.name) != s.name:

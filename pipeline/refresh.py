@@ -1,26 +1,37 @@
 """`synthcap refresh --input NEW_SHARDS --index INDEX --output OUT`: curate a new crawl against everything indexed.
 
 New documents that match the index (exactly or nearly) are dropped as `duplicate_indexed`, naming the indexed
-document and its first_seen; the survivors are written as usual and indexed in a new segment, which the pointer
-lists once the run has finished. Nothing new → no new generation (a rerun is idempotent).
+document and its first_seen; the survivors are written as usual and indexed in a new segment. The new generation
+is committed by the graph itself, as the last step before OUT's completion record (transforms/refresh/index.py).
+Nothing new → no new generation (a rerun is idempotent).
 """
 from __future__ import annotations
-
-import uuid
 
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline import curate
-from pipeline.options import CurateOptions, RefreshOptions, UserError
+from pipeline.options import CommonOptions, CurateOptions, RefreshOptions, UserError
 from transforms.dedup.lsh import recall_first_params
-from transforms.refresh.index import (CommitConflict, IndexParams, commit, delete_segment, read_pointer,
-                                      segment_files)
+from transforms.refresh.index import (IndexCommit, IndexParams, IndexPathError, check_index_path, read_pointer,
+                                      segment_files, segment_name)
 
 
 def params_of(opts: CurateOptions) -> IndexParams:
     bands, rows = (opts.bands, opts.rows) if opts.bands else recall_first_params(opts.threshold, opts.num_perm)
     return IndexParams(opts.exact_normalization, opts.ngram, opts.num_perm, bands, rows, opts.seed, opts.threshold)
+
+
+def _base(pointer: dict | None, key: str) -> dict:
+    """The generation this run builds on: the committed one, or the one before it when the committed one is this
+    very run's (a rerun after a crash between its index commit and its output's completion record)."""
+    if pointer is None:
+        return {"generation": 0, "segments": [], "documents": 0}
+    mine = segment_name(pointer["generation"], key)
+    if pointer.get("run_key") == key and pointer["segments"][-1:] == [mine]:
+        return {"generation": pointer["generation"] - 1, "segments": pointer["segments"][:-1],
+                "documents": pointer["documents"] - pointer["new_documents"]}
+    return pointer
 
 
 def run(argv: list[str]) -> dict:
@@ -31,39 +42,43 @@ def run(argv: list[str]) -> dict:
     opts = options.view_as(CurateOptions)
     if opts.no_exact_dedup or opts.no_near_dedup:
         raise UserError("refresh needs both dedup stages: drop --no_exact_dedup / --no_near_dedup")
+    output = (options.view_as(CommonOptions).output or "").rstrip("/")
     params = params_of(opts)
-    pointer, gcs_generation = read_pointer(index)
+    try:
+        check_index_path(index, output)
+        pointer, gcs_generation = read_pointer(index)
+    except IndexPathError as e:
+        raise UserError(str(e)) from None
     if pointer is not None:
         problems = params.mismatch(pointer["params"])
         if problems:
             raise UserError(f"index {index} was built with other dedup settings ({problems[0]})")
-    generation = (pointer or {}).get("generation", 0) + 1
-    segments = list((pointer or {}).get("segments", []))
-    segment = f"segments/seg-{generation:06d}-{uuid.uuid4().hex[:12]}"  # unique per attempt: racers never share
+    state: dict = {}
 
-    def index_for(_opts):
-        return curate.IndexStage(segment_files(index, segments, "exact"), segment_files(index, segments, "bands"),
-                                 segment_files(index, segments, "shingles"),
-                                 FileSystems.join(index, segment), params)
+    def index_for(_opts, key):
+        base = _base(pointer, key)
+        generation = base["generation"] + 1
+        segments = base["segments"]
+        exact, bands = segment_files(index, segments, "exact"), segment_files(index, segments, "bands")
+        shingles = segment_files(index, segments, "shingles")
+        missing = [s for s in segments if not segment_files(index, [s], "exact")]
+        if missing:
+            raise UserError(f"index {index} lists {missing[0]}, which holds no files: the index is damaged")
+        segment = segment_name(generation, key)
+        state.update(key=key, generation=generation, base=base)
+        return curate.IndexStage(exact, bands, shingles, FileSystems.join(index, segment), params,
+                                 IndexCommit(index, base, segment, generation, params.__dict__, key, output,
+                                             gcs_generation))
 
     try:
-        summary, _ = curate.run(argv, index_for=index_for)
-    except BaseException:
-        delete_segment(index, segment)
-        raise
-    new = summary["documents_out"]
-    result = {"summary": summary, "generation": generation - 1, "committed": False, "new_documents": new}
-    if new == 0:
-        delete_segment(index, segment)
-        return result
-    new_pointer = {"generation": generation, "segments": segments + [segment], "params": params.__dict__,
-                   "documents": (pointer or {}).get("documents", 0) + new}
-    try:
-        commit(index, new_pointer, gcs_generation)
-    except CommitConflict:
-        delete_segment(index, segment)
-        raise UserError(f"another refresh committed generation {generation} of {index} first; this run's "
-                        f"segment was removed and the index is as that run left it: rerun to refresh against it") \
-            from None
-    result.update(generation=generation, committed=True)
-    return result
+        summary, _ = curate.run(argv, verb="refresh", index_for=index_for)
+    except Exception as e:
+        if "CommitConflict" not in str(e):
+            raise
+        raise UserError(f"another refresh committed generation {state['generation']} of {index} first; this "
+                        f"run's segment was removed, its output {output} left incomplete, and the index is as that "
+                        f"run left it: rerun to refresh against it") from None
+    head, _ = read_pointer(index)
+    committed = head is not None and head.get("run_key") == state["key"] and head["generation"] == state["generation"]
+    return {"summary": summary, "generation": state["generation"] if committed else state["base"]["generation"],
+            "committed": committed, "new_documents": summary["documents_out"]}

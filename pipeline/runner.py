@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import logging
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipeline.options import UserError
+from transforms.io.commit import OutputClaimError, claim_output, run_key
 
 
 def make_pipeline(options: PipelineOptions) -> beam.Pipeline:
@@ -22,28 +22,20 @@ def make_pipeline(options: PipelineOptions) -> beam.Pipeline:
     return beam.Pipeline(options=options)
 
 
-def prepare_output(output: str | None, overwrite: bool, subdirs: tuple[str, ...]) -> str:
-    """Checks that OUT is writable and holds no earlier run (unless --overwrite, which clears ours)."""
+def prepare_output(output: str | None, overwrite: bool, parts: tuple[str, ...], verb: str = "mix",
+                   run_id: str | None = None, key: str | None = None) -> str:
+    """Claims OUT for this run (see transforms/io/commit.py): call it only once everything else is validated,
+    because with --overwrite it deletes the previous run's `parts` (and never anything else). With a `key`
+    (a run that commits atomically), a rerun of the same configuration may replace its own unfinished output."""
     if not output:
         raise UserError("--output is required")
     output = output.rstrip("/")
+    resumable = key is not None
+    key = key or run_key(verb, {"output": output})
     try:
-        existing = [m.path for m in FileSystems.match([FileSystems.join(output, "*")])[0].metadata_list]
-    except Exception:
-        existing = []
-    if existing and not overwrite:
-        raise UserError(f"output folder {output} is not empty; pass --overwrite to replace it")
-    for sub in subdirs:
-        path = FileSystems.join(output, sub)
-        if FileSystems.exists(path):
-            FileSystems.delete([path])
-    probe = FileSystems.join(output, ".synthcap-write-probe")
-    try:
-        if "://" not in output and not FileSystems.exists(output):
-            FileSystems.mkdirs(output)
-        with FileSystems.create(probe) as f:
-            f.write(b"")
-        FileSystems.delete([probe])
+        claim_output(output, verb, run_id or f"run-{key}", key, overwrite, parts, resumable)
+    except OutputClaimError as e:
+        raise UserError(str(e)) from None
     except Exception as e:
         raise UserError(f"cannot write to output folder {output}: {e}") from None
     return output

@@ -164,7 +164,7 @@ def test_unwritable_and_nonempty_outputs(tmp_path, sample_crawl, capsys):
     full.mkdir()
     (full / "something").write_text("x")
     assert main(["curate", "--input", str(sample_crawl / "*.wet.gz"), "--output", str(full)]) == 2
-    assert "is not empty; pass --overwrite" in _one_line(capsys.readouterr().err)
+    assert "is not empty and is not a synthcap output" in _one_line(capsys.readouterr().err)
 
 
 def test_a_failure_at_run_time_is_one_line_and_a_log(tmp_path, capsys):

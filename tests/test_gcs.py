@@ -9,6 +9,7 @@ from apache_beam.io.filesystems import FileSystems
 from pipeline import curate
 from tests.helpers import read_documents
 from transforms.document import from_table
+from transforms.io.commit import require_complete
 from transforms.io.write import write_bytes
 
 
@@ -30,3 +31,6 @@ def test_curate_reads_and_writes_gs(gcs_emulator, sample_crawl, tmp_path):
     assert all(d.source.startswith(f"{bucket}/crawl/") for d in remote)
     with FileSystems.open(f"{bucket}/out/summary.json") as f:
         assert json.load(f)["records_read"] == summary["records_read"]
+    remote_record, local_record = require_complete(f"{bucket}/out"), require_complete(str(local))
+    assert remote_record == local_record  # same files, sizes and sha256 on gs:// as on disk
+    assert not FileSystems.match([f"{bucket}/out/.tmp-*/**"])[0].metadata_list

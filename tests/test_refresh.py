@@ -12,8 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from apache_beam.io.filesystems import FileSystems
+
 from pipeline import refresh
+from pipeline.cli import main
 from tests.helpers import read_documents, read_jsonl
+from transforms.io.commit import COMPLETE, MARKER, IncompleteOutputError, require_complete
+from transforms.io.write import write_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,14 +53,19 @@ def precondition_gcs():
         os.environ["STORAGE_EMULATOR_HOST"] = old
 
 
+@pytest.mark.slow
 def test_two_snapshots_with_the_index_on_gcs(gcs_emulator, sample_crawl, tmp_path):
     index = f"gs://{gcs_emulator}/refresh-index"
     old = refresh.run(["--input", str(sample_crawl / "CC-MAIN-2022-05-*.gz"), "--index", index,
                        "--output", str(tmp_path / "old")])
     assert old["committed"] and old["generation"] == 1
+    orphan = f"{index}/segments/seg-000001-deadbeefdeadbeef/exact-00000-of-00001.parquet"  # a dead run's
+    write_bytes(orphan, b"partial")
     new = refresh.run(["--input", str(sample_crawl / "CC-MAIN-2024-10-*.gz"), "--index", index,
                        "--output", str(tmp_path / "new")])
     assert new["committed"] and new["generation"] == 2
+    assert not FileSystems.exists(orphan)  # removed by the commit: generation 1 can never list it now
+    require_complete(str(tmp_path / "new"))
     manifest = json.loads((sample_crawl / "sample_manifest.json").read_text())
     indexed = [d for d in read_jsonl(tmp_path / "new", "duplicates") if d["reason"] == "duplicate_indexed"]
     by_match = {d["match"] for d in indexed}
@@ -76,6 +86,7 @@ def _segments(index: Path) -> set[str]:
     return {f"segments/{p.name}" for p in (index / "segments").iterdir()} if (index / "segments").exists() else set()
 
 
+@pytest.mark.slow
 def test_a_refresh_killed_midway_leaves_the_previous_generation(sample_crawl, tmp_path):
     index = tmp_path / "index"
     first = refresh.run(["--input", str(sample_crawl / "CC-MAIN-2022-05-0000[01].warc.gz"), "--index", str(index),
@@ -95,10 +106,11 @@ def test_a_refresh_killed_midway_leaves_the_previous_generation(sample_crawl, tm
                          "--output", str(tmp_path / "b"), "--overwrite"])
     assert rerun["committed"] and rerun["generation"] == 2
     listed = set(json.loads((index / "CURRENT.json").read_text())["segments"])
-    assert listed < _segments(index) | listed  # the killed run's partial segment exists but is never listed
     assert len(listed) == 2
+    assert _segments(index) == listed  # the rerun rewrote the killed run's segment (same name): no orphan
 
 
+@pytest.mark.slow
 def test_two_refreshes_racing_for_one_generation_commit_once(sample_crawl, tmp_path):
     index = tmp_path / "index"
     refresh.run(["--input", str(sample_crawl / "CC-MAIN-2022-05-00000.warc.gz"), "--index", str(index),
@@ -113,8 +125,13 @@ def test_two_refreshes_racing_for_one_generation_commit_once(sample_crawl, tmp_p
     assert "another refresh committed generation 2" in loser[2] and "Traceback" not in loser[2]
     pointer = json.loads((index / "CURRENT.json").read_text())
     assert pointer["generation"] == 2 and _segments(index) == set(pointer["segments"])  # the loser left no trace
+    loser_out = tmp_path / "ab"[[r[0] for r in results].index(2)]
+    with pytest.raises(IncompleteOutputError):  # and no complete-looking output
+        require_complete(str(loser_out))
+    require_complete(str(tmp_path / "ab"[[r[0] for r in results].index(0)]))
 
 
+@pytest.mark.slow
 def test_two_refreshes_racing_on_gcs_commit_once(precondition_gcs, sample_crawl, tmp_path):
     from google.cloud import storage
 
@@ -134,3 +151,77 @@ def test_two_refreshes_racing_on_gcs_commit_once(precondition_gcs, sample_crawl,
     assert pointer["generation"] == 2
     segments = {b.name.split("/")[2] for b in bucket.list_blobs(prefix="index/segments/")}
     assert {f"segments/{s}" for s in segments} == set(pointer["segments"])  # the loser left no trace
+    assert not (tmp_path / "ab"[[r[0] for r in results].index(2)] / COMPLETE).exists()
+
+
+def _tree(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.slow
+def test_10_7_a_dead_claim_never_wedges_the_index(sample_crawl, tmp_path):
+    """What a refresh that died between claiming and committing leaves (an old-layout claim, a pointer
+    temporary, a segment no pointer lists) blocks nothing, and the next commit removes it."""
+    index = tmp_path / "index"
+    refresh.run(["--input", str(sample_crawl / "CC-MAIN-2022-05-00000.warc.gz"), "--index", str(index),
+                 "--output", str(tmp_path / "a")])
+    (index / "claims").mkdir()
+    (index / "claims" / "gen-000002").write_text("{}")
+    (index / "generations" / ".tmp-gen-000002-deadbeefdeadbeef").write_text('{"generation": 2')
+    dead = index / "segments" / "seg-000002-deadbeefdeadbeef"
+    dead.mkdir()
+    live = next((index / "segments").glob("seg-000001-*"))
+    for f in live.iterdir():
+        (dead / f.name).write_bytes(f.read_bytes()[:100])
+    r = refresh.run(["--input", str(sample_crawl / "CC-MAIN-2022-05-00001.warc.gz"), "--index", str(index),
+                     "--output", str(tmp_path / "b")])
+    assert r["committed"] and r["generation"] == 2
+    pointer = json.loads((index / "CURRENT.json").read_text())
+    assert pointer["generation"] == 2 and _segments(index) == set(pointer["segments"])  # the orphan is gone
+    assert json.loads((index / "generations" / "gen-000002.json").read_text()) == pointer
+    assert sorted(os.listdir(index / "generations")) == ["gen-000001.json", "gen-000002.json"]  # no temporary
+
+
+@pytest.mark.slow
+def test_10_7_rerun_after_a_kill_between_the_index_commit_and_completion(sample_crawl, tmp_path):
+    """Killed after its generation was committed but before OUT/COMPLETE.json: the rerun recognises its own
+    generation, matches against the one before, and finishes with the same bytes and the same index."""
+    index, out = tmp_path / "index", tmp_path / "out"
+    refresh.run(["--input", str(sample_crawl / "CC-MAIN-2022-05-00000.warc.gz"), "--index", str(index),
+                 "--output", str(tmp_path / "base")])
+    args = ["--input", str(sample_crawl / "CC-MAIN-2022-05-00001.warc.gz"), "--index", str(index), "--output",
+            str(out)]
+    first = refresh.run(args)
+    assert first["committed"] and first["generation"] == 2
+    outputs, pointer = _tree(out), (index / "CURRENT.json").read_bytes()
+    (out / COMPLETE).unlink()
+    with pytest.raises(IncompleteOutputError):
+        require_complete(str(out))
+    again = refresh.run(args)
+    assert again["committed"] and again["generation"] == 2
+    assert again["summary"] == first["summary"]
+    assert _tree(out) == outputs and (index / "CURRENT.json").read_bytes() == pointer
+
+
+def test_13_3_refresh_refuses_an_index_that_is_not_one(sample_crawl, tmp_path, capsys):
+    shard = str(sample_crawl / "CC-MAIN-2022-05-00000.warc.gz")
+    a_file = tmp_path / "index.json"
+    a_file.write_text("{}")
+    curated = tmp_path / "curated"
+    curated.mkdir()
+    (curated / MARKER).write_text(json.dumps({"synthcap_output": 1, "verb": "curate"}))
+    (curated / "summary.json").write_text("{}")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "cat.jpg").write_bytes(b"\xff\xd8")
+    broken = tmp_path / "broken"
+    (broken / "generations").mkdir(parents=True)
+    (broken / "generations" / "gen-000001.json").write_text("[1, 2]")
+    cases = {a_file: "is a file", curated: "is a synthcap output folder", photos: "non-index content (cat.jpg)",
+             broken: "not a valid index pointer", tmp_path / "out" / "index": "overlap"}
+    for index, message in cases.items():
+        assert main(["refresh", "--input", shard, "--index", str(index), "--output", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err and "Traceback" not in err, err
+    assert a_file.read_text() == "{}" and sorted(os.listdir(curated)) == [MARKER, "summary.json"]
+    assert not (tmp_path / "out").exists()

@@ -1,31 +1,47 @@
-"""The refresh index: immutable segments plus one small pointer, committed last and atomically.
+"""The refresh index: immutable segments plus one small pointer per generation, committed last and atomically.
 
 Layout under INDEX (a local folder or gs://bucket/prefix):
 
-    CURRENT.json                      {"generation": N, "segments": [...], "params": {...}, "documents": ...}
-    segments/seg-NNNNNN-<token>/exact-*.parquet     normalised-text hash -> record (first_seen, id, source, offset)
-    segments/seg-NNNNNN-<token>/bands-*.parquet     (band, band hash) -> record
-    segments/seg-NNNNNN-<token>/shingles-*.parquet  record -> its distinct 64-bit shingle hashes
+    CURRENT.json                      {"generation": N, "segments": [...], "params": {...}, "documents": ...,
+                                       "new_documents": n, "run_key": <owner>, "output": <owner's OUT>}
+    generations/gen-NNNNNN.json       (local only) the pointer of generation N, created whole or not at all
+    segments/seg-NNNNNN-<run key>/exact-*.parquet     normalised-text hash -> record (first_seen, id, source, offset)
+    segments/seg-NNNNNN-<run key>/bands-*.parquet     (band, band hash) -> record
+    segments/seg-NNNNNN-<run key>/shingles-*.parquet  record -> its distinct 64-bit shingle hashes
 
-A refresh writes a new segment, then commits a pointer that lists it. A run that dies before the commit leaves
-the previous pointer (and so the previous generation) intact; its half-written segment is never listed. Two
-refreshes racing for the same generation cannot both commit: on gs:// the pointer is written with
-`if_generation_match` (the GCS generation read at start), locally the generation is claimed with an exclusive
-create and the pointer replaced with an atomic rename. The loser deletes its segment.
+A refresh writes its segment, then claims generation N with the complete pointer in one atomic step, so a claim
+is never "taken but not yet written" and cannot wedge the index: on gs:// `CURRENT.json` is written with
+`if_generation_match` (the object generation read at start); locally the pointer is written to a temporary file
+and hard-linked to `generations/gen-N.json` (link fails if the name exists), and `CURRENT.json` is a copy
+refreshed by rename for people and older tools. A pointer names its owner (run key and output folder): a rerun
+of the same refresh after a crash recognises its own generation and finishes instead of matching against itself.
+A run that dies before its claim leaves the previous generation intact; its segment is an orphan, removed by the
+next commit (a segment of generation <= the committed one that the pointer does not list can never be committed).
+The loser of a race deletes its segment and fails before its output is marked complete.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass
 
 from apache_beam.io.filesystems import FileSystems
 
 POINTER = "CURRENT.json"
+GENERATIONS = "generations"
+SEGMENTS = "segments"
+_INDEX_ENTRIES = {POINTER, GENERATIONS, SEGMENTS, "claims"}  # claims/: left by older versions, ignored
+_SEGMENT = re.compile(r"seg-(\d{6})-")
+_GENERATION = re.compile(r"gen-(\d{6})\.json$")
+
+
+class IndexPathError(ValueError):
+    """--index names something that is not a refresh index (a file, a folder of other data): one line."""
 
 
 class CommitConflict(RuntimeError):
-    pass
+    """Another refresh committed this generation first."""
 
 
 @dataclass(frozen=True)
@@ -53,8 +69,54 @@ def _gcs_bucket_and_name(path: str):
     return storage.Client().bucket(bucket), name
 
 
+def segment_name(generation: int, key: str) -> str:
+    return f"{SEGMENTS}/seg-{generation:06d}-{key}"
+
+
+def _list_top(index: str) -> list[str] | None:
+    """Names directly under INDEX (None when INDEX is a regular file)."""
+    if index.startswith("gs://"):
+        bucket, prefix = _gcs_bucket_and_name(index)
+        if prefix and bucket.get_blob(prefix) is not None:
+            return None
+        names = {b.name[len(prefix) + 1:].split("/")[0] for b in bucket.list_blobs(prefix=prefix + "/")}
+        return sorted(n for n in names if n)
+    if os.path.isfile(index):
+        return None
+    return sorted(os.listdir(index)) if os.path.isdir(index) else []
+
+
+def check_index_path(index: str, output: str) -> None:
+    """Refuses an --index that is a file, holds anything but index entries, or overlaps --output."""
+    from transforms.io.commit import MARKER, inside
+
+    if output and (inside(index, output) or inside(output, index)):
+        raise IndexPathError(f"--index {index} and --output {output} overlap: give them separate folders")
+    try:
+        names = _list_top(index)
+    except Exception as e:
+        raise IndexPathError(f"cannot list --index {index}: {e}") from None
+    if names is None:
+        raise IndexPathError(f"--index {index} is a file, not an index folder")
+    if MARKER in names:
+        raise IndexPathError(f"--index {index} is a synthcap output folder, not a refresh index")
+    other = [n for n in names if n not in _INDEX_ENTRIES]
+    if other:
+        raise IndexPathError(f"--index {index} holds non-index content ({other[0]}): give an empty folder or an "
+                             f"existing index")
+
+
+def _valid(pointer, where: str) -> dict:
+    ok = (isinstance(pointer, dict) and isinstance(pointer.get("generation"), int)
+          and isinstance(pointer.get("segments"), list) and isinstance(pointer.get("params"), dict))
+    if not ok:
+        raise IndexPathError(f"{where} is not a valid index pointer")
+    return pointer
+
+
 def read_pointer(index: str) -> tuple[dict | None, int]:
-    """(pointer or None, the GCS generation of the pointer object: 0 when absent; always 0 locally)."""
+    """(pointer of the latest generation or None, the GCS generation of the pointer object: 0 when absent;
+    always 0 locally). Raises IndexPathError for a pointer that is not one."""
     path = FileSystems.join(index, POINTER)
     if index.startswith("gs://"):
         bucket, name = _gcs_bucket_and_name(path)
@@ -62,14 +124,37 @@ def read_pointer(index: str) -> tuple[dict | None, int]:
         if blob is None:
             return None, 0
         generation = int(blob.generation)  # before the download, which refreshes properties from its headers
-        return json.loads(blob.download_as_bytes(if_generation_match=generation)), generation
-    if not os.path.exists(path):
-        return None, 0
-    with open(path) as f:
-        return json.load(f), 0
+        data = blob.download_as_bytes(if_generation_match=generation)
+    else:
+        gens = _local_generations(index)
+        if gens:
+            path = os.path.join(index, GENERATIONS, f"gen-{max(gens):06d}.json")
+        elif not os.path.exists(path):  # an index made before generations/ existed keeps only CURRENT.json
+            return None, 0
+        with open(path, "rb") as f:
+            data = f.read()
+        generation = 0
+    try:
+        pointer = json.loads(data)
+    except ValueError:
+        pointer = None
+    return _valid(pointer, path), generation
+
+
+def _local_generations(index: str) -> list[int]:
+    folder = os.path.join(index, GENERATIONS)
+    if not os.path.isdir(folder):
+        return []
+    return [int(m.group(1)) for m in map(_GENERATION.match, os.listdir(folder)) if m]
+
+
+def _same_commit(a: dict | None, b: dict) -> bool:
+    return a is not None and all(a.get(k) == b[k] for k in ("generation", "segments", "run_key"))
 
 
 def commit(index: str, pointer: dict, expected_generation: int) -> None:
+    """Claims and writes generation `pointer["generation"]` in one atomic step, or raises CommitConflict.
+    Committing the very pointer that is already there (a rerun finishing its own commit) succeeds."""
     data = (json.dumps(pointer, indent=2, sort_keys=True) + "\n").encode()
     path = FileSystems.join(index, POINTER)
     if index.startswith("gs://"):
@@ -80,22 +165,100 @@ def commit(index: str, pointer: dict, expected_generation: int) -> None:
             bucket.blob(name).upload_from_string(data, if_generation_match=expected_generation,
                                                  content_type="application/json")
         except PreconditionFailed:
+            if _same_commit(read_pointer(index)[0], pointer):
+                return
             raise CommitConflict(f"generation {pointer['generation']}") from None
         return
-    claims = os.path.join(index, "claims")
-    os.makedirs(claims, exist_ok=True)
-    try:
-        fd = os.open(os.path.join(claims, f"gen-{pointer['generation']:06d}"), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        raise CommitConflict(f"generation {pointer['generation']}") from None
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    tmp = f"{path}.tmp-{pointer['generation']:06d}"
+    folder = os.path.join(index, GENERATIONS)
+    os.makedirs(folder, exist_ok=True)
+    final = os.path.join(folder, f"gen-{pointer['generation']:06d}.json")
+    tmp = os.path.join(folder, f".tmp-gen-{pointer['generation']:06d}-{pointer['run_key']}")
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        os.link(tmp, final)
+    except FileExistsError:
+        with open(final, "rb") as f:
+            if not _same_commit(json.loads(f.read()), pointer):
+                raise CommitConflict(f"generation {pointer['generation']}") from None
+    finally:
+        os.unlink(tmp)
+    _mirror_current(index)
+
+
+def _mirror_current(index: str) -> None:
+    """CURRENT.json := the latest generation's pointer (a convenience copy; generations/ is the truth)."""
+    latest = max(_local_generations(index))
+    with open(os.path.join(index, GENERATIONS, f"gen-{latest:06d}.json"), "rb") as f:
+        data = f.read()
+    tmp = os.path.join(index, f"{POINTER}.tmp-{latest:06d}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, os.path.join(index, POINTER))
+
+
+def clean_orphans(index: str) -> list[str]:
+    """Deletes the segments and pointer temporaries that can never be committed any more: those of a generation
+    at or below the committed one that its pointer does not list (a dead or beaten run's). Returns them."""
+    pointer, _ = read_pointer(index)
+    if pointer is None:
+        return []
+    head, listed = pointer["generation"], set(pointer["segments"])
+    if index.startswith("gs://"):
+        bucket, prefix = _gcs_bucket_and_name(FileSystems.join(index, SEGMENTS) + "/")
+        names = {b.name[len(prefix):].split("/")[0] for b in bucket.list_blobs(prefix=prefix)}
+    else:
+        folder = os.path.join(index, SEGMENTS)
+        names = set(os.listdir(folder)) if os.path.isdir(folder) else set()
+    orphans = []
+    for name in sorted(names):
+        m = _SEGMENT.match(name)
+        seg = f"{SEGMENTS}/{name}"
+        if m and int(m.group(1)) <= head and seg not in listed:
+            delete_segment(index, seg)
+            orphans.append(seg)
+    folder = os.path.join(index, GENERATIONS)
+    if "://" not in index and os.path.isdir(folder):
+        for name in os.listdir(folder):
+            m = re.match(r"\.tmp-gen-(\d{6})-", name)
+            if m and int(m.group(1)) <= head:
+                os.unlink(os.path.join(folder, name))
+    return orphans
+
+
+@dataclass(frozen=True)
+class IndexCommit:
+    """The refresh's last step before its output is marked complete: commit generation `generation` listing
+    `segment` (when the run found new documents), then remove orphans. Runs on a worker, so it holds only
+    picklable values."""
+
+    index: str
+    base: dict
+    segment: str
+    generation: int
+    params: dict
+    run_key: str
+    output: str
+    expected_gcs_generation: int
+
+    def pointer(self, new_documents: int) -> dict:
+        return {"generation": self.generation, "segments": list(self.base.get("segments", [])) + [self.segment],
+                "params": self.params, "documents": self.base.get("documents", 0) + new_documents,
+                "new_documents": new_documents, "run_key": self.run_key, "output": self.output}
+
+    def __call__(self, summary: dict) -> None:
+        new = summary["documents_out"]
+        if new:
+            try:
+                commit(self.index, self.pointer(new), self.expected_gcs_generation)
+            except CommitConflict:
+                delete_segment(self.index, self.segment)
+                raise
+        else:
+            delete_segment(self.index, self.segment)
+        clean_orphans(self.index)
 
 
 def segment_files(index: str, segments: list[str], kind: str) -> list[str]:

@@ -173,7 +173,8 @@ def _sort_key(row: dict) -> str:
 
 class WriteSegment(beam.PTransform):
     """Index entries of the surviving documents: one exact entry, `bands` band entries and one shingles entry
-    each (the shingle hashes are what later refreshes verify against)."""
+    each (the shingle hashes are what later refreshes verify against). Returns the written paths (the index
+    commit waits for them)."""
 
     def __init__(self, segment_dir: str, params: IndexParams):
         super().__init__()
@@ -189,9 +190,10 @@ class WriteSegment(beam.PTransform):
             lambda k, r: {"band": k[0], "hash": k[1], **_record(r)})
         shingle_rows = sketches[_SHINGLES] | "ShingleDicts" >> beam.MapTuple(
             lambda r, sh: {**_record(r), "shingles": sh})
-        for label, rows, schema in (("Exact", exact_rows, EXACT), ("Bands", band_rows, BANDS),
-                                    ("Shingles", shingle_rows, SHINGLES)):
+        written = [
             rows | f"Write{label}" >> WriteSharded(
                 FileSystems.join(self._dir, label.lower()), ".parquet", _sort_key,
                 lambda rs, schema=schema: parquet_bytes(pa.Table.from_pylist(rs, schema=schema)), write_empty=False)
-        return docs
+            for label, rows, schema in (("Exact", exact_rows, EXACT), ("Bands", band_rows, BANDS),
+                                        ("Shingles", shingle_rows, SHINGLES))]
+        return written | "SegmentFiles" >> beam.Flatten()
