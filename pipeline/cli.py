@@ -245,6 +245,10 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     if run is not None:
         print(run_summary.as_json(run) if getattr(ns, "json", False) else run_summary.render(run, ticker.seconds))
+        failed = run_summary.failure(run)
+        if failed:  # the run finished and wrote its outputs, but its verdict is a failure: say so, exit 3
+            print(f"synthcap {verb}: {failed}", file=sys.stderr)
+            return 3
     return 0
 
 

@@ -22,17 +22,7 @@ def accounting(summary: dict) -> dict:
 
 def ai_share(summary: dict) -> dict | None:
     """The AI token share per reference group and per crawl (`ai_share`), when the run scored documents."""
-    if summary.get("ai_share"):
-        return summary["ai_share"]
-    legacy = summary.get("synthetic_estimate")  # main before the reference-scoring branch: per-crawl mixture fit
-    return {"by_crawl": _legacy(legacy)} if legacy else None
-
-
-def _legacy(estimates: dict) -> dict:
-    """`EstimateSyntheticFraction` results in the `ai_share` form: the token share of the mixture fit."""
-    return {key: {"estimate": e["mixture_tokens"]["estimate"], "ci95": e["mixture_tokens"]["ci95"],
-                  "documents": e["documents"], "tokens": e["tokens"], "method": "mixture"}
-            for key, e in sorted(estimates.items())}
+    return summary.get("ai_share") or None
 
 
 def _outputs(output: str, parts: dict[str, str]) -> dict[str, str]:
@@ -63,18 +53,25 @@ def refresh(result: dict, output: str, index: str) -> dict:
 
 def mix(manifest: dict, output: str) -> dict:
     out = {"verb": "mix", **accounting(manifest["accounting"])}
-    realised = manifest["realised"]
-    out["mix"] = {"documents": realised["documents"], "rows": realised["rows"], "tokens": realised["tokens"],
-                  "synthetic_fraction": realised["synthetic_fraction_float"],
-                  "ceiling": manifest["max_synthetic_fraction"], "within_ceiling": realised["within_ceiling"]}
-    estimate = manifest.get("estimated_true_synthetic_fraction")
-    if estimate:
-        out["ai_share"] = {"by_output": _legacy(estimate)}
+    o = manifest["output"]
+    out["mix"] = {"documents": o["documents"], "rows": o["rows"], "tokens": o["tokens"],
+                  "rule": manifest["synthetic_rule"], "ceiling": manifest["max_synthetic_fraction"],
+                  "within_ceiling": manifest["verdict"]["within_ceiling"], "verdict": manifest["verdict"]["line"]}
+    if o.get("ai_share_estimate") is not None:
+        out["ai_share"] = {"by_output": {"all": {"estimate": o["ai_share_estimate"], "ci95": o["ai_share_interval"],
+                                                 "documents": o["documents"], "tokens": o["tokens"],
+                                                 "method": "certified mix"}}}
     out["output"] = output
     out["outputs"] = _outputs(output, {"train": "train/", "manifest": "manifest.json", "report": "report.html",
                                        "dropped": "dropped/", "dead_letters": "dead_letters/",
                                        "summary": "summary.json"})
     return out
+
+
+def failure(run: dict) -> str | None:
+    """The one line that makes a finished run a failure (a mix whose ceiling verdict is not met), else None."""
+    m = run.get("mix")
+    return m["verdict"] if m and not m["within_ceiling"] else None
 
 
 # --- text -------------------------------------------------------------------------------------------------------
@@ -106,10 +103,8 @@ def _rows(run: dict) -> list[tuple[int, str, str]]:
         rows += [(0, "already indexed", _n(ix["already_indexed"])), (0, "index", f"{ix['path']}: {state}")]
     if "mix" in run:
         m = run["mix"]
-        verdict = "within" if m["within_ceiling"] else "OVER"
         rows += [(0, "mix", f"{_n(m['documents'])} documents, {_n(m['rows'])} rows, {_n(m['tokens'])} tokens"),
-                 (0, "synthetic share", f"{m['synthetic_fraction']:.4f} by the config's rule ({verdict} the ceiling "
-                                        f"{m['ceiling']})")]
+                 (0, "verdict", m["verdict"])]
     if "ai_share" in run:
         rows.append((0, "AI share (tokens, 95% CI)", ""))
         for kind, groups in run["ai_share"].items():

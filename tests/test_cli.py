@@ -225,15 +225,18 @@ def test_summary_text_for_refresh_and_mix_and_unestimable_shares():
                                                    "new_documents": 6}, "o", "idx"))
     assert "already indexed" in text and "idx: committed generation 2" in text
     assert "reference domain:a.example" in text and "not estimated (too few documents; 4 documents)" in text
-    fit = {"estimate": 0.4, "ci95": [0.3, 0.5]}
-    manifest = {"accounting": base, "max_synthetic_fraction": "1/10",
-                "realised": {"documents": 5, "rows": 7, "tokens": 1234, "synthetic_fraction_float": 0.05,
-                             "within_ceiling": True},
-                "estimated_true_synthetic_fraction": {"all": {"mixture_tokens": fit, "documents": 5, "tokens": 1234}}}
-    text = run_summary.render(run_summary.mix(manifest, "m"))
-    assert "5 documents, 7 rows, 1,234 tokens" in text
-    assert "0.0500 by the config's rule (within the ceiling 1/10)" in text
-    assert "output all" in text and "0.400 [0.300, 0.500] of 1,234 tokens in 5 docs (mixture)" in text
+    line = "CEILING NOT MET: certified 95% upper bound on the true AI token share 0.1500 > 0.1000"
+    manifest = {"accounting": base, "max_synthetic_fraction": "1/10", "synthetic_rule": "certified",
+                "verdict": {"within_ceiling": False, "line": line},
+                "output": {"documents": 5, "rows": 7, "tokens": 1234, "ai_share_estimate": 0.04,
+                           "ai_share_interval": [0.01, 0.15]}}
+    run = run_summary.mix(manifest, "m")
+    text = run_summary.render(run)
+    assert "5 documents, 7 rows, 1,234 tokens" in text and line in text
+    assert "output all" in text and "0.040 [0.010, 0.150] of 1,234 tokens in 5 docs (certified mix)" in text
+    assert run_summary.failure(run) == line
+    manifest["verdict"] = {"within_ceiling": True, "line": "within the ceiling: ..."}
+    assert run_summary.failure(run_summary.mix(manifest, "m")) is None
 
 
 def test_readme_flag_tables_are_the_parsers():

@@ -79,8 +79,8 @@ def test_flex_template_curate_then_mix_all_on_gs(gcs_emulator, sample_crawl, cap
     assert rc == 0
     text = capsys.readouterr().out
     manifest = _json(f"{bucket}/mix/manifest.json")
-    assert manifest["realised"]["documents"] > 0 and manifest["sources"][0]["inputs"] == config["sources"][0]["inputs"]
-    assert f"{manifest['realised']['documents']:,} documents" in text and f"{bucket}/mix/manifest.json" in text
+    assert manifest["output"]["documents"] > 0 and manifest["sources"][0]["inputs"] == config["sources"][0]["inputs"]
+    assert f"{manifest['output']['documents']:,} documents" in text and f"{bucket}/mix/manifest.json" in text
     assert FileSystems.match([f"{bucket}/mix/train/*.parquet"])[0].metadata_list
 
 
