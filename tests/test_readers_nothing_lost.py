@@ -264,12 +264,13 @@ def test_10_8_lone_surrogates_are_dead_letters(tmp_path):
 
 
 @pytest.mark.parametrize("change,field", [
-    ({"id": 7}, "id"), ({"id": None}, "id"), ({"metadata.offset": "12"}, "offset"),
-    ({"metadata.offset": 1.5}, "offset"), ({"metadata.url": 3}, "url"), ({"metadata.first_seen": ["2020"]},
-                                                                          "first_seen"),
+    ({"id": 7}, "id"), ({"id": None}, "id"), ({"source": 5}, "source"),
+    ({"metadata.offset": "12"}, "offset"), ({"metadata.offset": 1.5}, "offset"),
+    ({"metadata.offset": 1 << 70}, "offset"), ({"metadata.offset": None}, "offset"),
+    ({"metadata.url": 3}, "url"), ({"metadata.first_seen": ["2020"]}, "first_seen"),
     ({"metadata.dup_cluster_size": "2"}, "dup_cluster_size"), ({"metadata.extra": ["a"]}, "extra"),
-    ({"metadata.p_ai": "high"}, "p_ai"), ({"metadata.provenance": {"pre_llm": "yes"}}, "provenance"),
-    ({"source": 5}, "source"),
+    ({"metadata.p_ai": "high"}, "p_ai"), ({"metadata.p_ai": float("nan")}, "p_ai"),
+    ({"metadata.provenance": {"pre_llm": "yes"}}, "provenance"),
 ])
 def test_10_8_dolma_lines_with_wrong_types_are_dead_letters(tmp_path, change, field):
     obj = json.loads(dolma_line(Document(id="d1", text="dolma text", source="s.warc.gz", offset=3)))
