@@ -428,6 +428,12 @@ def test_15_json_array_file_is_one_dead_letter_that_says_so(tmp_path):
     for split in (0, 7):
         out = read_jsonl_file(pretty, split=split)
         assert len(out) == 1 and "JSON array spread over lines" in dead(out)[0].message
+    obj = tmp_path / "object.json"
+    obj.write_text(json.dumps(rows[0], indent=2))
+    assert "JSON object spread over lines" in dead(read_jsonl_file(obj))[0].message
+    damaged_first = tmp_path / "damaged.jsonl"  # real JSON Lines with a broken first line: only that line is lost
+    damaged_first.write_text('[{"id": "0", "te\n' + "\n".join(json.dumps(r) for r in rows[1:]) + "\n")
+    assert [d.id for d in docs(read_jsonl_file(damaged_first))] == ["1", "2"]
     gz = tmp_path / "pretty.json.gz"
     gz.write_bytes(gzip.compress(json.dumps(rows, indent=2).encode()))
     assert ["schema_error"] == [x.reason for x in dead(read_jsonl_file(gz))]
