@@ -235,6 +235,9 @@ def test_10_8_parquet_values_python_cannot_hold_are_a_dead_letter(tmp_path):
     far = pa.array([253402300800 * 1_000_000], pa.timestamp("us"))  # year 10000
     pq.write_table(pa.table({"id": ["a"], "text": ["t"], "when": far}), tmp_path / "far.parquet")
     pq.write_table(pa.table([pa.array(["a"]), pa.array(["b"])], names=["text", "text"]), tmp_path / "twice.parquet")
+    full = to_table([Document(id="a", text="t", source="s", offset=0)])
+    pq.write_table(full.append_column("id", pa.array(["again"])), tmp_path / "twice_id.parquet")
+    assert [x.reason for x in dead(read_parquet(tmp_path / "twice_id.parquet"))] == ["schema_error"]
     assert [x.reason for x in dead(read_parquet(tmp_path / "far.parquet"))] == ["schema_error"]
     assert [x.reason for x in dead(read_parquet(tmp_path / "twice.parquet"))] == ["schema_error"]
 
