@@ -20,7 +20,7 @@ import gzip
 import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
-from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
+from apache_beam.io.restriction_trackers import OffsetRestrictionTracker
 
 from pipeline.sample import Page, _member, human_paragraphs, response_records, warcinfo
 from transforms.io.files import Shard

@@ -86,7 +86,7 @@ def test_common_crawl_ids_from_warcinfo(webcrawl_dir):
     assert "Escopete" in warc[0].text and warc[0].raw.html.startswith(b"<!DOCTYPE")
 
 
-@pytest.mark.parametrize("split", [7, 97, 4096, 65536])
+@pytest.mark.parametrize("split", [pytest.param(7, marks=pytest.mark.slow), 97, 4096, 65536])  # 7: ~40k ranges
 def test_any_split_reads_every_record_once(webcrawl_dir, expected, split):
     for name in expected:
         path = str(webcrawl_dir / name)

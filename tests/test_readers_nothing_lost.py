@@ -235,6 +235,9 @@ def test_10_8_parquet_values_python_cannot_hold_are_a_dead_letter(tmp_path):
     far = pa.array([253402300800 * 1_000_000], pa.timestamp("us"))  # year 10000
     pq.write_table(pa.table({"id": ["a"], "text": ["t"], "when": far}), tmp_path / "far.parquet")
     pq.write_table(pa.table([pa.array(["a"]), pa.array(["b"])], names=["text", "text"]), tmp_path / "twice.parquet")
+    full = to_table([Document(id="a", text="t", source="s", offset=0)])
+    pq.write_table(full.append_column("id", pa.array(["again"])), tmp_path / "twice_id.parquet")
+    assert [x.reason for x in dead(read_parquet(tmp_path / "twice_id.parquet"))] == ["schema_error"]
     assert [x.reason for x in dead(read_parquet(tmp_path / "far.parquet"))] == ["schema_error"]
     assert [x.reason for x in dead(read_parquet(tmp_path / "twice.parquet"))] == ["schema_error"]
 
@@ -264,12 +267,13 @@ def test_10_8_lone_surrogates_are_dead_letters(tmp_path):
 
 
 @pytest.mark.parametrize("change,field", [
-    ({"id": 7}, "id"), ({"id": None}, "id"), ({"metadata.offset": "12"}, "offset"),
-    ({"metadata.offset": 1.5}, "offset"), ({"metadata.url": 3}, "url"), ({"metadata.first_seen": ["2020"]},
-                                                                          "first_seen"),
+    ({"id": 7}, "id"), ({"id": None}, "id"), ({"source": 5}, "source"),
+    ({"metadata.offset": "12"}, "offset"), ({"metadata.offset": 1.5}, "offset"),
+    ({"metadata.offset": 1 << 70}, "offset"), ({"metadata.offset": None}, "offset"),
+    ({"metadata.url": 3}, "url"), ({"metadata.first_seen": ["2020"]}, "first_seen"),
     ({"metadata.dup_cluster_size": "2"}, "dup_cluster_size"), ({"metadata.extra": ["a"]}, "extra"),
-    ({"metadata.p_ai": "high"}, "p_ai"), ({"metadata.provenance": {"pre_llm": "yes"}}, "provenance"),
-    ({"source": 5}, "source"),
+    ({"metadata.p_ai": "high"}, "p_ai"), ({"metadata.p_ai": float("nan")}, "p_ai"),
+    ({"metadata.provenance": {"pre_llm": "yes"}}, "provenance"),
 ])
 def test_10_8_dolma_lines_with_wrong_types_are_dead_letters(tmp_path, change, field):
     obj = json.loads(dolma_line(Document(id="d1", text="dolma text", source="s.warc.gz", offset=3)))
@@ -427,6 +431,12 @@ def test_15_json_array_file_is_one_dead_letter_that_says_so(tmp_path):
     for split in (0, 7):
         out = read_jsonl_file(pretty, split=split)
         assert len(out) == 1 and "JSON array spread over lines" in dead(out)[0].message
+    obj = tmp_path / "object.json"
+    obj.write_text(json.dumps(rows[0], indent=2))
+    assert "JSON object spread over lines" in dead(read_jsonl_file(obj))[0].message
+    damaged_first = tmp_path / "damaged.jsonl"  # real JSON Lines with a broken first line: only that line is lost
+    damaged_first.write_text('[{"id": "0", "te\n' + "\n".join(json.dumps(r) for r in rows[1:]) + "\n")
+    assert [d.id for d in docs(read_jsonl_file(damaged_first))] == ["1", "2"]
     gz = tmp_path / "pretty.json.gz"
     gz.write_bytes(gzip.compress(json.dumps(rows, indent=2).encode()))
     assert ["schema_error"] == [x.reason for x in dead(read_jsonl_file(gz))]

@@ -45,7 +45,7 @@ class FileWindow:
 
 
 class ByteStream:
-    """Forward reading with `peek`/`read`/`skip`/`find` over a source of bytes, holding only what was asked for.
+    """Forward reading (`peek`, `read`, `skip`, `find_line`) over a source of bytes, holding only what was asked for.
 
     Positions count bytes of the stream (decompressed bytes for a gzip member). Bytes from `mark` on are kept, so
     going back to them is free; going back further restarts the source (only resynchronisation after a bad
@@ -120,12 +120,11 @@ class ByteStream:
         else:
             self.pos = pos
 
-    def find_line(self, prefix: bytes, limit: int) -> Optional[int]:
-        """Position of the next line (after pos) that starts with `prefix`, looking at most `limit` bytes ahead;
-        the stream is left there (or at the end of what was looked at). None when there is none."""
+    def find_line(self, prefix: bytes) -> Optional[int]:
+        """Position of the next line (after pos) that starts with `prefix`, where the stream is left; None (and the
+        stream at its end) when there is none. Memory stays at one step whatever the distance."""
         needle = b"\n" + prefix
-        start = self.pos
-        while self.pos - start < limit:
+        while True:
             window = self.peek(_OUT + len(needle))
             i = window.find(needle)
             if i >= 0:
@@ -135,7 +134,6 @@ class ByteStream:
                 self.pos += len(window)
                 return None
             self.pos += _OUT
-        return None
 
 
 class PlainStream(ByteStream):

@@ -188,16 +188,11 @@ _ARRAY_HINT = "a .json file holding an array is not JSON Lines (write one object
 _WHITESPACE = b"\xef\xbb\xbf \t\r\n"  # and a UTF-8 byte-order mark
 
 
-def spread_array(first_line: bytes) -> bool:
-    """True when a file's first non-blank line opens a JSON array that goes on over more lines (pretty-printed
-    .json): the file is one dead letter rather than one per line."""
-    if not first_line.startswith(b"["):
-        return False
-    try:
-        json.loads(first_line)
-    except (ValueError, RecursionError):
-        return True
-    return False
+def spread_json(first_line: bytes) -> str | None:
+    """"array" or "object" when a file's first non-blank line is a lone `[` or `{`: a pretty-printed .json
+    document, which is one dead letter rather than one per line. (A damaged first line of real JSON Lines is
+    not mistaken for one, so the lines after it are still read.)"""
+    return {b"[": "array", b"{": "object"}.get(first_line.strip(_WHITESPACE))
 
 
 def _json_error_message(line: bytes, e: Exception) -> str:
@@ -267,9 +262,10 @@ class ReadJsonlFn(beam.DoFn):
             else:
                 f.seek(0)
                 head = f.read(1 << 16).lstrip(_WHITESPACE)
-                if b"\n" in head and spread_array(head[: head.index(b"\n")]):
+                spread = spread_json(head[: head.index(b"\n")]) if b"\n" in head else None
+                if spread:
                     if start == 0 and tracker.try_claim(0):
-                        yield self._array_file(shard)
+                        yield self._spread_file(shard, spread)
                     tracker.try_claim(shard.size + 1)
                     return
                 first = self._line_start(f, start)
@@ -280,8 +276,9 @@ class ReadJsonlFn(beam.DoFn):
                     return
                 if compressed and not content and isinstance(line, bytes) and line.strip():
                     content = True
-                    if spread_array(line.lstrip(_WHITESPACE)):
-                        yield self._array_file(shard)
+                    spread = spread_json(line)
+                    if spread:
+                        yield self._spread_file(shard, spread)
                         break
                 if isinstance(line, StreamError):
                     count("records_read")
@@ -297,10 +294,10 @@ class ReadJsonlFn(beam.DoFn):
         tracker.try_claim(shard.size + 1)
 
     @staticmethod
-    def _array_file(shard: Shard):
+    def _spread_file(shard: Shard, kind: str):
         count("records_read")
-        return dead_letter(shard.path, 0, "schema_error", f"found a JSON array spread over lines: {_ARRAY_HINT}",
-                           STAGE)
+        hint = _ARRAY_HINT if kind == "array" else "JSON Lines needs one object per line (e.g. `jq -c .`)"
+        return dead_letter(shard.path, 0, "schema_error", f"found a JSON {kind} spread over lines: {hint}", STAGE)
 
     @staticmethod
     def _line_start(f: BinaryIO, start: int) -> int:

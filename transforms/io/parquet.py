@@ -117,7 +117,8 @@ class ReadParquetFn(beam.DoFn):
         try:
             table, typed = _as_read(table)
             rows = table.to_pylist()
-        except (_ColumnTypeError, pa.ArrowException, ValueError, OverflowError) as e:  # e.g. a year-10000 timestamp
+        except (_ColumnTypeError, pa.ArrowException, ValueError, KeyError, TypeError, OverflowError) as e:
+            # a column that cannot be cast, a value Python cannot hold (a year-10000 timestamp), a repeated name
             count("records_read")
             yield dead_letter(shard.path, first_row, "schema_error", f"row group {group} ({table.num_rows} rows): {e}",
                               STAGE)

@@ -92,7 +92,7 @@ def _normalised_dolma(obj: dict) -> dict:
     if obj.get("source") is not None and not isinstance(obj["source"], str):
         raise RecordError("schema_error", f"Dolma `source` is {describe(obj['source'])}, expected a string")
     meta = dict(obj["metadata"])
-    if not isinstance(meta["offset"], int) or isinstance(meta["offset"], bool) or meta["offset"] < 0:
+    if not _fits(meta["offset"], pa.int64()) or meta["offset"] is None or meta["offset"] < 0:
         raise RecordError("schema_error",
                           f"Dolma `metadata.offset` is {describe(meta['offset'])}, expected an integer >= 0")
     _check_fields(meta, [n for n in COLUMNS if n not in ("id", "text", "source", "offset", "metadata")])

@@ -33,7 +33,6 @@ _TEXT_RECORDS = ("response", "conversion")
 _LENGTH = re.compile(rb"[0-9]{1,19}")  # ASCII digits only: str.isdigit() accepts "\u00b2", int() does not
 MAX_HEADER_BYTES = 1 << 20  # a WARC header longer than this is not a header
 _HEADER_STEPS = (4096, 65536, MAX_HEADER_BYTES)
-_EVERYTHING = 1 << 62
 
 
 class WarcFormatError(ValueError):
@@ -139,7 +138,7 @@ def iter_records(stream: ByteStream, limit: int) -> Iterator[Union[WarcRecord, B
         else:
             stream.seek(start)
         stream.mark = None
-        nxt = stream.find_line(b"WARC/", _EVERYTHING)
+        nxt = stream.find_line(b"WARC/")
         if problem is None and nxt is None and got < length:
             problem = ("truncated", f"WARC record declares {length} bytes, {got} present")
         elif problem is None:
