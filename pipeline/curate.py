@@ -48,16 +48,21 @@ def duplicate_json(d) -> str:
     return json.dumps(row, sort_keys=True)
 
 
+class NotCommitted(RuntimeError):
+    """The pipeline finished but did not mark OUT complete (a refresh whose index commit lost a race)."""
+
+
 @dataclass(frozen=True)
 class IndexStage:
     """For `refresh`: match against these committed index files, write survivors to a new segment, and
-    `commit(summary)` the new index generation as part of the output commit (before COMPLETE.json)."""
+    `commit(summary)` the new index generation as part of the output commit (before COMPLETE.json; it returns
+    False when another refresh committed that generation first)."""
 
     exact_files: list
     band_files: list
     segment_dir: str
     params: IndexParams
-    commit: Callable[[dict], None]
+    commit: Callable[[dict], bool]
 
 
 def input_shards(patterns: list[str], output: str) -> tuple[list, dict]:
@@ -208,7 +213,7 @@ def run(argv: list[str], verb: str = "curate", index_for=None) -> tuple[dict, di
     try:
         require_complete(output)
     except IncompleteOutputError as e:
-        raise RuntimeError(str(e)) from None
+        raise NotCommitted(str(e)) from None
     with FileSystems.open(FileSystems.join(output, "summary.json")) as f:
         summary = json.load(f)
     problems = reconcile(summary)

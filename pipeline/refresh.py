@@ -71,8 +71,9 @@ def run(argv: list[str]) -> dict:
 
     try:
         summary, _ = curate.run(argv, verb="refresh", index_for=index_for)
-    except Exception as e:
-        if "CommitConflict" not in str(e):
+    except curate.NotCommitted:
+        head, _ = read_pointer(index)
+        if head is None or head["generation"] < state["generation"] or head.get("run_key") == state["key"]:
             raise
         raise UserError(f"another refresh committed generation {state['generation']} of {index} first; this "
                         f"run's segment was removed, its output {output} left incomplete, and the index is as that "

@@ -294,7 +294,7 @@ class CommitOutputs(beam.PTransform):
     """Staged paths -> files moved into OUT and `OUT/COMPLETE.json` written last (returns its path).
 
     `finalize`, when given, is `(fn, singleton PCollection)`: `fn(value)` runs after every file is in place and
-    before the completion record (the refresh index commit); if it raises, the folder stays incomplete.
+    before the completion record (the refresh index commit); unless it returns True, the folder stays incomplete.
     """
 
     def __init__(self, output: str, staging: str, key: str, finalize: tuple[Callable, object] | None = None):
@@ -323,8 +323,8 @@ class CommitOutputs(beam.PTransform):
             if len(files) != len({f["path"] for f in files}):
                 raise RuntimeError("two writers staged the same path")
             _check_claim(output, key)
-            if finalize is not None:
-                finalize[0](side[0])
+            if finalize is not None and not finalize[0](side[0]):
+                return None  # the finalizer declined (a refresh that lost its race): OUT stays incomplete
             _remove(staging)
             path = FileSystems.join(output, COMPLETE)
             _write(path, _json_bytes({"synthcap_output": 1, "files": files}))

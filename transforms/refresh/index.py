@@ -246,17 +246,19 @@ class IndexCommit:
                 "params": self.params, "documents": self.base.get("documents", 0) + new_documents,
                 "new_documents": new_documents, "run_key": self.run_key, "output": self.output}
 
-    def __call__(self, summary: dict) -> None:
+    def __call__(self, summary: dict) -> bool:
+        """True when the output may be marked complete; False when another refresh took the generation."""
         new = summary["documents_out"]
         if new:
             try:
                 commit(self.index, self.pointer(new), self.expected_gcs_generation)
             except CommitConflict:
                 delete_segment(self.index, self.segment)
-                raise
+                return False
         else:
             delete_segment(self.index, self.segment)
         clean_orphans(self.index)
+        return True
 
 
 def segment_files(index: str, segments: list[str], kind: str) -> list[str]:
