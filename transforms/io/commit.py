@@ -78,6 +78,16 @@ def list_files(folder: str) -> list[tuple[str, int]]:
     return sorted((m.path, m.size_in_bytes) for m in found)
 
 
+def _non_empty(folder: str) -> bool:
+    """Whether anything lies in `folder`, without walking it (it may be someone's home)."""
+    if _is_local(folder):
+        return os.path.isdir(folder) and bool(os.listdir(folder))
+    try:
+        return bool(FileSystems.match([FileSystems.join(folder, "**")], limits=[1])[0].metadata_list)
+    except Exception:
+        return False
+
+
 def read_marker(folder: str) -> dict | None:
     """The marker of a synthcap output folder, or None when `folder` holds none (or an unreadable one)."""
     path = FileSystems.join(folder, MARKER)
@@ -181,9 +191,8 @@ def claim_output(output: str, verb: str, run_id: str, key: str, overwrite: bool,
     if _is_local(output) and os.path.isfile(output):
         raise OutputClaimError(f"output folder {output} is a file")
     marker = read_marker(output)
-    existing = list_files(output)
     if marker is None:
-        if existing:
+        if _non_empty(output):
             raise OutputClaimError(f"output folder {output} is not empty and is not a synthcap output (no {MARKER}); "
                                    f"refusing to write into it, even with --overwrite")
     else:
@@ -193,7 +202,7 @@ def claim_output(output: str, verb: str, run_id: str, key: str, overwrite: bool,
             state = "a complete" if complete else "another run's unfinished"
             raise OutputClaimError(f"output folder {output} holds {state} synthcap {marker.get('verb')} output; "
                                    f"pass --overwrite to replace it")
-        _clear(output, parts, existing)
+        _clear(output, parts, list_files(output))
     content = _json_bytes({"synthcap_output": 1, "verb": verb, "run_id": run_id, "run_key": key})
     path = FileSystems.join(output, MARKER)
     try:
