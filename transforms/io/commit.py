@@ -196,6 +196,10 @@ def claim_output(output: str, verb: str, run_id: str, key: str, overwrite: bool,
             raise OutputClaimError(f"output folder {output} is not empty and is not a synthcap output (no {MARKER}); "
                                    f"refusing to write into it, even with --overwrite")
     else:
+        theirs = marker.get("verb")
+        if theirs != verb and {theirs, verb} != {"curate", "refresh"}:  # other parts: ours would not replace them
+            raise OutputClaimError(f"output folder {output} holds a synthcap {theirs} output; {verb} will not replace "
+                                   f"it: give another folder")
         complete = _exists(FileSystems.join(output, COMPLETE))
         ours = resumable and marker.get("run_key") == key and marker.get("verb") == verb
         if not overwrite and (complete or not ours):
