@@ -15,8 +15,8 @@ from transforms.accounting import DEAD_LETTERS, DOCUMENTS, DROPPED, NAMESPACE, S
 from transforms.dedup.exact import ExactDedup
 from transforms.dedup.near import NearDedup
 from transforms.dedup.normalize import Normalization
-from transforms.io.commit import (CommitOutputs, IncompleteOutputError, inside, output_root, require_complete,
-                                  run_key, staging_dir)
+from transforms.io.commit import (CommitOutputs, IncompleteOutputError, file_entry, inside, output_root,
+                                  require_complete, run_key, staging_dir)
 from transforms.io.files import InputError, match_shards
 from transforms.io.read import ReadCrawl
 from transforms.io.write import WriteDocuments, WriteJsonRecords, write_json
@@ -169,7 +169,16 @@ def build(p, opts: CurateOptions, common: CommonOptions, output: str, staging: s
         return summary_path
 
     summary_written = summary | "WriteSummary" >> beam.Map(write_summary, beam.pvalue.AsList(writers))
-    finalize = None if index is None else (index.commit, summary)
+    finalize = None
+    if index is not None:
+        segment_entries = (segment[0]
+                           | "HashSegment" >> beam.Map(lambda path: file_entry(path, path.rsplit("/", 1)[-1]))
+                           | "SegmentFiles" >> beam.combiners.ToList()
+                           | "SortSegment" >> beam.Map(lambda fs: sorted(fs, key=lambda f: f["path"])))
+        written_index = p | "IndexOne" >> beam.Create([None]) | "IndexWritten" >> beam.Map(
+            lambda _, s, f: {"summary": s, "segment_files": f},
+            beam.pvalue.AsSingleton(summary), beam.pvalue.AsSingleton(segment_entries))
+        finalize = (index.commit, written_index)
     (written + [summary_written] | "Staged" >> beam.Flatten()
      | "Commit" >> CommitOutputs(output, staging, key, finalize))
 
