@@ -18,8 +18,8 @@ from transforms.dedup.exact import ExactDedup
 from transforms.dedup.near import NearDedup
 from transforms.dedup.normalize import Normalization
 from transforms.dedup.rank import IdCollisions
-from transforms.io.commit import (CommitOutputs, IncompleteOutputError, complete_outputs, inside, output_root,
-                                  require_complete, run_key, staging_dir)
+from transforms.io.commit import (CommitOutputs, IncompleteOutputError, complete_outputs, file_entry, inside,
+                                  output_root, require_complete, run_key, staging_dir)
 from transforms.io.files import InputError, match_shards
 from transforms.io.read import ReadCrawl
 from transforms.io.write import WriteDocuments, WriteJsonRecords, write_json
@@ -47,17 +47,22 @@ def duplicate_json(d) -> str:
                        **json.loads(d.detail)}, sort_keys=True)
 
 
+class NotCommitted(RuntimeError):
+    """The pipeline finished but did not mark OUT complete (a refresh whose index commit lost a race)."""
+
+
 @dataclass(frozen=True)
 class IndexStage:
     """For `refresh`: match against these committed index files, write survivors to a new segment, and
-    `commit(summary)` the new index generation as part of the output commit (before COMPLETE.json)."""
+    `commit(summary)` the new index generation as part of the output commit (before COMPLETE.json; it returns
+    False when another refresh committed that generation first)."""
 
     exact_files: list
     band_files: list
     shingle_files: list
     segment_dir: str
     params: IndexParams
-    commit: Callable[[dict], None]
+    commit: Callable[[dict], bool]
 
 
 def _reference_files(patterns: list[str]) -> list[str]:
@@ -189,7 +194,16 @@ def build(p, opts: CurateOptions, common: CommonOptions, output: str, staging: s
         return summary_path
 
     summary_written = summary | "WriteSummary" >> beam.Map(write_summary, beam.pvalue.AsList(writers))
-    finalize = None if index is None else (index.commit, summary)
+    finalize = None
+    if index is not None:
+        segment_entries = (segment[0]
+                           | "HashSegment" >> beam.Map(lambda path: file_entry(path, path.rsplit("/", 1)[-1]))
+                           | "SegmentFiles" >> beam.combiners.ToList()
+                           | "SortSegment" >> beam.Map(lambda fs: sorted(fs, key=lambda f: f["path"])))
+        written_index = p | "IndexOne" >> beam.Create([None]) | "IndexWritten" >> beam.Map(
+            lambda _, s, f: {"summary": s, "segment_files": f},
+            beam.pvalue.AsSingleton(summary), beam.pvalue.AsSingleton(segment_entries))
+        finalize = (index.commit, written_index)
     (written + [summary_written] | "Staged" >> beam.Flatten()
      | "Commit" >> CommitOutputs(output, staging, key, finalize))
 
@@ -233,7 +247,7 @@ def run(argv: list[str], verb: str = "curate", index_for=None) -> tuple[dict, di
     try:
         require_complete(output)
     except IncompleteOutputError as e:
-        raise RuntimeError(str(e)) from None
+        raise NotCommitted(str(e)) from None
     with FileSystems.open(FileSystems.join(output, "summary.json")) as f:
         summary = json.load(f)
     problems = reconcile(summary)

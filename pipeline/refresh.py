@@ -13,8 +13,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipeline import curate
 from pipeline.options import CommonOptions, CurateOptions, RefreshOptions, UserError
 from transforms.dedup.lsh import recall_first_params
-from transforms.refresh.index import (IndexCommit, IndexParams, IndexPathError, check_index_path, read_pointer,
-                                      segment_files, segment_name)
+from transforms.refresh.index import (IndexCommit, IndexParams, IndexPathError, check_index_path, check_segments,
+                                      read_pointer, segment_files, segment_name)
 
 
 def params_of(opts: CurateOptions) -> IndexParams:
@@ -29,8 +29,9 @@ def _base(pointer: dict | None, key: str) -> dict:
         return {"generation": 0, "segments": [], "documents": 0}
     mine = segment_name(pointer["generation"], key)
     if pointer.get("run_key") == key and pointer["segments"][-1:] == [mine]:
+        files = {k: v for k, v in pointer.get("files", {}).items() if k != mine}
         return {"generation": pointer["generation"] - 1, "segments": pointer["segments"][:-1],
-                "documents": pointer["documents"] - pointer["new_documents"]}
+                "documents": pointer["documents"] - pointer["new_documents"], "files": files}
     return pointer
 
 
@@ -47,6 +48,8 @@ def run(argv: list[str]) -> dict:
     try:
         check_index_path(index, output)
         pointer, gcs_generation = read_pointer(index)
+        if pointer is not None:
+            check_segments(index, pointer)
     except IndexPathError as e:
         raise UserError(str(e)) from None
     if pointer is not None:
@@ -59,9 +62,9 @@ def run(argv: list[str]) -> dict:
         base = _base(pointer, key)
         generation = base["generation"] + 1
         segments = base["segments"]
-        exact, bands = segment_files(index, segments, "exact"), segment_files(index, segments, "bands")
-        shingles = segment_files(index, segments, "shingles")
-        missing = [s for s in segments if not segment_files(index, [s], "exact")]
+        exact, bands = segment_files(index, segments, "exact", base), segment_files(index, segments, "bands", base)
+        shingles = segment_files(index, segments, "shingles", base)
+        missing = [s for s in segments if not segment_files(index, [s], "exact", base)]
         if missing:
             raise UserError(f"index {index} lists {missing[0]}, which holds no files: the index is damaged")
         segment = segment_name(generation, key)
@@ -72,8 +75,9 @@ def run(argv: list[str]) -> dict:
 
     try:
         summary, _ = curate.run(argv, verb="refresh", index_for=index_for)
-    except Exception as e:
-        if "CommitConflict" not in str(e):
+    except curate.NotCommitted:
+        head, _ = read_pointer(index)
+        if head is None or head["generation"] < state["generation"] or head.get("run_key") == state["key"]:
             raise
         raise UserError(f"another refresh committed generation {state['generation']} of {index} first; this "
                         f"run's segment was removed, its output {output} left incomplete, and the index is as that "

@@ -141,6 +141,12 @@ def test_10_6_a_second_run_into_a_used_output_refuses(done, capsys):
     before = _tree(out)
     err = _fails(["curate", "--input", str(crawl), "--output", str(out), *FAST], capsys)
     assert "holds a complete synthcap curate output; pass --overwrite" in err
+    config = out.parent / "mix.yaml"
+    config.write_text(json.dumps({
+        "seed": 1, "target_documents": 5, "max_synthetic_fraction": "1/10",
+        "sources": [{"name": "web", "inputs": [str(out / "documents" / "*.parquet")], "weight": 1}]}))
+    err = _fails(["mix", "--config", str(config), "--output", str(out), "--overwrite"], capsys)
+    assert "holds a synthcap curate output; mix will not replace it" in err
     assert _tree(out) == before
 
 

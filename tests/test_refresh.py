@@ -159,7 +159,7 @@ def _tree(out: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.slow
-def test_10_7_a_dead_claim_never_wedges_the_index(sample_crawl, tmp_path):
+def test_10_7_a_dead_claim_never_wedges_the_index(sample_crawl, tmp_path, capsys):
     """What a refresh that died between claiming and committing leaves (an old-layout claim, a pointer
     temporary, a segment no pointer lists) blocks nothing, and the next commit removes it."""
     index = tmp_path / "index"
@@ -180,6 +180,14 @@ def test_10_7_a_dead_claim_never_wedges_the_index(sample_crawl, tmp_path):
     assert pointer["generation"] == 2 and _segments(index) == set(pointer["segments"])  # the orphan is gone
     assert json.loads((index / "generations" / "gen-000002.json").read_text()) == pointer
     assert sorted(os.listdir(index / "generations")) == ["gen-000001.json", "gen-000002.json"]  # no temporary
+    listed = pointer["files"][pointer["segments"][-1]]
+    assert {f["path"] for f in listed} == {p.name for p in (index / pointer["segments"][-1]).iterdir()}
+    victim = index / pointer["segments"][-1] / listed[0]["path"]
+    victim.write_bytes(victim.read_bytes()[:-1])  # a damaged index is refused, not half-read
+    assert main(["refresh", "--input", str(sample_crawl / "CC-MAIN-2022-05-00002.warc.gz"), "--index", str(index),
+                 "--output", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is damaged" in err and "\n" not in err and not (tmp_path / "c").exists()
 
 
 @pytest.mark.slow

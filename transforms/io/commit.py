@@ -78,6 +78,16 @@ def list_files(folder: str) -> list[tuple[str, int]]:
     return sorted((m.path, m.size_in_bytes) for m in found)
 
 
+def _non_empty(folder: str) -> bool:
+    """Whether anything lies in `folder`, without walking it (it may be someone's home)."""
+    if _is_local(folder):
+        return os.path.isdir(folder) and bool(os.listdir(folder))
+    try:
+        return bool(FileSystems.match([FileSystems.join(folder, "**")], limits=[1])[0].metadata_list)
+    except Exception:
+        return False
+
+
 def read_marker(folder: str) -> dict | None:
     """The marker of a synthcap output folder, or None when `folder` holds none (or an unreadable one)."""
     path = FileSystems.join(folder, MARKER)
@@ -181,19 +191,22 @@ def claim_output(output: str, verb: str, run_id: str, key: str, overwrite: bool,
     if _is_local(output) and os.path.isfile(output):
         raise OutputClaimError(f"output folder {output} is a file")
     marker = read_marker(output)
-    existing = list_files(output)
     if marker is None:
-        if existing:
+        if _non_empty(output):
             raise OutputClaimError(f"output folder {output} is not empty and is not a synthcap output (no {MARKER}); "
                                    f"refusing to write into it, even with --overwrite")
     else:
+        theirs = marker.get("verb")
+        if theirs != verb and {theirs, verb} != {"curate", "refresh"}:  # other parts: ours would not replace them
+            raise OutputClaimError(f"output folder {output} holds a synthcap {theirs} output; {verb} will not replace "
+                                   f"it: give another folder")
         complete = _exists(FileSystems.join(output, COMPLETE))
         ours = resumable and marker.get("run_key") == key and marker.get("verb") == verb
         if not overwrite and (complete or not ours):
             state = "a complete" if complete else "another run's unfinished"
             raise OutputClaimError(f"output folder {output} holds {state} synthcap {marker.get('verb')} output; "
                                    f"pass --overwrite to replace it")
-        _clear(output, parts, existing)
+        _clear(output, parts, list_files(output))
     content = _json_bytes({"synthcap_output": 1, "verb": verb, "run_id": run_id, "run_key": key})
     path = FileSystems.join(output, MARKER)
     try:
@@ -294,7 +307,7 @@ class CommitOutputs(beam.PTransform):
     """Staged paths -> files moved into OUT and `OUT/COMPLETE.json` written last (returns its path).
 
     `finalize`, when given, is `(fn, singleton PCollection)`: `fn(value)` runs after every file is in place and
-    before the completion record (the refresh index commit); if it raises, the folder stays incomplete.
+    before the completion record (the refresh index commit); unless it returns True, the folder stays incomplete.
     """
 
     def __init__(self, output: str, staging: str, key: str, finalize: tuple[Callable, object] | None = None):
@@ -323,8 +336,8 @@ class CommitOutputs(beam.PTransform):
             if len(files) != len({f["path"] for f in files}):
                 raise RuntimeError("two writers staged the same path")
             _check_claim(output, key)
-            if finalize is not None:
-                finalize[0](side[0])
+            if finalize is not None and not finalize[0](side[0]):
+                return None  # the finalizer declined (a refresh that lost its race): OUT stays incomplete
             _remove(staging)
             path = FileSystems.join(output, COMPLETE)
             _write(path, _json_bytes({"synthcap_output": 1, "files": files}))

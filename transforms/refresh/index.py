@@ -3,7 +3,8 @@
 Layout under INDEX (a local folder or gs://bucket/prefix):
 
     CURRENT.json                      {"generation": N, "segments": [...], "params": {...}, "documents": ...,
-                                       "new_documents": n, "run_key": <owner>, "output": <owner's OUT>}
+                                       "new_documents": n, "run_key": <owner>, "output": <owner's OUT>,
+                                       "files": {segment: [{"path", "size", "sha256"}, ...]}}
     generations/gen-NNNNNN.json       (local only) the pointer of generation N, created whole or not at all
     segments/seg-NNNNNN-<run key>/exact-*.parquet     normalised-text hash -> record (first_seen, id, source, offset)
     segments/seg-NNNNNN-<run key>/bands-*.parquet     (band, band hash) -> record
@@ -243,27 +244,49 @@ class IndexCommit:
     output: str
     expected_gcs_generation: int
 
-    def pointer(self, new_documents: int) -> dict:
+    def pointer(self, new_documents: int, files: list[dict]) -> dict:
+        listed = {**self.base.get("files", {}), self.segment: files}
         return {"generation": self.generation, "segments": list(self.base.get("segments", [])) + [self.segment],
                 "params": self.params, "documents": self.base.get("documents", 0) + new_documents,
-                "new_documents": new_documents, "run_key": self.run_key, "output": self.output}
+                "new_documents": new_documents, "run_key": self.run_key, "output": self.output, "files": listed}
 
-    def __call__(self, summary: dict) -> None:
-        new = summary["documents_out"]
+    def __call__(self, written: dict) -> bool:
+        """`written`: this run's summary and its segment's files (relative path, size, sha256). True when the
+        output may be marked complete; False when another refresh took the generation."""
+        new = written["summary"]["documents_out"]
         if new:
             try:
-                commit(self.index, self.pointer(new), self.expected_gcs_generation)
+                commit(self.index, self.pointer(new, written["segment_files"]), self.expected_gcs_generation)
             except CommitConflict:
                 delete_segment(self.index, self.segment)
-                raise
+                return False
         else:
             delete_segment(self.index, self.segment)
         clean_orphans(self.index)
+        return True
 
 
-def segment_files(index: str, segments: list[str], kind: str) -> list[str]:
+def check_segments(index: str, pointer: dict) -> None:
+    """Refuses an index whose listed segment files (as the pointer records them) are missing or resized."""
+    for seg, files in sorted(pointer.get("files", {}).items()):
+        found = {m.path: m.size_in_bytes for m in FileSystems.match([FileSystems.join(index, seg, "*")])[0]
+                 .metadata_list}
+        for f in files:
+            size = found.get(FileSystems.join(index, seg, f["path"]))
+            if size != f["size"]:
+                state = "is missing" if size is None else f"has {size} bytes, the pointer says {f['size']}"
+                raise IndexPathError(f"index {index} is damaged: {seg}/{f['path']} {state}")
+
+
+def segment_files(index: str, segments: list[str], kind: str, pointer: dict | None = None) -> list[str]:
+    """The files of `kind` of these segments: as the pointer lists them, else (older pointers) by glob."""
+    listed = (pointer or {}).get("files", {})
     files = []
     for seg in segments:
+        if seg in listed:
+            files += sorted(FileSystems.join(index, seg, f["path"]) for f in listed[seg]
+                            if f["path"].startswith(f"{kind}-"))
+            continue
         pattern = FileSystems.join(index, seg, f"{kind}-*.parquet")
         files += sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
     return files
