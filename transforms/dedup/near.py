@@ -133,8 +133,7 @@ class NearDedup(beam.PTransform):
             | "Buckets" >> beam.GroupByKey()
             | "Candidates" >> beam.ParDo(BucketPairs(self.max_bucket_size))
         )
-        shingles = sketches[SHINGLES]
-        edges = {"pairs": pairs, "left": shingles, "right": shingles} | "Verify" >> VerifyPairs(self.threshold)
+        edges = {"pairs": pairs, "shingles": sketches[SHINGLES]} | "Verify" >> VerifyPairs(self.threshold)
         labels = (edges | "EdgeEnds" >> beam.Map(lambda e: (e[0], e[1]))
                   | "Components" >> ConnectedComponents(self.rounds, self.max_residual_edges))
         best = edges | "BothEnds" >> beam.FlatMap(_both_ends) | "BestEdge" >> beam.CombinePerKey(_best)

@@ -1,10 +1,11 @@
 """`VerifyPairs`: the exact Jaccard of candidate pairs, computed where the shingles are, never all in one place.
 
-Two CoGroupByKeys: candidate pairs meet the first document's shingle hashes under its key, and carry them on to
-meet the second's. A key holds one document's shingles plus its partners, streamed. Shingles are the kernel's
-distinct 64-bit shingle hashes: the verified Jaccard equals the Jaccard of the shingle sets unless two distinct
-shingles of the pair hash alike, which for m distinct shingles has probability at most m^2 / 2^65 (3e-14 at
-m = 1,000; 3e-12 at m = 10,000), treating the hash as random.
+One CoGroupByKey hands each document's shingle hashes to every distinct candidate pair it belongs to, and one
+GroupByKey on the pair brings its two arrays together: every document's shingles are shuffled once, plus two
+arrays per candidate pair. A key holds one document's shingles plus its partners (streamed), or one pair's two
+arrays. Shingles are the kernel's distinct 64-bit shingle hashes: the verified Jaccard equals the Jaccard of the
+shingle sets unless two distinct shingles of the pair hash alike, which for m distinct shingles has probability
+at most m^2 / 2^65 (3e-14 at m = 1,000; 3e-12 at m = 10,000), treating the hash as random.
 """
 from __future__ import annotations
 
@@ -15,17 +16,18 @@ from transforms.accounting import count
 from transforms.dedup.minhash import jaccard
 
 
-def _shingles_of(grouped) -> bytes | None:
-    return next(iter(grouped["shingles"]), None)
+def _ends(pair):
+    a, b = pair
+    return [(a, pair), (b, pair)]
 
 
-def _carry(kv):
-    a, grouped = kv
-    shingles = _shingles_of(grouped)
+def _attach(kv):
+    key, grouped = kv
+    shingles = next(iter(grouped["shingles"]), None)
     if shingles is None:
         return
-    for b in grouped["pair"]:
-        yield b, (a, shingles)
+    for pair in grouped["pair"]:
+        yield pair, (key == pair[1], shingles)
 
 
 class _Measure(beam.DoFn):
@@ -33,37 +35,34 @@ class _Measure(beam.DoFn):
         self._t = threshold
 
     def process(self, kv):
-        b, grouped = kv
-        mine = _shingles_of(grouped)
-        if mine is None:
+        (a, b), halves = kv
+        arrays = dict(halves)
+        if len(arrays) < 2:
             return
-        sb = np.frombuffer(mine, dtype=np.uint64)
-        for a, theirs in grouped["half"]:
-            j = jaccard(np.frombuffer(theirs, dtype=np.uint64), sb)
-            if j >= self._t:
-                count("near_pairs_verified")
-                yield a, b, j
-            else:
-                count("near_pairs_rejected")
+        j = jaccard(np.frombuffer(arrays[False], dtype=np.uint64), np.frombuffer(arrays[True], dtype=np.uint64))
+        if j >= self._t:
+            count("near_pairs_verified")
+            yield a, b, j
+        else:
+            count("near_pairs_rejected")
 
 
 class VerifyPairs(beam.PTransform):
-    """{"pairs": (a, b), "left": (a, shingle bytes), "right": (b, shingle bytes)} -> (a, b, jaccard >= threshold).
+    """{"pairs": (a, b), "shingles": (key, shingle bytes)} -> (a, b, jaccard) for pairs at jaccard >= threshold.
 
-    Repeated pairs (a pair shares several bands) are verified once."""
+    Keys of both ends live in one key space (tag them when they come from different collections). Repeated
+    pairs (a pair shares several bands) are verified once."""
 
     def __init__(self, threshold: float):
         super().__init__()
         self._t = threshold
 
     def expand(self, inputs):
-        half = (
-            {"pair": inputs["pairs"] | "Distinct" >> beam.Distinct(), "shingles": inputs["left"]}
-            | "JoinLeft" >> beam.CoGroupByKey()
-            | "Carry" >> beam.FlatMap(_carry)
-        )
+        ends = inputs["pairs"] | "Distinct" >> beam.Distinct() | "Ends" >> beam.FlatMap(_ends)
         return (
-            {"half": half, "shingles": inputs["right"]}
-            | "JoinRight" >> beam.CoGroupByKey()
+            {"pair": ends, "shingles": inputs["shingles"]}
+            | "Attach" >> beam.CoGroupByKey()
+            | "ToPairs" >> beam.FlatMap(_attach)
+            | "Meet" >> beam.GroupByKey()
             | "Measure" >> beam.ParDo(_Measure(self._t))
         )

@@ -31,6 +31,7 @@ BANDS = pa.schema([("band", pa.int32()), ("hash", pa.uint64()), *_RECORD])
 SHINGLES = pa.schema([*_RECORD, ("shingles", pa.binary())])
 _SHINGLES = "shingles"
 _BANDS = "bands"
+_NEW, _INDEXED = 0, 1  # the two key spaces of verification: a new record may share its rank with an indexed one
 
 
 def _rank_of(row: dict) -> tuple:
@@ -97,7 +98,7 @@ class _Pairs(beam.DoFn):
             old = sorted(old)[: self._max]
         for new in g["new"]:
             for o in old:
-                yield new, o
+                yield (_NEW, new), (_INDEXED, o)
 
 
 def _earliest_hit(hits):
@@ -145,16 +146,17 @@ class MatchIndex(beam.PTransform):
         index_bands = (self._read(docs.pipeline, self._bands, "Bands")
                        | "BandKV" >> beam.Map(lambda r: ((r["band"], r["hash"]), _rank_of(r))))
         index_shingles = (self._read(docs.pipeline, self._shingles, "Shingles")
-                          | "ShinglesKV" >> beam.Map(lambda r: (_rank_of(r), r["shingles"])))
+                          | "ShinglesKV" >> beam.Map(lambda r: ((_INDEXED, _rank_of(r)), r["shingles"])))
+        new_shingles = sketches[_SHINGLES] | "TagNew" >> beam.MapTuple(lambda r, sh: ((_NEW, r), sh))
         pairs = (
             {"new": sketches[_BANDS], "index": index_bands}
             | "JoinBands" >> beam.CoGroupByKey()
             | "Candidates" >> beam.ParDo(_Pairs(self._max))
         )
         hits = (
-            {"pairs": pairs, "left": sketches[_SHINGLES], "right": index_shingles}
+            {"pairs": pairs, "shingles": (new_shingles, index_shingles) | "AllShingles" >> beam.Flatten()}
             | "Verify" >> VerifyPairs(params.threshold)
-            | "ByNew" >> beam.Map(lambda e: (e[0], (e[1], e[2])))
+            | "ByNew" >> beam.Map(lambda e: (e[0][1], (e[1][1], e[2])))
             | "EarliestHit" >> beam.CombinePerKey(_earliest_hit)
         )
         near = (
