@@ -92,7 +92,7 @@ def run_set(held, examples, card, args, log):
     ai = [e for e in target if e.label == 1]
     part = {k: [] for k in "ABC"}
     for e in humans:
-        u = _u(args.seed, e.text)
+        u = _u(args.seed, "split\x00" + e.text)  # not the hash that chose the subsample
         part["A" if u < 0.4 else "B" if u < 0.7 else "C"].append(e)
     ai_texts = {e.text for e in ai}
     part = {k: [e for e in v if e.text not in ai_texts] for k, v in part.items()}

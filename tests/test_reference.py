@@ -346,3 +346,30 @@ def test_curate_with_reference_in_the_run_and_through_human_reference(tmp_path):
     one = {d.id: d for d in docs}
     assert set(two) == {i for i in one if not i.startswith("r")}
     assert all(two[i].ai_score == one[i].ai_score for i in two)
+
+
+def test_reference_sample_is_bounded_and_independent_of_order_and_bundling(monkeypatch):
+    from transforms.score import reference
+
+    monkeypatch.setattr(reference, "MAX_PER_HALF", 50)
+    fn = reference._BoundedSample()
+    docs = [Document(str(i), "t", "f", i) for i in range(1000)]
+    items = [(half_of(d, 1), reference._hash(1, "sample", d), i / 1000, 10 + i % 5) for i, d in enumerate(docs)]
+
+    def run(order, bundles):
+        accs = []
+        for b in range(bundles):
+            acc = fn.create_accumulator()
+            for k in order[b::bundles]:
+                acc = fn.add_input(acc, items[k])
+            accs.append(acc)
+        merged = fn.merge_accumulators(accs)
+        merged = fn.add_input(merged, items[0])  # adding after a merge keeps a valid heap
+        return fn.extract_output(merged)
+
+    order = list(range(1000))
+    a = run(order, 1)
+    random.Random(4).shuffle(order)
+    b = run(order, 7)
+    assert a[1] == b[1] and a[2] == b[2] and all(len(h) == 50 for h in a[1])
+    assert a[0] == b[0] == 1001
