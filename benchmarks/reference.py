@@ -1,11 +1,12 @@
 """Reference calibration and domain adaptation, leave-one-dataset-out over ../shared/data/detect, plus scoring
 throughput with the language gate.
 
-    [SYNTHCAP_SHARED=../shared] python benchmarks/reference.py [--limit_per_file 1000] [--reps 20] [--n 400] [--threads 1] [--sets a,b]
+    SYNTHCAP_SHARED=../shared python benchmarks/reference.py [--limit_per_file 1500] [--reps 20] [--n 400]
+        [--threads 1] [--sets a,b]
 
 For each held-out set H: a detector is trained on every other set (a keyed subsample of `--limit_per_file` texts
-per set and label, the shipped model's hyperparameters, no quantisation, Platt on their validation split), so H is a domain it
-never saw. H's human texts are split by a keyed hash into A (40%: adaptation training), B (30%: the human
+per set and label, the shipped model's hyperparameters, no quantisation, Platt on their validation split), so H is
+a domain it never saw. H's human texts are split by a keyed hash into A (40%: adaptation training), B (30%: the human
 reference) and C (30%: test humans). Rows:
 
 - `shipped+ref`: the leave-H-out detector calibrated against reference B only (threshold = B's conformal 95th
