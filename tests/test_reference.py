@@ -375,3 +375,30 @@ def test_reference_sample_is_bounded_and_independent_of_order_and_bundling(monke
     b = run(order, 7)
     assert a[1] == b[1] and a[2] == b[2] and all(len(h) == 50 for h in a[1])
     assert a[0] == b[0] == 1001
+
+
+@pytest.mark.slow
+def test_train_detector_with_human_reference_records_the_split(detect_dir, tmp_path, capsys):
+    import pyarrow.parquet as pq
+
+    from pipeline.cli import main
+    from pipeline.sample import human_paragraphs
+    from transforms.document import to_table
+    from transforms.score.reference import trained_on
+
+    docs = [Document(f"r{i}", t, "old.warc.gz", i * 100) for i, t in enumerate(human_paragraphs()[:120])]
+    (tmp_path / "ref").mkdir()
+    pq.write_table(to_table(docs), str(tmp_path / "ref" / "part-0.parquet"))
+    rc = main(["train-detector", "--data", str(detect_dir / "glimpse.jsonl.gz"), "--limit_per_file", "150",
+               "--human_reference", str(tmp_path / "ref" / "*.parquet"), "--reference_weight", "3",
+               "--out", str(tmp_path / "model")])
+    assert rc == 0, capsys.readouterr().err
+    card = json.loads((tmp_path / "model" / "model_card.json").read_text())
+    ref = card["reference"]
+    n_train = sum(trained_on(d, ref["split"]) for d in docs)
+    assert ref["weight"] == 3 and ref["train_documents"] == n_train and ref["held_out_documents"] == 120 - n_train
+    assert 0 <= ref["in_domain"]["flagged_at_threshold"] <= 1 and "leave_one_dataset_out" not in card
+    assert "held-out human flag rate" in capsys.readouterr().out
+    assert main(["train-detector", "--data", str(detect_dir / "glimpse.jsonl.gz"), "--human_reference",
+                 str(tmp_path / "none" / "*.parquet"), "--out", str(tmp_path / "m2")]) == 2
+    assert "no files match" in capsys.readouterr().err
