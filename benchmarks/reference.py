@@ -1,11 +1,12 @@
 """Reference calibration and domain adaptation, leave-one-dataset-out over ../shared/data/detect, plus scoring
 throughput with the language gate.
 
-    [SYNTHCAP_SHARED=../shared] python benchmarks/reference.py [--limit_per_file 1000] [--reps 20] [--n 400] [--threads 1] [--sets a,b]
+    SYNTHCAP_SHARED=../shared python benchmarks/reference.py [--limit_per_file 1500] [--reps 20] [--n 400]
+        [--threads 1] [--sets a,b]
 
 For each held-out set H: a detector is trained on every other set (a keyed subsample of `--limit_per_file` texts
-per set and label, the shipped model's hyperparameters, no quantisation, Platt on their validation split), so H is a domain it
-never saw. H's human texts are split by a keyed hash into A (40%: adaptation training), B (30%: the human
+per set and label, the shipped model's hyperparameters, no quantisation, Platt on their validation split), so H is
+a domain it never saw. H's human texts are split by a keyed hash into A (40%: adaptation training), B (30%: the human
 reference) and C (30%: test humans). Rows:
 
 - `shipped+ref`: the leave-H-out detector calibrated against reference B only (threshold = B's conformal 95th
@@ -92,7 +93,7 @@ def run_set(held, examples, card, args, log):
     ai = [e for e in target if e.label == 1]
     part = {k: [] for k in "ABC"}
     for e in humans:
-        u = _u(args.seed, e.text)
+        u = _u(args.seed, "split\x00" + e.text)  # not the hash that chose the subsample
         part["A" if u < 0.4 else "B" if u < 0.7 else "C"].append(e)
     ai_texts = {e.text for e in ai}
     part = {k: [e for e in v if e.text not in ai_texts] for k, v in part.items()}

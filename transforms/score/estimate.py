@@ -10,12 +10,14 @@ with f the flagged share of tokens, FPR the flag rate of held-out reference docu
 TPR the detector's true-positive rate at a 5%-FPR threshold. TPR cannot be measured on a crawl (it has no labelled
 AI text) and is worse out of domain than on training data, so it is a prior taken from the model card: its point
 is the mean leave-one-dataset-out TPR@5%FPR, its range runs from the lower quartile of those held-out sets to the
-in-domain test TPR@5%FPR (cards without leave-one-dataset-out figures use the test figure and half of it).
+highest of them or the in-domain test TPR@5%FPR (cards without leave-one-dataset-out figures use the test figure
+and half of it). The low end drives the upper bound (what a ceiling needs); the high end only the lower bound.
 
-The interval is a parametric bootstrap (seeded by the key, `DRAWS` draws): f from a Jeffreys Beta on the effective
-number of documents (token-weighted), FPR from a Jeffreys Beta on the held-out reference counts, TPR uniform on
-its range (one set of TPR draws shared by every group: its error is systematic, not independent). It is
-zero-width only when every draw agrees.
+The 95% interval comes from `DRAWS` posterior draws of the share (seeded by the key): per group, a uniform prior on
+the share, a binomial likelihood of the flagged tokens on the effective number of documents, FPR integrated over
+its Jeffreys Beta posterior from the held-out reference, TPR over its prior (one set of TPR draws shared by every
+group: its error is systematic, not independent). Groups combine draw by draw, token-weighted. The share stays in
+[0, 1] by construction and the interval is zero-width only when the data make it so.
 """
 from __future__ import annotations
 
@@ -50,7 +52,7 @@ class TprPrior:
         test = ((card.get("test") or {}).get("overall") or {}).get("tpr_at_5pct_fpr")
         test = float(test) if isinstance(test, (int, float)) else None
         if len(held) >= 3:
-            high = max(test if test is not None else max(held), float(np.mean(held)))
+            high = max(held) if test is None else max(test, max(held))
             return cls(float(np.mean(held)), float(np.quantile(held, 0.25)), high)
         if test is None:
             raise ValueError("the model card has no TPR@5%FPR figure (test or leave-one-dataset-out)")

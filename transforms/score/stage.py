@@ -116,7 +116,7 @@ class ScoreAgainstReference(beam.PTransform):
         )
         group_shares = beam.pvalue.AsDict(by_reference)
         crawl_shares = beam.pvalue.AsDict(by_crawl)
-        with_p = assigned[_ASSIGNED] | "Posterior" >> beam.ParDo(_Posterior(seed, tpr), references, group_shares,
+        with_p = assigned[_ASSIGNED] | "Posterior" >> beam.ParDo(_Posterior(tpr), references, group_shares,
                                                                  crawl_shares)
         documents = (assigned["unassigned"], with_p) | "Documents" >> beam.Flatten()
         ref_dict = by_reference | "RefDict" >> beam.combiners.ToDict()
@@ -189,8 +189,8 @@ class _StatusCounts(beam.CombineFn):
 
 
 class _Posterior(beam.DoFn):
-    def __init__(self, seed: int, tpr: TprPrior):
-        self._seed, self._tpr = seed, tpr
+    def __init__(self, tpr: TprPrior):
+        self._tpr = tpr
 
     def process(self, item, references: dict, group_shares: dict, crawl_shares: dict):
         doc, flagged, _ = item
