@@ -93,6 +93,7 @@ def test_certified_bound_covers_the_true_share_on_synthetic_scores(tmp_path_fact
             assert true_share(got) <= s["certified"]["ai_share_bound"] + 0.05
 
 
+@pytest.mark.slow
 def test_one_verdict_cli_manifest_report_and_nonzero_exit_when_not_met(tmp_path):
     ref = reference(300, 2)
     ai_anchor = write_curated(tmp_path / "anchor", make_docs("a", 200, 0.9, 2.0, 1, ref), 300)
@@ -111,6 +112,7 @@ def test_one_verdict_cli_manifest_report_and_nonzero_exit_when_not_met(tmp_path)
     assert html.escape(m["verdict"]["line"]) in report and 'class="bad"' in report
 
 
+@pytest.mark.slow
 def test_drop_reasons_over_quota_when_the_quota_is_met_and_over_ceiling_only_for_cuts(tmp_path):
     ref = reference(400, 3)
     human = write_curated(tmp_path / "h", make_docs("h", 300, 0.0, 20.0, 4, ref), 400, half_width=0.01)
@@ -128,6 +130,7 @@ def test_drop_reasons_over_quota_when_the_quota_is_met_and_over_ceiling_only_for
         by["x"]["dropped"].get("over_quota", 0)
 
 
+@pytest.mark.slow
 def test_boundary_skips_what_does_not_fit_and_keeps_going(tmp_path):
     """One source, a token target: the mix stops short only when no unselected document would still fit."""
     rng = random.Random(9)
@@ -161,6 +164,7 @@ def test_invalid_scores_are_dead_letters_and_never_counted(tmp_path):
     assert m["accounting"]["reconciles"] and m["accounting"]["dead_letters"] == {"invalid_score": 3}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", ["drop", "treat_as_synthetic"])
 def test_unestimable_groups_follow_the_policy(tmp_path, policy):
     ref = reference(200, 1)
@@ -197,6 +201,7 @@ def test_unestimable_fail_refuses_in_one_line(tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_manifest_sha256_is_the_bytes_on_disk(tmp_path):
     ref = reference(100, 1)
     folder = write_curated(tmp_path / "g", make_docs("g", 30, 0.0, 5.0, 1, ref), 100)

@@ -26,8 +26,9 @@ from scipy.stats import beta, norm
 
 CONFIDENCE = Fraction(95, 100)
 SCALE = 1 << 32  # fixed point of rates: a certified rate r is carried as ceil(r * SCALE)
-# alpha grid: 0 (keep every document), then 2^-12 .. 2^-1 in quarter-octave steps
-GRID = (0.0,) + tuple(2.0 ** (-k / 4) for k in range(48, 3, -1))
+# alpha grid: 0 (keep every document), then 2^-8 .. 2^-1 in half-octave steps (few levels: each one costs the
+# tail bound a Bonferroni share)
+GRID = (0.0,) + tuple(2.0 ** (-k / 2) for k in range(16, 1, -1))
 # Scoring cross-fits: a document's p-value is against the other half of its group's reference, which keeps at
 # most this many scores (transforms/score/reference.py MAX_PER_HALF); the tail bound uses that sample size.
 MAX_PER_HALF = 2000
