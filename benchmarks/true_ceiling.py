@@ -11,9 +11,9 @@ the held-out set excluded. Each source becomes a curated folder (documents + sum
 with the default certified rule at each ceiling. Reported per set and ceiling, from the labels: the TRUE AI token
 share of the output, the human-token yield (human tokens kept / human tokens offered), the certified bound and
 whether it covered the truth. The baseline in the same run is the opt-in `threshold` rule at the card's
-threshold (what the mixer did before certification), run at the first ceiling. A diagnostic row per set runs the same certified mixer
-with oracle share estimates (each source's true AI token share with a binomial 95% interval on its document
-count): it separates what the mixer's cut-and-bound loses from what the share estimates cost.
+threshold (what the mixer did before certification), run at the first ceiling. A diagnostic column per set runs
+the same certified mixer with oracle share estimates (each source's true AI token share with a binomial 95%
+interval on its document count): it separates what the mixer's cut-and-bound loses from what the estimates cost.
 
 Note: the shipped detector was trained on every set's training split, so its scores on a held-out set are
 in-domain for it; the estimate's TPR prior excludes the held-out set.
@@ -177,7 +177,8 @@ def main():
                             o_share, o_human / max(offered_human, 1), o_share <= c + 0.01))
             table.append(f"| {name} | {ceiling} | {share:.4f} | {yld:.3f} | {bound:.4f} | "
                          f"{'yes' if share <= bound else 'NO'} | {_ests(folders)} | {o_share:.4f} / "
-                         f"{o_human / max(offered_human, 1):.3f} | {b_share:.4f} / {b_human / max(offered_human, 1):.3f} |")
+                         f"{o_human / max(offered_human, 1):.3f} | {b_share:.4f} / "
+                         f"{b_human / max(offered_human, 1):.3f} |")
             print(table[-1], flush=True)
     print("\n| held-out set | ceiling | TRUE AI token share | human-token yield | certified bound | bound covers "
           "truth | estimates [ci95] ai05 / ai30 / ai80 | oracle estimates: true share / yield | baseline threshold "

@@ -249,7 +249,8 @@ def test_report_renders_in_headless_chromium_with_no_clipped_text(tmp_path):
     probe = tmp_path / "probe.html"
     probe.write_text(report.read_text().replace("</body>", OVERFLOW_PROBE + "</body>"))
     flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1200,900"]
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--window-size=1200,900"]
     dom = subprocess.run([*flags, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", probe.as_uri()],
                          capture_output=True, text=True, timeout=120)
     assert dom.returncode == 0, dom.stderr[-500:]

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import read_jsonl
-from tests.mixdata import is_ai, make_docs, reference, true_share, write_curated
+from tests.mixdata import make_docs, reference, true_share, write_curated
 from transforms.document import Document, from_table, to_table
 from transforms.io.write import parquet_bytes
 from transforms.mix import certify

@@ -18,7 +18,7 @@ input, and every verdict (CLI, manifest, report) comes from `verdict`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Optional
 

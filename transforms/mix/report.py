@@ -211,7 +211,8 @@ def render(m: dict) -> str:
 <html lang="en"><head><meta charset="utf-8"><title>synthcap mix report</title>
 <style>body{{font-family:sans-serif;margin:24px;max-width:1100px}} table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right;white-space:nowrap}} th{{white-space:normal}}
-td:first-child,td:last-child{{text-align:left;white-space:normal;overflow-wrap:anywhere;max-width:300px}} .ok{{color:#176317}} .bad{{color:#a00}}
+td:first-child,td:last-child{{text-align:left;white-space:normal;overflow-wrap:anywhere;max-width:300px}}
+.ok{{color:#176317}} .bad{{color:#a00}}
 .pair{{display:inline-block;margin-right:24px;vertical-align:top}} figure{{margin:4px}}
 figcaption{{font-size:12px;max-width:330px;overflow-wrap:anywhere}}</style>
 </head><body>

@@ -222,7 +222,8 @@ def _one(pcoll, tag: str):
 
 class MixWithCeiling(beam.PTransform):
     """(source name, curated folder or "", Document) triples -> {"selected": Item (one per output row, repeats
-    included), "dropped", "dead_letters", "plan", "offered" (every item that passed exclusions)}. Anchors are selected whole; the ceiling (certified bound, or
+    included), "dropped", "dead_letters", "plan", "offered" (every item that passed exclusions)}. Anchors are
+    selected whole; the ceiling (certified bound, or
     the opt-in rule count) holds exactly on the selected rows. `groups`: reference group key -> (estimate, ci95
     low, ci95 high, reference documents), from the curated folders' summaries (`certify.parse_ai_share`)."""
 
