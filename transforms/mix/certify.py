@@ -210,7 +210,6 @@ def choose(options: dict, fixed_excess: float, ceiling: float) -> tuple[dict, di
         return o.ai - ceiling * o.tokens
 
     cur = {s: max(opts, key=lambda o: (o.human, -excess(o), -(o.level or 0))) for s, opts in options.items()}
-    limited = {s: False for s in options}
     total = fixed_excess + sum(excess(o) for o in cur.values())
     while total > 1e-9:
         best = None
@@ -235,12 +234,14 @@ def choose(options: dict, fixed_excess: float, ceiling: float) -> tuple[dict, di
             if lost_scaled <= c.human - o.human:
                 fr = Fraction(f).limit_denominator(1 << 30)
                 cur[s] = Option(c.level, c.scale * fr, c.units, c.tokens * f, c.ai * f, c.human * f, c.epochs)
-                limited[s] = True
-                total = fixed_excess + sum(excess(x) for x in cur.values())
                 break
         cur[s] = o
-        limited[s] = True
         total = fixed_excess + sum(excess(x) for x in cur.values())
+    # the ceiling limited a source when it takes fewer units than the uncut source would for its quota alone
+    limited = {}
+    for s, opts in options.items():
+        uncut = next((o for o in opts if o.level == 0), None)
+        limited[s] = uncut is not None and cur[s].scale * cur[s].units < uncut.scale * uncut.units
     return cur, limited
 
 

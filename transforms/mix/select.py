@@ -120,7 +120,7 @@ def _cut(item: Item, plan, cfg: MixConfig):
     level = plan.level.get(item.source)
     if level is None or item.level < level:
         if item.epoch == 0:
-            reason = "over_ceiling" if item.source in plan.limited or level is None else "over_quota"
+            reason = "over_ceiling" if item.source in plan.limited else "over_quota"
             yield drop(item.id, reason, item.src, item.offset, item.source)
         return
     rate = plan.rate[item.source]
