@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+from fractions import Fraction
 import json
 import math
 import random
@@ -226,3 +227,45 @@ def test_two_sources_over_the_same_files_are_refused(tmp_path):
     (tmp_path / "mix.yaml").write_text(yaml.safe_dump(cfg))
     with pytest.raises(UserError, match="also an input of source a"):
         mix.run(["--config", str(tmp_path / "mix.yaml"), "--output", str(tmp_path / "out")])
+
+
+@settings(max_examples=12, deadline=None, derandomize=True)
+@given(shares=st.lists(st.sampled_from([0.0, 0.02, 0.1, 0.3, 0.8, 1.0]), min_size=1, max_size=4),
+       separation=st.sampled_from([1.0, 2.0, 5.0, 50.0]), ceiling=st.sampled_from(["1/20", "1/10", "1/4"]),
+       n_docs=st.sampled_from([300, 1200]), seed=st.integers(0, 10_000))
+def test_plan_certifies_the_truth_on_synthetic_populations(shares, separation, ceiling, n_docs, seed):
+    """The plan alone (no pipeline), where the truth is known: every source's estimate is its true token share
+    with a binomial interval; the chosen cuts fit the ceiling in the certified bound, and the true AI share of
+    what passes each cut stays under the certified rate (up to sampling noise)."""
+    from transforms.mix.config import parse
+    from transforms.mix.plan import Supply, make_certified_plan
+
+    n_ref = 1000
+    ref = reference(n_ref, seed)
+    cfg = parse({"seed": 1, "target_tokens": 10 ** 9, "max_synthetic_fraction": ceiling,
+                 "sources": [{"name": f"s{i}", "curated": [f"c{i}"], "weight": 1} for i in range(len(shares))]})
+    supply, groups, docs_of = {}, {}, {}
+    for i, share in enumerate(shares):
+        docs = make_docs(f"s{i}", n_docs, share, separation, seed * 31 + i, ref[::2])  # cross-fitted half
+        docs_of[f"s{i}"] = docs
+        t = true_share(docs)
+        half = 1.96 * (t * (1 - t) / n_docs) ** 0.5 + 1 / n_docs
+        groups[certify.group_key(f"c{i}", "global")] = (t, max(0.0, t - half), min(1.0, t + half), n_ref)
+        for d in docs:
+            key = (f"s{i}", certify.group_key(f"c{i}", "global"), certify.grid_index(d.ai_pvalue))
+            n = count_tokens(d.text)
+            supply[key] = supply.get(key, Supply()) + Supply(n, 1, 0, n)
+    plan = make_certified_plan(cfg, certify.Bounds.of(groups), supply)
+    kept_tokens = kept_bound = 0.0
+    for name, docs in docs_of.items():
+        level = plan.level[name]
+        if level is None:
+            continue
+        passed = [d for d in docs if certify.grid_index(d.ai_pvalue) >= level]
+        tokens = sum(count_tokens(d.text) for d in passed)
+        share = plan.budget[(name, "under")] + plan.budget[(name, "over")]
+        kept_tokens += share
+        kept_bound += share * plan.rate[name] / certify.SCALE
+        assert true_share(passed) <= plan.rate[name] / certify.SCALE + 0.03, (name, level)
+        assert share <= tokens
+    assert kept_bound <= float(Fraction(ceiling)) * kept_tokens * 1.02 + 1
