@@ -29,7 +29,7 @@ def pvalue_bin(p: float | None) -> int | None:
     return 1 + min(PV_BINS - 2, int((math.log10(max(p, 1e-300)) + PV_DECADES) * 4))
 
 
-def _empty() -> dict:
+def empty_stats() -> dict:
     return {"documents": 0, "rows": 0, "tokens": 0, "units": 0, "charged": 0, "p_ai_charged": 0,
             "p_ai_hist": [0] * P_BINS,
             "pvalue_hist": [0] * PV_BINS}
@@ -43,7 +43,7 @@ class SourceStats(beam.CombineFn):
         return {}
 
     def add_input(self, acc, item: Item):
-        s = acc.setdefault(item.source, _empty())
+        s = acc.setdefault(item.source, empty_stats())
         s["rows"] += 1
         s["documents"] += item.epoch == 0
         s["tokens"] += item.tokens
@@ -62,7 +62,7 @@ class SourceStats(beam.CombineFn):
         out = {}
         for a in accs:
             for src, s in a.items():
-                t = out.setdefault(src, _empty())
+                t = out.setdefault(src, empty_stats())
                 for k in ("documents", "rows", "tokens", "units", "charged", "p_ai_charged"):
                     t[k] += s[k]
                 for k in ("p_ai_hist", "pvalue_hist"):
