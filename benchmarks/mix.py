@@ -85,7 +85,8 @@ def main():
     print(f"{args.docs:,} documents, DirectRunner, one worker\n")
     print("| run | seconds | docs/s | peak RSS MiB | docs/s ratio |\n|---|---:|---:|---:|---:|")
     print(f"| read + count (baseline) | {base_t:.1f} | {args.docs / base_t:,.0f} | {base_rss:,.0f} | 1.00 |")
-    print(f"| synthcap mix, certified (classify, plan, select, write Parquet + Dolma, manifest, report) | {mix_t:.1f} | "
+    print(f"| synthcap mix, certified (classify, plan, select, write Parquet + Dolma, manifest, report) | "
+          f"{mix_t:.1f} | "
           f"{args.docs / mix_t:,.0f} | {mix_rss:,.0f} | {base_t / mix_t:.2f} |")
 
 

@@ -26,7 +26,7 @@ from transforms.io.read import ReadCrawl
 from transforms.io.write import WriteDocuments, WriteJsonRecords, WriteSharded, write_bytes, write_json
 from transforms.mix import certify
 from transforms.mix.config import ConfigError, MixConfig, load
-from transforms.mix.report import SourceStats, render
+from transforms.mix.report import SourceStats, empty_stats, render
 from transforms.mix.select import SELECTED, MixWithCeiling
 
 OUTPUT_PARTS = ("train", "dropped", "dead_letters", "summary.json", "manifest.json", "report.html")
@@ -128,9 +128,7 @@ def build(p, cfg: MixConfig, output: str, rows_per_shard: int, groups: dict, unu
 
 def _source_entry(cfg: MixConfig, s, v: dict) -> dict:
     plan, sel, off = v["plan"], v["selected"].get(s.name), v["offered"].get(s.name)
-    empty = {"documents": 0, "rows": 0, "tokens": 0, "units": 0, "charged": 0, "p_ai_hist": [0] * 20,
-             "pvalue_hist": [0] * 17}
-    sel, off = sel or empty, off or empty
+    sel, off = sel or empty_stats(), off or empty_stats()
     dropped = {reason: n for (src, reason), n in sorted(v["drops"].items()) if src == s.name}
     ai_tokens = Fraction(sel["charged"], certify.SCALE)
     entry = {

@@ -138,6 +138,7 @@ def _realised(rows: list[Document], cfg: dict) -> tuple[Fraction, int]:
 supply = st.lists(st.tuples(st.integers(1, 60), st.floats(0, 1), st.booleans()), min_size=1, max_size=40)
 
 
+@pytest.mark.slow
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                   HealthCheck.function_scoped_fixture])
 @given(anchor=supply, web=supply, ceiling=st.sampled_from(["0", "1/10", "0.25", "1/3", "1"]),
@@ -169,6 +170,7 @@ def test_ceiling_never_exceeded_anchors_whole_repeats_capped(tmp_path_factory, a
     assert m["accounting"]["reconciles"]
 
 
+@pytest.mark.slow
 def test_targets_met_when_supply_allows_and_shortfall_reported_when_not(tmp_path):
     human = [_doc("web", i, 20, 0.01) for i in range(200)]
     cfg = {"seed": 3, "target_tokens": 1000, "max_synthetic_fraction": "0.1", "synthetic": RULE,
@@ -181,6 +183,7 @@ def test_targets_met_when_supply_allows_and_shortfall_reported_when_not(tmp_path
     assert rows == [] and m["sources"][0]["shortfall"] == 1000  # shrinks rather than break the ceiling
 
 
+@pytest.mark.slow
 def test_same_seed_same_bytes_across_workers_and_another_seed_another_sample(tmp_path):
     docs = [_doc("web", i, 10 + i % 17, (i * 37 % 100) / 100) for i in range(300)]
     src = _write_source(tmp_path, "web", docs)
@@ -197,6 +200,7 @@ def test_same_seed_same_bytes_across_workers_and_another_seed_another_sample(tmp
     assert {d.id for d in rows_a} != {d.id for d in rows_c}
 
 
+@pytest.mark.slow
 def test_opt_out_is_excluded_and_counted(tmp_path):
     docs = [_doc("web", i, 30, 0.0, opt_out=i % 4 == 0) for i in range(40)]
     cfg = {"seed": 1, "target_tokens": 10_000, "max_synthetic_fraction": "0.1", "synthetic": RULE,
@@ -224,6 +228,7 @@ window.addEventListener('load', () => {
 </script>"""
 
 
+@pytest.mark.slow
 def test_report_renders_in_headless_chromium_with_no_clipped_text(tmp_path):
     """The report in a real browser: one verdict, axes and counts, the cut marked; a probe script (added to a copy,
     the report itself has none) checks that no text leaves its box."""
@@ -244,7 +249,8 @@ def test_report_renders_in_headless_chromium_with_no_clipped_text(tmp_path):
     probe = tmp_path / "probe.html"
     probe.write_text(report.read_text().replace("</body>", OVERFLOW_PROBE + "</body>"))
     flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1200,900"]
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--window-size=1200,900"]
     dom = subprocess.run([*flags, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", probe.as_uri()],
                          capture_output=True, text=True, timeout=120)
     assert dom.returncode == 0, dom.stderr[-500:]

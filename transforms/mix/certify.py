@@ -18,7 +18,7 @@ input, and every verdict (CLI, manifest, report) comes from `verdict`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Optional
 
@@ -26,8 +26,9 @@ from scipy.stats import beta, norm
 
 CONFIDENCE = Fraction(95, 100)
 SCALE = 1 << 32  # fixed point of rates: a certified rate r is carried as ceil(r * SCALE)
-# alpha grid: 0 (keep every document), then 2^-12 .. 2^-1 in quarter-octave steps
-GRID = (0.0,) + tuple(2.0 ** (-k / 4) for k in range(48, 3, -1))
+# alpha grid: 0 (keep every document), then 2^-8 .. 2^-1 in half-octave steps (few levels: each one costs the
+# tail bound a Bonferroni share)
+GRID = (0.0,) + tuple(2.0 ** (-k / 2) for k in range(16, 1, -1))
 # Scoring cross-fits: a document's p-value is against the other half of its group's reference, which keeps at
 # most this many scores (transforms/score/reference.py MAX_PER_HALF); the tail bound uses that sample size.
 MAX_PER_HALF = 2000
@@ -209,7 +210,6 @@ def choose(options: dict, fixed_excess: float, ceiling: float) -> tuple[dict, di
         return o.ai - ceiling * o.tokens
 
     cur = {s: max(opts, key=lambda o: (o.human, -excess(o), -(o.level or 0))) for s, opts in options.items()}
-    limited = {s: False for s in options}
     total = fixed_excess + sum(excess(o) for o in cur.values())
     while total > 1e-9:
         best = None
@@ -234,12 +234,14 @@ def choose(options: dict, fixed_excess: float, ceiling: float) -> tuple[dict, di
             if lost_scaled <= c.human - o.human:
                 fr = Fraction(f).limit_denominator(1 << 30)
                 cur[s] = Option(c.level, c.scale * fr, c.units, c.tokens * f, c.ai * f, c.human * f, c.epochs)
-                limited[s] = True
-                total = fixed_excess + sum(excess(x) for x in cur.values())
                 break
         cur[s] = o
-        limited[s] = True
         total = fixed_excess + sum(excess(x) for x in cur.values())
+    # the ceiling limited a source when it takes fewer units than the uncut source would for its quota alone
+    limited = {}
+    for s, opts in options.items():
+        uncut = next((o for o in opts if o.level == 0), None)
+        limited[s] = uncut is not None and cur[s].scale * cur[s].units < uncut.scale * uncut.units
     return cur, limited
 
 

@@ -159,7 +159,7 @@ def parse(obj: Any) -> MixConfig:
         curated = tuple(c.rstrip("/") for c in _strings(s, "curated", where))
         inputs = _strings(s, "inputs", where) or tuple(FileSystems.join(c, "documents", "*.parquet") for c in curated)
         if not inputs:
-            raise ConfigError(f"{where}{'curated' if curated or 'curated' in s else 'inputs'}: required, a non-empty list")
+            raise ConfigError(f"{where}{'curated' if 'curated' in s else 'inputs'}: required, a non-empty list")
         for path in inputs:
             if path in seen:
                 raise ConfigError(f"{where}inputs: {path!r} is already an input of source {seen[path]!r}; a document "

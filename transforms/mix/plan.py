@@ -66,7 +66,7 @@ def make_certified_plan(cfg: MixConfig, bounds: certify.Bounds, supply: dict) ->
     """`supply`: (source, group, grid level) -> Supply."""
     ceiling = float(cfg.ceiling)
     per_source: dict = {}
-    for (src, group, level), s in supply.items():
+    for (src, group, level), s in sorted(supply.items()):  # sorted: float sums in one order on every runner
         per_source.setdefault(src, {}).setdefault(group, {})[level] = s
 
     def tables(src):

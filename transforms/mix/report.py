@@ -29,7 +29,7 @@ def pvalue_bin(p: float | None) -> int | None:
     return 1 + min(PV_BINS - 2, int((math.log10(max(p, 1e-300)) + PV_DECADES) * 4))
 
 
-def _empty() -> dict:
+def empty_stats() -> dict:
     return {"documents": 0, "rows": 0, "tokens": 0, "units": 0, "charged": 0, "p_ai_charged": 0,
             "p_ai_hist": [0] * P_BINS,
             "pvalue_hist": [0] * PV_BINS}
@@ -43,7 +43,7 @@ class SourceStats(beam.CombineFn):
         return {}
 
     def add_input(self, acc, item: Item):
-        s = acc.setdefault(item.source, _empty())
+        s = acc.setdefault(item.source, empty_stats())
         s["rows"] += 1
         s["documents"] += item.epoch == 0
         s["tokens"] += item.tokens
@@ -62,7 +62,7 @@ class SourceStats(beam.CombineFn):
         out = {}
         for a in accs:
             for src, s in a.items():
-                t = out.setdefault(src, _empty())
+                t = out.setdefault(src, empty_stats())
                 for k in ("documents", "rows", "tokens", "units", "charged", "p_ai_charged"):
                     t[k] += s[k]
                 for k in ("p_ai_hist", "pvalue_hist"):
@@ -211,7 +211,8 @@ def render(m: dict) -> str:
 <html lang="en"><head><meta charset="utf-8"><title>synthcap mix report</title>
 <style>body{{font-family:sans-serif;margin:24px;max-width:1100px}} table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right;white-space:nowrap}} th{{white-space:normal}}
-td:first-child,td:last-child{{text-align:left;white-space:normal;overflow-wrap:anywhere;max-width:300px}} .ok{{color:#176317}} .bad{{color:#a00}}
+td:first-child,td:last-child{{text-align:left;white-space:normal;overflow-wrap:anywhere;max-width:300px}}
+.ok{{color:#176317}} .bad{{color:#a00}}
 .pair{{display:inline-block;margin-right:24px;vertical-align:top}} figure{{margin:4px}}
 figcaption{{font-size:12px;max-width:330px;overflow-wrap:anywhere}}</style>
 </head><body>

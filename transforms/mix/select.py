@@ -120,7 +120,7 @@ def _cut(item: Item, plan, cfg: MixConfig):
     level = plan.level.get(item.source)
     if level is None or item.level < level:
         if item.epoch == 0:
-            reason = "over_ceiling" if item.source in plan.limited or level is None else "over_quota"
+            reason = "over_ceiling" if item.source in plan.limited else "over_quota"
             yield drop(item.id, reason, item.src, item.offset, item.source)
         return
     rate = plan.rate[item.source]
@@ -222,7 +222,8 @@ def _one(pcoll, tag: str):
 
 class MixWithCeiling(beam.PTransform):
     """(source name, curated folder or "", Document) triples -> {"selected": Item (one per output row, repeats
-    included), "dropped", "dead_letters", "plan", "offered" (every item that passed exclusions)}. Anchors are selected whole; the ceiling (certified bound, or
+    included), "dropped", "dead_letters", "plan", "offered" (every item that passed exclusions)}. Anchors are
+    selected whole; the ceiling (certified bound, or
     the opt-in rule count) holds exactly on the selected rows. `groups`: reference group key -> (estimate, ci95
     low, ci95 high, reference documents), from the curated folders' summaries (`certify.parse_ai_share`)."""
 
