@@ -12,12 +12,12 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
+from transforms.io.files import local_copy, read_bytes
 from transforms.score.calibration import Platt
 from transforms.score.normalize import for_scoring
 
@@ -45,8 +45,7 @@ def read_card(model_dir: str) -> dict:
     """The card, with the fields loading relies on checked (one-line ModelLoadError otherwise)."""
     path = FileSystems.join(model_dir, CARD_FILE)
     try:
-        with FileSystems.open(path) as f:
-            card = json.loads(f.read().decode("utf-8"))
+        card = json.loads(read_bytes(path).decode("utf-8"))
     except (OSError, ValueError, UnicodeDecodeError) as e:
         raise ModelLoadError(f"cannot load detector from {model_dir}: unreadable {CARD_FILE} "
                              f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from None
@@ -71,40 +70,17 @@ def read_card(model_dir: str) -> dict:
 
 
 def local_model_copy(model_dir: str, sha256: str) -> str:
-    """A local file holding the model bytes whose sha256 is `sha256` (a cached copy keyed by it for remote
-    folders); ModelLoadError when the bytes on disk are not the ones the card describes."""
-    src = FileSystems.join(model_dir, MODEL_FILE)
-    if "://" not in model_dir:
-        if not os.path.isfile(src):
-            raise ModelLoadError(f"cannot load detector from {model_dir}: no {MODEL_FILE}")
-        digest = sha256_file(src)
-        if digest != sha256:
-            raise ModelLoadError(f"cannot load detector from {model_dir}: {MODEL_FILE} sha256 {digest[:12]}… does "
-                                 f"not match the card's {sha256[:12]}… (truncated, replaced or half-written model)")
-        return src
-    cached = os.path.join(tempfile.gettempdir(), f"synthcap-model-{sha256}.ftz")
-    if os.path.isfile(cached) and sha256_file(cached) == sha256:
-        return cached
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(cached), suffix=".partial")
-    h = hashlib.sha256()
+    """A local file holding the model bytes whose sha256 is `sha256` (fastText opens local files only; remote
+    folders are copied once, keyed by content); ModelLoadError when the bytes are not the ones the card describes."""
     try:
-        with os.fdopen(fd, "wb") as out, FileSystems.open(src) as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-                out.write(chunk)
-        if h.hexdigest() != sha256:
-            raise ModelLoadError(f"cannot load detector from {model_dir}: {MODEL_FILE} sha256 {h.hexdigest()[:12]}… "
-                                 f"does not match the card's {sha256[:12]}…")
-        os.replace(tmp, cached)
-    except ModelLoadError:
-        raise
-    except Exception as e:
-        raise ModelLoadError(f"cannot load detector from {model_dir}: cannot read {MODEL_FILE} "
-                             f"({type(e).__name__})") from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return cached
+        path = local_copy(FileSystems.join(model_dir, MODEL_FILE))
+        digest = sha256_file(path)
+    except OSError:
+        raise ModelLoadError(f"cannot load detector from {model_dir}: no readable {MODEL_FILE}") from None
+    if digest != sha256:
+        raise ModelLoadError(f"cannot load detector from {model_dir}: {MODEL_FILE} sha256 {digest[:12]}… does "
+                             f"not match the card's {sha256[:12]}… (truncated, replaced or half-written model)")
+    return path
 
 
 @dataclass
