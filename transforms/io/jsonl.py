@@ -183,7 +183,8 @@ def iter_lines(blocks: Iterator[bytes], limit: int, start: int = 0) -> Iterator[
 
 # A `\\uD800`-`\\uDFFF` escape, or the UTF-8-like bytes of one (json.loads lets both through): only such lines
 # can hold a lone surrogate, so only they are walked.
-_MAYBE_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
+_ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")  # two patterns with a literal prefix scan far faster
+_RAW_SURROGATE = re.compile(rb"\xed[\xa0-\xbf]")  # than one alternation
 _ARRAY_HINT = "a .json file holding an array is not JSON Lines (write one object per line, e.g. `jq -c '.[]'`)"
 _WHITESPACE = b"\xef\xbb\xbf \t\r\n"  # and a UTF-8 byte-order mark
 
@@ -219,7 +220,7 @@ def line_to_output(line: bytes | Oversize, shard: Shard, offset: int):
     except ValueError as e:
         return dead_letter(shard.path, offset, "json_error", _json_error_message(line, e), STAGE)
     try:
-        if _MAYBE_SURROGATE.search(line):
+        if _ESCAPED_SURROGATE.search(line) or _RAW_SURROGATE.search(line):
             check_unicode(obj)
         doc = to_document(obj, shard.path, offset)
     except RecordError as e:
