@@ -162,7 +162,7 @@ def main():
     for held in sets:
         rows += run_set(held, examples, card, args, lambda r: print({k: (round(v, 3) if isinstance(v, float) else v)
                                                                     for k, v in r.items()}, flush=True))
-    print(f"\n{args.limit_per_file} records per file; {args.reps} mixtures of {args.n} documents per share; "
+    print(f"\n{args.limit_per_file} texts per set and label; {args.reps} mixtures of {args.n} documents per share; "
           f"{DRAWS} posterior draws; fastText threads {args.threads}\n")
     print("| held-out set | variant | ref / test humans / AI | TPR@ref-5% | test-human flags | |err| mean "
           "| |err| @0 / .05 / .1 / .3 / .8 | cover 90% | cover 95% |")
