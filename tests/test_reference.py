@@ -277,6 +277,30 @@ def test_missing_human_reference_is_one_line(tmp_path, capsys):
     assert rc == 2 and "--human_reference: no files match" in err and "\n" not in err
 
 
+@pytest.mark.slow
+def test_an_incomplete_curated_folder_is_refused_as_human_reference(tmp_path, capsys):
+    """A reference read from a half-written output would calibrate against whatever survived the crash."""
+    from pipeline.cli import main
+
+    lines = [json.dumps({"id": str(i), "text": f"page {i} says something about topic {i % 7} at length"})
+             for i in range(30)]
+    (tmp_path / "old.jsonl").write_text("\n".join(lines) + "\n")
+    old = tmp_path / "old"
+    assert main(["curate", "--input", str(tmp_path / "old.jsonl"), "--output", str(old), "--no_score"]) == 0
+    capsys.readouterr()
+    (old / "COMPLETE.json").unlink()  # what a kill -9 before the last step leaves
+    reference = str(old / "documents" / "*.parquet")
+    rc = main(["curate", "--input", str(tmp_path / "old.jsonl"), "--output", str(tmp_path / "new"),
+               "--human_reference", reference])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "--human_reference:" in err and "incomplete" in err and "\n" not in err
+    assert not (tmp_path / "new" / "COMPLETE.json").exists()
+    rc = main(["train-detector", "--data", str(tmp_path / "old.jsonl"), "--out", str(tmp_path / "m"),
+               "--human_reference", reference])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "--human_reference:" in err and "incomplete" in err and "\n" not in err
+
+
 # -- end to end ------------------------------------------------------------------------------------------------
 
 def _jsonl_crawl(path, n_ref: int, n_test_human: int, with_ai: bool = True, german: int = 0):
