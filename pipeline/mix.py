@@ -172,7 +172,7 @@ def manifest(cfg: MixConfig, v: dict, groups: dict, unusable: dict, inputs: list
     n_unest = sum(s["dropped"].get("unestimable", 0) for s in sources)
     if cfg.rule == "certified" and cfg.unestimable == "fail" and n_unest:
         failures.append(f"{n_unest:,} documents have no usable AI-share estimate (unestimable: fail)")
-    ok, line = certify.verdict(share, cfg.ceiling, failures, cfg.rule == "certified")
+    ok, line = certify.verdict(share, cfg.ceiling, failures, cfg.rule == "certified", tokens)
     sel_docs = sum(s["selected"]["documents"] for s in sources)
     output = {"documents": sel_docs, "rows": sum(s["selected"]["rows"] for s in sources), "tokens": tokens}
     if cfg.rule == "certified":
