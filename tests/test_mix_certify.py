@@ -271,3 +271,23 @@ def test_plan_certifies_the_truth_on_synthetic_populations(shares, separation, c
         assert true_share(passed) <= plan.rate[name] / certify.SCALE + 0.03, (name, level)
         assert share <= tokens
     assert kept_bound <= float(Fraction(ceiling)) * kept_tokens * 1.02 + 1
+
+
+@pytest.mark.slow
+def test_pre_llm_pages_count_as_human_unless_configured_otherwise(tmp_path):
+    """Pre-LLM pages are the human reference itself: a source of them certifies even when its own share estimate
+    is wide (it was estimated against itself); `pre_llm_is_human: false` charges them like any other page."""
+    ref = reference(300, 5)
+    docs = make_docs("old", 120, 0.0, 1.0, 5, ref)
+    for d in docs:
+        d.provenance = {**d.provenance, "pre_llm": True}
+    folder = write_curated(tmp_path / "old", docs, 300, half_width=0.5, estimate=0.0)
+    cfg = {"seed": 2, "target_tokens": 10 ** 6, "max_synthetic_fraction": "1/10",
+           "sources": [{"name": "old", "curated": [str(folder)], "weight": 1}]}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    m, rows = _mix(tmp_path / "a", cfg)
+    assert m["within_ceiling"] and len(rows) == len(docs)
+    assert m["output"]["ai_share_bound"] == 0.0
+    m, rows = _mix(tmp_path / "b", {**cfg, "pre_llm_is_human": False})
+    assert len(rows) < len(docs) and m["output"]["tokens"] < sum(count_tokens(d.text) for d in docs)

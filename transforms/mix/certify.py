@@ -34,6 +34,9 @@ GRID = (0.0,) + tuple(2.0 ** (-k / 2) for k in range(16, 1, -1))
 MAX_PER_HALF = 2000
 DECLARED = "declared_ai"  # pseudo-group of pages that declare AI generation: all their tokens count as AI
 UNESTIMATED = "unestimated"  # pseudo-group of documents with no usable estimate (unestimable: treat_as_synthetic)
+# pseudo-group of pages captured before ChatGPT's release (provenance.pre_llm): human by the same assumption that
+# makes them the human reference (config `pre_llm_is_human`, default true); they pass every p-value cut
+PRE_LLM = "pre_llm"
 
 
 def group_key(folder: str, group: str) -> str:
@@ -152,6 +155,8 @@ class Bounds:
         for key in (DECLARED, UNESTIMATED):
             hi[key], lo[key], est[key] = 1.0, 1.0, 1.0
             t_hi[key] = t_lo[key] = t_mid[key] = tuple(0.0 for _ in GRID)
+        hi[PRE_LLM], lo[PRE_LLM], est[PRE_LLM] = 0.0, 0.0, 0.0
+        t_hi[PRE_LLM] = t_lo[PRE_LLM] = t_mid[PRE_LLM] = tuple(0.0 for _ in GRID)
         return cls(hi, lo, est, t_hi, t_lo, t_mid)
 
 

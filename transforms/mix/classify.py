@@ -110,10 +110,17 @@ def rule_rate(doc: Document, rule: str, threshold: float = 0.5) -> int:
     return min(certify.SCALE, math.ceil(doc.p_ai * certify.SCALE))
 
 
-def certified_group(doc: Document, folder: str, usable: frozenset) -> Optional[str]:
-    """The document's reference group key, a pseudo-group for declared-AI pages, or None when unestimable."""
+def pre_llm(doc: Document) -> bool:
+    return (doc.provenance or {}).get("pre_llm") is True
+
+
+def certified_group(doc: Document, folder: str, usable: frozenset, pre_llm_is_human: bool = True) -> Optional[str]:
+    """The document's reference group key, a pseudo-group for declared-AI and (when so configured) pre-LLM pages,
+    or None when unestimable."""
     if declared_ai(doc):
         return certify.DECLARED
+    if pre_llm_is_human and pre_llm(doc):
+        return certify.PRE_LLM
     if doc.ai_pvalue is None or doc.ai_reference is None or not folder:
         return None
     key = certify.group_key(folder, doc.ai_reference)

@@ -5,6 +5,7 @@
     max_synthetic_fraction: "1/10" # exact: a decimal or a fraction string
     synthetic: {rule: certified}   # default; opt-in rule counts: {rule: threshold, threshold: 0.9} / {rule: expected}
     unestimable: drop              # certified only: drop | treat_as_synthetic | fail
+    pre_llm_is_human: true         # certified only: pages captured before 2022-11-30 count as human
     exclude: {opt_out: true, languages: [], domains: [], min_tokens: 0}
     sources:
       - {name: human-2022, curated: ["curated-2022"], anchor: true}   # curated output folders (documents + summary)
@@ -63,6 +64,7 @@ class MixConfig:
     unestimable: str
     exclude: Exclude
     sources: tuple[Source, ...]
+    pre_llm_is_human: bool = True
     raw: dict = field(default_factory=dict, compare=False, hash=False)
 
 
@@ -102,7 +104,7 @@ def parse(obj: Any) -> MixConfig:
     if not isinstance(obj, dict):
         raise ConfigError("the mix config must be a mapping of keys to values")
     _check_keys(obj, {"seed", "target_tokens", "target_documents", "max_synthetic_fraction", "synthetic", "unestimable",
-                      "exclude", "sources"}, "")
+                      "pre_llm_is_human", "exclude", "sources"}, "")
     seed = _int(obj, "seed", "", minimum=0)
     targets = [k for k in ("target_tokens", "target_documents") if k in obj]
     if len(targets) != 1:
@@ -129,6 +131,11 @@ def parse(obj: Any) -> MixConfig:
         raise ConfigError("unestimable: only with synthetic.rule: certified")
     if unestimable not in UNESTIMABLE:
         raise ConfigError(f"unestimable: {unestimable!r} is not allowed; allowed: {', '.join(UNESTIMABLE)}")
+    pre_llm_is_human = obj.get("pre_llm_is_human", True)
+    if "pre_llm_is_human" in obj and rule != "certified":
+        raise ConfigError("pre_llm_is_human: only with synthetic.rule: certified")
+    if not isinstance(pre_llm_is_human, bool):
+        raise ConfigError(f"pre_llm_is_human: expected true or false, got {pre_llm_is_human!r}")
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
         raise ConfigError(f"synthetic.threshold: expected a number in [0, 1], got {threshold!r}")
     ex = obj.get("exclude", {})
@@ -181,7 +188,7 @@ def parse(obj: Any) -> MixConfig:
         repeats = _int(s, "max_repeats", where, minimum=1, default=1)
         sources.append(Source(name, inputs, weight, tokens, anchor, repeats, curated))
     return MixConfig(seed, unit, target, ceiling, rule, float(threshold), unestimable, exclude, tuple(sources),
-                     raw=obj)
+                     pre_llm_is_human, raw=obj)
 
 
 class _StrictLoader(yaml.SafeLoader):

@@ -61,13 +61,15 @@ class _Classify(beam.DoFn):
             stream = ANCHOR if anchor else (UNDER if excess <= 0 else OVER)
             yield make_item(doc, source, stream, order, units, tokens, rate, excess)
             return
-        group = certified_group(doc, folder, self._usable)
+        group = certified_group(doc, folder, self._usable, cfg.pre_llm_is_human)
         if group is None:
             if cfg.unestimable != "treat_as_synthetic":
                 yield drop(doc.id, "unestimable", doc.source, doc.offset, source)
                 return
             group = certify.UNESTIMATED
-        level = 0 if group == certify.DECLARED else certify.grid_index(doc.ai_pvalue)
+        level = {certify.DECLARED: 0, certify.PRE_LLM: len(certify.GRID) - 1}.get(group)
+        if level is None:
+            level = certify.grid_index(doc.ai_pvalue)
         yield make_item(doc, source, ANCHOR if anchor else "", order, units, tokens, 0, 0, group, level)
 
 
