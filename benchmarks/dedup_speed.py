@@ -7,7 +7,7 @@
 2. End to end on the DirectRunner: `synthcap curate` (read JSONL, exact + near dedup, write Parquet) as a
    subprocess; wall time, docs/s and peak RSS. Beside it, as the peer anchor, datatrove's 4-stage MinHash pipeline
    (signature, buckets, cluster, filter; local executor, 1 task) on the same JSONL with the same n-gram, bands and
-   rows. datatrove is in the `bench` extra and runs in this interpreter when installed; --datatrove-python runs
+   rows. datatrove is in the `peers` extra and runs in this interpreter when installed; --datatrove-python runs
    it from another virtualenv instead (e.g. `python -m venv /tmp/dt && /tmp/dt/bin/pip install
    'datatrove~=0.10.1' regex tokenizers spacy orjson`). `--baseline-repo` times another synthcap checkout (e.g. the commit before exact
    verification) on the same data, to show what a change costs end to end.

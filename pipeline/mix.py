@@ -20,7 +20,8 @@ from pipeline.options import CommonOptions, MixOptions, UserError
 from pipeline.runner import make_pipeline, prepare_output
 from transforms.accounting import DEAD_LETTERS, DOCUMENTS, DROPPED, Summarize, reconcile
 from transforms.document import dolma_line, replace
-from transforms.io.commit import IncompleteOutputError, complete_outputs
+from transforms.io.commit import (CommitOutputs, IncompleteOutputError, complete_outputs, require_complete, run_key,
+                                  staging_dir)
 from transforms.io.files import InputError, match_shards
 from transforms.io.read import ReadCrawl
 from transforms.io.write import WriteDocuments, WriteJsonRecords, WriteSharded, write_bytes, write_json
@@ -74,8 +75,10 @@ def read_estimates(cfg: MixConfig) -> tuple[dict, dict]:
     return usable, reasons
 
 
-def build(p, cfg: MixConfig, output: str, rows_per_shard: int, groups: dict, unusable: dict, inputs: dict):
-    """`inputs`: source name -> [(folder or "", matched shards)]."""
+def build(p, cfg: MixConfig, output: str, staging: str, key: str, rows_per_shard: int, groups: dict,
+          unusable: dict, inputs: dict):
+    """`inputs`: source name -> [(folder or "", matched shards)]. Every file is written under `staging` and moved
+    into OUT by the commit, which writes OUT/COMPLETE.json last."""
     triples, reads = [], []
     for s in cfg.sources:
         for i, (folder, shards) in enumerate(inputs[s.name]):
@@ -87,22 +90,20 @@ def build(p, cfg: MixConfig, output: str, rows_per_shard: int, groups: dict, unu
                 for tag in (DOCUMENTS, DROPPED, DEAD_LETTERS)}
     mixed = (triples | "Sources" >> beam.Flatten()) | "Mix" >> MixWithCeiling(cfg, groups)
     rows = mixed[SELECTED] | "Rows" >> beam.Map(_row)
-    train = FileSystems.join(output, "train")
+    train = FileSystems.join(staging, "train")
     parquet = rows | "WriteParquet" >> WriteDocuments(train, rows_per_shard, name="train")
     dolma = rows | "WriteDolma" >> WriteSharded(FileSystems.join(train, "train"), ".jsonl.gz", _row_key, _dolma_gz,
                                                 rows_per_shard)
     dropped = (read_all[DROPPED], mixed[DROPPED]) | "Dropped" >> beam.Flatten()
     dead = (read_all[DEAD_LETTERS], mixed[DEAD_LETTERS]) | "Dead" >> beam.Flatten()
     w_drop = dropped | "WriteDropped" >> WriteJsonRecords(
-        FileSystems.join(output, "dropped"), "dropped",
+        FileSystems.join(staging, "dropped"), "dropped",
         lambda d: f"{d.reason}\x00{d.id}\x00{d.source}\x00{d.offset:020d}")
     w_dead = dead | "WriteDead" >> WriteJsonRecords(
-        FileSystems.join(output, "dead_letters"), "dead_letters",
+        FileSystems.join(staging, "dead_letters"), "dead_letters",
         lambda d: f"{d.source}\x00{d.offset:020d}\x00{d.message}")
     firsts = mixed[SELECTED] | "FirstCopies" >> beam.Filter(lambda i: i.epoch == 0)
-    summary_path = FileSystems.join(output, "summary.json")
-    summary = (p | "Summary" >> Summarize(read_all, firsts, dropped, dead)
-               | "WriteSummary" >> beam.Map(lambda s: (write_json(summary_path, s), s)[1]))
+    summary = p | "Summary" >> Summarize(read_all, firsts, dropped, dead)
     sides = {
         "summary": summary,
         "selected": mixed[SELECTED] | "SelectedStats" >> beam.CombineGlobally(SourceStats()),
@@ -117,13 +118,19 @@ def build(p, cfg: MixConfig, output: str, rows_per_shard: int, groups: dict, unu
     names = sorted(sides)
 
     def finish(written_paths, *values):
+        """Once every writer has finished: summary, manifest and report, staged like the rest."""
         v = dict(zip(names, values))
         train_paths = sorted(x for x in written_paths if x.startswith(train))
-        m = manifest(cfg, v, groups, unusable, shard_paths, train_paths)
-        write_json(FileSystems.join(output, "manifest.json"), m)
-        write_bytes(FileSystems.join(output, "report.html"), render(m).encode())
+        m = manifest(cfg, v, groups, unusable, shard_paths, train_paths, staging, output)
+        paths = [FileSystems.join(staging, name) for name in ("summary.json", "manifest.json", "report.html")]
+        write_json(paths[0], v["summary"])
+        write_json(paths[1], m)
+        write_bytes(paths[2], render(m).encode())
+        return written_paths + paths
 
-    (written | "Manifest" >> beam.Map(finish, *[beam.pvalue.AsSingleton(sides[n]) for n in names]))
+    (written
+     | "Manifest" >> beam.FlatMap(finish, *[beam.pvalue.AsSingleton(sides[n]) for n in names])
+     | "Commit" >> CommitOutputs(output, staging, key))
 
 
 def _source_entry(cfg: MixConfig, s, v: dict) -> dict:
@@ -163,7 +170,9 @@ def _source_entry(cfg: MixConfig, s, v: dict) -> dict:
     return entry
 
 
-def manifest(cfg: MixConfig, v: dict, groups: dict, unusable: dict, inputs: list[str], outputs: list[str]) -> dict:
+def manifest(cfg: MixConfig, v: dict, groups: dict, unusable: dict, inputs: list[str], outputs: list[str],
+             staging: str, out_dir: str) -> dict:
+    """`outputs` are staged paths: hashed where they lie, named where the commit moves them (the same bytes)."""
     sources = [_source_entry(cfg, s, v) for s in cfg.sources]
     tokens = sum(s["selected"]["tokens"] for s in sources)
     charged = sum(v["selected"].get(s.name, {}).get("charged", 0) for s in cfg.sources)
@@ -203,7 +212,8 @@ def manifest(cfg: MixConfig, v: dict, groups: dict, unusable: dict, inputs: list
                              "unusable": dict(sorted(unusable.items()))},
         "accounting": v["summary"],
         "sha256": {"inputs": {p: sha256_on_disk(p) for p in inputs},
-                   "outputs": {p: sha256_on_disk(p) for p in outputs}},
+                   "outputs": {FileSystems.join(out_dir, p[len(staging):].lstrip("/")): sha256_on_disk(p)
+                               for p in outputs}},
     }
 
 
@@ -250,10 +260,18 @@ def run(argv: list[str]) -> dict:
     if cfg.unestimable == "fail" and unusable:
         key, why = next(iter(sorted(unusable.items())))
         raise UserError(f"reference group {key} has no usable AI-share estimate ({why}); unestimable: fail")
-    output = prepare_output(common.output, common.overwrite, OUTPUT_PARTS)
+    if not common.output:
+        raise UserError("--output is required")
+    output = common.output.rstrip("/")
+    key = run_key("mix", {"config": cfg.raw, "output": output, "rows_per_shard": common.rows_per_shard})
     p = make_pipeline(options)
-    build(p, cfg, output, common.rows_per_shard, groups, unusable, inputs)
+    build(p, cfg, output, staging_dir(output, key), key, common.rows_per_shard, groups, unusable, inputs)
+    prepare_output(output, common.overwrite, OUTPUT_PARTS, verb="mix", key=key)
     p.run().wait_until_finish()
+    try:
+        require_complete(output)
+    except IncompleteOutputError as e:
+        raise RuntimeError(f"the mix finished without committing its output: {e}") from None
     with FileSystems.open(FileSystems.join(output, "manifest.json")) as f:
         m = json.load(f)
     if reconcile(m["accounting"]):
