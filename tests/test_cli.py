@@ -200,7 +200,9 @@ def test_summary_text_and_json_tell_the_summary_json_numbers(tmp_path, capsys):
     assert printed["dropped"]["duplicate_exact"] == 1 and printed["dead_letters"]["json_error"] == 1
     assert printed["outputs"]["summary"] == str(out / "summary.json")
     share = next(iter(printed["ai_share"]["by_crawl"].values()))
-    assert share["documents"] == summary["documents_out"] and share["ci95"][0] <= share["estimate"] <= share["ci95"][1]
+    # undated JSONL has no pre-LLM reference: the share is null with its reason, on screen as in summary.json
+    assert share == next(iter(summary["ai_share"]["by_crawl"].values()))
+    assert share["documents"] == summary["documents_out"] and share["estimate"] is None and share["reason"]
 
     text = run_summary.render(printed)
     lines = text.splitlines()
@@ -213,7 +215,7 @@ def test_summary_text_and_json_tell_the_summary_json_numbers(tmp_path, capsys):
         values.setdefault(m.group(1), m.group(2))
     assert values["records read"] == "11" and values["dead letters"] == "1" and values["json_error"] == "1"
     assert values["dropped"] == str(sum(summary["dropped"].values())) and values["output"] == str(out)
-    assert f"{share['estimate']:.3f} [{share['ci95'][0]:.3f}, {share['ci95'][1]:.3f}]" in text
+    assert f"not estimated ({share['reason']}; {share['documents']} documents)" in text
 
 
 def test_summary_text_for_refresh_and_mix_and_unestimable_shares():

@@ -419,7 +419,7 @@ def test_train_detector_with_human_reference_records_the_split(detect_dir, tmp_p
     n_train = sum(trained_on(d, ref["split"]) for d in docs)
     assert ref["weight"] == 3 and ref["train_documents"] == n_train and ref["held_out_documents"] == 120 - n_train
     assert 0 <= ref["in_domain"]["flagged_at_threshold"] <= 1 and "leave_one_dataset_out" not in card
-    assert "held-out human flag rate" in capsys.readouterr().out
+    assert "reference flag rate" in capsys.readouterr().out
     assert main(["train-detector", "--data", str(detect_dir / "glimpse.jsonl.gz"), "--human_reference",
                  str(tmp_path / "none" / "*.parquet"), "--out", str(tmp_path / "m2")]) == 2
     assert "no files match" in capsys.readouterr().err

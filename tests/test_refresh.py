@@ -167,8 +167,9 @@ def test_10_7_a_dead_claim_never_wedges_the_index(sample_crawl, tmp_path, capsys
                  "--output", str(tmp_path / "a")])
     (index / "claims").mkdir()
     (index / "claims" / "gen-000002").write_text("{}")
-    (index / "generations" / ".tmp-gen-000002-deadbeefdeadbeef").write_text('{"generation": 2')
-    dead = index / "segments" / "seg-000002-deadbeefdeadbeef"
+    # a run that raced for generation 1 and died: a pointer temporary and a segment that can never be listed
+    (index / "generations" / ".tmp-gen-000001-deadbeefdeadbeef").write_text('{"generation": 1')
+    dead = index / "segments" / "seg-000001-deadbeefdeadbeef"
     dead.mkdir()
     live = next((index / "segments").glob("seg-000001-*"))
     for f in live.iterdir():

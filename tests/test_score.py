@@ -90,9 +90,10 @@ def test_curate_scores_through_runinference_and_dead_letters_failures(small_mode
     tokens = sum(count_tokens(d.text) for d in docs)
     assert summary["ai_share"]["by_crawl"]["unknown"] == {"estimate": None, "reason": "no reference group",
                                                           "documents": 40, "tokens": tokens}
-    assert summary["dead_letters"] == {"score_error": 1} and summary["reconciles"]
+    # the lone surrogate no longer reaches the detector: the reader's text check dead-letters it first
+    assert summary["dead_letters"] == {"decode_error": 1} and summary["reconciles"]
     (dl,) = read_jsonl(tmp_path / "out", "dead_letters")
-    assert dl["stage"] == "score" and dl["reason"] == "score_error" and "TypeError" in dl["message"]
+    assert dl["stage"] == "read_jsonl" and dl["reason"] == "decode_error" and dl["source"].endswith("in.jsonl")
     assert counters["scored"] == 40
 
 

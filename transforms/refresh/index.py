@@ -16,8 +16,9 @@ is never "taken but not yet written" and cannot wedge the index: on gs:// `CURRE
 and hard-linked to `generations/gen-N.json` (link fails if the name exists), and `CURRENT.json` is a copy
 refreshed by rename for people and older tools. A pointer names its owner (run key and output folder): a rerun
 of the same refresh after a crash recognises its own generation and finishes instead of matching against itself.
-A run that dies before its claim leaves the previous generation intact; its segment is an orphan, removed by the
-next commit (a segment of generation <= the committed one that the pointer does not list can never be committed).
+A run that dies before its claim leaves the previous generation intact; its segment is an orphan (a segment of
+generation <= the committed one that the pointer does not list can never be committed), removed by the first
+commit of a later generation (a same-generation segment may still be a live racer's).
 The loser of a race deletes its segment and fails before its output is marked complete.
 """
 from __future__ import annotations
@@ -202,7 +203,9 @@ def _mirror_current(index: str) -> None:
 
 def clean_orphans(index: str) -> list[str]:
     """Deletes the segments and pointer temporaries that can never be committed any more: those of a generation
-    at or below the committed one that its pointer does not list (a dead or beaten run's). Returns them."""
+    below the committed one that its pointer does not list (a dead or beaten run's). A segment of the committed
+    generation itself is left for the next commit: it may belong to a racer still finishing, which deletes it
+    when it learns it lost. Returns them."""
     pointer, _ = read_pointer(index)
     if pointer is None:
         return []
@@ -217,14 +220,14 @@ def clean_orphans(index: str) -> list[str]:
     for name in sorted(names):
         m = _SEGMENT.match(name)
         seg = f"{SEGMENTS}/{name}"
-        if m and int(m.group(1)) <= head and seg not in listed:
+        if m and int(m.group(1)) < head and seg not in listed:
             delete_segment(index, seg)
             orphans.append(seg)
     folder = os.path.join(index, GENERATIONS)
     if "://" not in index and os.path.isdir(folder):
         for name in os.listdir(folder):
             m = re.match(r"\.tmp-gen-(\d{6})-", name)
-            if m and int(m.group(1)) <= head:
+            if m and int(m.group(1)) < head:
                 os.unlink(os.path.join(folder, name))
     return orphans
 
@@ -296,9 +299,14 @@ def delete_segment(index: str, segment: str) -> None:
     """Removes an uncommitted segment: a folder locally, every object under its prefix on object stores."""
     path = FileSystems.join(index, segment)
     if path.startswith("gs://"):
+        from google.api_core.exceptions import NotFound
+
         bucket, prefix = _gcs_bucket_and_name(path + "/")
         for blob in bucket.list_blobs(prefix=prefix):
-            blob.delete()
+            try:
+                blob.delete()
+            except NotFound:  # removed meanwhile by another run's cleanup: the same end state
+                pass
     elif "://" not in path:
         if FileSystems.exists(path):
             FileSystems.delete([path])
