@@ -42,7 +42,9 @@ def demo(out="out/demo"):
 def test(*args):
     ensure_env()
     env = dict(os.environ, PYTHONHASHSEED="0")
-    rc = subprocess.run([str(PY), "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=ROOT, env=env).returncode
+    workers = [] if any(a == "-n" or a.startswith("-n") and a[2:].isdigit() for a in args) else ["-n", "2"]
+    rc = subprocess.run([str(PY), "-m", "pytest", "-p", "no:cacheprovider", *workers, *args], cwd=ROOT,
+                        env=env).returncode
     sys.exit(rc)
 
 

@@ -65,7 +65,7 @@ def test_choose_cuts_the_ai_heavy_source_and_keeps_the_human_one():
 
 
 @pytest.mark.slow
-@settings(max_examples=6, deadline=None, derandomize=True,
+@settings(max_examples=4, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(shares=st.lists(st.sampled_from([0.0, 0.05, 0.3, 0.8, 1.0]), min_size=1, max_size=3),
        separation=st.sampled_from([1.0, 3.0, 20.0]), ceiling=st.sampled_from(["1/20", "1/10"]),
