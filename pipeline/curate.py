@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import apache_beam as beam
-from apache_beam.io.filesystem import FileMetadata
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -18,7 +17,7 @@ from transforms.dedup.exact import ExactDedup
 from transforms.dedup.near import NearDedup
 from transforms.dedup.normalize import Normalization
 from transforms.dedup.rank import IdCollisions
-from transforms.io.commit import (CommitOutputs, IncompleteOutputError, complete_outputs, file_entry, inside,
+from transforms.io.commit import (CommitOutputs, IncompleteOutputError, file_entry, inside,
                                   output_root, require_complete, run_key, staging_dir)
 from transforms.io.files import InputError, match_shards
 from transforms.io.read import ReadCrawl
@@ -27,7 +26,7 @@ from transforms.provenance.lineage import RunInfo, WriteProvenance
 from transforms.refresh.index import IndexParams
 from transforms.refresh.match import MatchIndex, WriteSegment
 from transforms.score.model import DEFAULT_MODEL_DIR, Detector, ModelLoadError
-from transforms.score.reference import ReadReference
+from transforms.score.reference import ReadReference, match_reference
 from transforms.score.stage import ScoreAgainstReference
 from transforms.provenance.summary import SignalCounts
 from transforms.provenance.tag import TagProvenance
@@ -66,21 +65,10 @@ class IndexStage:
 
 
 def _reference_files(patterns: list[str]) -> list[str]:
-    """--human_reference globs, each of which must match at least one file (local or gs://)."""
-    files = []
-    for pattern in patterns:
-        try:
-            found = [m.path for m in FileSystems.match([pattern])[0].metadata_list]
-        except Exception:
-            found = []
-        if not found:
-            raise UserError(f"--human_reference: no files match {pattern}")
-        files += found
     try:
-        complete_outputs([FileMetadata(f, 0) for f in files])
-    except IncompleteOutputError as e:
-        raise UserError(f"--human_reference: {e}") from None
-    return sorted(set(files))
+        return match_reference(patterns)
+    except ValueError as e:
+        raise UserError(str(e)) from None
 
 
 def input_shards(patterns: list[str], output: str) -> tuple[list, dict]:

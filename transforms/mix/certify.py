@@ -90,23 +90,23 @@ def share_lo(g: tuple, delta: float) -> float:
     return float(max(0.0, lo - max(0.0, norm.ppf(1 - delta) - z95) * (est - lo) / z95))
 
 
-def pvalue_tail_hi(alpha: float, n_ref: int, delta: float) -> float:
-    """Upper bound on P(p < alpha) for a human document, given a reference of n_ref documents."""
+def _pvalue_tail(alpha: float, n_ref: int, q: float) -> float:
+    """The q-quantile of P(p < alpha) for a human document, given a reference of n_ref documents."""
     k = math.ceil(alpha * (n_ref + 1) - 1 - 1e-12)
     if k <= 0:
         return 0.0
     if k > n_ref:
         return 1.0
-    return float(beta.ppf(1 - delta, k, n_ref + 1 - k))
+    return float(beta.ppf(q, k, n_ref + 1 - k))
+
+
+def pvalue_tail_hi(alpha: float, n_ref: int, delta: float) -> float:
+    """Upper bound on P(p < alpha) for a human document, given a reference of n_ref documents."""
+    return _pvalue_tail(alpha, n_ref, 1 - delta)
 
 
 def pvalue_tail_lo(alpha: float, n_ref: int, delta: float) -> float:
-    k = math.ceil(alpha * (n_ref + 1) - 1 - 1e-12)
-    if k <= 0:
-        return 0.0
-    if k > n_ref:
-        return 1.0
-    return float(beta.ppf(delta, k, n_ref + 1 - k))
+    return _pvalue_tail(alpha, n_ref, delta)
 
 
 def reference_sample(documents: int) -> int:

@@ -199,6 +199,30 @@ class _ToDocument(beam.DoFn):
         yield doc
 
 
+def match_reference(patterns: list[str]) -> list[str]:
+    """The files of --human_reference globs (local or gs://): each glob must match, and only finished synthcap
+    outputs may serve (a half-written one would calibrate against whatever survived the crash). ValueError
+    (one line) otherwise."""
+    from apache_beam.io.filesystems import FileSystems
+
+    from transforms.io.commit import IncompleteOutputError, complete_outputs
+
+    files = []
+    for pattern in patterns:
+        try:
+            matched = FileSystems.match([pattern])[0].metadata_list
+        except Exception:
+            matched = []
+        if not matched:
+            raise ValueError(f"--human_reference: no files match {pattern}")
+        try:
+            complete_outputs(matched)
+        except IncompleteOutputError as e:
+            raise ValueError(f"--human_reference: {e}") from None
+        files += [m.path for m in matched]
+    return sorted(set(files))
+
+
 class ReadReference(beam.PTransform):
     """Curated Parquet files of an earlier run (local or gs://) -> their Documents, as human reference. They are
     not records of this run: they are counted (`reference_read`, `reference_unreadable`), never dropped or

@@ -183,21 +183,12 @@ def load_reference(patterns: list[str], seed: int, weight: int, train_fraction: 
     import pyarrow.parquet as pq
     from apache_beam.io.filesystems import FileSystems
 
-    from transforms.io.commit import IncompleteOutputError, complete_outputs
-    from transforms.score.reference import trained_on
+    from transforms.score.reference import match_reference, trained_on
 
     split_rule = {"seed": seed, "train_fraction": train_fraction}
     train, held = [], []
     for pattern in patterns:
-        matched = FileSystems.match([pattern])[0].metadata_list
-        if not matched:
-            raise ValueError(f"--human_reference: no files match {pattern}")
-        try:
-            complete_outputs(matched)  # only finished synthcap outputs may serve as reference
-        except IncompleteOutputError as e:
-            raise ValueError(f"--human_reference: {e}") from None
-        files = [m.path for m in matched]
-        for path in sorted(files):
+        for path in match_reference([pattern]):
             with FileSystems.open(path) as f:
                 table = pq.read_table(f, columns=["id", "text", "source", "offset"])
             for row in table.to_pylist():
