@@ -9,8 +9,9 @@ import os
 import pyarrow.parquet as pq
 import pytest
 
+from transforms.dates import UNDATED, as_first_seen, is_pre_llm, seen_date
+from transforms.document import Document
 from transforms.provenance.signals import page_signals
-from transforms.provenance.tag import is_pre_llm
 from transforms.provenance.unicode import c2pa_text_wrapper, has_c2pa_text_wrapper, invisible_counts
 
 
@@ -111,6 +112,15 @@ def test_pre_llm_boundary():
     assert is_pre_llm("2022-11-29T23:59:59Z") is True
     assert is_pre_llm("2022-11-30T00:00:00Z") is False
     assert is_pre_llm(None) is None
+    assert is_pre_llm(UNDATED) is False  # an undated index record is no pre-LLM origin
+
+
+def test_seen_date_prefers_the_clusters_first_seen():
+    doc = Document("a", "t", "s", 0, capture_date="2024-01-01T00:00:00Z", first_seen="2019-05-01T00:00:00Z")
+    assert seen_date(doc) == "2019-05-01T00:00:00Z"
+    assert seen_date(Document("a", "t", "s", 0, capture_date="2024-01-01T00:00:00Z")) == "2024-01-01T00:00:00Z"
+    undated = seen_date(Document("a", "t", "s", 0))
+    assert undated > "2100" and as_first_seen(undated) is None
 
 
 def test_real_warc_pages_parse(webcrawl_dir):

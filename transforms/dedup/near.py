@@ -16,7 +16,8 @@ from transforms.accounting import DOCUMENTS, DROPPED, drop
 from transforms.dedup.components import ConnectedComponents
 from transforms.dedup.lsh import BucketPairs, band_keys, recall_first_params
 from transforms.dedup.minhash import MinHasher
-from transforms.dedup.rank import UNDATED, describe, rank
+from transforms.dates import UNDATED, as_first_seen, seen_date
+from transforms.dedup.rank import describe, rank
 from transforms.dedup.verify import VerifyPairs
 from transforms.document import replace
 
@@ -70,8 +71,7 @@ class _Resolve(beam.DoFn):
             if root is None:
                 yield doc
                 continue
-            yield beam.pvalue.TaggedOutput(self.STATS, (root, (doc.dup_cluster_size or 1,
-                                                               doc.first_seen or doc.capture_date or UNDATED)))
+            yield beam.pvalue.TaggedOutput(self.STATS, (root, (doc.dup_cluster_size or 1, seen_date(doc))))
             if root == r:
                 yield beam.pvalue.TaggedOutput(self.ROOTS, (r, doc))
             else:
@@ -100,7 +100,7 @@ def _stamp(kv):
     (size, first), = grouped["stats"]
     for doc in grouped["doc"]:
         yield replace(doc, dup_cluster_id=doc.dup_cluster_id or doc.id, dup_cluster_size=size,
-                      first_seen=None if first == UNDATED else first)
+                      first_seen=as_first_seen(first))
 
 
 class NearDedup(beam.PTransform):

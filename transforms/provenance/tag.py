@@ -7,16 +7,11 @@ import apache_beam as beam
 import tldextract
 
 from transforms.accounting import count
+from transforms.dates import is_pre_llm
 from transforms.document import Document, replace
 from transforms.provenance.signals import not_observable, page_signals
 from transforms.provenance.unicode import has_c2pa_text_wrapper, invisible_counts
 
-CHATGPT_RELEASE = "2022-11-30"
-
-
-def is_pre_llm(capture_date: str | None) -> bool | None:
-    """Captured before ChatGPT's public release (2022-11-30); None when the capture date is unknown."""
-    return None if not capture_date else capture_date < CHATGPT_RELEASE
 
 
 class _Tag(beam.DoFn):

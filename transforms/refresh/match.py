@@ -16,13 +16,13 @@ import apache_beam as beam
 import pyarrow as pa
 
 from transforms.accounting import DOCUMENTS, DROPPED, count, drop
+from transforms.dates import is_pre_llm
 from transforms.dedup.lsh import band_keys
 from transforms.dedup.minhash import MinHasher
 from transforms.dedup.normalize import Normalization
 from transforms.dedup.rank import describe, rank
 from transforms.dedup.verify import VerifyPairs
 from transforms.io.write import WriteSharded, parquet_bytes
-from transforms.provenance.tag import CHATGPT_RELEASE
 from transforms.refresh.index import IndexParams
 
 _RECORD = [("first_seen", pa.string()), ("id", pa.string()), ("source", pa.string()), ("offset", pa.int64())]
@@ -64,7 +64,7 @@ class _Sketch(beam.DoFn):
 
 def _detail(indexed: tuple, how: str, jaccard: float | None = None) -> str:
     detail = {**describe(indexed, "indexed"), "first_seen": indexed[0], "match": how,
-              "pre_llm_origin": indexed[0] < CHATGPT_RELEASE}
+              "pre_llm_origin": is_pre_llm(indexed[0])}
     if jaccard is not None:
         detail["jaccard"] = jaccard
     return json.dumps(detail, sort_keys=True)
