@@ -25,7 +25,7 @@ from apache_beam.io.restriction_trackers import OffsetRestrictionTracker
 from pipeline.sample import Page, _member, human_paragraphs, response_records, warcinfo
 from transforms.io.files import Shard
 from transforms.io.gzip_members import FileWindow, MemberStream
-from transforms.io.html import decode_html, html_to_text
+from transforms.io.html import read_page
 from transforms.io.http import parse_response
 from transforms.io.jsonl import ReadJsonlFn, _LineRanges
 from transforms.io.parquet import ReadParquetFn, _RowGroups
@@ -79,7 +79,7 @@ def warcio_docs(path):
             if rec.rec_type == "response":
                 body = rec.content_stream().read()
                 ctype = rec.http_headers.get_header("Content-Type") or ""
-                html_to_text(decode_html(body, None), ctype.split(";")[0])
+                read_page(body, None, ctype.split(";")[0], rec.http_headers.headers)  # text and signals
             else:
                 rec.content_stream().read()
     return n

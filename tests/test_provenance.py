@@ -11,7 +11,7 @@ import pytest
 
 from transforms.dates import UNDATED, as_first_seen, is_pre_llm, seen_date
 from transforms.document import Document
-from transforms.provenance.signals import page_signals
+from transforms.io.signals import page_signals
 from transforms.provenance.unicode import c2pa_text_wrapper, has_c2pa_text_wrapper, invisible_counts
 
 
@@ -124,17 +124,43 @@ def test_seen_date_prefers_the_clusters_first_seen():
 
 
 def test_real_warc_pages_parse(webcrawl_dir):
+    """The reader takes each response's signals from the parse that gives its text: the same signals as a parse of
+    their own, and no HTML rides on the document."""
     from tests.test_read_real import read_all
     from transforms.document import Document
+    from transforms.io.html import decode_html
+    from transforms.io.http import parse_response
+    from transforms.io.warc import iter_records
+    import dataclasses
 
-    for path in sorted(glob.glob(str(webcrawl_dir / "raw" / "*.warc.gz"))):
-        for doc in read_all(path):
-            if isinstance(doc, Document) and doc.raw is not None:
-                s = page_signals(doc.raw.http_headers, doc.raw.html)
-                assert set(s) >= {"tdm_reservation", "robots_noai", "declared_ai", "generator"}
-    cc = [d for d in read_all(str(webcrawl_dir / "raw/commoncrawl+whirlwind-python__whirlwind.warc.gz"))
-          if isinstance(d, Document)]
-    assert page_signals(cc[0].raw.http_headers, cc[0].raw.html)["generator"].startswith("MediaWiki")
+    assert "raw" not in {f.name for f in dataclasses.fields(Document)}
+    path = str(webcrawl_dir / "raw/commoncrawl+whirlwind-python__whirlwind.warc.gz")
+    cc = [d for d in read_all(path) if isinstance(d, Document)]
+    assert cc[0].provenance.html_observable and cc[0].provenance.generator.startswith("MediaWiki")
+    from transforms.io.files import open_raw
+    from transforms.io.gzip_members import FileWindow, MemberStream
+    with open_raw(path) as f:
+        rec = next(r for r in iter_records(MemberStream(FileWindow(f), _member_of(path, cc[0].offset)), 1 << 24)
+                   if r.headers["warc-type"] == "response")
+    resp = parse_response(rec.block, 1 << 24)
+    separate = page_signals(resp.headers, decode_html(resp.body, resp.charset))
+    assert {k: cc[0].provenance[k] for k in separate} == separate
+    for p in sorted(glob.glob(str(webcrawl_dir / "raw" / "*.warc.gz"))):
+        for doc in read_all(p):
+            if isinstance(doc, Document) and doc.provenance is not None:
+                assert doc.provenance.html_observable is True and doc.provenance.declared_ai is not None
+
+
+def _member_of(path: str, offset: int) -> int:
+    """The gzip member holding a record: record offsets are member offset + position in the member; the first
+    response of the whirlwind file is in its own member."""
+    from transforms.io.files import open_raw
+    from transforms.io.gzip_members import find_member
+    with open_raw(path) as f:
+        pos, last = 0, 0
+        while pos is not None and pos <= offset:
+            last, pos = pos, find_member(f, pos + 1)
+        return last
 
 
 def test_every_demo_document_has_a_complete_provenance_record(tmp_path, sample_crawl):

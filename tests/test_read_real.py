@@ -83,7 +83,7 @@ def test_common_crawl_ids_from_warcinfo(webcrawl_dir):
     warc = [x for x in read_all(str(webcrawl_dir / "raw/commoncrawl+whirlwind-python__whirlwind.warc.gz"))
             if isinstance(x, Document)]
     assert warc[0].crawl_id == "CC-MAIN-2024-22" and warc[0].capture_date == "2024-05-18T01:58:10Z"
-    assert "Escopete" in warc[0].text and warc[0].raw.html.startswith(b"<!DOCTYPE")
+    assert "Escopete" in warc[0].text and warc[0].provenance.html_observable
 
 
 @pytest.mark.parametrize("split", [pytest.param(7, marks=pytest.mark.slow), 97, 4096, 65536])  # 7: ~40k ranges

@@ -1,28 +1,83 @@
-"""The one record that flows between stages, its Arrow schema, and its Parquet / Dolma-JSONL forms.
+"""The one record that flows between stages, its provenance record, their Arrow schema, and their Parquet /
+Dolma-JSONL forms.
 
-Stages add fields and never rewrite another stage's fields. `raw` carries the HTTP headers and HTML of a WARC
-response record from the reader to the provenance stage; it is transient and never written.
+Stages add fields and never rewrite another stage's fields. The reader fills a WARC response's page signals from
+the one HTML parse that also gives the text, so no stage after reading holds raw HTML.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from collections.abc import Mapping
+from typing import Any, Iterator, Optional
 
 import pyarrow as pa
 import xxhash
 
-from transforms.provenance.schema import SIGNALS
 
 
-@dataclass
-class RawRecord:
-    """What the reader saw before text extraction: needed for signals that live in headers and markup."""
+def _arrow(typ: pa.DataType):
+    return field(default=None, metadata={"arrow": typ})
 
-    http_headers: tuple[tuple[str, str], ...] = ()
-    html: bytes = b""
 
+@dataclass(frozen=True)
+class Provenance(Mapping):
+    """Where a page came from and what it declares about itself. None is "not observable", never "absent".
+
+    Read-only mapping access (`p["pre_llm"]`, `p.get(...)`) is kept for callers that treat it as a dict."""
+
+    registered_domain: Optional[str] = _arrow(pa.string())
+    pre_llm: Optional[bool] = _arrow(pa.bool_())
+    html_observable: Optional[bool] = _arrow(pa.bool_())
+    tdm_reservation: Optional[int] = _arrow(pa.int8())  # header wins over <meta> (TDMRep)
+    tdm_reservation_header: Optional[int] = _arrow(pa.int8())
+    tdm_reservation_meta: Optional[int] = _arrow(pa.int8())
+    tdm_policy: Optional[str] = _arrow(pa.string())
+    robots_noai: Optional[bool] = _arrow(pa.bool_())
+    robots_noimageai: Optional[bool] = _arrow(pa.bool_())
+    digital_source_type: Optional[str] = _arrow(pa.string())
+    declared_ai: Optional[bool] = _arrow(pa.bool_())
+    c2pa_manifest: Optional[bool] = _arrow(pa.bool_())
+    c2pa_text_wrapper: Optional[bool] = _arrow(pa.bool_())
+    generator: Optional[str] = _arrow(pa.string())
+    invisible_chars: Optional[dict[str, int]] = _arrow(pa.map_(pa.string(), pa.int32()))
+    invisible_total: Optional[int] = _arrow(pa.int32())
+
+    __hash__ = None  # holds a dict
+
+    @classmethod
+    def of(cls, value: Mapping) -> "Provenance":
+        """From a mapping (a Parquet struct, a JSON object, a partial dict); unknown names are a ValueError."""
+        if isinstance(value, Provenance):
+            return value
+        unknown = sorted(set(value) - set(PROVENANCE_FIELDS))
+        if unknown:
+            raise ValueError(f"provenance has unknown fields {unknown[:5]}")
+        inv = value.get("invisible_chars")
+        return cls(**{**value, "invisible_chars": None if inv is None else _as_dict(inv)})
+
+    def to_row(self) -> dict[str, Any]:
+        """The Arrow struct value (the map as sorted pairs)."""
+        row = {name: getattr(self, name) for name in PROVENANCE_FIELDS}
+        if self.invisible_chars is not None:
+            row["invisible_chars"] = sorted(self.invisible_chars.items())
+        return row
+
+    def __getitem__(self, name: str):
+        if name not in PROVENANCE_FIELDS:
+            raise KeyError(name)
+        return getattr(self, name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(PROVENANCE_FIELDS)
+
+    def __len__(self) -> int:
+        return len(PROVENANCE_FIELDS)
+
+
+PROVENANCE_FIELDS = tuple(f.name for f in dataclasses.fields(Provenance))
+PROVENANCE = pa.struct([pa.field(f.name, f.metadata["arrow"]) for f in dataclasses.fields(Provenance)])
 
 @dataclass
 class Document:
@@ -41,14 +96,17 @@ class Document:
     dup_cluster_id: Optional[str] = None
     dup_cluster_size: Optional[int] = None
     first_seen: Optional[str] = None
-    provenance: Optional[dict[str, Any]] = None
+    provenance: Optional[Provenance] = None
     ai_score: Optional[float] = None
     ai_pvalue: Optional[float] = None
     ai_reference: Optional[str] = None
     p_ai: Optional[float] = None
     ai_model: Optional[str] = None
     metadata: dict[str, str] = field(default_factory=dict)
-    raw: Optional[RawRecord] = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self):
+        if self.provenance is not None and not isinstance(self.provenance, Provenance):
+            self.provenance = Provenance.of(self.provenance)
 
 
 _STRING_FIELDS = (
@@ -67,7 +125,7 @@ SCHEMA = pa.schema(
         pa.field("dup_cluster_id", pa.string()),
         pa.field("dup_cluster_size", pa.int64()),
         pa.field("first_seen", pa.string()),
-        pa.field("provenance", SIGNALS),
+        pa.field("provenance", PROVENANCE),
         pa.field("ai_score", pa.float64()),
         pa.field("ai_pvalue", pa.float64()),
         pa.field("ai_reference", pa.string()),
@@ -92,17 +150,13 @@ def to_row(doc: Document) -> dict[str, Any]:
     row = {name: getattr(doc, name) for name in COLUMNS}
     row["metadata"] = sorted(doc.metadata.items())
     if doc.provenance is not None:
-        row["provenance"] = {**doc.provenance,
-                             "invisible_chars": sorted(_as_dict(doc.provenance.get("invisible_chars")).items())}
+        row["provenance"] = Provenance.of(doc.provenance).to_row()
     return row
 
 
 def from_row(row: dict[str, Any]) -> Document:
-    kwargs = {name: row.get(name) for name in COLUMNS if name not in ("metadata", "provenance")}
-    prov = row.get("provenance")
-    if prov is not None:
-        prov = {**prov, "invisible_chars": _as_dict(prov.get("invisible_chars"))}
-    return Document(metadata=_as_dict(row.get("metadata")), provenance=prov, **kwargs)
+    kwargs = {name: row.get(name) for name in COLUMNS if name != "metadata"}
+    return Document(metadata=_as_dict(row.get("metadata")), **kwargs)
 
 
 def to_table(docs: list[Document]) -> pa.Table:
@@ -116,6 +170,8 @@ def from_table(table: pa.Table) -> list[Document]:
 def to_dolma(doc: Document) -> dict[str, Any]:
     """Dolma document convention: id, text, source, added, created, metadata (the rest, so it round-trips)."""
     meta: dict[str, Any] = {name: getattr(doc, name) for name in ("offset", *_STRING_FIELDS, *_STAGE_FIELDS)}
+    if doc.provenance is not None:
+        meta["provenance"] = dict(doc.provenance)
     meta["extra"] = dict(sorted(doc.metadata.items()))
     return {
         "id": doc.id,

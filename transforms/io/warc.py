@@ -19,11 +19,11 @@ import apache_beam as beam
 
 from transforms.accounting import count, dead_letter, drop
 from transforms.dates import normalise_date, unparsed_key
-from transforms.document import Document, RawRecord, fallback_id
+from transforms.document import Document, fallback_id
 from transforms.io.files import ByteRanges, Shard, open_raw
 from transforms.io.gzip_members import (ByteStream, FileWindow, MemberStream, PlainStream, StreamError, find_member,
                                         is_gzip, looks_like_member)
-from transforms.io.html import ExtractBudgetExceeded, decode_html, html_to_text, is_text_mime, looks_binary
+from transforms.io.html import ExtractBudgetExceeded, is_text_mime, looks_binary, read_page
 from transforms.io.http import HttpError, PayloadTooLarge, parse_response
 from transforms.io.record import emitted
 
@@ -196,7 +196,7 @@ def record_to_output(rec: WarcRecord, offset: int, shard: Shard, crawl_id: Optio
     if rec.block is None:
         return drop(doc_id, "too_large", shard.path, offset, f"{rec.length} bytes")
     url = _clean_uri(h.get("warc-target-uri"))
-    raw = None
+    signals = None
     if rtype == "response":
         try:
             resp = parse_response(rec.block, limit)
@@ -211,12 +211,11 @@ def record_to_output(rec: WarcRecord, offset: int, shard: Shard, crawl_id: Optio
         if looks_binary(resp.body):
             return drop(doc_id, "binary_content", shard.path, offset, resp.mime)
         try:
-            text = html_to_text(decode_html(resp.body, resp.charset), resp.mime)
+            text, signals = read_page(resp.body, resp.charset, resp.mime, resp.headers)
         except ExtractBudgetExceeded as e:
             return drop(doc_id, "html_too_complex", shard.path, offset, str(e))
         except Exception as e:  # resiliparse raises its own parser exceptions on hostile markup
             return dead_letter(shard.path, offset, "extract_error", e, STAGE)
-        raw = RawRecord(resp.headers, resp.body)
     else:
         if looks_binary(rec.block):
             return drop(doc_id, "binary_content", shard.path, offset, "conversion")
@@ -241,7 +240,7 @@ def record_to_output(rec: WarcRecord, offset: int, shard: Shard, crawl_id: Optio
         language=h.get("warc-identified-content-language"),
         content_digest=h.get("warc-payload-digest") or h.get("warc-block-digest"),
         metadata=metadata,
-        raw=raw,
+        provenance=signals,
     ))
 
 

@@ -9,9 +9,9 @@ from importlib.metadata import PackageNotFoundError, version
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.document import Document
+from transforms.document import Document, Provenance
 from transforms.io.write import WriteSharded, parquet_bytes
-from transforms.provenance.schema import LINEAGE, SIGNALS
+from transforms.provenance.schema import LINEAGE
 
 
 def synthcap_version() -> str:
@@ -36,10 +36,8 @@ class RunInfo:
 
 
 def lineage_row(doc: Document, run: RunInfo) -> dict:
-    prov = doc.provenance or {}
     row = {name: getattr(doc, name, None) for name in LINEAGE.names if hasattr(doc, name)}
-    row.update({name: prov.get(name) for name in SIGNALS.names})
-    row["invisible_chars"] = sorted((prov.get("invisible_chars") or {}).items())
+    row.update(Provenance.of(doc.provenance or {}).to_row())
     row.update(synthcap_version=run.synthcap_version, run_id=run.run_id, config_hash=run.config_hash)
     return row
 

@@ -1,26 +1,9 @@
-"""Arrow types of the provenance a document carries (`Document.provenance`) and of the sidecar lineage table."""
+"""Arrow schema of the provenance sidecar: lineage, run identity and the document's `Provenance` fields."""
 from __future__ import annotations
 
 import pyarrow as pa
 
-SIGNALS = pa.struct([
-    pa.field("registered_domain", pa.string()),
-    pa.field("pre_llm", pa.bool_()),
-    pa.field("html_observable", pa.bool_()),
-    pa.field("tdm_reservation", pa.int8()),
-    pa.field("tdm_reservation_header", pa.int8()),
-    pa.field("tdm_reservation_meta", pa.int8()),
-    pa.field("tdm_policy", pa.string()),
-    pa.field("robots_noai", pa.bool_()),
-    pa.field("robots_noimageai", pa.bool_()),
-    pa.field("digital_source_type", pa.string()),
-    pa.field("declared_ai", pa.bool_()),
-    pa.field("c2pa_manifest", pa.bool_()),
-    pa.field("c2pa_text_wrapper", pa.bool_()),
-    pa.field("generator", pa.string()),
-    pa.field("invisible_chars", pa.map_(pa.string(), pa.int32())),
-    pa.field("invisible_total", pa.int32()),
-])
+from transforms.document import PROVENANCE
 
 LINEAGE = pa.schema([
     pa.field("id", pa.string(), nullable=False),
@@ -40,5 +23,5 @@ LINEAGE = pa.schema([
     pa.field("synthcap_version", pa.string()),
     pa.field("run_id", pa.string()),
     pa.field("config_hash", pa.string()),
-    *[SIGNALS.field(i) for i in range(SIGNALS.num_fields)],
+    *[PROVENANCE.field(i) for i in range(PROVENANCE.num_fields)],
 ])

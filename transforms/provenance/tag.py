@@ -1,17 +1,14 @@
-"""`TagProvenance`: registered domain, pre-LLM flag and declared signals, taken while the raw record is at hand."""
+"""`TagProvenance`: registered domain, pre-LLM flag and text-level signals, added to the page signals the reader took."""
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
 
 import apache_beam as beam
 import tldextract
 
-from transforms.accounting import count
 from transforms.dates import is_pre_llm
-from transforms.document import Document, replace
-from transforms.provenance.signals import not_observable, page_signals
+from transforms.document import Document, Provenance, replace
 from transforms.provenance.unicode import has_c2pa_text_wrapper, invisible_counts
-
 
 
 class _Tag(beam.DoFn):
@@ -28,33 +25,24 @@ class _Tag(beam.DoFn):
         return r.top_domain_under_public_suffix or doc.domain or None
 
     def process(self, doc: Document):
-        signals: dict[str, Any]
-        if doc.raw is not None:
-            try:
-                signals = page_signals(doc.raw.http_headers, doc.raw.html)
-            except Exception:  # hostile markup: the signals become "not observable", the document is kept
-                count("provenance_unparseable_html")
-                signals = not_observable()
-                observable = False
-            else:
-                observable = True
-        else:
-            signals, observable = not_observable(), False
+        # Page signals come from the reader (WARC responses) or the record itself; anything else is not observable.
+        page = doc.provenance if doc.provenance is not None else Provenance(html_observable=False)
         invisible = invisible_counts(doc.text)
-        prov = {
-            "registered_domain": self.registered_domain(doc),
-            "pre_llm": is_pre_llm(doc.capture_date),
-            "html_observable": observable,
-            **signals,
-            "c2pa_text_wrapper": has_c2pa_text_wrapper(doc.text),
-            "invisible_chars": invisible,
-            "invisible_total": sum(invisible.values()),
-        }
-        yield replace(doc, provenance=prov, raw=None)
+        yield replace(doc, provenance=dataclasses.replace(
+            page,
+            registered_domain=self.registered_domain(doc),
+            pre_llm=is_pre_llm(doc.capture_date),
+            html_observable=bool(page.html_observable),
+            c2pa_text_wrapper=has_c2pa_text_wrapper(doc.text),
+            invisible_chars=invisible,
+            invisible_total=sum(invisible.values()),
+        ))
 
 
 class TagProvenance(beam.PTransform):
-    """Adds `Document.provenance` (see transforms/provenance/schema.py) and releases the raw HTML."""
+    """Completes `Document.provenance` (transforms/document.py): registered domain, pre-LLM era, invisible
+    characters and the C2PA text wrapper. The page's declared signals were taken by the reader from its one HTML
+    parse, so this stage holds no HTML and may run before or after dedup at the same cost."""
 
     def expand(self, docs):
         return docs | "Tag" >> beam.ParDo(_Tag())

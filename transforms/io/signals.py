@@ -1,4 +1,5 @@
-"""Machine-readable declarations a page makes about itself, read from HTTP headers and HTML before extraction.
+"""Machine-readable declarations a page makes about itself, read from HTTP headers and the HTML tree the reader
+parses for text extraction (one parse per page; see `html.read_page`).
 
 Null means "not observable" (WET, JSONL and Parquet records carry no headers or HTML), never "absent". When a
 TDM signal appears in both the HTTP header and a <meta> tag and they disagree, the header wins: it is set by the
@@ -17,10 +18,6 @@ AI_SOURCE_TYPES = ("trainedalgorithmicmedia", "compositewithtrainedalgorithmicme
 _XMP_RE = re.compile(r"Iptc4xmpExt:DigitalSourceType\s*(?:=\s*[\"']|>\s*|[^>]*?rdf:resource\s*=\s*[\"'])"
                      r"\s*([^\"'<\s]+)", re.IGNORECASE)
 _TOKEN_RE = re.compile(r"[\s,;]+")
-
-FIELDS = ("tdm_reservation", "tdm_reservation_header", "tdm_reservation_meta", "tdm_policy", "robots_noai",
-          "robots_noimageai", "digital_source_type", "declared_ai", "c2pa_manifest", "generator")
-
 
 def _tdm_value(raw: Optional[str]) -> Optional[int]:
     """1 = reserved, 0 = not reserved; anything else is unset."""
@@ -64,10 +61,11 @@ def _is_ai_type(value: str) -> bool:
     return tail in AI_SOURCE_TYPES
 
 
-def page_signals(http_headers: Iterable[tuple[str, str]], html: bytes | str) -> dict[str, Any]:
+def page_signals(http_headers: Iterable[tuple[str, str]], text: str, tree: Optional[HTMLTree] = None
+                 ) -> dict[str, Any]:
+    """The declared signals (Provenance field names) of a page's decoded HTML, parsed here unless `tree` is given."""
     headers = [(k.strip().lower(), v) for k, v in http_headers]
-    text = html.decode("utf-8", "replace") if isinstance(html, bytes) else html
-    tree = HTMLTree.parse(text)
+    tree = tree if tree is not None else HTMLTree.parse(text)
     head = tree.head if tree.head is not None else tree.document
     metas: dict[str, list[str]] = {}
     for m in head.query_selector_all("meta") if head is not None else []:
@@ -109,7 +107,3 @@ def page_signals(http_headers: Iterable[tuple[str, str]], html: bytes | str) -> 
         "c2pa_manifest": c2pa,
         "generator": generator,
     }
-
-
-def not_observable() -> dict[str, Any]:
-    return dict.fromkeys(FIELDS)
