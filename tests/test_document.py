@@ -1,10 +1,14 @@
 import json
+import math
+import pickle
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
-from transforms.document import (SCHEMA, Document, dolma_line, fallback_id, from_dolma, from_record, from_table,
-                                 to_table)
+from transforms.document import (COLUMNS, SCHEMA, Document, DocumentCoder, Provenance, dolma_line, fallback_id,
+                                 from_dolma, from_record, from_table, to_table)
 
 
 def _doc(**kw):
@@ -44,3 +48,80 @@ def test_foreign_records_keep_their_id_and_extra_fields():
 def test_schema_types():
     assert SCHEMA.field("offset").type == pa.int64()
     assert SCHEMA.field("metadata").type == pa.map_(pa.string(), pa.string())
+
+
+def _crafted() -> list[Document]:
+    """Every field set, every optional field None, unicode off the BMP and lone surrogates, ints past 64 bits."""
+    full = _doc(dup_cluster_id="c", dup_cluster_size=(1 << 70) + 1, first_seen="2019-01-01T00:00:00Z",
+                provenance=Provenance(registered_domain="a.example", pre_llm=True, html_observable=True,
+                                      tdm_reservation=1, tdm_reservation_header=1, tdm_reservation_meta=0,
+                                      tdm_policy="https://a.example/p", robots_noai=False, robots_noimageai=True,
+                                      digital_source_type="trainedAlgorithmicMedia", declared_ai=True,
+                                      c2pa_manifest=False, c2pa_text_wrapper=False, generator="Gen 1.0",
+                                      invisible_chars={"U+200B": 3, "U+FEFF": 1}, invisible_total=4),
+                ai_score=0.1 + 0.2, ai_pvalue=5e-324, ai_reference="crawl:CC", p_ai=-0.0, ai_model="m@1",
+                text="𝔘𝔫𝔦 \u200b\ufeff 中文 \ud800 end", metadata={"ζ": "\U0001F600", "a": ""})
+    bare = Document("", "", "", 0)
+    partial = Document("p", "t", "s", -(1 << 80), provenance={"pre_llm": None, "invisible_chars": {}},
+                       ai_score=float("inf"))
+    return [full, bare, partial]
+
+
+def test_coder_round_trips_crafted_documents():
+    coder = DocumentCoder()
+    for doc in _crafted():
+        back = coder.decode(coder.encode(doc))
+        assert back == doc and type(back.provenance) is type(doc.provenance)
+        assert [type(getattr(back, f)) for f in COLUMNS] == [type(getattr(doc, f)) for f in COLUMNS]
+    nan = coder.decode(coder.encode(Document("n", "t", "s", 0, p_ai=float("nan"))))
+    assert math.isnan(nan.p_ai)
+
+
+def test_coder_is_deterministic_and_smaller_than_pickle():
+    coder = DocumentCoder()
+    a = _crafted()[0]
+    b = Document(**{**{f: getattr(a, f) for f in COLUMNS}, "metadata": dict(reversed(list(a.metadata.items())))})
+    assert coder.is_deterministic() and coder.encode(a) == coder.encode(b)  # metadata order does not matter
+    assert len(coder.encode(a)) < len(pickle.dumps(a, protocol=pickle.HIGHEST_PROTOCOL))
+    with pytest.raises(ValueError, match="format byte"):
+        coder.decode(b"\x09" + coder.encode(a)[1:])
+
+
+def test_numpy_scores_encode_as_python_numbers():
+    doc = Document("x", "t", "s", np.int64(3), ai_score=np.float32(0.25))
+    back = DocumentCoder().decode(DocumentCoder().encode(doc))
+    assert (back.offset, back.ai_score) == (3, 0.25) and type(back.ai_score) is float
+
+
+def test_every_pcollection_of_documents_uses_the_coder(tmp_path):
+    """The registry gives DocumentCoder for Document, and the public transforms declare Document element types,
+    so their shuffles (exact dedup's group, the writers' shard groups) encode documents with it."""
+    import apache_beam as beam
+    from apache_beam.coders import typecoders
+
+    from transforms import ExactDedup, NearDedup, ReadCrawl, TagProvenance, WriteDocuments
+    from transforms.accounting import DOCUMENTS
+
+    assert isinstance(typecoders.registry.get_coder(Document), DocumentCoder)
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps({"id": "a", "text": "hello"}) + "\n")
+    p = beam.Pipeline()
+    read = p | ReadCrawl([str(path)])
+    tagged = read[DOCUMENTS] | TagProvenance()
+    exact = tagged | ExactDedup()
+    near = exact[DOCUMENTS] | NearDedup()
+    near[DOCUMENTS] | WriteDocuments(str(tmp_path / "out"))
+    docs = [read[DOCUMENTS], tagged, exact[DOCUMENTS], near[DOCUMENTS]]
+    assert all(isinstance(typecoders.registry.get_coder(pc.element_type), DocumentCoder) for pc in docs)
+    components = p.to_runner_api().components
+
+    def coder_names(coder_id: str) -> list[str]:
+        c = components.coders[coder_id]
+        own = ["DocumentCoder"] if b"DocumentCoder" in c.spec.payload else [c.spec.urn]
+        return own + [n for sub in c.component_coder_ids for n in coder_names(sub)]
+
+    shuffled = {t.unique_name: coder_names(components.pcollections[o].coder_id)
+                for t in components.transforms.values() for o in t.outputs.values()
+                if t.unique_name.endswith(("ExactDedup/Key", "WriteDocuments/Assign"))}
+    assert len(shuffled) == 2 and all(names[0] == "beam:coder:kv:v1" and names[-1] == "DocumentCoder"
+                                      for names in shuffled.values()), shuffled

@@ -9,7 +9,7 @@ from transforms.accounting import DOCUMENTS, DROPPED, drop
 from transforms.dedup.normalize import Normalization
 from transforms.dates import as_first_seen, seen_date
 from transforms.dedup.rank import describe, rank
-from transforms.document import replace
+from transforms.document import Document, replace
 
 
 class _Survivor(beam.DoFn):
@@ -31,6 +31,7 @@ class _Survivor(beam.DoFn):
                       first_seen=as_first_seen(first))
 
 
+@beam.typehints.with_input_types(Document)
 class ExactDedup(beam.PTransform):
     """Keys documents by a hash of their normalised text; returns {"documents", "dropped"}.
 
@@ -47,8 +48,8 @@ class ExactDedup(beam.PTransform):
         norm = self._norm
         out = (
             docs
-            | "Key" >> beam.Map(lambda d: (norm.key(d.text), d))
+            | "Key" >> beam.Map(lambda d: (norm.key(d.text), d)).with_output_types(tuple[str, Document])
             | "Group" >> beam.GroupByKey()
-            | "Survivor" >> beam.ParDo(_Survivor()).with_outputs(DROPPED, main=DOCUMENTS)
+            | "Survivor" >> beam.ParDo(_Survivor()).with_output_types(Document).with_outputs(DROPPED, main=DOCUMENTS)
         )
         return {DOCUMENTS: out[DOCUMENTS], DROPPED: out[DROPPED]}

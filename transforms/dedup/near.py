@@ -13,13 +13,13 @@ import json
 import apache_beam as beam
 
 from transforms.accounting import DOCUMENTS, DROPPED, drop
+from transforms.dates import UNDATED, as_first_seen, seen_date
 from transforms.dedup.components import ConnectedComponents
 from transforms.dedup.lsh import BucketPairs, band_keys, recall_first_params
 from transforms.dedup.minhash import MinHasher
-from transforms.dates import UNDATED, as_first_seen, seen_date
 from transforms.dedup.rank import describe, rank
 from transforms.dedup.verify import VerifyPairs
-from transforms.document import replace
+from transforms.document import Document, replace
 
 SHINGLES = "shingles"
 BANDS = "bands"
@@ -103,6 +103,7 @@ def _stamp(kv):
                       first_seen=as_first_seen(first))
 
 
+@beam.typehints.with_input_types(Document)
 class NearDedup(beam.PTransform):
     """Near-duplicate removal; returns {"documents", "dropped"}.
 
@@ -140,14 +141,14 @@ class NearDedup(beam.PTransform):
         resolved = (
             {"doc": docs | "ByRank" >> beam.Map(lambda d: (rank(d), d)), "root": labels, "edge": best}
             | "JoinLabels" >> beam.CoGroupByKey()
-            | "Resolve" >> beam.ParDo(_Resolve()).with_outputs(_Resolve.ROOTS, _Resolve.STATS, DROPPED,
+            | "Resolve" >> beam.ParDo(_Resolve()).with_output_types(Document).with_outputs(_Resolve.ROOTS, _Resolve.STATS, DROPPED,
                                                                main=DOCUMENTS)
         )
         stats = resolved[_Resolve.STATS] | "ClusterStats" >> beam.CombinePerKey(_ClusterStats())
         survivors = (
             {"doc": resolved[_Resolve.ROOTS], "stats": stats}
             | "JoinStats" >> beam.CoGroupByKey()
-            | "Stamp" >> beam.FlatMap(_stamp)
+            | "Stamp" >> beam.FlatMap(_stamp).with_output_types(Document)
         )
         documents = (resolved[DOCUMENTS], survivors) | "Merge" >> beam.Flatten()
         return {DOCUMENTS: documents, DROPPED: resolved[DROPPED]}

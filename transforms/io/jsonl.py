@@ -15,10 +15,11 @@ from typing import BinaryIO, Iterator
 import apache_beam as beam
 import zstandard
 
-from transforms.accounting import count, dead_letter, drop
+from transforms.accounting import dead_letter, drop
 from transforms.document import fallback_id
-from transforms.io.files import ByteRanges, Shard, open_raw
+from transforms.io.files import ByteRanges, Shard
 from transforms.io.gzip_members import StreamError
+from transforms.io.reader import ShardReader
 from transforms.io.record import RecordError, check_unicode, emitted, to_document
 
 STAGE = "read_jsonl"
@@ -238,65 +239,55 @@ class _LineRanges(ByteRanges):
         return not shard.path.lower().endswith((".gz", ".zst"))
 
 
-class ReadJsonlFn(beam.DoFn):
-    def __init__(self, max_document_bytes: int):
-        self._limit = max_document_bytes
+class ReadJsonlFn(ShardReader):
+    STAGE = STAGE
 
     def process(self, shard: Shard, tracker=beam.DoFn.RestrictionParam(_LineRanges())):
+        yield from self.read_shard(shard, tracker)
+
+    def read(self, f, shard: Shard, tracker):
         start = tracker.current_restriction().start
         lower = shard.path.lower()
-        try:
-            f = open_raw(shard.path)
-        except Exception as e:
-            if tracker.try_claim(start):
-                count("records_read")
-                yield dead_letter(shard.path, 0, "read_error", e, STAGE)
-            tracker.try_claim(shard.size + 1)
-            return
-        with f:
-            compressed = lower.endswith((".gz", ".zst"))
-            if compressed:
-                # Offsets are into the decompressed stream: the range is claimed once, as a whole.
-                if not tracker.try_claim(0):
-                    return
-                blocks, first = (_gunzip_blocks if lower.endswith(".gz") else _zstd_blocks)(f), 0
-            else:
-                f.seek(0)
-                head = f.read(1 << 16).lstrip(_WHITESPACE)
-                spread = spread_json(head[: head.index(b"\n")]) if b"\n" in head else None
+        compressed = lower.endswith((".gz", ".zst"))
+        if compressed:
+            # Offsets are into the decompressed stream: the range is claimed once, as a whole.
+            if not tracker.try_claim(0):
+                return
+            blocks, first = (_gunzip_blocks if lower.endswith(".gz") else _zstd_blocks)(f), 0
+        else:
+            f.seek(0)
+            head = f.read(1 << 16).lstrip(_WHITESPACE)
+            spread = spread_json(head[: head.index(b"\n")]) if b"\n" in head else None
+            if spread:
+                if start == 0 and tracker.try_claim(0):
+                    yield self._spread_file(shard, spread)
+                tracker.try_claim(shard.size + 1)
+                return
+            first = self._line_start(f, start)
+            blocks = _plain_blocks(f, first)
+        content = False
+        for pos, line in iter_lines(blocks, self._limit, first):
+            if not compressed and not tracker.try_claim(pos):
+                return
+            if compressed and not content and isinstance(line, bytes) and line.strip():
+                content = True
+                spread = spread_json(line)
                 if spread:
-                    if start == 0 and tracker.try_claim(0):
-                        yield self._spread_file(shard, spread)
-                    tracker.try_claim(shard.size + 1)
-                    return
-                first = self._line_start(f, start)
-                blocks = _plain_blocks(f, first)
-            content = False
-            for pos, line in iter_lines(blocks, self._limit, first):
-                if not compressed and not tracker.try_claim(pos):
-                    return
-                if compressed and not content and isinstance(line, bytes) and line.strip():
-                    content = True
-                    spread = spread_json(line)
-                    if spread:
-                        yield self._spread_file(shard, spread)
-                        break
-                if isinstance(line, StreamError):
-                    count("records_read")
-                    yield dead_letter(shard.path, pos, line.reason, f"{line}; the rest of the file is unreadable",
-                                      STAGE)
+                    yield self._spread_file(shard, spread)
                     break
-                if isinstance(line, bytes):
-                    if not line.strip():
-                        continue
-                    line = line.rstrip(b"\r")
-                count("records_read")
-                yield line_to_output(line, shard, pos)
+            if isinstance(line, StreamError):
+                yield dead_letter(shard.path, pos, line.reason, f"{line}; the rest of the file is unreadable",
+                                  STAGE)
+                break
+            if isinstance(line, bytes):
+                if not line.strip():
+                    continue
+                line = line.rstrip(b"\r")
+            yield line_to_output(line, shard, pos)
         tracker.try_claim(shard.size + 1)
 
     @staticmethod
     def _spread_file(shard: Shard, kind: str):
-        count("records_read")
         hint = _ARRAY_HINT if kind == "array" else "JSON Lines needs one object per line (e.g. `jq -c .`)"
         return dead_letter(shard.path, 0, "schema_error", f"found a JSON {kind} spread over lines: {hint}", STAGE)
 

@@ -11,9 +11,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.restriction_trackers import OffsetRange
 
-from transforms.accounting import count, dead_letter, drop
+from transforms.accounting import dead_letter, drop
 from transforms.document import COLUMNS, SCHEMA
 from transforms.io.files import ByteRanges, Shard, open_raw
+from transforms.io.reader import ShardReader
 from transforms.io.record import RecordError, emitted, to_document
 
 STAGE = "read_parquet"
@@ -76,42 +77,36 @@ class _RowGroups(ByteRanges):
         yield from (restriction.split(1) if shard.split_bytes else [restriction])
 
 
-class ReadParquetFn(beam.DoFn):
-    def __init__(self, max_document_bytes: int):
-        self._limit = max_document_bytes
+class ReadParquetFn(ShardReader):
+    STAGE = STAGE
 
     def process(self, shard: Shard, tracker=beam.DoFn.RestrictionParam(_RowGroups())):
+        yield from self.read_shard(shard, tracker)
+
+    def open(self, f, shard: Shard):
+        return pq.ParquetFile(f)
+
+    def read(self, pf, shard: Shard, tracker):
         r = tracker.current_restriction()
-        try:
-            f = open_raw(shard.path)
-            pf = pq.ParquetFile(f)
-        except Exception as e:
-            if tracker.try_claim(r.start):
-                count("records_read")
-                yield dead_letter(shard.path, 0, "read_error", e, STAGE)
-            return
-        with f:
-            field = pf.schema_arrow.field("text") if pf.schema_arrow.names.count("text") == 1 else None
-            bad_schema = field is None or not is_text_type(field.type)
-            first_row = sum(pf.metadata.row_group(i).num_rows for i in range(r.start))
-            group = r.start
-            while tracker.try_claim(group):
-                n = pf.metadata.row_group(group).num_rows if pf.metadata.num_row_groups else 0
-                if bad_schema:
-                    count("records_read")
-                    yield dead_letter(shard.path, first_row, "schema_error",
-                                      f"row group {group} ({n} rows): no string `text` column; schema is "
-                                      f"{pf.schema_arrow.to_string(show_schema_metadata=False)[:300]}", STAGE)
-                elif n:
-                    yield from self._rows(pf, group, first_row, shard)
-                first_row += n
-                group += 1
+        field = pf.schema_arrow.field("text") if pf.schema_arrow.names.count("text") == 1 else None
+        bad_schema = field is None or not is_text_type(field.type)
+        first_row = sum(pf.metadata.row_group(i).num_rows for i in range(r.start))
+        group = r.start
+        while tracker.try_claim(group):
+            n = pf.metadata.row_group(group).num_rows if pf.metadata.num_row_groups else 0
+            if bad_schema:
+                yield dead_letter(shard.path, first_row, "schema_error",
+                                  f"row group {group} ({n} rows): no string `text` column; schema is "
+                                  f"{pf.schema_arrow.to_string(show_schema_metadata=False)[:300]}", STAGE)
+            elif n:
+                yield from self._rows(pf, group, first_row, shard)
+            first_row += n
+            group += 1
 
     def _rows(self, pf, group: int, first_row: int, shard: Shard):
         try:
             table = pf.read_row_group(group)
         except Exception as e:
-            count("records_read")
             yield dead_letter(shard.path, first_row, "read_error", e, STAGE)
             return
         try:
@@ -119,13 +114,11 @@ class ReadParquetFn(beam.DoFn):
             rows = table.to_pylist()
         except (_ColumnTypeError, pa.ArrowException, ValueError, KeyError, TypeError, OverflowError) as e:
             # a column that cannot be cast, a value Python cannot hold (a year-10000 timestamp), a repeated name
-            count("records_read")
             yield dead_letter(shard.path, first_row, "schema_error", f"row group {group} ({table.num_rows} rows): {e}",
                               STAGE)
             return
         for i, row in enumerate(rows):
             offset = first_row + i
-            count("records_read")
             try:
                 doc = to_document({**row, "text": row.get("text") or ""}, shard.path, offset, typed)
             except RecordError as e:

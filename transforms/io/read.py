@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import apache_beam as beam
 
-from transforms.accounting import DEAD_LETTERS, DOCUMENTS, DROPPED, count, drop
-from transforms.document import fallback_id
+from transforms.accounting import DEAD_LETTERS, DOCUMENTS, DROPPED, DeadLetter, Dropped, drop
+from transforms.document import Document, fallback_id
 from transforms.io.files import JSONL, NON_DOCUMENT, PARQUET, SUPPORTED, UNSUPPORTED, WARC, Shard, extension, \
     match_shards
 from transforms.io.jsonl import ReadJsonlFn
 from transforms.io.parquet import ReadParquetFn
+from transforms.io.reader import counted
 from transforms.io.warc import ReadWarcFn
 
 
@@ -16,15 +17,16 @@ class SkipFileFn(beam.DoFn):
     """A file that holds no documents (WAT, CDX) or that no reader handles: one counted drop, never opened."""
 
     def process(self, shard: Shard):
-        count("records_read")
         if shard.format == NON_DOCUMENT:
-            yield drop(fallback_id(shard.path, 0), "non_document_file", shard.path, 0,
+            out = drop(fallback_id(shard.path, 0), "non_document_file", shard.path, 0,
                        f"{extension(shard.path)} files hold crawl metadata or an index, not documents")
         else:
-            yield drop(fallback_id(shard.path, 0), "unsupported_file", shard.path, 0,
+            out = drop(fallback_id(shard.path, 0), "unsupported_file", shard.path, 0,
                        f"no reader for {extension(shard.path)}; supported extensions: {SUPPORTED}")
+        yield from counted([out])
 
 
+_TYPES = {DOCUMENTS: Document, DROPPED: Dropped, DEAD_LETTERS: DeadLetter}
 _READERS = {WARC: ReadWarcFn, JSONL: ReadJsonlFn, PARQUET: ReadParquetFn}
 DEFAULT_MAX_DOCUMENT_BYTES = 16 << 20
 DEFAULT_SPLIT_BYTES = 64 << 20
@@ -60,17 +62,20 @@ class ReadCrawl(beam.PTransform):
                 pbegin
                 | f"Shards[{fmt}]" >> beam.Create(mine)
                 | f"Spread[{fmt}]" >> beam.Reshuffle()
-                | f"Read[{fmt}]" >> beam.ParDo(fn(self._max)).with_outputs(DROPPED, DEAD_LETTERS, main=DOCUMENTS)
+                | f"Read[{fmt}]" >> beam.ParDo(fn(self._max)).with_output_types(Document).with_outputs(
+                    DROPPED, DEAD_LETTERS, main=DOCUMENTS)
             )
         skipped = [s for s in shards if s.format in (NON_DOCUMENT, UNSUPPORTED)]
         if skipped:
             per_format["skipped"] = (
                 pbegin
                 | "Shards[skipped]" >> beam.Create(skipped)
-                | "Skip" >> beam.ParDo(SkipFileFn()).with_outputs(DROPPED, DEAD_LETTERS, main=DOCUMENTS)
+                | "Skip" >> beam.ParDo(SkipFileFn()).with_output_types(Document).with_outputs(
+                    DROPPED, DEAD_LETTERS, main=DOCUMENTS)
             )
         out = {}
         for tag in (DOCUMENTS, DROPPED, DEAD_LETTERS):
             parts = [res[tag] for res in per_format.values()]
-            out[tag] = (parts or [pbegin | f"Empty[{tag}]" >> beam.Create([])]) | f"Flatten[{tag}]" >> beam.Flatten()
+            out[tag] = ((parts or [pbegin | f"Empty[{tag}]" >> beam.Create([]).with_output_types(_TYPES[tag])])
+                        | f"Flatten[{tag}]" >> beam.Flatten().with_output_types(_TYPES[tag]))
         return out

@@ -17,14 +17,15 @@ from urllib.parse import urlsplit
 
 import apache_beam as beam
 
-from transforms.accounting import count, dead_letter, drop
+from transforms.accounting import dead_letter, drop
 from transforms.dates import normalise_date, unparsed_key
 from transforms.document import Document, fallback_id
-from transforms.io.files import ByteRanges, Shard, open_raw
+from transforms.io.files import ByteRanges, Shard
 from transforms.io.gzip_members import (ByteStream, FileWindow, MemberStream, PlainStream, StreamError, find_member,
                                         is_gzip, looks_like_member)
 from transforms.io.html import ExtractBudgetExceeded, is_text_mime, looks_binary, read_page
 from transforms.io.http import HttpError, PayloadTooLarge, parse_response
+from transforms.io.reader import ShardReader
 from transforms.io.record import emitted
 
 STAGE = "read_warc"
@@ -251,11 +252,10 @@ class _ByteRanges(ByteRanges):
         return shard.path.lower().endswith(".gz")
 
 
-class ReadWarcFn(beam.DoFn):
+class ReadWarcFn(ShardReader):
     """Reads response (WARC) and conversion (WET) records from the byte range it is given."""
 
-    def __init__(self, max_document_bytes: int):
-        self._limit = max_document_bytes
+    STAGE = STAGE
 
     def setup(self):
         self._crawl_ids: dict[str, Optional[str]] = {}
@@ -275,27 +275,19 @@ class ReadWarcFn(beam.DoFn):
         return self._crawl_ids[shard.path]
 
     def process(self, shard: Shard, tracker=beam.DoFn.RestrictionParam(_ByteRanges())):
-        start = tracker.current_restriction().start
-        try:
-            f = open_raw(shard.path)
-        except Exception as e:
-            if tracker.try_claim(start):
-                count("records_read")
-                yield dead_letter(shard.path, 0, "read_error", e, STAGE)
-            tracker.try_claim(shard.size + 1)
-            return
-        with f:
-            gz = shard.path.lower().endswith(".gz") or is_gzip(f)
-            crawl_id = self._crawl_id(f, shard, gz)
-            if gz:
-                yield from self._read_gzip(f, shard, tracker, start, crawl_id)
-            else:
-                yield from self._read_plain(f, shard, tracker, crawl_id)
+        yield from self.read_shard(shard, tracker)
+
+    def read(self, f, shard: Shard, tracker):
+        gz = shard.path.lower().endswith(".gz") or is_gzip(f)
+        crawl_id = self._crawl_id(f, shard, gz)
+        if gz:
+            yield from self._read_gzip(f, shard, tracker, tracker.current_restriction().start, crawl_id)
+        else:
+            yield from self._read_plain(f, shard, tracker, crawl_id)
 
     def _emit(self, item, base: int, shard: Shard, crawl_id, member: Optional[int] = None):
         """A record or bad region of a stream whose byte 0 is at file offset `base` (a member's records are
         labelled with the member offset plus their position in the decompressed member)."""
-        count("records_read")
         if isinstance(item, WarcRecord):
             return record_to_output(item, base + item.start, shard, crawl_id, self._limit)
         end = "the end" if item.end is None else item.end
@@ -321,7 +313,6 @@ class ReadWarcFn(beam.DoFn):
                 pos = member.finish()
             except StreamError as e:
                 nxt = find_member(f, pos + 1)
-                count("records_read")
                 yield dead_letter(shard.path, pos, e.reason, f"{e}; {self._junk_message(pos, nxt, shard)}", STAGE)
                 pos = nxt
         if not past_end:

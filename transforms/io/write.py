@@ -45,8 +45,9 @@ class WriteSharded(beam.PTransform):
     """
 
     def __init__(self, prefix: str, suffix: str, key_fn: Callable[[Any], str], encode: Callable[[list], bytes],
-                 rows_per_shard: int = 100_000, write_empty: bool = True):
+                 rows_per_shard: int = 100_000, write_empty: bool = True, element_type: Any = Any):
         super().__init__()
+        self._type = element_type  # the elements' coder on the shuffle to their shard
         self._prefix, self._suffix = prefix, suffix
         self._key_fn, self._encode = key_fn, encode
         self._rows = rows_per_shard
@@ -85,7 +86,7 @@ class WriteSharded(beam.PTransform):
         n_side = beam.pvalue.AsSingleton(n_shards)
         written = (
             pcoll
-            | "Assign" >> beam.Map(assign, n_side)
+            | "Assign" >> beam.Map(assign, n_side).with_output_types(tuple[int, tuple[str, self._type]])
             | "Group" >> beam.GroupByKey()
             | "Write" >> beam.Map(write, n_side)
         )
@@ -110,7 +111,8 @@ class WriteDocuments(WriteSharded):
     """Documents as Parquet in the Document schema: `<dir>/documents-SSSSS-of-NNNNN.parquet`."""
 
     def __init__(self, directory: str, rows_per_shard: int = 100_000, name: str = "documents"):
-        super().__init__(FileSystems.join(directory, name), ".parquet", _doc_key, _encode_documents, rows_per_shard)
+        super().__init__(FileSystems.join(directory, name), ".parquet", _doc_key, _encode_documents, rows_per_shard,
+                         element_type=Document)
 
 
 class WriteJsonRecords(WriteSharded):

@@ -11,9 +11,9 @@ break the ceiling; `over` documents are taken only while the slack left by ancho
 from __future__ import annotations
 
 import math
-import pickle
 from typing import NamedTuple, Optional
 
+import apache_beam as beam
 import xxhash
 
 from transforms.document import Document
@@ -26,8 +26,9 @@ SCORE_FIELDS = ("p_ai", "ai_score", "ai_pvalue")
 
 
 class Item(NamedTuple):
-    """What selection needs of a document; the document itself rides along pickled once (`payload`), so the
-    shuffles and side-input barriers of selection move a small tuple and one bytes blob, not a Document."""
+    """What selection needs of a document; the document itself rides along encoded once (`payload`, by the coder
+    registered for Document), so the shuffles and side-input barriers of selection move a small tuple and one
+    bytes blob, not a Document."""
 
     source: str
     stream: str  # anchor / under / over; "" until a certified plan sets the source's rate
@@ -57,13 +58,14 @@ class Item(NamedTuple):
 
     @property
     def doc(self) -> Document:
-        return pickle.loads(self.payload)
+        return beam.coders.registry.get_coder(Document).decode(self.payload)
 
 
 def make_item(doc: Document, source: str, stream: str, order: int, units: int, tokens: int, rate: int, excess: int,
               group: str = "", level: int = 0) -> Item:
     return Item(source, stream, 0, order, units, tokens, rate, excess, doc.id, doc.source, doc.offset, doc.p_ai,
-                doc.ai_pvalue, tokens * rule_rate(doc, "expected"), pickle.dumps(doc, protocol=pickle.HIGHEST_PROTOCOL),
+                doc.ai_pvalue, tokens * rule_rate(doc, "expected"),
+                beam.coders.registry.get_coder(Document).encode(doc),
                 group, level)
 
 

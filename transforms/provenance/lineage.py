@@ -50,4 +50,4 @@ class WriteProvenance(WriteSharded):
             return parquet_bytes(pa.Table.from_pylist([lineage_row(d, run) for d in docs], schema=LINEAGE))
 
         super().__init__(FileSystems.join(directory, "provenance"), ".parquet", lambda d: d.id, encode,
-                         rows_per_shard)
+                         rows_per_shard, element_type=Document)

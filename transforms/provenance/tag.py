@@ -39,10 +39,12 @@ class _Tag(beam.DoFn):
         ))
 
 
+@beam.typehints.with_input_types(Document)
+@beam.typehints.with_output_types(Document)
 class TagProvenance(beam.PTransform):
     """Completes `Document.provenance` (transforms/document.py): registered domain, pre-LLM era, invisible
     characters and the C2PA text wrapper. The page's declared signals were taken by the reader from its one HTML
     parse, so this stage holds no HTML and may run before or after dedup at the same cost."""
 
     def expand(self, docs):
-        return docs | "Tag" >> beam.ParDo(_Tag())
+        return docs | "Tag" >> beam.ParDo(_Tag()).with_output_types(Document)

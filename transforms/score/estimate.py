@@ -31,6 +31,7 @@ import xxhash
 from scipy import stats
 
 from transforms.score.reference import ALPHA, ReferenceGroup
+from transforms.tokens import count_tokens
 
 DRAWS = 2000
 METHOD = "reference-acc"
@@ -295,7 +296,7 @@ class _Histogram(beam.CombineFn):
     def add_input(self, acc_, doc):
         k = _bin(doc.p_ai, self._bins)
         acc_[0][k] += 1
-        acc_[1][k] += len(doc.text.split())
+        acc_[1][k] += count_tokens(doc.text)
         return acc_
 
     def merge_accumulators(self, accs):

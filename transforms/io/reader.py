@@ -1,0 +1,54 @@
+"""What every shard reader shares: opening the file (or one `read_error` dead letter) and counting records read.
+
+A reader yields exactly one output per record it reads (a Document, a drop or a dead letter), so counting its
+outputs here is the `records_read` counter the summary reconciles against; a new format adds only its parsing.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Iterator
+
+import apache_beam as beam
+
+from transforms.accounting import count, dead_letter
+from transforms.io.files import Shard, open_raw
+
+
+def counted(outputs: Iterable[Any]) -> Iterator[Any]:
+    """Each output is one record read."""
+    for out in outputs:
+        count("records_read")
+        yield out
+
+
+class ShardReader(beam.DoFn):
+    """Base of the format readers. Subclasses declare `process(shard, tracker=RestrictionParam(...))` as
+    `yield from self.read_shard(shard, tracker)` (Beam reads the restriction provider from that signature) and
+    implement `read`, plus `open` when the format needs more than the byte stream."""
+
+    STAGE = "read"
+
+    def __init__(self, max_document_bytes: int):
+        self._limit = max_document_bytes
+
+    def open(self, f, shard: Shard):
+        """What `read` gets: the raw stream, or a format's handle on it; raising here is a `read_error`."""
+        return f
+
+    def read(self, handle, shard: Shard, tracker) -> Iterator[Any]:
+        raise NotImplementedError
+
+    def read_shard(self, shard: Shard, tracker) -> Iterator[Any]:
+        restriction = tracker.current_restriction()
+        f = None
+        try:
+            f = open_raw(shard.path)
+            handle = self.open(f, shard)
+        except Exception as e:  # filesystems and format libraries raise their own types
+            if f is not None:
+                f.close()
+            if tracker.try_claim(restriction.start):
+                yield from counted([dead_letter(shard.path, 0, "read_error", e, self.STAGE)])
+            tracker.try_claim(restriction.stop)
+            return
+        with f:
+            yield from counted(self.read(handle, shard, tracker))
