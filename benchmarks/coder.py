@@ -78,16 +78,20 @@ def documents(n: int) -> list[Document]:
     return docs
 
 
-def per_document(docs: list[Document]) -> list[tuple]:
-    rows = []
-    for name, coder in (("pickle (FastPrimitivesCoder)", FastPrimitivesCoder()), ("DocumentCoder", DocumentCoder())):
-        t = time.perf_counter()
-        encoded = [coder.encode(d) for d in docs]
-        back = [coder.decode(b) for b in encoded]
-        us = (time.perf_counter() - t) / len(docs) * 1e6
-        assert back == docs
-        rows.append((name, statistics.mean(map(len, encoded)), us))
-    return rows
+def per_document(docs: list[Document], repeats: int) -> list[tuple]:
+    """(coder, bytes/doc, best encode+decode µs/doc over `repeats` interleaved passes)."""
+    coders = (("pickle (FastPrimitivesCoder)", FastPrimitivesCoder()), ("DocumentCoder", DocumentCoder()))
+    best = {name: float("inf") for name, _ in coders}
+    sizes = {}
+    for _ in range(repeats):
+        for name, coder in coders:
+            t = time.perf_counter()
+            encoded = [coder.encode(d) for d in docs]
+            back = [coder.decode(b) for b in encoded]
+            best[name] = min(best[name], (time.perf_counter() - t) / len(docs) * 1e6)
+            assert back == docs
+            sizes[name] = statistics.mean(map(len, encoded))
+    return [(name, sizes[name], best[name]) for name, _ in coders]
 
 
 def dedup_stage(p, docs):
@@ -131,8 +135,8 @@ def main():
     docs = documents(args.docs)
 
     print(f"## per document ({args.docs} documents, mean {statistics.mean(len(d.text) for d in docs):.0f} chars)")
-    print("| coder | bytes/doc | encode+decode µs/doc |\n|---|---:|---:|")
-    rows = per_document(docs)
+    print("| coder | bytes/doc | encode+decode µs/doc (best) |\n|---|---:|---:|")
+    rows = per_document(docs, args.repeats)
     for name, size, us in rows:
         print(f"| {name} | {size:,.0f} | {us:.1f} |")
     print(f"ratio pickle/coder: bytes {rows[0][1] / rows[1][1]:.2f}x, time {rows[0][2] / rows[1][2]:.2f}x\n")

@@ -125,3 +125,15 @@ def test_every_pcollection_of_documents_uses_the_coder(tmp_path):
                 if t.unique_name.endswith(("ExactDedup/Key", "WriteDocuments/Assign"))}
     assert len(shuffled) == 2 and all(names[0] == "beam:coder:kv:v1" and names[-1] == "DocumentCoder"
                                       for names in shuffled.values()), shuffled
+
+
+def test_provenance_is_typed_and_reads_like_a_mapping():
+    doc = Document("a", "t", "s", 0, provenance={"pre_llm": True, "invisible_chars": [("U+200B", 2)]})
+    p = doc.provenance
+    assert isinstance(p, Provenance) and p.pre_llm is True and p["invisible_chars"] == {"U+200B": 2}
+    assert p.get("declared_ai") is None and {**p}["pre_llm"] is True and len(dict(p)) == len(SCHEMA.field(
+        "provenance").type)
+    with pytest.raises(ValueError, match="unknown fields \\['colour'\\]"):
+        Provenance.of({"colour": "red"})
+    with pytest.raises(KeyError):
+        p["colour"]

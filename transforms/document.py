@@ -9,14 +9,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import marshal
-from dataclasses import dataclass, field
+import operator
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
 
 import apache_beam as beam
 import pyarrow as pa
 import xxhash
-
 
 
 def _arrow(typ: pa.DataType):
@@ -137,23 +137,12 @@ SCHEMA = pa.schema(
     ]
 )
 COLUMNS = tuple(SCHEMA.names)
-
-
 _FIELDS = tuple(f.name for f in dataclasses.fields(Document))
-_FLOATS = frozenset(name for name in _FIELDS if SCHEMA.field(name).type == pa.float64())
-_INTS = frozenset(name for name in _FIELDS if pa.types.is_integer(SCHEMA.field(name).type))
 _CODER_FORMAT = 1
-
-
-def _plain_value(name: str, value):
-    """Numbers as Python int/float (a detector may hand back numpy scalars, which marshal refuses)."""
-    if value is None:
-        return None
-    if name in _FLOATS:
-        return float(value)
-    if name in _INTS:
-        return int(value)
-    return value
+_NUMBERS = tuple((i, float if SCHEMA.field(name).type == pa.float64() else int) for i, name in enumerate(_FIELDS)
+                 if pa.types.is_floating(SCHEMA.field(name).type) or pa.types.is_integer(SCHEMA.field(name).type))
+_PROV, _META = _FIELDS.index("provenance"), _FIELDS.index("metadata")
+_doc_values = operator.attrgetter(*_FIELDS)
 
 
 class DocumentCoder(beam.coders.Coder):
@@ -162,25 +151,28 @@ class DocumentCoder(beam.coders.Coder):
     faster than pickling the object (which names the class and every field in each record)."""
 
     def encode(self, doc: Document) -> bytes:
-        values = [_plain_value(name, getattr(doc, name)) for name in _FIELDS]
-        prov = doc.provenance
+        values = list(_doc_values(doc))
+        for i, kind in _NUMBERS:  # a detector may hand back numpy scalars, which marshal refuses
+            if values[i] is not None and type(values[i]) is not kind:
+                values[i] = kind(values[i])
+        prov = values[_PROV]
         if prov is not None:
-            prov = tuple(Provenance.of(prov).to_row().values())
-        values[_PROV], values[_META] = prov, tuple(sorted(doc.metadata.items()))
+            values[_PROV] = tuple(Provenance.of(prov).to_row().values())
+        values[_META] = tuple(sorted(values[_META].items()))
         return bytes([_CODER_FORMAT]) + marshal.dumps(tuple(values), 2)
 
     def decode(self, data: bytes) -> Document:
         if data[0] != _CODER_FORMAT:
             raise ValueError(f"not a DocumentCoder record (format byte {data[0]})")
-        values = list(marshal.loads(data[1:]))
+        values = list(marshal.loads(memoryview(data)[1:]))
         prov = values[_PROV]
         if prov is not None:
-            prov = list(prov)
-            if prov[_INVISIBLE] is not None:
-                prov[_INVISIBLE] = dict(prov[_INVISIBLE])
-            values[_PROV] = Provenance(*prov)
+            fields = dict(zip(PROVENANCE_FIELDS, prov))
+            if fields["invisible_chars"] is not None:
+                fields["invisible_chars"] = dict(fields["invisible_chars"])
+            values[_PROV] = _restore(Provenance, fields)
         values[_META] = dict(values[_META])
-        return Document(*values)
+        return _restore(Document, dict(zip(_FIELDS, values)))
 
     def is_deterministic(self) -> bool:
         return True
@@ -189,8 +181,13 @@ class DocumentCoder(beam.coders.Coder):
         return Document
 
 
-_PROV, _META = _FIELDS.index("provenance"), _FIELDS.index("metadata")
-_INVISIBLE = PROVENANCE_FIELDS.index("invisible_chars")
+def _restore(cls, fields: dict):
+    """An instance from already checked field values, as unpickling makes one (no __init__)."""
+    obj = object.__new__(cls)
+    obj.__dict__.update(fields)
+    return obj
+
+
 beam.coders.registry.register_coder(Document, DocumentCoder)
 
 
