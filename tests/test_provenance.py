@@ -2,6 +2,7 @@
 invisible-character counts, real WARC files, and the provenance of every demo document."""
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import os
@@ -127,40 +128,29 @@ def test_real_warc_pages_parse(webcrawl_dir):
     """The reader takes each response's signals from the parse that gives its text: the same signals as a parse of
     their own, and no HTML rides on the document."""
     from tests.test_read_real import read_all
-    from transforms.document import Document
+    from transforms.io.files import open_raw
+    from transforms.io.gzip_members import FileWindow, MemberStream, find_member
     from transforms.io.html import decode_html
     from transforms.io.http import parse_response
     from transforms.io.warc import iter_records
-    import dataclasses
 
     assert "raw" not in {f.name for f in dataclasses.fields(Document)}
     path = str(webcrawl_dir / "raw/commoncrawl+whirlwind-python__whirlwind.warc.gz")
-    cc = [d for d in read_all(path) if isinstance(d, Document)]
-    assert cc[0].provenance.html_observable and cc[0].provenance.generator.startswith("MediaWiki")
-    from transforms.io.files import open_raw
-    from transforms.io.gzip_members import FileWindow, MemberStream
+    first = [d for d in read_all(path) if isinstance(d, Document)][0]
+    assert first.provenance.html_observable and first.provenance.generator.startswith("MediaWiki")
     with open_raw(path) as f:
-        rec = next(r for r in iter_records(MemberStream(FileWindow(f), _member_of(path, cc[0].offset)), 1 << 24)
+        member, nxt = 0, 0
+        while nxt is not None and nxt <= first.offset:  # the gzip member that holds the record
+            member, nxt = nxt, find_member(f, nxt + 1)
+        rec = next(r for r in iter_records(MemberStream(FileWindow(f), member), 1 << 24)
                    if r.headers["warc-type"] == "response")
     resp = parse_response(rec.block, 1 << 24)
     separate = page_signals(resp.headers, decode_html(resp.body, resp.charset))
-    assert {k: cc[0].provenance[k] for k in separate} == separate
+    assert {k: first.provenance[k] for k in separate} == separate
     for p in sorted(glob.glob(str(webcrawl_dir / "raw" / "*.warc.gz"))):
         for doc in read_all(p):
             if isinstance(doc, Document) and doc.provenance is not None:
                 assert doc.provenance.html_observable is True and doc.provenance.declared_ai is not None
-
-
-def _member_of(path: str, offset: int) -> int:
-    """The gzip member holding a record: record offsets are member offset + position in the member; the first
-    response of the whirlwind file is in its own member."""
-    from transforms.io.files import open_raw
-    from transforms.io.gzip_members import find_member
-    with open_raw(path) as f:
-        pos, last = 0, 0
-        while pos is not None and pos <= offset:
-            last, pos = pos, find_member(f, pos + 1)
-        return last
 
 
 def test_every_demo_document_has_a_complete_provenance_record(tmp_path, sample_crawl):

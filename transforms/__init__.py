@@ -7,7 +7,7 @@ from transforms.dedup.near import NearDedup
 from transforms.dedup.normalize import Normalization
 from transforms.dedup.rank import IdCollisions
 from transforms.dedup.verify import VerifyPairs
-from transforms.document import SCHEMA, Document, from_dolma, from_table, to_dolma, to_table
+from transforms.document import SCHEMA, Document, DocumentCoder, Provenance, from_dolma, from_table, to_dolma, to_table
 from transforms.io.read import ReadCrawl
 from transforms.mix.config import MixConfig
 from transforms.mix.config import load as load_mix_config
@@ -24,7 +24,7 @@ from transforms.io.write import WriteDocuments, WriteJsonRecords, WriteSharded
 
 __all__ = [
     "DEAD_LETTER_REASONS", "DROP_REASONS", "DeadLetter", "Dropped", "Summarize", "reconcile",
-    "SCHEMA", "Document", "from_dolma", "from_table", "to_dolma", "to_table",
+    "SCHEMA", "Document", "DocumentCoder", "Provenance", "from_dolma", "from_table", "to_dolma", "to_table",
     "ReadCrawl", "WriteDocuments", "WriteJsonRecords", "WriteSharded",
     "ConnectedComponents", "ExactDedup", "IdCollisions", "MinHasher", "NearDedup", "Normalization", "VerifyPairs",
     "RunInfo", "TagProvenance", "WriteProvenance",

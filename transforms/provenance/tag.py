@@ -1,4 +1,4 @@
-"""`TagProvenance`: registered domain, pre-LLM flag and text-level signals, added to the page signals the reader took."""
+"""`TagProvenance`: registered domain, pre-LLM era and text-level signals, added to the reader's page signals."""
 from __future__ import annotations
 
 import dataclasses
