@@ -14,19 +14,24 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import zstandard
+import apache_beam as beam
 from apache_beam.io.restriction_trackers import OffsetRestrictionTracker
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.pvalue import TaggedOutput
 
 from pipeline import curate
 from pipeline.sample import warc_record
 from tests.crafted import HTML, member, page, response
 from tests.helpers import read_jsonl
+from transforms.accounting import DEAD_LETTERS, DOCUMENTS, DROPPED, NAMESPACE, drop
 from transforms.dates import normalise_date
 from transforms.document import Document, dolma_line, to_table
-from transforms.io.files import InputError, Shard, match_shards
+from transforms.io.files import ByteRanges, InputError, Shard, match_shards
 from transforms.io.html import MAX_DEPTH
 from transforms.io.jsonl import ReadJsonlFn, _LineRanges
 from transforms.io.parquet import ReadParquetFn, _RowGroups
+from transforms.io.reader import ShardReader
 from transforms.io.warc import ReadWarcFn, _ByteRanges
 
 MiB = 1 << 20
@@ -505,3 +510,37 @@ def test_any_split_of_a_damaged_file_reads_each_record_once_and_says_the_same(tm
             whole = key(read_warc(path))
             for split in (7, 100):
                 assert key(read_warc(path, split=split)) == whole, (seed, name, split)
+
+
+class _TextLines(ShardReader):
+    """A format written only for this test: one Document per line of a text file, through the reader base."""
+
+    STAGE = "read_text"
+
+    def process(self, shard: Shard, tracker=beam.DoFn.RestrictionParam(ByteRanges())):
+        yield from self.read_shard(shard, tracker)
+
+    def read(self, f, shard: Shard, tracker):
+        if not tracker.try_claim(0):
+            return
+        for i, line in enumerate(f.read().decode().splitlines()):
+            yield Document(f"{shard.path}:{i}", line, shard.path, i) if line else drop(
+                f"{shard.path}:{i}", "empty_text", shard.path, i)
+        tracker.try_claim(shard.size + 1)
+
+
+def test_a_new_format_adds_only_its_parsing(tmp_path):
+    """The reader base counts every output as one record read and turns a file that cannot be opened into one
+    `read_error` dead letter: the toy reader above has no counter and no error handling of its own."""
+    good = tmp_path / "a.txt"
+    good.write_text("one\n\ntwo\n")
+    shards = [Shard(str(good), good.stat().st_size, "text"), Shard(str(tmp_path / "gone.txt"), 10, "text")]
+    p = beam.Pipeline(runner=FnApiRunner())
+    _ = p | beam.Create(shards) | beam.ParDo(_TextLines(1 << 20)).with_outputs(DROPPED, DEAD_LETTERS,
+                                                                                main=DOCUMENTS)
+    result = p.run()
+    result.wait_until_finish()
+    counters = {c.key.metric.name: c.committed for c in result.metrics().query(
+        MetricsFilter().with_namespace(NAMESPACE))["counters"]}
+    assert counters["records_read"] == 4  # two documents, one empty line, one unreadable file
+    assert counters["dead_letter_read_error"] == 1 and counters["dropped_empty_text"] == 1
