@@ -11,7 +11,6 @@ break the ceiling; `over` documents are taken only while the slack left by ancho
 from __future__ import annotations
 
 import math
-import pickle
 from typing import NamedTuple, Optional
 
 import xxhash
@@ -26,8 +25,8 @@ SCORE_FIELDS = ("p_ai", "ai_score", "ai_pvalue")
 
 
 class Item(NamedTuple):
-    """What selection needs of a document; the document itself rides along pickled once (`payload`), so the
-    shuffles and side-input barriers of selection move a small tuple and one bytes blob, not a Document."""
+    """What selection needs of a document, and nothing more: the document stays behind (rows.py joins the
+    selected keys back to it), so the shuffles and side-input barriers of selection move only small tuples."""
 
     source: str
     stream: str  # anchor / under / over; "" until a certified plan sets the source's rate
@@ -43,7 +42,6 @@ class Item(NamedTuple):
     p_ai: Optional[float]
     pvalue: Optional[float]
     expected: int  # the `expected` rule's charge, for the manifest's reference count
-    payload: bytes
     group: str = ""  # certified: reference group key (or a pseudo-group)
     level: int = 0  # certified: grid level of the document's p-value
 
@@ -56,15 +54,15 @@ class Item(NamedTuple):
         return self.epoch, self.priority, self.id, self.src, self.offset
 
     @property
-    def doc(self) -> Document:
-        return pickle.loads(self.payload)
+    def key(self) -> tuple[str, str, int]:
+        """The record's identity (id, where it was read, offset): what rows.py joins the document back on."""
+        return self.id, self.src, self.offset
 
 
 def make_item(doc: Document, source: str, stream: str, order: int, units: int, tokens: int, rate: int, excess: int,
               group: str = "", level: int = 0) -> Item:
     return Item(source, stream, 0, order, units, tokens, rate, excess, doc.id, doc.source, doc.offset, doc.p_ai,
-                doc.ai_pvalue, tokens * rule_rate(doc, "expected"), pickle.dumps(doc, protocol=pickle.HIGHEST_PROTOCOL),
-                group, level)
+                doc.ai_pvalue, tokens * rule_rate(doc, "expected"), group, level)
 
 
 def priority(seed: int, doc: Document) -> int:

@@ -26,9 +26,11 @@ from transforms.mix.classify import (ANCHOR, OVER, UNDER, Item, certified_group,
                                      priority, rule_rate)
 from transforms.mix.config import MixConfig
 from transforms.mix.plan import Supply, boundary, excess_of, make_certified_plan, make_plan, stream_of
+from transforms.mix.rows import doc_key, pack
 from transforms.tokens import count_tokens
 
 SELECTED = "selected"
+DOCUMENTS = "documents"
 ROUNDS = 3
 
 
@@ -60,6 +62,7 @@ class _Classify(beam.DoFn):
             excess = excess_of(tokens, rate, cfg.ceiling)
             stream = ANCHOR if anchor else (UNDER if excess <= 0 else OVER)
             yield make_item(doc, source, stream, order, units, tokens, rate, excess)
+            yield beam.pvalue.TaggedOutput(DOCUMENTS, (doc_key(doc), pack(doc)))
             return
         group = certified_group(doc, folder, self._usable, cfg.pre_llm_is_human)
         if group is None:
@@ -71,6 +74,7 @@ class _Classify(beam.DoFn):
         if level is None:
             level = certify.grid_index(doc.ai_pvalue)
         yield make_item(doc, source, ANCHOR if anchor else "", order, units, tokens, 0, 0, group, level)
+        yield beam.pvalue.TaggedOutput(DOCUMENTS, (doc_key(doc), pack(doc)))
 
 
 class _SumSupply(beam.CombineFn):
@@ -224,9 +228,10 @@ def _one(pcoll, tag: str):
 
 class MixWithCeiling(beam.PTransform):
     """(source name, curated folder or "", Document) triples -> {"selected": Item (one per output row, repeats
-    included), "dropped", "dead_letters", "plan", "offered" (every item that passed exclusions)}. Anchors are
-    selected whole; the ceiling (certified bound, or
-    the opt-in rule count) holds exactly on the selected rows. `groups`: reference group key -> (estimate, ci95
+    included), "dropped", "dead_letters", "plan", "offered" (every item that passed exclusions), "documents"
+    ((key, packed document) for every offered item: `rows.JoinRows` turns them and "selected" into rows)}.
+    Anchors are selected whole; the ceiling (certified bound, or the opt-in rule count) holds exactly on the
+    selected rows. `groups`: reference group key -> (estimate, ci95
     low, ci95 high, reference documents), from the curated folders' summaries (`certify.parse_ai_share`)."""
 
     def __init__(self, cfg: MixConfig, groups: dict | None = None):
@@ -238,7 +243,7 @@ class MixWithCeiling(beam.PTransform):
         cfg = self._cfg
         bounds = certify.Bounds.of(self._groups)
         classified = triples | "Classify" >> beam.ParDo(_Classify(cfg, frozenset(self._groups))).with_outputs(
-            DROPPED, DEAD_LETTERS, main="items")
+            DROPPED, DEAD_LETTERS, DOCUMENTS, main="items")
         items = offered = classified["items"]
         if cfg.rule == "certified":
             supply = items | "Supply" >> beam.CombineGlobally(_SumSupply(lambda i: (i.source, i.group, i.level)))
@@ -281,4 +286,4 @@ class MixWithCeiling(beam.PTransform):
         selected = (anchors, u_selected, o_selected) | "AllSelected" >> beam.Flatten()
         dropped = (classified[DROPPED], *cut_dropped, u_dropped, o_dropped) | "AllDropped" >> beam.Flatten()
         return {SELECTED: selected, DROPPED: dropped, DEAD_LETTERS: classified[DEAD_LETTERS], "plan": plan,
-                "offered": offered}
+                "offered": offered, DOCUMENTS: classified[DOCUMENTS]}
