@@ -18,6 +18,7 @@ from apache_beam.io.filesystems import FileSystems
 from transforms.accounting import count
 from transforms.document import Document, dolma_line, replace, to_table
 from transforms.io.write import WriteSharded, parquet_bytes
+from transforms.mix.classify import Item, PlainTupleCoder
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(Document) if f.name != "raw")
 
@@ -51,6 +52,9 @@ class Row(NamedTuple):
         return replace(doc, metadata={**doc.metadata, "mix_source": self.source, "mix_epoch": str(self.epoch)})
 
 
+beam.coders.registry.register_coder(Row, PlainTupleCoder)
+
+
 def _keys(key: tuple[str, str, int], source: str, epoch: int) -> tuple[str, str]:
     doc_id, src, offset = key
     return (f"{doc_id}\x00{src}\x00{offset:020d}",
@@ -71,13 +75,17 @@ def _join(kv):
         yield Row(*_keys(key, source, epoch), source, epoch, packed)
 
 
+def _copy_key(item: Item):
+    return item.key, (item.source, item.epoch)
+
+
 class JoinRows(beam.PTransform):
     """{"documents": (key, packed document), "selected": Item} -> Row, one per selected copy."""
 
     def expand(self, inputs):
-        copies = inputs["selected"] | "CopyKeys" >> beam.Map(lambda i: (i.key, (i.source, i.epoch)))
+        copies = inputs["selected"] | "CopyKeys" >> beam.Map(_copy_key)
         return ((inputs["documents"], copies) | "JoinInputs" >> beam.Flatten()
-                | "JoinGroup" >> beam.GroupByKey() | "Join" >> beam.FlatMap(_join))
+                | "JoinGroup" >> beam.GroupByKey() | "Join" >> beam.FlatMap(_join).with_output_types(Row))
 
 
 def _parquet(rows: list[Row]) -> bytes:

@@ -17,6 +17,7 @@ Upsampling (max_repeats) adds epochs: copy k of a document follows every copy k-
 from __future__ import annotations
 
 from fractions import Fraction
+from typing import Tuple
 
 import apache_beam as beam
 
@@ -29,6 +30,7 @@ from transforms.mix.plan import Supply, boundary, excess_of, make_certified_plan
 from transforms.mix.rows import doc_key, pack
 from transforms.tokens import count_tokens
 
+KeyedItem = Tuple[Tuple[str, str], Item]
 SELECTED = "selected"
 DOCUMENTS = "documents"
 ROUNDS = 3
@@ -196,29 +198,35 @@ def _select(items, label: str, limits_side, plan_side):
     for r in range(ROUNDS):
         tag = f"{label}{r}"
         if r < ROUNDS - 1:
-            hists = (candidates | f"Key{tag}" >> beam.Map(lambda i: (_key(i), i))
+            hists = (candidates | f"Key{tag}" >> beam.Map(lambda i: (_key(i), i)).with_output_types(KeyedItem)
                      | f"Hist{tag}" >> beam.CombinePerKey(_Histogram()) | f"Hists{tag}" >> beam.combiners.ToDict())
             bounds = beam.pvalue.AsSingleton(hists | f"Bounds{tag}" >> beam.Map(
                 lambda h, lim: {k: boundary(v, *lim.get(k, (0, 0))) for k, v in h.items()}, limits_side))
         else:
             bounds = beam.pvalue.AsSingleton(_one(candidates, tag) | f"Bounds{tag}" >> beam.Map(
                 lambda _, lim: {k: (-1, *v) for k, v in lim.items()}, limits_side))
-        routed = candidates | f"Route{tag}" >> beam.FlatMap(_route, bounds).with_outputs(SELECTED, "tail",
-                                                                                          main="boundary")
+        routed = candidates | f"Route{tag}" >> beam.FlatMap(_route, bounds).with_output_types(
+            KeyedItem).with_outputs(SELECTED, "tail", main="boundary")
         cut = (routed["boundary"] | f"Group{tag}" >> beam.GroupByKey()
                | f"Greedy{tag}" >> beam.FlatMap(_greedy, bounds, plan_side).with_outputs(SELECTED, DROPPED,
                                                                                          main="left"))
-        selected += [routed[SELECTED], cut[SELECTED]]
+        selected += [_typed(routed[SELECTED], f"Taken{tag}"), _typed(cut[SELECTED], f"Walked{tag}")]
         dropped.append(cut[DROPPED])
         if r == ROUNDS - 1:
             break
         limits_side = beam.pvalue.AsSingleton(cut["left"] | f"Left{tag}" >> beam.combiners.ToList()
                                               | f"LeftDict{tag}" >> beam.Map(dict))
-        nxt = routed["tail"] | f"Fits{tag}" >> beam.FlatMap(_fits_left, limits_side, plan_side).with_outputs(
-            DROPPED, main="next")
+        nxt = _typed(routed["tail"], f"Tail{tag}") | f"Fits{tag}" >> beam.FlatMap(
+            _fits_left, limits_side, plan_side).with_output_types(Item).with_outputs(DROPPED, main="next")
         dropped.append(nxt[DROPPED])
         candidates = nxt["next"]
     return (selected | f"Selected{label}" >> beam.Flatten(), dropped | f"Dropped{label}" >> beam.Flatten())
+
+
+def _typed(pcoll, label: str):
+    """A tagged output (Beam gives it no type hint) as a PCollection of Items, so it crosses stage boundaries with
+    `PlainTupleCoder` rather than pickled (an identity step, fused with its producer)."""
+    return pcoll | label >> beam.Map(lambda i: i).with_output_types(Item)
 
 
 def _one(pcoll, tag: str):
@@ -242,13 +250,15 @@ class MixWithCeiling(beam.PTransform):
     def expand(self, triples):
         cfg = self._cfg
         bounds = certify.Bounds.of(self._groups)
-        classified = triples | "Classify" >> beam.ParDo(_Classify(cfg, frozenset(self._groups))).with_outputs(
+        classified = triples | "Classify" >> beam.ParDo(_Classify(cfg, frozenset(self._groups))).with_output_types(
+            Item).with_outputs(
             DROPPED, DEAD_LETTERS, DOCUMENTS, main="items")
         items = offered = classified["items"]
         if cfg.rule == "certified":
             supply = items | "Supply" >> beam.CombineGlobally(_SumSupply(lambda i: (i.source, i.group, i.level)))
             plan = supply | "Plan" >> beam.Map(lambda s: make_certified_plan(cfg, bounds, s))
-            cut = items | "Cut" >> beam.FlatMap(_cut, beam.pvalue.AsSingleton(plan), cfg).with_outputs(
+            cut = items | "Cut" >> beam.FlatMap(_cut, beam.pvalue.AsSingleton(plan), cfg).with_output_types(
+                Item).with_outputs(
                 DROPPED, main="kept")
             items, cut_dropped = cut["kept"], [cut[DROPPED]]
         else:
@@ -258,7 +268,7 @@ class MixWithCeiling(beam.PTransform):
         plan_side = beam.pvalue.AsSingleton(plan)
         anchors = items | "Anchors" >> beam.Filter(lambda i: i.stream == ANCHOR)
         copies = (items | "Mixable" >> beam.Filter(lambda i: i.stream != ANCHOR)
-                  | "Epochs" >> beam.FlatMap(_epochs, plan_side))
+                  | "Epochs" >> beam.FlatMap(_epochs, plan_side).with_output_types(Item))
         under = copies | "Under" >> beam.Filter(lambda i: i.stream == UNDER)
         over = copies | "Over" >> beam.Filter(lambda i: i.stream == OVER)
 
