@@ -71,9 +71,11 @@ def build(p, cfg: MixConfig, output: str, staging: str, key: str, rows_per_shard
             reads.append(read)
             triples.append(read[DOCUMENTS] | f"Tag[{s.name}][{i}]" >> beam.Map(
                 lambda d, n=s.name, f=folder: (n, f, d)))
-    read_all = {tag: [r[tag] for r in reads] | f"All[{tag}]" >> beam.Flatten()
+    # the summary counts what was read: one small marker per document, not the document, crosses the Flatten
+    read_all = {tag: [r[tag] if tag != DOCUMENTS else r[tag] | f"Marker[{j}]" >> beam.Map(lambda _: 0)
+                      for j, r in enumerate(reads)] | f"All[{tag}]" >> beam.Flatten()
                 for tag in (DOCUMENTS, DROPPED, DEAD_LETTERS)}
-    mixed = (triples | "Sources" >> beam.Flatten()) | "Mix" >> MixWithCeiling(cfg, groups)
+    mixed = tuple(triples) | "Mix" >> MixWithCeiling(cfg, groups)
     rows = {"documents": mixed[PACKED], "selected": mixed[SELECTED]} | "Rows" >> JoinRows()
     train = FileSystems.join(staging, "train")
     train_files = rows | "WriteTrain" >> WriteRows(train, rows_per_shard)

@@ -235,12 +235,13 @@ def _one(pcoll, tag: str):
 
 
 class MixWithCeiling(beam.PTransform):
-    """(source name, curated folder or "", Document) triples -> {"selected": Item (one per output row, repeats
-    included), "dropped", "dead_letters", "plan", "offered" (every item that passed exclusions), "documents"
-    ((key, packed document) for every offered item: `rows.JoinRows` turns them and "selected" into rows)}.
-    Anchors are selected whole; the ceiling (certified bound, or the opt-in rule count) holds exactly on the
-    selected rows. `groups`: reference group key -> (estimate, ci95
-    low, ci95 high, reference documents), from the curated folders' summaries (`certify.parse_ai_share`)."""
+    """(source name, curated folder or "", Document) triples (one PCollection, or a tuple of them, one per input:
+    each is then classified where it is read, so no stage holds documents waiting for a Flatten) -> {"selected":
+    Item (one per output row, repeats included), "dropped", "dead_letters", "plan", "offered" (every item that
+    passed exclusions), "documents" ((key, packed document) for every offered item: `rows.JoinRows` joins them to
+    "selected")}. Anchors are selected whole; the ceiling (certified bound, or the opt-in rule count) holds
+    exactly on the selected rows. `groups`: reference group key -> (estimate, ci95 low, ci95 high, reference
+    documents), from the curated folders' summaries (`certify.parse_ai_share`)."""
 
     def __init__(self, cfg: MixConfig, groups: dict | None = None):
         super().__init__()
@@ -250,9 +251,11 @@ class MixWithCeiling(beam.PTransform):
     def expand(self, triples):
         cfg = self._cfg
         bounds = certify.Bounds.of(self._groups)
-        classified = triples | "Classify" >> beam.ParDo(_Classify(cfg, frozenset(self._groups))).with_output_types(
-            Item).with_outputs(
-            DROPPED, DEAD_LETTERS, DOCUMENTS, main="items")
+        parts = triples if isinstance(triples, tuple) else (triples,)
+        tags = ("items", DROPPED, DEAD_LETTERS, DOCUMENTS)
+        per_part = [part | f"Classify[{i}]" >> beam.ParDo(_Classify(cfg, frozenset(self._groups))).with_output_types(
+            Item).with_outputs(DROPPED, DEAD_LETTERS, DOCUMENTS, main="items") for i, part in enumerate(parts)]
+        classified = {tag: [c[tag] for c in per_part] | f"Classified[{tag}]" >> beam.Flatten() for tag in tags}
         items = offered = classified["items"]
         if cfg.rule == "certified":
             supply = items | "Supply" >> beam.CombineGlobally(_SumSupply(lambda i: (i.source, i.group, i.level)))
