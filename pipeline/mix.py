@@ -25,9 +25,8 @@ from transforms.io.write import WriteJsonRecords, write_bytes, write_json
 from transforms.mix import certify
 from transforms.mix.config import ConfigError, MixConfig, load
 from transforms.mix.report import SourceStats, empty_stats, render
-from transforms.mix.rows import JoinRows, WriteRows
-from transforms.mix.select import SELECTED, MixWithCeiling
-from transforms.mix.select import DOCUMENTS as PACKED
+from transforms.mix.rows import WriteRows
+from transforms.mix.select import ROWS, SELECTED, MixWithCeiling
 
 OUTPUT_PARTS = ("train", "dropped", "dead_letters", "summary.json", "manifest.json", "report.html")
 TOKEN_DEFINITION = "synthcap tokens: words and punctuation marks (\\w+|[^\\w\\s]), transforms/tokens.py"
@@ -76,9 +75,8 @@ def build(p, cfg: MixConfig, output: str, staging: str, key: str, rows_per_shard
                       for j, r in enumerate(reads)] | f"All[{tag}]" >> beam.Flatten()
                 for tag in (DOCUMENTS, DROPPED, DEAD_LETTERS)}
     mixed = tuple(triples) | "Mix" >> MixWithCeiling(cfg, groups)
-    rows = {"documents": mixed[PACKED], "selected": mixed[SELECTED]} | "Rows" >> JoinRows()
     train = FileSystems.join(staging, "train")
-    train_files = rows | "WriteTrain" >> WriteRows(train, rows_per_shard)
+    train_files = mixed[ROWS] | "WriteTrain" >> WriteRows(train, rows_per_shard)
     dropped = (read_all[DROPPED], mixed[DROPPED]) | "Dropped" >> beam.Flatten()
     dead = (read_all[DEAD_LETTERS], mixed[DEAD_LETTERS]) | "Dead" >> beam.Flatten()
     w_drop = dropped | "WriteDropped" >> WriteJsonRecords(

@@ -80,11 +80,13 @@ def _copy_key(item: Item):
 
 
 class JoinRows(beam.PTransform):
-    """{"documents": (key, packed document), "selected": Item} -> Row, one per selected copy."""
+    """(selected Items, then one or more PCollections of (key, packed document)) -> Row, one per selected copy.
+    The documents' PCollections go straight into the join's one Flatten (a Flatten before it would copy them)."""
 
-    def expand(self, inputs):
-        copies = inputs["selected"] | "CopyKeys" >> beam.Map(_copy_key)
-        return ((inputs["documents"], copies) | "JoinInputs" >> beam.Flatten()
+    def expand(self, pcolls):
+        selected, *documents = pcolls
+        copies = selected | "CopyKeys" >> beam.Map(_copy_key)
+        return ((copies, *documents) | "JoinInputs" >> beam.Flatten()
                 | "JoinGroup" >> beam.GroupByKey() | "Join" >> beam.FlatMap(_join).with_output_types(Row))
 
 

@@ -27,12 +27,13 @@ from transforms.mix.classify import (ANCHOR, OVER, UNDER, Item, certified_group,
                                      priority, rule_rate)
 from transforms.mix.config import MixConfig
 from transforms.mix.plan import Supply, boundary, excess_of, make_certified_plan, make_plan, stream_of
-from transforms.mix.rows import doc_key, pack
+from transforms.mix.rows import JoinRows, doc_key, pack
 from transforms.tokens import count_tokens
 
 KeyedItem = Tuple[Tuple[str, str], Item]
 SELECTED = "selected"
 DOCUMENTS = "documents"
+ROWS = "rows"
 ROUNDS = 3
 
 
@@ -192,7 +193,8 @@ def _select(items, label: str, limits_side, plan_side):
     """Takes, per (source, stream), the longest priority-ordered set that fits its limits: {key: (units, excess or
     None)}. Each round keeps the buckets below the boundary whole and walks the boundary bucket; what lies beyond
     goes to the next round only if it still fits what is left. The last round walks every remaining candidate
-    (by then only documents smaller than the leftover, typically a handful). Returns (selected, dropped)."""
+    (by then only documents smaller than the leftover, typically a handful). Returns (selected, dropped) as lists
+    of PCollections, for the caller's one Flatten each (every Flatten copies its input on some runners)."""
     selected, dropped = [], []
     candidates = items
     for r in range(ROUNDS):
@@ -220,7 +222,7 @@ def _select(items, label: str, limits_side, plan_side):
             _fits_left, limits_side, plan_side).with_output_types(Item).with_outputs(DROPPED, main="next")
         dropped.append(nxt[DROPPED])
         candidates = nxt["next"]
-    return (selected | f"Selected{label}" >> beam.Flatten(), dropped | f"Dropped{label}" >> beam.Flatten())
+    return selected, dropped
 
 
 def _typed(pcoll, label: str):
@@ -238,8 +240,8 @@ class MixWithCeiling(beam.PTransform):
     """(source name, curated folder or "", Document) triples (one PCollection, or a tuple of them, one per input:
     each is then classified where it is read, so no stage holds documents waiting for a Flatten) -> {"selected":
     Item (one per output row, repeats included), "dropped", "dead_letters", "plan", "offered" (every item that
-    passed exclusions), "documents" ((key, packed document) for every offered item: `rows.JoinRows` joins them to
-    "selected")}. Anchors are selected whole; the ceiling (certified bound, or the opt-in rule count) holds
+    passed exclusions), "rows" (`rows.Row`: the selected copies joined back to their documents, for
+    `rows.WriteRows`)}. Anchors are selected whole; the ceiling (certified bound, or the opt-in rule count) holds
     exactly on the selected rows. `groups`: reference group key -> (estimate, ci95 low, ci95 high, reference
     documents), from the curated folders' summaries (`certify.parse_ai_share`)."""
 
@@ -252,17 +254,16 @@ class MixWithCeiling(beam.PTransform):
         cfg = self._cfg
         bounds = certify.Bounds.of(self._groups)
         parts = triples if isinstance(triples, tuple) else (triples,)
-        tags = ("items", DROPPED, DEAD_LETTERS, DOCUMENTS)
         per_part = [part | f"Classify[{i}]" >> beam.ParDo(_Classify(cfg, frozenset(self._groups))).with_output_types(
             Item).with_outputs(DROPPED, DEAD_LETTERS, DOCUMENTS, main="items") for i, part in enumerate(parts)]
-        classified = {tag: [c[tag] for c in per_part] | f"Classified[{tag}]" >> beam.Flatten() for tag in tags}
+        classified = {tag: [c[tag] for c in per_part] | f"Classified[{tag}]" >> beam.Flatten()
+                      for tag in ("items", DEAD_LETTERS)}
         items = offered = classified["items"]
         if cfg.rule == "certified":
             supply = items | "Supply" >> beam.CombineGlobally(_SumSupply(lambda i: (i.source, i.group, i.level)))
             plan = supply | "Plan" >> beam.Map(lambda s: make_certified_plan(cfg, bounds, s))
             cut = items | "Cut" >> beam.FlatMap(_cut, beam.pvalue.AsSingleton(plan), cfg).with_output_types(
-                Item).with_outputs(
-                DROPPED, main="kept")
+                Item).with_outputs(DROPPED, main="kept")
             items, cut_dropped = cut["kept"], [cut[DROPPED]]
         else:
             supply = items | "Supply" >> beam.CombineGlobally(_SumSupply(lambda i: (i.source, i.stream)))
@@ -280,7 +281,7 @@ class MixWithCeiling(beam.PTransform):
         u_selected, u_dropped = _select(under, "Under", u_limits, plan_side)
 
         slack = (
-            (anchors, u_selected) | "SlackItems" >> beam.Flatten()
+            (anchors, *u_selected) | "SlackItems" >> beam.Flatten()
             | "Excess" >> beam.Map(lambda i: i.excess)
             | "SumExcess" >> beam.CombineGlobally(sum)
             | "Slack" >> beam.Map(lambda total: -total)
@@ -296,7 +297,9 @@ class MixWithCeiling(beam.PTransform):
                                                                           beam.pvalue.AsSingleton(slack)))
         o_selected, o_dropped = _select(over, "Over", o_limits, plan_side)
 
-        selected = (anchors, u_selected, o_selected) | "AllSelected" >> beam.Flatten()
-        dropped = (classified[DROPPED], *cut_dropped, u_dropped, o_dropped) | "AllDropped" >> beam.Flatten()
-        return {SELECTED: selected, DROPPED: dropped, DEAD_LETTERS: classified[DEAD_LETTERS], "plan": plan,
-                "offered": offered, DOCUMENTS: classified[DOCUMENTS]}
+        selected = (anchors, *u_selected, *o_selected) | "AllSelected" >> beam.Flatten()
+        dropped = ([c[DROPPED] for c in per_part] + cut_dropped + u_dropped + o_dropped
+                   | "AllDropped" >> beam.Flatten())
+        rows = (selected, *[c[DOCUMENTS] for c in per_part]) | "Rows" >> JoinRows()
+        return {SELECTED: selected, ROWS: rows, DROPPED: dropped, DEAD_LETTERS: classified[DEAD_LETTERS],
+                "plan": plan, "offered": offered}
