@@ -6,8 +6,6 @@ OUT/manifest.json and OUT/report.html. The verdict (`manifest["verdict"]`) is th
 """
 from __future__ import annotations
 
-import gzip
-import hashlib
 import json
 from fractions import Fraction
 
@@ -18,43 +16,29 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.options import CommonOptions, MixOptions, UserError
 from pipeline.runner import make_pipeline, prepare_output
-from transforms.accounting import DEAD_LETTERS, DOCUMENTS, DROPPED, Summarize, reconcile
-from transforms.document import dolma_line, replace
-from transforms.io.commit import (CommitOutputs, IncompleteOutputError, complete_outputs, require_complete, run_key,
-                                  staging_dir)
+from transforms.accounting import DEAD_LETTERS, DOCUMENTS, DROPPED, Summarize
+from transforms.io.commit import (CommitOutputs, IncompleteOutputError, complete_outputs, file_entry, require_complete,
+                                  run_key, staging_dir)
 from transforms.io.files import InputError, match_shards
 from transforms.io.read import ReadCrawl
-from transforms.io.write import WriteDocuments, WriteJsonRecords, WriteSharded, write_bytes, write_json
+from transforms.io.write import WriteJsonRecords, write_bytes, write_json
 from transforms.mix import certify
 from transforms.mix.config import ConfigError, MixConfig, load
 from transforms.mix.report import SourceStats, empty_stats, render
-from transforms.mix.select import SELECTED, MixWithCeiling
+from transforms.mix.rows import WriteRows
+from transforms.mix.select import ROWS, SELECTED, MixWithCeiling
 
 OUTPUT_PARTS = ("train", "dropped", "dead_letters", "summary.json", "manifest.json", "report.html")
 TOKEN_DEFINITION = "synthcap tokens: words and punctuation marks (\\w+|[^\\w\\s]), transforms/tokens.py"
 
 
-def _row(item):
-    doc = item.doc
-    return replace(doc, metadata={**doc.metadata, "mix_source": item.source, "mix_epoch": str(item.epoch)})
+class HashFiles(beam.PTransform):
+    """Paths -> {path: sha256 of the bytes stored}, one file per element, spread over the workers."""
 
-
-def _row_key(doc) -> str:
-    return (f"{doc.metadata['mix_source']}\x00{doc.id}\x00{doc.source}\x00{doc.offset:020d}\x00"
-            f"{int(doc.metadata['mix_epoch']):06d}")
-
-
-def _dolma_gz(docs) -> bytes:
-    return gzip.compress("".join(dolma_line(d) + "\n" for d in docs).encode("utf-8", "backslashreplace"), mtime=0)
-
-
-def sha256_on_disk(path: str) -> str:
-    """The hash of the bytes stored (never decompressed: `sha256sum` agrees, .jsonl.gz included)."""
-    h = hashlib.sha256()
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    def expand(self, paths):
+        return (paths | "Spread" >> beam.Reshuffle()
+                | "Hash" >> beam.Map(lambda path: (path, file_entry(path, "")["sha256"]))
+                | "Dict" >> beam.combiners.ToDict())
 
 
 def read_estimates(cfg: MixConfig) -> tuple[dict, dict]:
@@ -86,14 +70,13 @@ def build(p, cfg: MixConfig, output: str, staging: str, key: str, rows_per_shard
             reads.append(read)
             triples.append(read[DOCUMENTS] | f"Tag[{s.name}][{i}]" >> beam.Map(
                 lambda d, n=s.name, f=folder: (n, f, d)))
-    read_all = {tag: [r[tag] for r in reads] | f"All[{tag}]" >> beam.Flatten()
+    # the summary counts what was read: one small marker per document, not the document, crosses the Flatten
+    read_all = {tag: [r[tag] if tag != DOCUMENTS else r[tag] | f"Marker[{j}]" >> beam.Map(lambda _: 0)
+                      for j, r in enumerate(reads)] | f"All[{tag}]" >> beam.Flatten()
                 for tag in (DOCUMENTS, DROPPED, DEAD_LETTERS)}
-    mixed = (triples | "Sources" >> beam.Flatten()) | "Mix" >> MixWithCeiling(cfg, groups)
-    rows = mixed[SELECTED] | "Rows" >> beam.Map(_row)
+    mixed = tuple(triples) | "Mix" >> MixWithCeiling(cfg, groups)
     train = FileSystems.join(staging, "train")
-    parquet = rows | "WriteParquet" >> WriteDocuments(train, rows_per_shard, name="train")
-    dolma = rows | "WriteDolma" >> WriteSharded(FileSystems.join(train, "train"), ".jsonl.gz", _row_key, _dolma_gz,
-                                                rows_per_shard)
+    train_files = mixed[ROWS] | "WriteTrain" >> WriteRows(train, rows_per_shard)
     dropped = (read_all[DROPPED], mixed[DROPPED]) | "Dropped" >> beam.Flatten()
     dead = (read_all[DEAD_LETTERS], mixed[DEAD_LETTERS]) | "Dead" >> beam.Flatten()
     w_drop = dropped | "WriteDropped" >> WriteJsonRecords(
@@ -112,16 +95,18 @@ def build(p, cfg: MixConfig, output: str, staging: str, key: str, rows_per_shard
         "drops": (mixed[DROPPED] | "DropKeys" >> beam.Map(lambda d: ((d.detail, d.reason), 1))
                   | "DropCounts" >> beam.CombinePerKey(sum) | "DropDict" >> beam.combiners.ToDict()),
     }
-    written = ((parquet, dolma, w_drop, w_dead) | "Written" >> beam.Flatten()
-               | "Outputs" >> beam.combiners.ToList())
     shard_paths = sorted({sh.path for parts in inputs.values() for _, shards in parts for sh in shards})
+    sides["input_sha256"] = p | "InputPaths" >> beam.Create(shard_paths) | "HashInputs" >> HashFiles()
+    sides["train_sha256"] = train_files | "HashTrain" >> HashFiles()
+    written = ((train_files, w_drop, w_dead) | "Written" >> beam.Flatten()
+               | "Outputs" >> beam.combiners.ToList())
     names = sorted(sides)
 
     def finish(written_paths, *values):
-        """Once every writer has finished: summary, manifest and report, staged like the rest."""
+        """Once every writer has finished (and the inputs and training files are hashed): summary, manifest and
+        report, staged like the rest."""
         v = dict(zip(names, values))
-        train_paths = sorted(x for x in written_paths if x.startswith(train))
-        m = manifest(cfg, v, groups, unusable, shard_paths, train_paths, staging, output)
+        m = manifest(cfg, v, groups, unusable, staging, output)
         paths = [FileSystems.join(staging, name) for name in ("summary.json", "manifest.json", "report.html")]
         write_json(paths[0], v["summary"])
         write_json(paths[1], m)
@@ -170,9 +155,9 @@ def _source_entry(cfg: MixConfig, s, v: dict) -> dict:
     return entry
 
 
-def manifest(cfg: MixConfig, v: dict, groups: dict, unusable: dict, inputs: list[str], outputs: list[str],
-             staging: str, out_dir: str) -> dict:
-    """`outputs` are staged paths: hashed where they lie, named where the commit moves them (the same bytes)."""
+def manifest(cfg: MixConfig, v: dict, groups: dict, unusable: dict, staging: str, out_dir: str) -> dict:
+    """`v` holds the graph's results; the training files were hashed where they lie in `staging` and are named
+    where the commit moves them (the same bytes)."""
     sources = [_source_entry(cfg, s, v) for s in cfg.sources]
     tokens = sum(s["selected"]["tokens"] for s in sources)
     charged = sum(v["selected"].get(s.name, {}).get("charged", 0) for s in cfg.sources)
@@ -211,9 +196,9 @@ def manifest(cfg: MixConfig, v: dict, groups: dict, unusable: dict, inputs: list
                                         for k, g in sorted(groups.items())},
                              "unusable": dict(sorted(unusable.items()))},
         "accounting": v["summary"],
-        "sha256": {"inputs": {p: sha256_on_disk(p) for p in inputs},
-                   "outputs": {FileSystems.join(out_dir, p[len(staging):].lstrip("/")): sha256_on_disk(p)
-                               for p in outputs}},
+        "sha256": {"inputs": dict(sorted(v["input_sha256"].items())),
+                   "outputs": {FileSystems.join(out_dir, p[len(staging):].lstrip("/")): h
+                               for p, h in sorted(v["train_sha256"].items())}},
     }
 
 
@@ -274,6 +259,6 @@ def run(argv: list[str]) -> dict:
         raise RuntimeError(f"the mix finished without committing its output: {e}") from None
     with FileSystems.open(FileSystems.join(output, "manifest.json")) as f:
         m = json.load(f)
-    if reconcile(m["accounting"]):
-        raise RuntimeError("mix summary does not reconcile: " + "; ".join(reconcile(m["accounting"])))
+    if not m["accounting"]["reconciles"]:
+        raise RuntimeError(f"mix summary does not reconcile (see {output}/summary.json)")
     return m

@@ -2,6 +2,7 @@
 and the report in a real headless browser."""
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import math
@@ -165,8 +166,12 @@ def test_ceiling_never_exceeded_anchors_whole_repeats_capped(tmp_path_factory, a
     ids = Counter(d.id for d in rows)
     assert all(ids[d.id] == 1 for d in a_docs)  # every anchor document, once
     assert all(n <= repeats for i, n in ids.items() if i.startswith("web"))
+    # recounted from the written rows and the config: the quota is the target less the (whole) anchor
+    web_tokens = sum(count_tokens(d.text) for d in rows if d.metadata["mix_source"] == "web")
+    anchor_tokens = sum(count_tokens(d.text) for d in a_docs)
     web_src = next(s for s in m["sources"] if s["name"] == "web")
-    assert web_src["shortfall"] == max(0, web_src["quota"] - web_src["selected"]["units"])
+    assert web_src["selected"]["units"] == web_tokens
+    assert web_src["shortfall"] == max(0, max(0, target - anchor_tokens) - web_tokens)
     assert m["accounting"]["reconciles"]
 
 
@@ -310,3 +315,20 @@ def test_config_is_read_through_filesystems_from_gs(gcs_emulator, tmp_path):
     assert load(url) == parse(BASE)
     with pytest.raises(ConfigError, match="cannot read gs://"):
         load(f"gs://{gcs_emulator}/configs/missing.yaml")
+
+
+def test_rows_join_each_selected_copy_to_its_document():
+    """The join behind the training files (called directly): one row per selected copy, in copy order, the
+    document intact (provenance, metadata) plus its mix source and epoch; an unselected document yields none."""
+    from transforms.mix.rows import _join, doc_key, pack
+
+    doc = Document(id="x", text="some words here", source="a.parquet", offset=7, p_ai=0.25,
+                   provenance={"declared_ai": False, "tdm_reservation": None, "robots_noai": False},
+                   metadata={"k": "v"})
+    rows = list(_join((doc_key(doc), [("web", 1), pack(doc), ("web", 0)])))
+    assert [(r.source, r.epoch) for r in rows] == [("web", 0), ("web", 1)]
+    out = rows[1].document()
+    assert out.metadata == {"k": "v", "mix_source": "web", "mix_epoch": "1"}
+    assert dataclasses.replace(out, metadata=doc.metadata) == doc
+    assert rows[0].parquet_key == rows[1].parquet_key and rows[0].dolma_key < rows[1].dolma_key
+    assert list(_join((doc_key(doc), [pack(doc)]))) == []

@@ -291,3 +291,128 @@ def test_pre_llm_pages_count_as_human_unless_configured_otherwise(tmp_path):
     assert m["output"]["ai_share_bound"] == 0.0
     m, rows = _mix(tmp_path / "b", {**cfg, "pre_llm_is_human": False})
     assert len(rows) < len(docs) and m["output"]["tokens"] < sum(count_tokens(d.text) for d in docs)
+
+
+# --- planner and selection, called directly (no pipeline) -------------------------------------------------------
+
+def _item(source: str, i: int, units: int, excess: int = 0, stream: str = "under", epoch: int = 0, level: int = 0):
+    from transforms.mix.classify import Item
+
+    return Item(source, stream, epoch, i, units, units, 0, excess, f"{source}-{i}", f"{source}.parquet", i, None,
+                None, 0, "", level)
+
+
+def _walk(items, units, excess, limited=frozenset()):
+    """Runs `_greedy` on one boundary bucket: (taken ids, {id: drop reason}, what is left)."""
+    from apache_beam.pvalue import TaggedOutput
+
+    from transforms.mix.plan import Plan
+    from transforms.mix.select import _greedy
+
+    plan = Plan({}, {}, {}, frozenset(limited))
+    taken, drops, left = [], {}, None
+    for out in _greedy((("web", "over"), items), {("web", "over"): (0, units, excess)}, plan):
+        if isinstance(out, TaggedOutput) and out.tag == "selected":
+            taken.append(out.value.id)
+        elif isinstance(out, TaggedOutput):
+            drops[out.value.id] = out.value.reason
+        else:
+            left = out[1]
+    return taken, drops, left
+
+
+def test_boundary_bucket_takes_the_longest_priority_ordered_set_that_fits():
+    """Units 5, 9, 3, 2 in priority order against 10 left: 9 is skipped and the walk goes on to fill 10 exactly."""
+    items = [_item("web", i, u) for i, u in enumerate([5, 9, 3, 2])]
+    taken, drops, left = _walk(list(reversed(items)), 10, None)  # arrival order is not priority order
+    assert taken == ["web-0", "web-2", "web-3"]
+    assert drops == {"web-1": "over_quota"} and left == (0, None)
+
+
+def test_boundary_finds_the_bucket_where_the_budget_runs_out():
+    from transforms.mix.plan import boundary
+
+    hist = {0: (4, 1), 1: (5, 2), 2: (3, 3)}
+    assert boundary(hist, 10) == (2, 1, None)  # buckets 0 and 1 whole (9 units), 1 unit left for bucket 2
+    assert boundary(hist, 12) == (1 << 62, 0, None)  # everything fits: no boundary
+    assert boundary(hist, 12, excess=2) == (1, 8, 1)  # the excess budget runs out first, in bucket 1
+
+
+def test_a_quota_cut_is_over_quota_and_an_excess_cut_is_over_ceiling():
+    """Same walk, two budgets: a document refused for units is `over_quota`; for excess, `over_ceiling`; and a
+    source the plan says the ceiling limited names every cut `over_ceiling`."""
+    items = [_item("web", 0, 4, excess=5), _item("web", 1, 4, excess=1), _item("web", 2, 4, excess=1)]
+    taken, drops, _ = _walk(items, 8, 10)
+    assert taken == ["web-0", "web-1"] and drops == {"web-2": "over_quota"}
+    taken, drops, _ = _walk(items, 100, 3)
+    assert taken == ["web-1", "web-2"] and drops == {"web-0": "over_ceiling"}
+    _, drops, _ = _walk(items, 8, 10, limited={"web"})
+    assert drops == {"web-2": "over_ceiling"}
+
+
+def test_certified_cut_names_quota_and_ceiling_cuts_apart():
+    from transforms.mix.config import parse
+    from transforms.mix.plan import Plan
+    from transforms.mix.select import _cut
+
+    cfg = parse({"seed": 1, "target_tokens": 100, "max_synthetic_fraction": "1/10",
+                 "sources": [{"name": "web", "inputs": ["x"], "weight": 1}]})
+    low = _item("web", 0, 10, stream="", level=1)
+    plan = Plan({"web": 100}, {}, {"web": 1}, frozenset(), level={"web": 3}, rate={"web": 0})
+    assert [o.value.reason for o in _cut(low, plan, cfg)] == ["over_quota"]
+    limited = Plan({"web": 100}, {}, {"web": 1}, frozenset({"web"}), level={"web": 3}, rate={"web": 0})
+    assert [o.value.reason for o in _cut(low, limited, cfg)] == ["over_ceiling"]
+    kept = list(_cut(low._replace(level=5), plan, cfg))
+    assert len(kept) == 1 and kept[0].stream == "under" and kept[0].rate == 0
+
+
+def _rule_cfg(target: int):
+    from transforms.mix.config import parse
+
+    return parse({"seed": 1, "target_tokens": target, "max_synthetic_fraction": "1/10",
+                  "synthetic": {"rule": "threshold", "threshold": 0.5},
+                  "sources": [{"name": "human", "inputs": ["h"], "anchor": True},
+                              {"name": "web", "inputs": ["w"], "weight": 1}]})
+
+
+def test_rule_plan_takes_over_documents_when_the_anchors_leave_slack():
+    """1,000 human anchor tokens leave room for 1000 x 0.1 / 0.9 = 111 synthetic tokens: the plan budgets over
+    (synthetic) web documents up to that slack instead of refusing them, and says the ceiling limited it."""
+    from transforms.mix.classify import ANCHOR, OVER, UNDER
+    from transforms.mix.plan import Supply, excess_of, make_plan
+
+    cfg = _rule_cfg(1500)
+    one = 1 << 32  # a rate of 1 in fixed point
+    supply = {("human", ANCHOR): Supply(1000, 50, excess_of(1000, 0, cfg.ceiling), 1000),
+              ("web", UNDER): Supply(0, 0, 0, 0),
+              ("web", OVER): Supply(500, 25, excess_of(500, one, cfg.ceiling), 500)}
+    plan = make_plan(cfg, supply)
+    assert plan.budget[("web", OVER)] == 111  # floor(1000 * (1/10) / (9/10)): the most synthetic tokens that fit
+    assert "web" in plan.limited  # quota 500, cut by the ceiling
+    without_anchor = make_plan(cfg, {k: v for k, v in supply.items() if k[0] == "web"})
+    assert without_anchor.budget[("web", OVER)] == 0
+
+
+def test_certified_plan_keeps_the_ai_heavy_source_uncut_when_the_ceiling_has_room():
+    """An anchor of certified-human text (pre-LLM) leaves room under 1/10: the web source's documents are all
+    taken (cut level 0, AI-heavy ones included) rather than filtered, and nothing is limited by the ceiling."""
+    from transforms.mix.config import parse
+    from transforms.mix.plan import Supply, make_certified_plan
+
+    cfg = parse({"seed": 1, "target_tokens": 11_600, "max_synthetic_fraction": "1/10",
+                 "sources": [{"name": "old", "inputs": ["o"], "anchor": True},
+                             {"name": "web", "inputs": ["w"], "weight": 1}]})
+    groups = {"f#global": (0.5, 0.45, 0.55, 2000)}
+    bounds = certify.Bounds.of(groups)
+    supply = {("old", certify.PRE_LLM, len(certify.GRID) - 1): Supply(10_000, 100, 0, 10_000)}
+    supply.update({("web", "f#global", lv): Supply(100, 1, 0, 100) for lv in range(len(certify.GRID))})
+    plan = make_certified_plan(cfg, bounds, supply)
+    # the quota (1,600) needs every web document: 1,600 tokens at most ~55% AI fit the anchor's room of 1,000, so
+    # the source (certified rate above the ceiling: an `over` stream) is budgeted whole against that slack
+    assert plan.level["web"] == 0 and not plan.limited and plan.budget[("web", "over")] == 1_600
+    assert plan.rate["web"] > (1 << 32) // 10
+    tight = parse({**cfg.raw, "target_tokens": 20_000, "sources": cfg.raw["sources"]})
+    heavy = {k: v for k, v in supply.items() if k[0] == "web"}
+    heavy.update({("web", "f#global", lv): Supply(1000, 10, 0, 1000) for lv in range(len(certify.GRID))})
+    plan = make_certified_plan(tight, bounds, {**supply, **heavy})
+    assert "web" in plan.limited and plan.level["web"] != 0  # 16,000 tokens ~55% AI: no room, the ceiling cuts

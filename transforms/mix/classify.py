@@ -26,9 +26,8 @@ SCORE_FIELDS = ("p_ai", "ai_score", "ai_pvalue")
 
 
 class Item(NamedTuple):
-    """What selection needs of a document; the document itself rides along encoded once (`payload`, by the coder
-    registered for Document), so the shuffles and side-input barriers of selection move a small tuple and one
-    bytes blob, not a Document."""
+    """What selection needs of a document, and nothing more: the document stays behind (rows.py joins the
+    selected keys back to it), so the shuffles and side-input barriers of selection move only small tuples."""
 
     source: str
     stream: str  # anchor / under / over; "" until a certified plan sets the source's rate
@@ -44,7 +43,6 @@ class Item(NamedTuple):
     p_ai: Optional[float]
     pvalue: Optional[float]
     expected: int  # the `expected` rule's charge, for the manifest's reference count
-    payload: bytes
     group: str = ""  # certified: reference group key (or a pseudo-group)
     level: int = 0  # certified: grid level of the document's p-value
 
@@ -57,16 +55,44 @@ class Item(NamedTuple):
         return self.epoch, self.priority, self.id, self.src, self.offset
 
     @property
-    def doc(self) -> Document:
-        return beam.coders.registry.get_coder(Document).decode(self.payload)
+    def key(self) -> tuple[str, str, int]:
+        """The record's identity (id, where it was read, offset): what rows.py joins the document back on."""
+        return self.id, self.src, self.offset
+
+
+class PlainTupleCoder(beam.coders.Coder):
+    """A NamedTuple of primitives encoded as a plain tuple. Beam would otherwise pickle it, class name and all, at
+    every stage boundary: selection moves each item across a dozen of them. Registered for `Item` (and rows.py's
+    `Row`); a PCollection gets it through its type hint."""
+
+    def __init__(self, cls):
+        self._cls = cls
+        self._values = beam.coders.FastPrimitivesCoder()
+
+    @classmethod
+    def from_type_hint(cls, typehint, unused_registry):
+        return cls(typehint)
+
+    def encode(self, value) -> bytes:
+        return self._values.encode(tuple(value))
+
+    def decode(self, encoded: bytes):
+        return self._cls._make(self._values.decode(encoded))
+
+    def is_deterministic(self) -> bool:
+        return False  # floats and strings as FastPrimitivesCoder writes them: never used as a grouping key
+
+    def to_type_hint(self):
+        return self._cls
+
+
+beam.coders.registry.register_coder(Item, PlainTupleCoder)
 
 
 def make_item(doc: Document, source: str, stream: str, order: int, units: int, tokens: int, rate: int, excess: int,
               group: str = "", level: int = 0) -> Item:
     return Item(source, stream, 0, order, units, tokens, rate, excess, doc.id, doc.source, doc.offset, doc.p_ai,
-                doc.ai_pvalue, tokens * rule_rate(doc, "expected"),
-                beam.coders.registry.get_coder(Document).encode(doc),
-                group, level)
+                doc.ai_pvalue, tokens * rule_rate(doc, "expected"), group, level)
 
 
 def priority(seed: int, doc: Document) -> int:

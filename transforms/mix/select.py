@@ -17,6 +17,7 @@ Upsampling (max_repeats) adds epochs: copy k of a document follows every copy k-
 from __future__ import annotations
 
 from fractions import Fraction
+from typing import Tuple
 
 import apache_beam as beam
 
@@ -26,9 +27,13 @@ from transforms.mix.classify import (ANCHOR, OVER, UNDER, Item, certified_group,
                                      priority, rule_rate)
 from transforms.mix.config import MixConfig
 from transforms.mix.plan import Supply, boundary, excess_of, make_certified_plan, make_plan, stream_of
+from transforms.mix.rows import JoinRows, doc_key, pack
 from transforms.tokens import count_tokens
 
+KeyedItem = Tuple[Tuple[str, str], Item]
 SELECTED = "selected"
+DOCUMENTS = "documents"
+ROWS = "rows"
 ROUNDS = 3
 
 
@@ -60,6 +65,7 @@ class _Classify(beam.DoFn):
             excess = excess_of(tokens, rate, cfg.ceiling)
             stream = ANCHOR if anchor else (UNDER if excess <= 0 else OVER)
             yield make_item(doc, source, stream, order, units, tokens, rate, excess)
+            yield beam.pvalue.TaggedOutput(DOCUMENTS, (doc_key(doc), pack(doc)))
             return
         group = certified_group(doc, folder, self._usable, cfg.pre_llm_is_human)
         if group is None:
@@ -71,6 +77,7 @@ class _Classify(beam.DoFn):
         if level is None:
             level = certify.grid_index(doc.ai_pvalue)
         yield make_item(doc, source, ANCHOR if anchor else "", order, units, tokens, 0, 0, group, level)
+        yield beam.pvalue.TaggedOutput(DOCUMENTS, (doc_key(doc), pack(doc)))
 
 
 class _SumSupply(beam.CombineFn):
@@ -186,35 +193,42 @@ def _select(items, label: str, limits_side, plan_side):
     """Takes, per (source, stream), the longest priority-ordered set that fits its limits: {key: (units, excess or
     None)}. Each round keeps the buckets below the boundary whole and walks the boundary bucket; what lies beyond
     goes to the next round only if it still fits what is left. The last round walks every remaining candidate
-    (by then only documents smaller than the leftover, typically a handful). Returns (selected, dropped)."""
+    (by then only documents smaller than the leftover, typically a handful). Returns (selected, dropped) as lists
+    of PCollections, for the caller's one Flatten each (every Flatten copies its input on some runners)."""
     selected, dropped = [], []
     candidates = items
     for r in range(ROUNDS):
         tag = f"{label}{r}"
         if r < ROUNDS - 1:
-            hists = (candidates | f"Key{tag}" >> beam.Map(lambda i: (_key(i), i))
+            hists = (candidates | f"Key{tag}" >> beam.Map(lambda i: (_key(i), i)).with_output_types(KeyedItem)
                      | f"Hist{tag}" >> beam.CombinePerKey(_Histogram()) | f"Hists{tag}" >> beam.combiners.ToDict())
             bounds = beam.pvalue.AsSingleton(hists | f"Bounds{tag}" >> beam.Map(
                 lambda h, lim: {k: boundary(v, *lim.get(k, (0, 0))) for k, v in h.items()}, limits_side))
         else:
             bounds = beam.pvalue.AsSingleton(_one(candidates, tag) | f"Bounds{tag}" >> beam.Map(
                 lambda _, lim: {k: (-1, *v) for k, v in lim.items()}, limits_side))
-        routed = candidates | f"Route{tag}" >> beam.FlatMap(_route, bounds).with_outputs(SELECTED, "tail",
-                                                                                          main="boundary")
+        routed = candidates | f"Route{tag}" >> beam.FlatMap(_route, bounds).with_output_types(
+            KeyedItem).with_outputs(SELECTED, "tail", main="boundary")
         cut = (routed["boundary"] | f"Group{tag}" >> beam.GroupByKey()
                | f"Greedy{tag}" >> beam.FlatMap(_greedy, bounds, plan_side).with_outputs(SELECTED, DROPPED,
                                                                                          main="left"))
-        selected += [routed[SELECTED], cut[SELECTED]]
+        selected += [_typed(routed[SELECTED], f"Taken{tag}"), _typed(cut[SELECTED], f"Walked{tag}")]
         dropped.append(cut[DROPPED])
         if r == ROUNDS - 1:
             break
         limits_side = beam.pvalue.AsSingleton(cut["left"] | f"Left{tag}" >> beam.combiners.ToList()
                                               | f"LeftDict{tag}" >> beam.Map(dict))
-        nxt = routed["tail"] | f"Fits{tag}" >> beam.FlatMap(_fits_left, limits_side, plan_side).with_outputs(
-            DROPPED, main="next")
+        nxt = _typed(routed["tail"], f"Tail{tag}") | f"Fits{tag}" >> beam.FlatMap(
+            _fits_left, limits_side, plan_side).with_output_types(Item).with_outputs(DROPPED, main="next")
         dropped.append(nxt[DROPPED])
         candidates = nxt["next"]
-    return (selected | f"Selected{label}" >> beam.Flatten(), dropped | f"Dropped{label}" >> beam.Flatten())
+    return selected, dropped
+
+
+def _typed(pcoll, label: str):
+    """A tagged output (Beam gives it no type hint) as a PCollection of Items, so it crosses stage boundaries with
+    `PlainTupleCoder` rather than pickled (an identity step, fused with its producer)."""
+    return pcoll | label >> beam.Map(lambda i: i).with_output_types(Item)
 
 
 def _one(pcoll, tag: str):
@@ -223,11 +237,13 @@ def _one(pcoll, tag: str):
 
 
 class MixWithCeiling(beam.PTransform):
-    """(source name, curated folder or "", Document) triples -> {"selected": Item (one per output row, repeats
-    included), "dropped", "dead_letters", "plan", "offered" (every item that passed exclusions)}. Anchors are
-    selected whole; the ceiling (certified bound, or
-    the opt-in rule count) holds exactly on the selected rows. `groups`: reference group key -> (estimate, ci95
-    low, ci95 high, reference documents), from the curated folders' summaries (`certify.parse_ai_share`)."""
+    """(source name, curated folder or "", Document) triples (one PCollection, or a tuple of them, one per input:
+    each is then classified where it is read, so no stage holds documents waiting for a Flatten) -> {"selected":
+    Item (one per output row, repeats included), "dropped", "dead_letters", "plan", "offered" (every item that
+    passed exclusions), "rows" (`rows.Row`: the selected copies joined back to their documents, for
+    `rows.WriteRows`)}. Anchors are selected whole; the ceiling (certified bound, or the opt-in rule count) holds
+    exactly on the selected rows. `groups`: reference group key -> (estimate, ci95 low, ci95 high, reference
+    documents), from the curated folders' summaries (`certify.parse_ai_share`)."""
 
     def __init__(self, cfg: MixConfig, groups: dict | None = None):
         super().__init__()
@@ -237,14 +253,17 @@ class MixWithCeiling(beam.PTransform):
     def expand(self, triples):
         cfg = self._cfg
         bounds = certify.Bounds.of(self._groups)
-        classified = triples | "Classify" >> beam.ParDo(_Classify(cfg, frozenset(self._groups))).with_outputs(
-            DROPPED, DEAD_LETTERS, main="items")
+        parts = triples if isinstance(triples, tuple) else (triples,)
+        per_part = [part | f"Classify[{i}]" >> beam.ParDo(_Classify(cfg, frozenset(self._groups))).with_output_types(
+            Item).with_outputs(DROPPED, DEAD_LETTERS, DOCUMENTS, main="items") for i, part in enumerate(parts)]
+        classified = {tag: [c[tag] for c in per_part] | f"Classified[{tag}]" >> beam.Flatten()
+                      for tag in ("items", DEAD_LETTERS)}
         items = offered = classified["items"]
         if cfg.rule == "certified":
             supply = items | "Supply" >> beam.CombineGlobally(_SumSupply(lambda i: (i.source, i.group, i.level)))
             plan = supply | "Plan" >> beam.Map(lambda s: make_certified_plan(cfg, bounds, s))
-            cut = items | "Cut" >> beam.FlatMap(_cut, beam.pvalue.AsSingleton(plan), cfg).with_outputs(
-                DROPPED, main="kept")
+            cut = items | "Cut" >> beam.FlatMap(_cut, beam.pvalue.AsSingleton(plan), cfg).with_output_types(
+                Item).with_outputs(DROPPED, main="kept")
             items, cut_dropped = cut["kept"], [cut[DROPPED]]
         else:
             supply = items | "Supply" >> beam.CombineGlobally(_SumSupply(lambda i: (i.source, i.stream)))
@@ -253,7 +272,7 @@ class MixWithCeiling(beam.PTransform):
         plan_side = beam.pvalue.AsSingleton(plan)
         anchors = items | "Anchors" >> beam.Filter(lambda i: i.stream == ANCHOR)
         copies = (items | "Mixable" >> beam.Filter(lambda i: i.stream != ANCHOR)
-                  | "Epochs" >> beam.FlatMap(_epochs, plan_side))
+                  | "Epochs" >> beam.FlatMap(_epochs, plan_side).with_output_types(Item))
         under = copies | "Under" >> beam.Filter(lambda i: i.stream == UNDER)
         over = copies | "Over" >> beam.Filter(lambda i: i.stream == OVER)
 
@@ -262,7 +281,7 @@ class MixWithCeiling(beam.PTransform):
         u_selected, u_dropped = _select(under, "Under", u_limits, plan_side)
 
         slack = (
-            (anchors, u_selected) | "SlackItems" >> beam.Flatten()
+            (anchors, *u_selected) | "SlackItems" >> beam.Flatten()
             | "Excess" >> beam.Map(lambda i: i.excess)
             | "SumExcess" >> beam.CombineGlobally(sum)
             | "Slack" >> beam.Map(lambda total: -total)
@@ -278,7 +297,9 @@ class MixWithCeiling(beam.PTransform):
                                                                           beam.pvalue.AsSingleton(slack)))
         o_selected, o_dropped = _select(over, "Over", o_limits, plan_side)
 
-        selected = (anchors, u_selected, o_selected) | "AllSelected" >> beam.Flatten()
-        dropped = (classified[DROPPED], *cut_dropped, u_dropped, o_dropped) | "AllDropped" >> beam.Flatten()
-        return {SELECTED: selected, DROPPED: dropped, DEAD_LETTERS: classified[DEAD_LETTERS], "plan": plan,
-                "offered": offered}
+        selected = (anchors, *u_selected, *o_selected) | "AllSelected" >> beam.Flatten()
+        dropped = ([c[DROPPED] for c in per_part] + cut_dropped + u_dropped + o_dropped
+                   | "AllDropped" >> beam.Flatten())
+        rows = (selected, *[c[DOCUMENTS] for c in per_part]) | "Rows" >> JoinRows()
+        return {SELECTED: selected, ROWS: rows, DROPPED: dropped, DEAD_LETTERS: classified[DEAD_LETTERS],
+                "plan": plan, "offered": offered}

@@ -1,0 +1,114 @@
+"""The rows of a mix: the selected keys joined back to their documents, and the two training-set writers.
+
+Selection (select.py) moves only small keys; the documents wait once, packed as bytes, in the join's shuffle
+(keyed by id, where read and offset, so two records sharing an id never meet). Each selected copy becomes a
+`Row` that still carries the packed document: the writers unpack it only when they encode a shard, so no
+stage holds Document objects for the whole mix.
+"""
+from __future__ import annotations
+
+import gzip
+from typing import NamedTuple
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from transforms.accounting import count
+from transforms.document import Document, DocumentCoder, dolma_line, replace, to_table
+from transforms.io.write import WriteSharded, parquet_bytes
+from transforms.mix.classify import Item, PlainTupleCoder
+
+_CODER = DocumentCoder()
+
+
+def pack(doc: Document) -> bytes:
+    """A document as compact bytes (the registered Document coder's), for the join's shuffle."""
+    return _CODER.encode(doc)
+
+
+def unpack(blob: bytes) -> Document:
+    return _CODER.decode(blob)
+
+
+def doc_key(doc: Document) -> tuple[str, str, int]:
+    """The record's identity, as `Item.key`."""
+    return doc.id, doc.source, doc.offset
+
+
+class Row(NamedTuple):
+    """One output row: the Parquet writer's sort key, the Dolma writer's, and the packed document with the
+    source and copy (epoch) it was selected as."""
+
+    parquet_key: str
+    dolma_key: str
+    source: str
+    epoch: int
+    packed: bytes
+
+    def document(self) -> Document:
+        doc = unpack(self.packed)
+        return replace(doc, metadata={**doc.metadata, "mix_source": self.source, "mix_epoch": str(self.epoch)})
+
+
+beam.coders.registry.register_coder(Row, PlainTupleCoder)
+
+
+def _keys(key: tuple[str, str, int], source: str, epoch: int) -> tuple[str, str]:
+    doc_id, src, offset = key
+    return (f"{doc_id}\x00{src}\x00{offset:020d}",
+            f"{source}\x00{doc_id}\x00{src}\x00{offset:020d}\x00{epoch:06d}")
+
+
+def _join(kv):
+    """Values are packed documents (bytes) and selected copies ((source, epoch)). A file matched twice gives
+    the same record twice: identical bytes, so any copy serves."""
+    key, values = kv
+    packed, copies = None, []
+    for v in values:
+        if isinstance(v, bytes):
+            packed = v
+        else:
+            copies.append(v)
+    for source, epoch in sorted(copies):
+        yield Row(*_keys(key, source, epoch), source, epoch, packed)
+
+
+def _copy_key(item: Item):
+    return item.key, (item.source, item.epoch)
+
+
+class JoinRows(beam.PTransform):
+    """(selected Items, then one or more PCollections of (key, packed document)) -> Row, one per selected copy.
+    The documents' PCollections go straight into the join's one Flatten (a Flatten before it would copy them)."""
+
+    def expand(self, pcolls):
+        selected, *documents = pcolls
+        copies = selected | "CopyKeys" >> beam.Map(_copy_key)
+        return ((copies, *documents) | "JoinInputs" >> beam.Flatten()
+                | "JoinGroup" >> beam.GroupByKey() | "Join" >> beam.FlatMap(_join).with_output_types(Row))
+
+
+def _parquet(rows: list[Row]) -> bytes:
+    """Copies of one document share the Parquet key: the Dolma key (which ends with the copy) breaks the tie."""
+    count("documents_out", len(rows))
+    return parquet_bytes(to_table([r.document() for r in sorted(rows, key=lambda r: (r.parquet_key, r.dolma_key))]))
+
+
+def _dolma_gz(rows: list[Row]) -> bytes:
+    docs = [r.document() for r in rows]  # sorted by the Dolma key, which is unique
+    return gzip.compress("".join(dolma_line(d) + "\n" for d in docs).encode("utf-8", "backslashreplace"), mtime=0)
+
+
+class WriteRows(beam.PTransform):
+    """Rows -> `<dir>/train-SSSSS-of-NNNNN.parquet` (Document schema) and `.jsonl.gz` (Dolma); the written paths."""
+
+    def __init__(self, directory: str, rows_per_shard: int):
+        super().__init__()
+        self._prefix, self._rows = FileSystems.join(directory, "train"), rows_per_shard
+
+    def expand(self, rows):
+        parquet = rows | "WriteParquet" >> WriteSharded(self._prefix, ".parquet", lambda r: r.parquet_key, _parquet,
+                                                        self._rows)
+        dolma = rows | "WriteDolma" >> WriteSharded(self._prefix, ".jsonl.gz", lambda r: r.dolma_key, _dolma_gz,
+                                                    self._rows)
+        return (parquet, dolma) | "Paths" >> beam.Flatten()
