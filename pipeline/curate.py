@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Callable
 
 import apache_beam as beam
@@ -14,6 +14,7 @@ from pipeline.runner import make_pipeline, prepare_output
 from transforms.accounting import DEAD_LETTERS, DOCUMENTS, DROPPED, NAMESPACE, Summarize, reconcile
 from transforms.dates import UNPARSED, has_unparsed_date
 from transforms.dedup.exact import ExactDedup
+from transforms.dedup.lsh import LshParams
 from transforms.dedup.near import NearDedup
 from transforms.dedup.normalize import Normalization
 from transforms.dedup.rank import IdCollisions
@@ -64,6 +65,15 @@ class IndexStage:
     commit: Callable[[dict], bool]
 
 
+def lsh_params(opts: CurateOptions) -> LshParams:
+    """Near dedup's MinHash and banding settings from the options: what NearDedup runs with and what a refresh
+    index records (one source for both)."""
+    try:
+        return LshParams.resolve(opts.ngram, opts.num_perm, opts.threshold, opts.bands, opts.rows, opts.seed)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
 def _reference_files(patterns: list[str]) -> list[str]:
     try:
         return match_reference(patterns)
@@ -112,13 +122,8 @@ def build(p, opts: CurateOptions, common: CommonOptions, output: str, staging: s
         documents = exact[DOCUMENTS]
         drops.append(exact[DROPPED])
     if not opts.no_near_dedup:
-        try:
-            near_dedup = NearDedup(ngram=opts.ngram, num_perm=opts.num_perm, threshold=opts.threshold,
-                                   bands=opts.bands, rows=opts.rows, seed=opts.seed,
-                                   max_bucket_size=opts.max_bucket_size, rounds=opts.cc_rounds,
-                                   max_residual_edges=opts.max_residual_edges)
-        except ValueError as e:
-            raise UserError(str(e)) from None
+        near_dedup = NearDedup(**asdict(lsh_params(opts)), max_bucket_size=opts.max_bucket_size,
+                               rounds=opts.cc_rounds, max_residual_edges=opts.max_residual_edges)
         near = documents | "NearDedup" >> near_dedup
         documents = near[DOCUMENTS]
         drops.append(near[DROPPED])

@@ -12,14 +12,12 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline import curate
 from pipeline.options import CommonOptions, CurateOptions, RefreshOptions, UserError
-from transforms.dedup.lsh import recall_first_params
 from transforms.refresh.index import (IndexCommit, IndexParams, IndexPathError, check_index_path, check_segments,
                                       read_pointer, segment_files, segment_name)
 
 
 def params_of(opts: CurateOptions) -> IndexParams:
-    bands, rows = (opts.bands, opts.rows) if opts.bands else recall_first_params(opts.threshold, opts.num_perm)
-    return IndexParams(opts.exact_normalization, opts.ngram, opts.num_perm, bands, rows, opts.seed, opts.threshold)
+    return IndexParams(opts.exact_normalization, curate.lsh_params(opts))
 
 
 def _base(pointer: dict | None, key: str) -> dict:
@@ -70,7 +68,7 @@ def run(argv: list[str]) -> dict:
         segment = segment_name(generation, key)
         state.update(key=key, generation=generation, base=base)
         return curate.IndexStage(exact, bands, shingles, FileSystems.join(index, segment), params,
-                                 IndexCommit(index, base, segment, generation, params.__dict__, key, output,
+                                 IndexCommit(index, base, segment, generation, params.as_dict(), key, output,
                                              gcs_generation))
 
     try:

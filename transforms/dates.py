@@ -10,6 +10,8 @@ from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_tz
 from typing import Optional
 
+PRE_LLM_CUTOFF = "2022-11-30"  # ChatGPT's public release: pages captured before it are taken as human-written
+UNDATED = "~"  # sorts after every ISO date: an undated copy is never "seen first"
 UNPARSED = "capture_date_unparsed"  # Beam counter and summary key: documents read with an unreadable date
 DATE_FIELDS = ("capture_date", "first_seen")
 
@@ -21,6 +23,23 @@ def unparsed_key(field: str) -> str:
 
 def has_unparsed_date(metadata: dict) -> bool:
     return any(unparsed_key(name) in metadata for name in DATE_FIELDS)
+
+
+def seen_date(doc) -> str:
+    """When a document's text was first seen: its cluster's `first_seen`, else its own capture date, else
+    UNDATED. Survivorship and the refresh index order copies by it (an ISO string, so comparable as text)."""
+    return doc.first_seen or doc.capture_date or UNDATED
+
+
+def as_first_seen(date: str) -> Optional[str]:
+    """The `first_seen` field for a seen date: None when undated."""
+    return None if date == UNDATED else date
+
+
+def is_pre_llm(date: Optional[str]) -> Optional[bool]:
+    """Seen before PRE_LLM_CUTOFF; None when the date is unknown (UNDATED sorts after it: False)."""
+    return None if not date else date < PRE_LLM_CUTOFF
+
 
 _MIN_YEAR, _MAX_YEAR = 1991, 2100  # no web page was captured before 1991
 _ISO = re.compile(

@@ -7,7 +7,8 @@ import apache_beam as beam
 
 from transforms.accounting import DOCUMENTS, DROPPED, drop
 from transforms.dedup.normalize import Normalization
-from transforms.dedup.rank import UNDATED, describe, rank
+from transforms.dates import as_first_seen, seen_date
+from transforms.dedup.rank import describe, rank
 from transforms.document import replace
 
 
@@ -18,7 +19,7 @@ class _Survivor(beam.DoFn):
         for i, d in enumerate(docs):
             r = rank(d)
             size += d.dup_cluster_size or 1
-            seen = d.first_seen or d.capture_date or UNDATED
+            seen = seen_date(d)
             first = seen if first is None or seen < first else first
             if best is None or r < best_rank:
                 best, best_i, best_rank = d, i, r
@@ -27,7 +28,7 @@ class _Survivor(beam.DoFn):
             if i != best_i:
                 yield drop(d.id, "duplicate_exact", d.source, d.offset, detail)
         yield replace(best, dup_cluster_id=best.dup_cluster_id or best.id, dup_cluster_size=size,
-                      first_seen=None if first == UNDATED else first)
+                      first_seen=as_first_seen(first))
 
 
 class ExactDedup(beam.PTransform):

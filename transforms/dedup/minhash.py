@@ -140,6 +140,18 @@ def _signature(buf, ngram, keys, sig):
 
 
 @numba.njit(cache=True, nogil=True)
+def _distinct(values):
+    """Sorted distinct values (what np.unique returns, without its hash table and Python overhead)."""
+    out = np.sort(values)
+    n = 0
+    for i in range(len(out)):
+        if n == 0 or out[i] != out[n - 1]:
+            out[n] = out[i]
+            n += 1
+    return out[:n]
+
+
+@numba.njit(cache=True, nogil=True)
 def _intersection(a, b):
     i = j = inter = 0
     while i < len(a) and j < len(b):
@@ -171,7 +183,7 @@ class MinHasher:
     def sketch(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         """(signature, sorted distinct 64-bit shingle hashes) from one pass over the text."""
         sig, shingles = self._run(text)
-        return sig, np.unique(shingles)
+        return sig, _distinct(shingles)
 
 
 def jaccard_estimate(s1: np.ndarray, s2: np.ndarray) -> float:

@@ -14,9 +14,10 @@ import apache_beam as beam
 
 from transforms.accounting import DOCUMENTS, DROPPED, drop
 from transforms.dedup.components import ConnectedComponents
-from transforms.dedup.lsh import BucketPairs, band_keys, recall_first_params
+from transforms.dedup.lsh import BucketPairs, LshParams, band_keys
 from transforms.dedup.minhash import MinHasher
-from transforms.dedup.rank import UNDATED, describe, rank
+from transforms.dates import UNDATED, as_first_seen, seen_date
+from transforms.dedup.rank import describe, rank
 from transforms.dedup.verify import VerifyPairs
 from transforms.document import replace
 
@@ -24,21 +25,20 @@ SHINGLES = "shingles"
 BANDS = "bands"
 
 
-class _Sketch(beam.DoFn):
-    """(band key, rank) per band, and (rank, shingle-hash bytes) on the SHINGLES output, from one kernel pass; the
-    permutations are built once per worker from the seed."""
+class Sketch(beam.DoFn):
+    """(band key, rank) per band on BANDS, and (rank, shingle-hash bytes) on SHINGLES, from one kernel pass; the
+    permutations are built once per worker from the seed. Near dedup and the refresh index both sketch here."""
 
-    def __init__(self, ngram: int, num_perm: int, seed: int, bands: int, rows: int):
-        self._args = (ngram, num_perm, seed)
-        self._bands, self._rows = bands, rows
+    def __init__(self, params: LshParams):
+        self._p = params
 
     def setup(self):
-        self._hasher = MinHasher(*self._args)
+        self._hasher = MinHasher(self._p.ngram, self._p.num_perm, self._p.seed)
 
     def process(self, doc):
         r = rank(doc)
         sig, shingles = self._hasher.sketch(doc.text)
-        keys = band_keys(sig, self._bands, self._rows)
+        keys = band_keys(sig, self._p.bands, self._p.rows)
         if not keys:
             return
         yield beam.pvalue.TaggedOutput(SHINGLES, (r, shingles.tobytes()))
@@ -70,8 +70,7 @@ class _Resolve(beam.DoFn):
             if root is None:
                 yield doc
                 continue
-            yield beam.pvalue.TaggedOutput(self.STATS, (root, (doc.dup_cluster_size or 1,
-                                                               doc.first_seen or doc.capture_date or UNDATED)))
+            yield beam.pvalue.TaggedOutput(self.STATS, (root, (doc.dup_cluster_size or 1, seen_date(doc))))
             if root == r:
                 yield beam.pvalue.TaggedOutput(self.ROOTS, (r, doc))
             else:
@@ -100,7 +99,7 @@ def _stamp(kv):
     (size, first), = grouped["stats"]
     for doc in grouped["doc"]:
         yield replace(doc, dup_cluster_id=doc.dup_cluster_id or doc.id, dup_cluster_size=size,
-                      first_seen=None if first == UNDATED else first)
+                      first_seen=as_first_seen(first))
 
 
 class NearDedup(beam.PTransform):
@@ -115,25 +114,17 @@ class NearDedup(beam.PTransform):
                  rows: int | None = None, seed: int = 1, max_bucket_size: int = 5000, rounds: int = 6,
                  max_residual_edges: int = 1_000_000):
         super().__init__()
-        if (bands is None) != (rows is None):
-            raise ValueError("give both bands and rows, or neither")
-        if bands is None:
-            bands, rows = recall_first_params(threshold, num_perm)
-        if bands * rows > num_perm:
-            raise ValueError(f"bands x rows = {bands * rows} exceeds num_perm = {num_perm}")
-        self.ngram, self.num_perm, self.seed = ngram, num_perm, seed
-        self.threshold, self.bands, self.rows = threshold, bands, rows
+        self.params = LshParams.resolve(ngram, num_perm, threshold, bands, rows, seed)
         self.max_bucket_size, self.rounds, self.max_residual_edges = max_bucket_size, rounds, max_residual_edges
 
     def expand(self, docs):
-        sketches = docs | "Sketch" >> beam.ParDo(
-            _Sketch(self.ngram, self.num_perm, self.seed, self.bands, self.rows)).with_outputs(SHINGLES, BANDS)
+        sketches = docs | "Sketch" >> beam.ParDo(Sketch(self.params)).with_outputs(SHINGLES, BANDS)
         pairs = (
             sketches[BANDS]
             | "Buckets" >> beam.GroupByKey()
             | "Candidates" >> beam.ParDo(BucketPairs(self.max_bucket_size))
         )
-        edges = {"pairs": pairs, "shingles": sketches[SHINGLES]} | "Verify" >> VerifyPairs(self.threshold)
+        edges = {"pairs": pairs, "shingles": sketches[SHINGLES]} | "Verify" >> VerifyPairs(self.params.threshold)
         labels = (edges | "EdgeEnds" >> beam.Map(lambda e: (e[0], e[1]))
                   | "Components" >> ConnectedComponents(self.rounds, self.max_residual_edges))
         best = edges | "BothEnds" >> beam.FlatMap(_both_ends) | "BestEdge" >> beam.CombinePerKey(_best)

@@ -10,15 +10,14 @@ from __future__ import annotations
 import apache_beam as beam
 
 from transforms.accounting import count
+from transforms.dates import seen_date
 from transforms.document import Document
-
-UNDATED = "~"  # sorts after every ISO date: undated copies lose to dated ones
 
 Rank = tuple[str, str, str, int]
 
 
 def rank(doc: Document) -> Rank:
-    return doc.first_seen or doc.capture_date or UNDATED, doc.id, doc.source, doc.offset
+    return seen_date(doc), doc.id, doc.source, doc.offset
 
 
 def describe(r: Rank, prefix: str) -> dict:
