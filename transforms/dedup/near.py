@@ -16,7 +16,7 @@ from transforms.accounting import DOCUMENTS, DROPPED, drop
 from transforms.dedup.components import ConnectedComponents
 from transforms.dedup.lsh import BucketPairs, LshParams, band_keys
 from transforms.dedup.minhash import MinHasher
-from transforms.dates import UNDATED, as_first_seen, seen_date
+from transforms.dates import UNDATED, as_first_seen
 from transforms.dedup.rank import describe, rank
 from transforms.dedup.verify import VerifyPairs
 from transforms.document import replace
@@ -56,27 +56,20 @@ def _best(edges):
     return min(edges, key=lambda e: (-e[0], e[1]))
 
 
-class _Resolve(beam.DoFn):
-    """Per document: survivor candidates go on to the size join, the rest are dropped naming their survivor."""
+def _sizes(doc):
+    """(rank, copies) of a document that already stands for several (exact dedup's survivors); 1 is implied."""
+    size = doc.dup_cluster_size or 1
+    if size != 1:
+        yield rank(doc), size
 
-    ROOTS = "roots"
-    STATS = "stats"
 
-    def process(self, kv):
-        r, grouped = kv
-        roots = list(grouped["root"])
-        root = roots[0] if roots else None
-        for doc in grouped["doc"]:
-            if root is None:
-                yield doc
-                continue
-            yield beam.pvalue.TaggedOutput(self.STATS, (root, (doc.dup_cluster_size or 1, seen_date(doc))))
-            if root == r:
-                yield beam.pvalue.TaggedOutput(self.ROOTS, (r, doc))
-            else:
-                (j, neighbour), = grouped["edge"]
-                detail = {**describe(root, "survivor"), **describe(neighbour, "matched"), "jaccard": j}
-                yield drop(doc.id, "duplicate_near", doc.source, doc.offset, json.dumps(detail, sort_keys=True))
+def _member_stats(kv):
+    """(root, (copies, seen date)) for each clustered document, from its label and size; a rank starts with its
+    seen date."""
+    r, grouped = kv
+    for root in grouped["root"]:
+        sizes = list(grouped["size"])
+        yield root, (sizes[0] if sizes else 1, r[0])
 
 
 class _ClusterStats(beam.CombineFn):
@@ -94,12 +87,23 @@ class _ClusterStats(beam.CombineFn):
         return acc
 
 
-def _stamp(kv):
-    _, grouped = kv
-    (size, first), = grouped["stats"]
+def _resolve(kv):
+    """Per document, in the one join with the documents: unclustered ones pass, a cluster's survivor is stamped
+    with its cluster's size and first seen date, the others are dropped naming survivor and best edge."""
+    r, grouped = kv
+    roots = list(grouped["root"])
+    root = roots[0] if roots else None
     for doc in grouped["doc"]:
-        yield replace(doc, dup_cluster_id=doc.dup_cluster_id or doc.id, dup_cluster_size=size,
-                      first_seen=as_first_seen(first))
+        if root is None:
+            yield doc
+        elif root == r:
+            (size, first), = grouped["stats"]
+            yield replace(doc, dup_cluster_id=doc.dup_cluster_id or doc.id, dup_cluster_size=size,
+                          first_seen=as_first_seen(first))
+        else:
+            (j, neighbour), = grouped["edge"]
+            detail = {**describe(root, "survivor"), **describe(neighbour, "matched"), "jaccard": j}
+            yield drop(doc.id, "duplicate_near", doc.source, doc.offset, json.dumps(detail, sort_keys=True))
 
 
 class NearDedup(beam.PTransform):
@@ -128,17 +132,16 @@ class NearDedup(beam.PTransform):
         labels = (edges | "EdgeEnds" >> beam.Map(lambda e: (e[0], e[1]))
                   | "Components" >> ConnectedComponents(self.rounds, self.max_residual_edges))
         best = edges | "BothEnds" >> beam.FlatMap(_both_ends) | "BestEdge" >> beam.CombinePerKey(_best)
+        sizes = docs | "Sizes" >> beam.FlatMap(_sizes)
+        stats = (
+            {"root": labels, "size": sizes}
+            | "JoinSizes" >> beam.CoGroupByKey()
+            | "MemberStats" >> beam.FlatMap(_member_stats)
+            | "ClusterStats" >> beam.CombinePerKey(_ClusterStats())
+        )
         resolved = (
-            {"doc": docs | "ByRank" >> beam.Map(lambda d: (rank(d), d)), "root": labels, "edge": best}
+            {"doc": docs | "ByRank" >> beam.Map(lambda d: (rank(d), d)), "root": labels, "edge": best, "stats": stats}
             | "JoinLabels" >> beam.CoGroupByKey()
-            | "Resolve" >> beam.ParDo(_Resolve()).with_outputs(_Resolve.ROOTS, _Resolve.STATS, DROPPED,
-                                                               main=DOCUMENTS)
+            | "Resolve" >> beam.FlatMap(_resolve).with_outputs(DROPPED, main=DOCUMENTS)
         )
-        stats = resolved[_Resolve.STATS] | "ClusterStats" >> beam.CombinePerKey(_ClusterStats())
-        survivors = (
-            {"doc": resolved[_Resolve.ROOTS], "stats": stats}
-            | "JoinStats" >> beam.CoGroupByKey()
-            | "Stamp" >> beam.FlatMap(_stamp)
-        )
-        documents = (resolved[DOCUMENTS], survivors) | "Merge" >> beam.Flatten()
-        return {DOCUMENTS: documents, DROPPED: resolved[DROPPED]}
+        return {DOCUMENTS: resolved[DOCUMENTS], DROPPED: resolved[DROPPED]}

@@ -5,8 +5,8 @@ matches use the same recall-first banding and exact verification as `NearDedup`:
 from shared band keys are verified on both documents' shingle hashes (`VerifyPairs`). Records are keyed by their
 rank (first seen, id, source, offset), never by id alone, so colliding ids never match each other's hits. A dropped
 document names the indexed record it matches, when that was first seen, and (near matches) the verified Jaccard;
-`pre_llm_origin` is true when it was first seen before `PRE_LLM_CUTOFF` (2022-11-30) — evidence that the text is of human origin,
-whatever its score.
+`pre_llm_origin` is true when it was first seen before `transforms.dates.PRE_LLM_CUTOFF` (2022-11-30) — evidence
+that the text is of human origin, whatever its score.
 """
 from __future__ import annotations
 
