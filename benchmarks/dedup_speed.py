@@ -8,9 +8,10 @@
    subprocess; wall time, docs/s and peak RSS. Beside it, as the peer anchor, datatrove's 4-stage MinHash pipeline
    (signature, buckets, cluster, filter; local executor, 1 task) on the same JSONL with the same n-gram, bands and
    rows. datatrove is in the `peers` extra and runs in this interpreter when installed; --datatrove-python runs
-   it from another virtualenv instead (e.g. `python -m venv /tmp/dt && /tmp/dt/bin/pip install
-   'datatrove~=0.10.1' regex tokenizers spacy orjson`). `--baseline-repo` times another synthcap checkout (e.g. the commit before exact
-   verification) on the same data, to show what a change costs end to end.
+   it from another virtualenv instead (e.g. `python3.11 -m venv /tmp/dt && /tmp/dt/bin/pip install
+   'datatrove[processing]~=0.10.1' spacy orjson regex`). `--baseline-repo` times another synthcap checkout (e.g.
+   the commit before a change) on the same data, to show what the change costs or saves end to end. The load
+   average is printed before and after: ratios are same-run, absolute figures depend on the host.
 """
 from __future__ import annotations
 
@@ -94,6 +95,7 @@ def main():
     if not args.datatrove_python and importlib.util.find_spec("datatrove"):
         args.datatrove_python = sys.executable
     docs = corpus(args.docs)
+    print("load average (1, 5, 15 min) at start: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()) + "\n")
 
     hasher = MinHasher(5, 128, 1)
     hasher.signature("warm up the compiled kernel")
@@ -150,6 +152,7 @@ def main():
         print(f"| {name} | {wall:.1f} | {total / wall:,.0f} | {rss:,.0f} | {total / wall / base:.2f} |")
     if not args.datatrove_python:
         print("\n(datatrove not run: pass --datatrove-python)")
+    print("\nload average (1, 5, 15 min) at end: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
 
 
 if __name__ == "__main__":
