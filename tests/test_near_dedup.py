@@ -74,6 +74,9 @@ def test_kernel_shingles_and_exact_jaccard_match_the_python_definition():
         assert len(sa) == len(shingle_set(a, 5))
         assert jaccard(sa, sb) == pytest.approx(_truth(a, b), abs=1e-12)
     assert jaccard(np.empty(0, np.uint64), np.empty(0, np.uint64)) == 0.0
+    assert jaccard(np.array([1, 2, 3], np.uint64), np.array([2, 3, 4], np.uint64)) == 0.5  # 2 shared of 4
+    assert jaccard({("a", "b"), ("b", "c")}, {("b", "c"), ("c", "d")}) == pytest.approx(1 / 3)
+    assert jaccard(set(), {("a",)}) == 0.0
 
 
 def test_space_less_scripts_are_shingled_by_character():
