@@ -46,7 +46,7 @@ from transforms.accounting import DROPPED
 from datasketch.lsh import _optimal_param
 
 from transforms.dedup.lsh import recall_first_params
-from transforms.dedup.minhash import MinHasher, jaccard_estimate, shingle_set
+from transforms.dedup.minhash import MinHasher, jaccard, jaccard_estimate, shingle_set
 from transforms.dedup.near import NearDedup
 from transforms.document import Document
 from transforms.io.write import WriteJsonRecords
@@ -263,8 +263,7 @@ def main():
             for k in (a, b):
                 if k not in shingles:
                     shingles[k] = shingle_set(docs[k], 5)
-            x, y = shingles[a], shingles[b]
-            return len(x & y) / len(x | y) if x | y else 0.0
+            return jaccard(shingles[a], shingles[b])
 
         theirs, their_sigs = datasketch_clusters(docs, args, their_bands, their_rows)
         results = {ours_name: synthcap_clusters(docs, args, bands, rows), theirs_name: theirs}

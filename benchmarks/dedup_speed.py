@@ -8,9 +8,10 @@
    subprocess; wall time, docs/s and peak RSS. Beside it, as the peer anchor, datatrove's 4-stage MinHash pipeline
    (signature, buckets, cluster, filter; local executor, 1 task) on the same JSONL with the same n-gram, bands and
    rows. datatrove is in the `peers` extra and runs in this interpreter when installed; --datatrove-python runs
-   it from another virtualenv instead (e.g. `python -m venv /tmp/dt && /tmp/dt/bin/pip install
-   'datatrove~=0.10.1' regex tokenizers spacy orjson`). `--baseline-repo` times another synthcap checkout (e.g. the commit before exact
-   verification) on the same data, to show what a change costs end to end.
+   it from another virtualenv instead (e.g. `python3.11 -m venv /tmp/dt && /tmp/dt/bin/pip install
+   'datatrove[processing]~=0.10.1' spacy orjson regex`). `--baseline-repo` times another synthcap checkout (e.g.
+   the commit before a change) on the same data, to show what the change costs or saves end to end. The load
+   average is printed before and after: ratios are same-run, absolute figures depend on the host.
 """
 from __future__ import annotations
 
@@ -50,15 +51,19 @@ def corpus(n: int) -> list[str]:
     return [joined[s : s + 2000] for s in starts]
 
 
-def run_measured(cmd: list[str], env=None) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of a child process and its children."""
+def run_measured(cmd: list[str], env=None) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds (user + system, the child and the children it waited for) and peak RSS (MiB).
+    On a shared host the CPU seconds are the steadier figure: wall time also counts waiting for a core."""
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    before = os.times()
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t
+    after = os.times()
     if status != 0:
         sys.exit(f"{cmd[:3]} failed: {proc.stderr.read().decode()[-2000:]}")
-    return wall, usage.ru_maxrss / 1024
+    children = (after.children_user - before.children_user) + (after.children_system - before.children_system)
+    return wall, children, usage.ru_maxrss / 1024
 
 
 ROUNDS = 5
@@ -94,6 +99,7 @@ def main():
     if not args.datatrove_python and importlib.util.find_spec("datatrove"):
         args.datatrove_python = sys.executable
     docs = corpus(args.docs)
+    print("load average (1, 5, 15 min) at start: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()) + "\n")
 
     hasher = MinHasher(5, 128, 1)
     hasher.signature("warm up the compiled kernel")
@@ -132,24 +138,25 @@ def main():
         return run_measured([sys.executable, "-m", "pipeline.cli", "curate", "--input", str(src / "docs.jsonl"),
                              "--output", str(tmp / out), "--direct_num_workers=1", "--no_score"], env=env)
 
-    wall, rss = curate(ROOT, "synthcap")
     rows_out.append((f"synthcap curate (read, provenance, exact + near dedup {bands} x {rows} with exact "
-                     "verification, write), DirectRunner", wall, rss))
+                     "verification, write), DirectRunner", *curate(ROOT, "synthcap")))
     if args.baseline_repo:
-        wall, rss = curate(Path(args.baseline_repo).resolve(), "baseline")
-        rows_out.append((f"synthcap curate at {args.baseline_repo} (same data)", wall, rss))
+        rows_out.append((f"synthcap curate at {args.baseline_repo} (same data)",
+                         *curate(Path(args.baseline_repo).resolve(), "baseline")))
     if args.datatrove_python:
-        wall, rss = run_measured([args.datatrove_python, "-c", DATATROVE, str(src), str(tmp / "dt"), str(bands),
-                                  str(rows)])
-        rows_out.append(("datatrove MinHash, 4 stages, local executor", wall, rss))
-    print(f"| end to end on {total:,} documents, 1 core, bands x rows {bands} x {rows} | seconds | docs/s | "
-          "peak RSS MiB | docs/s ratio |")
-    print("|---|---:|---:|---:|---:|")
-    base = total / rows_out[-1][1]
-    for name, wall, rss in rows_out:
-        print(f"| {name} | {wall:.1f} | {total / wall:,.0f} | {rss:,.0f} | {total / wall / base:.2f} |")
+        rows_out.append(("datatrove MinHash, 4 stages, local executor",
+                         *run_measured([args.datatrove_python, "-c", DATATROVE, str(src), str(tmp / "dt"),
+                                        str(bands), str(rows)])))
+    print(f"| end to end on {total:,} documents, 1 core, bands x rows {bands} x {rows} | seconds | CPU seconds | "
+          "docs/s | peak RSS MiB | docs/s ratio | CPU ratio |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    _, base_wall, base_cpu, _ = rows_out[-1]
+    for name, wall, cpu, rss in rows_out:
+        print(f"| {name} | {wall:.1f} | {cpu:.1f} | {total / wall:,.0f} | {rss:,.0f} | {base_wall / wall:.2f} | "
+              f"{base_cpu / cpu:.2f} |")
     if not args.datatrove_python:
         print("\n(datatrove not run: pass --datatrove-python)")
+    print("\nload average (1, 5, 15 min) at end: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
 
 
 if __name__ == "__main__":

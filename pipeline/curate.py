@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -14,17 +14,16 @@ from pipeline.runner import make_pipeline, prepare_output
 from transforms.accounting import DEAD_LETTERS, DOCUMENTS, DROPPED, NAMESPACE, Summarize, reconcile
 from transforms.dates import UNPARSED, has_unparsed_date
 from transforms.dedup.exact import ExactDedup
+from transforms.dedup.lsh import LshParams
 from transforms.dedup.near import NearDedup
 from transforms.dedup.normalize import Normalization
 from transforms.dedup.rank import IdCollisions
-from transforms.io.commit import (CommitOutputs, IncompleteOutputError, file_entry, inside,
+from transforms.io.commit import (CommitOutputs, IncompleteOutputError, inside,
                                   output_root, require_complete, run_key, staging_dir)
 from transforms.io.files import InputError, match_shards
 from transforms.io.read import ReadCrawl
 from transforms.io.write import WriteDocuments, WriteJsonRecords, write_json
 from transforms.provenance.lineage import RunInfo, WriteProvenance
-from transforms.refresh.index import IndexParams
-from transforms.refresh.match import MatchIndex, WriteSegment
 from transforms.score.model import DEFAULT_MODEL_DIR, Detector, ModelLoadError
 from transforms.score.reference import ReadReference, match_reference
 from transforms.score.stage import ScoreAgainstReference
@@ -51,17 +50,41 @@ class NotCommitted(RuntimeError):
 
 
 @dataclass(frozen=True)
-class IndexStage:
-    """For `refresh`: match against these committed index files, write survivors to a new segment, and
-    `commit(summary)` the new index generation as part of the output commit (before COMPLETE.json; it returns
-    False when another refresh committed that generation first)."""
+class Run:
+    """A validated curate-shaped run: its options, OUT and the run key that names its staging folder."""
 
-    exact_files: list
-    band_files: list
-    shingle_files: list
-    segment_dir: str
-    params: IndexParams
-    commit: Callable[[dict], bool]
+    options: PipelineOptions
+    opts: CurateOptions
+    common: CommonOptions
+    output: str
+    info: RunInfo
+    key: str
+
+    @property
+    def staging(self) -> str:
+        return staging_dir(self.output, self.key)
+
+
+@dataclass
+class Graph:
+    """The PCollections of a curate graph up to the point where `refresh` adds its index match: the documents
+    that survived dedup, every drop and dead letter so far, and the summary's extra sections."""
+
+    read: Any
+    documents: Any
+    drops: list
+    dead: Any
+    extra: dict
+    skipped: dict
+
+
+def lsh_params(opts: CurateOptions) -> LshParams:
+    """Near dedup's MinHash and banding settings from the options: what NearDedup runs with and what a refresh
+    index records (one source for both)."""
+    try:
+        return LshParams.resolve(opts.ngram, opts.num_perm, opts.threshold, opts.bands, opts.rows, opts.seed)
+    except ValueError as e:
+        raise UserError(str(e)) from None
 
 
 def _reference_files(patterns: list[str]) -> list[str]:
@@ -93,15 +116,14 @@ def input_shards(patterns: list[str], output: str) -> tuple[list, dict]:
     return kept, info
 
 
-def build(p, opts: CurateOptions, common: CommonOptions, output: str, staging: str, key: str,
-          index: IndexStage | None = None) -> None:
-    """The whole curate graph, ending with the atomic commit of OUT (and, for refresh, of the index)."""
-    shards, skipped = input_shards(opts.input, output)
+def dedup_graph(p, run: Run) -> Graph:
+    """read -> provenance -> exact dedup -> near dedup, on pipeline `p`."""
+    opts = run.opts
+    shards, skipped = input_shards(opts.input, run.output)
     read = p | "Read" >> ReadCrawl(shards=shards, max_document_bytes=opts.max_document_bytes,
                                    split_bytes=opts.split_bytes)
     documents = read[DOCUMENTS] | "Provenance" >> TagProvenance()
     drops = [read[DROPPED]]
-    dead = read[DEAD_LETTERS]
     extra = {"id_collisions": documents | "IdCollisions" >> IdCollisions()}
     if not opts.no_exact_dedup:
         try:
@@ -112,24 +134,20 @@ def build(p, opts: CurateOptions, common: CommonOptions, output: str, staging: s
         documents = exact[DOCUMENTS]
         drops.append(exact[DROPPED])
     if not opts.no_near_dedup:
-        try:
-            near_dedup = NearDedup(ngram=opts.ngram, num_perm=opts.num_perm, threshold=opts.threshold,
-                                   bands=opts.bands, rows=opts.rows, seed=opts.seed,
-                                   max_bucket_size=opts.max_bucket_size, rounds=opts.cc_rounds,
-                                   max_residual_edges=opts.max_residual_edges)
-        except ValueError as e:
-            raise UserError(str(e)) from None
+        near_dedup = NearDedup(**asdict(lsh_params(opts)), max_bucket_size=opts.max_bucket_size,
+                               rounds=opts.cc_rounds, max_residual_edges=opts.max_residual_edges)
         near = documents | "NearDedup" >> near_dedup
         documents = near[DOCUMENTS]
         drops.append(near[DROPPED])
-    segment = []
-    if index is not None:
-        matched = documents | "MatchIndex" >> MatchIndex(index.exact_files, index.band_files, index.shingle_files,
-                                                         index.params, opts.max_bucket_size)
-        documents = matched[DOCUMENTS]
-        segment.append(documents | "WriteSegment" >> WriteSegment(index.segment_dir, index.params))
-        drops.append(matched[DROPPED])
-    dead_parts = [dead]
+    return Graph(read, documents, drops, read[DEAD_LETTERS], extra, skipped)
+
+
+def write_graph(p, run: Run, g: Graph, written_before: tuple = ()) -> tuple[list, Any]:
+    """score -> write -> summary, into the staging folder. `written_before`: more PCollections of written paths
+    that the summary waits for. Returns (the staged paths to commit, the summary)."""
+    opts, common = run.opts, run.common
+    documents, drops, extra = g.documents, list(g.drops), dict(g.extra)
+    dead_parts = [g.dead]
     if not opts.no_score:
         model_dir = common.detector_model or DEFAULT_MODEL_DIR
         try:
@@ -150,8 +168,9 @@ def build(p, opts: CurateOptions, common: CommonOptions, output: str, staging: s
         extra["scoring"] = scored["scoring"]
     dead = dead_parts | "AllDead" >> beam.Flatten()
     dropped = drops | "AllDropped" >> beam.Flatten()
+
     def staged(part: str) -> str:
-        return FileSystems.join(staging, part)
+        return FileSystems.join(run.staging, part)
 
     written = [
         (dropped
@@ -160,21 +179,21 @@ def build(p, opts: CurateOptions, common: CommonOptions, output: str, staging: s
                                                  lambda d: f"{d.id}\x00{d.source}\x00{d.offset:020d}",
                                                  encode_item=duplicate_json)),
         documents | "WriteDocs" >> WriteDocuments(staged("documents"), common.rows_per_shard),
-        documents | "WriteProvenance" >> WriteProvenance(staged("provenance"), run_info(opts, common),
+        documents | "WriteProvenance" >> WriteProvenance(staged("provenance"), run.info,
                                                           common.rows_per_shard),
         dropped | "WriteDropped" >> WriteJsonRecords(
             staged("dropped"), "dropped", lambda d: f"{d.reason}\x00{d.id}\x00{d.source}\x00{d.offset:020d}"),
         dead | "WriteDead" >> WriteJsonRecords(staged("dead_letters"), "dead_letters",
                                                lambda d: f"{d.source}\x00{d.offset:020d}\x00{d.reason}"),
     ]
-    extra[UNPARSED] = (read[DOCUMENTS] | "UnparsedDates" >> beam.Filter(lambda d: has_unparsed_date(d.metadata))
+    extra[UNPARSED] = (g.read[DOCUMENTS] | "UnparsedDates" >> beam.Filter(lambda d: has_unparsed_date(d.metadata))
                        | "CountUnparsedDates" >> beam.combiners.Count.Globally())
     signals = documents | "SignalCounts" >> beam.CombineGlobally(SignalCounts())
     extra["provenance"] = signals
-    if skipped:
-        extra["skipped_synthcap_outputs"] = p | "Skipped" >> beam.Create([skipped])
-    summary = p | "Summary" >> Summarize(read, documents, dropped, dead, extra=extra)
-    writers = segment + written | "AllWritten" >> beam.Flatten()
+    if g.skipped:
+        extra["skipped_synthcap_outputs"] = p | "Skipped" >> beam.Create([g.skipped])
+    summary = p | "Summary" >> Summarize(g.read, documents, dropped, dead, extra=extra)
+    writers = [*written_before, *written] | "AllWritten" >> beam.Flatten()
     summary_path = staged("summary.json")
 
     def write_summary(s, _written):
@@ -182,18 +201,19 @@ def build(p, opts: CurateOptions, common: CommonOptions, output: str, staging: s
         return summary_path
 
     summary_written = summary | "WriteSummary" >> beam.Map(write_summary, beam.pvalue.AsList(writers))
-    finalize = None
-    if index is not None:
-        segment_entries = (segment[0]
-                           | "HashSegment" >> beam.Map(lambda path: file_entry(path, path.rsplit("/", 1)[-1]))
-                           | "SegmentFiles" >> beam.combiners.ToList()
-                           | "SortSegment" >> beam.Map(lambda fs: sorted(fs, key=lambda f: f["path"])))
-        written_index = p | "IndexOne" >> beam.Create([None]) | "IndexWritten" >> beam.Map(
-            lambda _, s, f: {"summary": s, "segment_files": f},
-            beam.pvalue.AsSingleton(summary), beam.pvalue.AsSingleton(segment_entries))
-        finalize = (index.commit, written_index)
-    (written + [summary_written] | "Staged" >> beam.Flatten()
-     | "Commit" >> CommitOutputs(output, staging, key, finalize))
+    return written + [summary_written], summary
+
+
+def commit_graph(run: Run, staged: list, finalize: tuple | None = None) -> None:
+    """The atomic commit of OUT once everything is staged; `finalize` = (function, its input PCollection) runs
+    just before OUT's completion record (refresh commits its index generation there; transforms/io/commit.py)."""
+    staged | "Staged" >> beam.Flatten() | "Commit" >> CommitOutputs(run.output, run.staging, run.key, finalize)
+
+
+def build(p, run: Run) -> None:
+    """The whole curate graph, ending with the atomic commit of OUT."""
+    staged, _ = write_graph(p, run, dedup_graph(p, run))
+    commit_graph(run, staged)
 
 
 def counters(result) -> dict[str, int]:
@@ -207,10 +227,8 @@ def counters(result) -> dict[str, int]:
     return dict(sorted(out.items()))
 
 
-def run(argv: list[str], verb: str = "curate", index_for=None) -> tuple[dict, dict[str, int]]:
-    """Runs curate; returns the summary and the Beam counters (which must carry the same numbers).
-    Everything is validated and the graph built before OUT is claimed (or cleared with --overwrite).
-    `index_for(opts, key)`, given by `refresh`, returns the IndexStage to match, extend and commit."""
+def plan(argv: list[str], verb: str = "curate") -> Run:
+    """Parses and checks the options of a curate-shaped run (curate, refresh); claims nothing."""
     options = PipelineOptions(argv)
     opts = options.view_as(CurateOptions)
     common = options.view_as(CommonOptions)
@@ -221,9 +239,14 @@ def run(argv: list[str], verb: str = "curate", index_for=None) -> tuple[dict, di
     output = common.output.rstrip("/")
     info = run_info(opts, common)
     key = run_key(verb, {"config": info.config_hash, "input": list(opts.input), "output": output})
-    p = make_pipeline(options)
-    build(p, opts, common, output, staging_dir(output, key), key, index_for(opts, key) if index_for else None)
-    prepare_output(output, common.overwrite, OUTPUT_PARTS, verb=verb, run_id=info.run_id, key=key)
+    return Run(options, opts, common, output, info, key)
+
+
+def execute(p, run: Run, verb: str = "curate") -> tuple[dict, dict[str, int]]:
+    """Claims OUT (or clears it with --overwrite) once the graph is built, runs it, and returns the committed
+    summary and the Beam counters (which must carry the same numbers). NotCommitted when the graph finished
+    without marking OUT complete."""
+    prepare_output(run.output, run.common.overwrite, OUTPUT_PARTS, verb=verb, run_id=run.info.run_id, key=run.key)
     try:
         result = p.run()  # the in-process runner runs the whole pipeline here
         result.wait_until_finish()
@@ -233,12 +256,21 @@ def run(argv: list[str], verb: str = "curate", index_for=None) -> tuple[dict, di
             raise UserError(message.split(" [while running")[0]) from None
         raise
     try:
-        require_complete(output)
+        require_complete(run.output)
     except IncompleteOutputError as e:
         raise NotCommitted(str(e)) from None
-    with FileSystems.open(FileSystems.join(output, "summary.json")) as f:
+    with FileSystems.open(FileSystems.join(run.output, "summary.json")) as f:
         summary = json.load(f)
     problems = reconcile(summary)
     if problems:
         raise RuntimeError("summary does not reconcile: " + "; ".join(problems))
     return summary, counters(result)
+
+
+def run(argv: list[str]) -> tuple[dict, dict[str, int]]:
+    """Runs curate; returns the summary and the Beam counters. Everything is validated and the graph built
+    before OUT is claimed."""
+    r = plan(argv)
+    p = make_pipeline(r.options)
+    build(p, r)
+    return execute(p, r)

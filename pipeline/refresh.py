@@ -7,19 +7,24 @@ Nothing new → no new generation (a rerun is idempotent).
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
+import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline import curate
 from pipeline.options import CommonOptions, CurateOptions, RefreshOptions, UserError
-from transforms.dedup.lsh import recall_first_params
+from pipeline.runner import make_pipeline
+from transforms.accounting import DOCUMENTS, DROPPED
+from transforms.io.commit import file_entry
 from transforms.refresh.index import (IndexCommit, IndexParams, IndexPathError, check_index_path, check_segments,
                                       read_pointer, segment_files, segment_name)
+from transforms.refresh.match import MatchIndex, WriteSegment
 
 
 def params_of(opts: CurateOptions) -> IndexParams:
-    bands, rows = (opts.bands, opts.rows) if opts.bands else recall_first_params(opts.threshold, opts.num_perm)
-    return IndexParams(opts.exact_normalization, opts.ngram, opts.num_perm, bands, rows, opts.seed, opts.threshold)
+    return IndexParams(opts.exact_normalization, curate.lsh_params(opts))
 
 
 def _base(pointer: dict | None, key: str) -> dict:
@@ -35,7 +40,20 @@ def _base(pointer: dict | None, key: str) -> dict:
     return pointer
 
 
+def _index_commit_input(p, summary, segment):
+    """{"summary", "segment_files"} for the index commit: the run's summary and its segment's files hashed."""
+    entries = (segment
+               | "HashSegment" >> beam.Map(lambda path: file_entry(path, path.rsplit("/", 1)[-1]))
+               | "SegmentFiles" >> beam.combiners.ToList()
+               | "SortSegment" >> beam.Map(lambda fs: sorted(fs, key=lambda f: f["path"])))
+    return p | "IndexOne" >> beam.Create([None]) | "IndexWritten" >> beam.Map(
+        lambda _, s, f: {"summary": s, "segment_files": f},
+        beam.pvalue.AsSingleton(summary), beam.pvalue.AsSingleton(entries))
+
+
 def run(argv: list[str]) -> dict:
+    """One graph: curate's read and dedup, the index match, curate's scoring and writing, the new segment, and
+    the commit of OUT with the index generation committed just before OUT's completion record."""
     options = PipelineOptions(argv)
     index = (options.view_as(RefreshOptions).index or "").rstrip("/")
     if not index:
@@ -55,34 +73,36 @@ def run(argv: list[str]) -> dict:
     if pointer is not None:
         problems = params.mismatch(pointer["params"])
         if problems:
-            raise UserError(f"index {index} was built with other dedup settings ({problems[0]})")
-    state: dict = {}
+            raise UserError(f"index {index} was built with other dedup settings ({'; '.join(problems)})")
+    run_ = curate.plan(argv, verb="refresh")
+    base = _base(pointer, run_.key)
+    generation = base["generation"] + 1
+    segments = base["segments"]
+    files = {kind: segment_files(index, segments, kind, base) for kind in ("exact", "bands", "shingles")}
+    missing = [s for s in segments if not segment_files(index, [s], "exact", base)]
+    if missing:
+        raise UserError(f"index {index} lists {missing[0]}, which holds no files: the index is damaged")
+    segment = segment_name(generation, run_.key)
+    commit = IndexCommit(index, base, segment, generation, params.as_dict(), run_.key, output, gcs_generation)
 
-    def index_for(_opts, key):
-        base = _base(pointer, key)
-        generation = base["generation"] + 1
-        segments = base["segments"]
-        exact, bands = segment_files(index, segments, "exact", base), segment_files(index, segments, "bands", base)
-        shingles = segment_files(index, segments, "shingles", base)
-        missing = [s for s in segments if not segment_files(index, [s], "exact", base)]
-        if missing:
-            raise UserError(f"index {index} lists {missing[0]}, which holds no files: the index is damaged")
-        segment = segment_name(generation, key)
-        state.update(key=key, generation=generation, base=base)
-        return curate.IndexStage(exact, bands, shingles, FileSystems.join(index, segment), params,
-                                 IndexCommit(index, base, segment, generation, params.__dict__, key, output,
-                                             gcs_generation))
-
+    p = make_pipeline(run_.options)
+    g = curate.dedup_graph(p, run_)
+    matched = g.documents | "MatchIndex" >> MatchIndex(files["exact"], files["bands"], files["shingles"], params,
+                                                       opts.max_bucket_size)
+    g = replace(g, documents=matched[DOCUMENTS], drops=[*g.drops, matched[DROPPED]])
+    written_segment = g.documents | "WriteSegment" >> WriteSegment(FileSystems.join(index, segment), params)
+    staged, summary = curate.write_graph(p, run_, g, written_before=(written_segment,))
+    curate.commit_graph(run_, staged, (commit, _index_commit_input(p, summary, written_segment)))
     try:
-        summary, _ = curate.run(argv, verb="refresh", index_for=index_for)
+        summary, _ = curate.execute(p, run_, verb="refresh")
     except curate.NotCommitted:
         head, _ = read_pointer(index)
-        if head is None or head["generation"] < state["generation"] or head.get("run_key") == state["key"]:
+        if head is None or head["generation"] < generation or head.get("run_key") == run_.key:
             raise
-        raise UserError(f"another refresh committed generation {state['generation']} of {index} first; this "
+        raise UserError(f"another refresh committed generation {generation} of {index} first; this "
                         f"run's segment was removed, its output {output} left incomplete, and the index is as that "
                         f"run left it: rerun to refresh against it") from None
     head, _ = read_pointer(index)
-    committed = head is not None and head.get("run_key") == state["key"] and head["generation"] == state["generation"]
-    return {"summary": summary, "generation": state["generation"] if committed else state["base"]["generation"],
+    committed = head is not None and head.get("run_key") == run_.key and head["generation"] == generation
+    return {"summary": summary, "generation": generation if committed else base["generation"],
             "committed": committed, "new_documents": summary["documents_out"]}

@@ -28,6 +28,7 @@ from pathlib import Path
 from apache_beam.io.filesystems import FileSystems
 from pydoc_data.topics import topics
 
+from transforms.dedup.minhash import jaccard
 from transforms.io.write import write_bytes
 
 SEED = 20221130
@@ -98,9 +99,8 @@ def _shingles(text: str, n: int = 5) -> set:
     return {tuple(w[i : i + n]) for i in range(max(1, len(w) - n + 1))}
 
 
-def jaccard(a: str, b: str) -> float:
-    x, y = _shingles(a), _shingles(b)
-    return len(x & y) / len(x | y)
+def _similarity(a: str, b: str) -> float:
+    return jaccard(_shingles(a), _shingles(b))
 
 
 def near_duplicate(text: str, rng: random.Random) -> str:
@@ -165,7 +165,7 @@ def build_pages() -> tuple[dict[str, list[Page]], dict]:
     long_pages = [p for p in old_pages[len(old_pages) // 10 :] if len(p.text.split()) >= 150]
     for n, src in enumerate(long_pages[: len(old_pages) // 12]):
         text = near_duplicate(src.text, rng)
-        if jaccard(text, src.text) < 0.85:
+        if _similarity(text, src.text) < 0.85:
             continue
         mirror = Page(src.url.replace("https://", "https://mirror."), src.title, text, "human", day(new_start, n))
         new_pages.append(mirror)

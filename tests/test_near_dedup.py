@@ -28,8 +28,7 @@ HAN = [chr(c) for c in range(0x4E00, 0x4E00 + 3000)]
 
 
 def _truth(a: str, b: str, ngram: int = 5) -> float:
-    x, y = shingle_set(a, ngram), shingle_set(b, ngram)
-    return len(x & y) / len(x | y) if x | y else 0.0
+    return jaccard(shingle_set(a, ngram), shingle_set(b, ngram))
 
 
 def _run_near(docs: list[Document], **kwargs) -> tuple[set[str], dict[str, dict]]:
@@ -75,6 +74,9 @@ def test_kernel_shingles_and_exact_jaccard_match_the_python_definition():
         assert len(sa) == len(shingle_set(a, 5))
         assert jaccard(sa, sb) == pytest.approx(_truth(a, b), abs=1e-12)
     assert jaccard(np.empty(0, np.uint64), np.empty(0, np.uint64)) == 0.0
+    assert jaccard(np.array([1, 2, 3], np.uint64), np.array([2, 3, 4], np.uint64)) == 0.5  # 2 shared of 4
+    assert jaccard({("a", "b"), ("b", "c")}, {("b", "c"), ("c", "d")}) == pytest.approx(1 / 3)
+    assert jaccard(set(), {("a",)}) == 0.0
 
 
 def test_space_less_scripts_are_shingled_by_character():
@@ -213,4 +215,31 @@ def test_an_index_built_with_other_banding_is_refused_in_one_line(tmp_path, caps
     rc = main(["refresh", "--input", str(tmp_path / "a.jsonl"), "--index", str(index), "--output", str(tmp_path / "o"),
                "--no_score"])
     err = capsys.readouterr().err.strip()
-    assert rc == 2 and "\n" not in err and "other dedup settings" in err and "bands" in err
+    assert rc == 2 and "\n" not in err and "other dedup settings" in err
+    assert "bands: index has 9, this run 18" in err and "rows: index has 13, this run 7" in err
+
+
+def test_the_index_records_the_dedup_settings_and_refuses_others_in_one_line(colliding, tmp_path, capsys):
+    """A real index records near dedup's own LshParams (the one source); a refresh at another threshold is
+    refused before anything is written, naming the index's value and the run's."""
+    from pipeline.cli import main
+    from pipeline.options import CurateOptions
+    from transforms.dedup.lsh import LshParams
+
+    root = colliding[0]
+    index = tmp_path / "index"
+    index.mkdir()
+    assert main(["refresh", "--input", str(root / "a.jsonl"), "--index", str(index), "--output",
+                 str(tmp_path / "first"), "--no_score"]) == 0
+    recorded = json.loads((index / "CURRENT.json").read_text())["params"]
+    lsh = curate.lsh_params(PipelineOptions([]).view_as(CurateOptions))
+    assert lsh == LshParams.resolve() == NearDedup().params
+    assert {k: recorded[k] for k in ("ngram", "num_perm", "threshold", "bands", "rows", "seed")} == {
+        "ngram": 5, "num_perm": 128, "threshold": 0.8, "bands": lsh.bands, "rows": lsh.rows, "seed": 1}
+    capsys.readouterr()
+    rc = main(["refresh", "--input", str(root / "b.jsonl"), "--index", str(index), "--output",
+               str(tmp_path / "second"), "--no_score", "--threshold", "0.7"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "\n" not in err and "threshold: index has 0.8, this run 0.7" in err
+    assert not (tmp_path / "second").exists()
+    assert json.loads((index / "CURRENT.json").read_text())["generation"] == 1

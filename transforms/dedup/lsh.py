@@ -16,6 +16,7 @@ other bands, and identical copies were already removed by exact dedup.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import lru_cache
 
 import apache_beam as beam
@@ -61,11 +62,48 @@ def recall_first_params(threshold: float, num_perm: int) -> tuple[int, int]:
     return best
 
 
+@dataclass(frozen=True)
+class LshParams:
+    """The one source of the MinHash and banding settings: `NearDedup` and the refresh index both take them from
+    here (the index records them and refuses a run with others, whose band keys it could not match)."""
+
+    ngram: int
+    num_perm: int
+    threshold: float
+    bands: int
+    rows: int
+    seed: int
+
+    @classmethod
+    def resolve(cls, ngram: int = 5, num_perm: int = 128, threshold: float = 0.8, bands: int | None = None,
+                rows: int | None = None, seed: int = 1) -> "LshParams":
+        """Explicit bands x rows, or the recall-first choice for the threshold; ValueError when inconsistent."""
+        if (bands is None) != (rows is None):
+            raise ValueError("give both bands and rows, or neither")
+        if bands is None:
+            bands, rows = recall_first_params(threshold, num_perm)
+        if bands * rows > num_perm:
+            raise ValueError(f"bands x rows = {bands * rows} exceeds num_perm = {num_perm}")
+        return cls(ngram, num_perm, threshold, bands, rows, seed)
+
+
 def band_keys(sig: np.ndarray, bands: int, rows: int) -> list[tuple[int, int]]:
-    """(band, hash of the band's rows) for each band; an empty signature has none."""
+    """(band, xxh64 of the band's rows read as a signed 64-bit int) for each band; an empty signature has none.
+    Signed, because Beam's default coder writes an int below 2^63 as a varint and pickles any larger one: these
+    keys are the most numerous elements of a run. `stored_hash` / `shuffled_hash` convert for the index's uint64
+    column."""
     if sig[0] == EMPTY and (sig == EMPTY).all():
         return []
-    return [(i, xxhash.xxh64_intdigest(sig[i * rows : (i + 1) * rows].tobytes())) for i in range(bands)]
+    data, width = sig.tobytes(), 4 * rows
+    return [(i, shuffled_hash(xxhash.xxh64_intdigest(data[i * width : (i + 1) * width]))) for i in range(bands)]
+
+
+def shuffled_hash(stored: int) -> int:
+    return stored - (1 << 64) if stored >> 63 else stored
+
+
+def stored_hash(shuffled: int) -> int:
+    return shuffled & 0xFFFFFFFFFFFFFFFF
 
 
 class BucketPairs(beam.DoFn):

@@ -140,6 +140,18 @@ def _signature(buf, ngram, keys, sig):
 
 
 @numba.njit(cache=True, nogil=True)
+def _distinct(values):
+    """Sorted distinct values (what np.unique returns, without its hash table and Python overhead)."""
+    out = np.sort(values)
+    n = 0
+    for i in range(len(out)):
+        if n == 0 or out[i] != out[n - 1]:
+            out[n] = out[i]
+            n += 1
+    return out[:n]
+
+
+@numba.njit(cache=True, nogil=True)
 def _intersection(a, b):
     i = j = inter = 0
     while i < len(a) and j < len(b):
@@ -171,7 +183,7 @@ class MinHasher:
     def sketch(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         """(signature, sorted distinct 64-bit shingle hashes) from one pass over the text."""
         sig, shingles = self._run(text)
-        return sig, np.unique(shingles)
+        return sig, _distinct(shingles)
 
 
 def jaccard_estimate(s1: np.ndarray, s2: np.ndarray) -> float:
@@ -180,11 +192,13 @@ def jaccard_estimate(s1: np.ndarray, s2: np.ndarray) -> float:
     return float(np.count_nonzero(s1 == s2)) / len(s1)
 
 
-def jaccard(a: np.ndarray, b: np.ndarray) -> float:
-    """Exact Jaccard of two sorted distinct shingle-hash arrays (0.0 when both are empty: never a duplicate)."""
+def jaccard(a, b) -> float:
+    """The exact Jaccard |a & b| / |a | b|, one definition for production and tests: of two sorted distinct
+    shingle-hash arrays (the kernel's, merged in compiled code) or of two Python sets (`shingle_set`, the ground
+    truth of tests and benchmarks). 0.0 when either is empty: an empty document is never a duplicate."""
     if len(a) == 0 or len(b) == 0:
         return 0.0
-    inter = _intersection(a, b)
+    inter = len(a & b) if isinstance(a, (set, frozenset)) else _intersection(a, b)
     return inter / (len(a) + len(b) - inter)
 
 

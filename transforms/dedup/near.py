@@ -13,9 +13,9 @@ import json
 import apache_beam as beam
 
 from transforms.accounting import DOCUMENTS, DROPPED, drop
-from transforms.dates import UNDATED, as_first_seen, seen_date
+from transforms.dates import UNDATED, as_first_seen
 from transforms.dedup.components import ConnectedComponents
-from transforms.dedup.lsh import BucketPairs, band_keys, recall_first_params
+from transforms.dedup.lsh import BucketPairs, LshParams, band_keys
 from transforms.dedup.minhash import MinHasher
 from transforms.dedup.rank import describe, rank
 from transforms.dedup.verify import VerifyPairs
@@ -25,21 +25,20 @@ SHINGLES = "shingles"
 BANDS = "bands"
 
 
-class _Sketch(beam.DoFn):
-    """(band key, rank) per band, and (rank, shingle-hash bytes) on the SHINGLES output, from one kernel pass; the
-    permutations are built once per worker from the seed."""
+class Sketch(beam.DoFn):
+    """(band key, rank) per band on BANDS, and (rank, shingle-hash bytes) on SHINGLES, from one kernel pass; the
+    permutations are built once per worker from the seed. Near dedup and the refresh index both sketch here."""
 
-    def __init__(self, ngram: int, num_perm: int, seed: int, bands: int, rows: int):
-        self._args = (ngram, num_perm, seed)
-        self._bands, self._rows = bands, rows
+    def __init__(self, params: LshParams):
+        self._p = params
 
     def setup(self):
-        self._hasher = MinHasher(*self._args)
+        self._hasher = MinHasher(self._p.ngram, self._p.num_perm, self._p.seed)
 
     def process(self, doc):
         r = rank(doc)
         sig, shingles = self._hasher.sketch(doc.text)
-        keys = band_keys(sig, self._bands, self._rows)
+        keys = band_keys(sig, self._p.bands, self._p.rows)
         if not keys:
             return
         yield beam.pvalue.TaggedOutput(SHINGLES, (r, shingles.tobytes()))
@@ -57,27 +56,20 @@ def _best(edges):
     return min(edges, key=lambda e: (-e[0], e[1]))
 
 
-class _Resolve(beam.DoFn):
-    """Per document: survivor candidates go on to the size join, the rest are dropped naming their survivor."""
+def _sizes(doc):
+    """(rank, copies) of a document that already stands for several (exact dedup's survivors); 1 is implied."""
+    size = doc.dup_cluster_size or 1
+    if size != 1:
+        yield rank(doc), size
 
-    ROOTS = "roots"
-    STATS = "stats"
 
-    def process(self, kv):
-        r, grouped = kv
-        roots = list(grouped["root"])
-        root = roots[0] if roots else None
-        for doc in grouped["doc"]:
-            if root is None:
-                yield doc
-                continue
-            yield beam.pvalue.TaggedOutput(self.STATS, (root, (doc.dup_cluster_size or 1, seen_date(doc))))
-            if root == r:
-                yield beam.pvalue.TaggedOutput(self.ROOTS, (r, doc))
-            else:
-                (j, neighbour), = grouped["edge"]
-                detail = {**describe(root, "survivor"), **describe(neighbour, "matched"), "jaccard": j}
-                yield drop(doc.id, "duplicate_near", doc.source, doc.offset, json.dumps(detail, sort_keys=True))
+def _member_stats(kv):
+    """(root, (copies, seen date)) for each clustered document, from its label and size; a rank starts with its
+    seen date."""
+    r, grouped = kv
+    for root in grouped["root"]:
+        sizes = list(grouped["size"])
+        yield root, (sizes[0] if sizes else 1, r[0])
 
 
 class _ClusterStats(beam.CombineFn):
@@ -95,12 +87,23 @@ class _ClusterStats(beam.CombineFn):
         return acc
 
 
-def _stamp(kv):
-    _, grouped = kv
-    (size, first), = grouped["stats"]
+def _resolve(kv):
+    """Per document, in the one join with the documents: unclustered ones pass, a cluster's survivor is stamped
+    with its cluster's size and first seen date, the others are dropped naming survivor and best edge."""
+    r, grouped = kv
+    roots = list(grouped["root"])
+    root = roots[0] if roots else None
     for doc in grouped["doc"]:
-        yield replace(doc, dup_cluster_id=doc.dup_cluster_id or doc.id, dup_cluster_size=size,
-                      first_seen=as_first_seen(first))
+        if root is None:
+            yield doc
+        elif root == r:
+            (size, first), = grouped["stats"]
+            yield replace(doc, dup_cluster_id=doc.dup_cluster_id or doc.id, dup_cluster_size=size,
+                          first_seen=as_first_seen(first))
+        else:
+            (j, neighbour), = grouped["edge"]
+            detail = {**describe(root, "survivor"), **describe(neighbour, "matched"), "jaccard": j}
+            yield drop(doc.id, "duplicate_near", doc.source, doc.offset, json.dumps(detail, sort_keys=True))
 
 
 @beam.typehints.with_input_types(Document)
@@ -116,39 +119,30 @@ class NearDedup(beam.PTransform):
                  rows: int | None = None, seed: int = 1, max_bucket_size: int = 5000, rounds: int = 6,
                  max_residual_edges: int = 1_000_000):
         super().__init__()
-        if (bands is None) != (rows is None):
-            raise ValueError("give both bands and rows, or neither")
-        if bands is None:
-            bands, rows = recall_first_params(threshold, num_perm)
-        if bands * rows > num_perm:
-            raise ValueError(f"bands x rows = {bands * rows} exceeds num_perm = {num_perm}")
-        self.ngram, self.num_perm, self.seed = ngram, num_perm, seed
-        self.threshold, self.bands, self.rows = threshold, bands, rows
+        self.params = LshParams.resolve(ngram, num_perm, threshold, bands, rows, seed)
         self.max_bucket_size, self.rounds, self.max_residual_edges = max_bucket_size, rounds, max_residual_edges
 
     def expand(self, docs):
-        sketches = docs | "Sketch" >> beam.ParDo(
-            _Sketch(self.ngram, self.num_perm, self.seed, self.bands, self.rows)).with_outputs(SHINGLES, BANDS)
+        sketches = docs | "Sketch" >> beam.ParDo(Sketch(self.params)).with_outputs(SHINGLES, BANDS)
         pairs = (
             sketches[BANDS]
             | "Buckets" >> beam.GroupByKey()
             | "Candidates" >> beam.ParDo(BucketPairs(self.max_bucket_size))
         )
-        edges = {"pairs": pairs, "shingles": sketches[SHINGLES]} | "Verify" >> VerifyPairs(self.threshold)
+        edges = {"pairs": pairs, "shingles": sketches[SHINGLES]} | "Verify" >> VerifyPairs(self.params.threshold)
         labels = (edges | "EdgeEnds" >> beam.Map(lambda e: (e[0], e[1]))
                   | "Components" >> ConnectedComponents(self.rounds, self.max_residual_edges))
         best = edges | "BothEnds" >> beam.FlatMap(_both_ends) | "BestEdge" >> beam.CombinePerKey(_best)
+        sizes = docs | "Sizes" >> beam.FlatMap(_sizes)
+        stats = (
+            {"root": labels, "size": sizes}
+            | "JoinSizes" >> beam.CoGroupByKey()
+            | "MemberStats" >> beam.FlatMap(_member_stats)
+            | "ClusterStats" >> beam.CombinePerKey(_ClusterStats())
+        )
         resolved = (
-            {"doc": docs | "ByRank" >> beam.Map(lambda d: (rank(d), d)), "root": labels, "edge": best}
+            {"doc": docs | "ByRank" >> beam.Map(lambda d: (rank(d), d)), "root": labels, "edge": best, "stats": stats}
             | "JoinLabels" >> beam.CoGroupByKey()
-            | "Resolve" >> beam.ParDo(_Resolve()).with_output_types(Document).with_outputs(_Resolve.ROOTS, _Resolve.STATS, DROPPED,
-                                                               main=DOCUMENTS)
+            | "Resolve" >> beam.FlatMap(_resolve).with_output_types(Document).with_outputs(DROPPED, main=DOCUMENTS)
         )
-        stats = resolved[_Resolve.STATS] | "ClusterStats" >> beam.CombinePerKey(_ClusterStats())
-        survivors = (
-            {"doc": resolved[_Resolve.ROOTS], "stats": stats}
-            | "JoinStats" >> beam.CoGroupByKey()
-            | "Stamp" >> beam.FlatMap(_stamp).with_output_types(Document)
-        )
-        documents = (resolved[DOCUMENTS], survivors) | "Merge" >> beam.Flatten()
-        return {DOCUMENTS: documents, DROPPED: resolved[DROPPED]}
+        return {DOCUMENTS: resolved[DOCUMENTS], DROPPED: resolved[DROPPED]}

@@ -1,13 +1,10 @@
 """Text normalisation for exact-duplicate keys: what counts as 'the same text'."""
 from __future__ import annotations
 
-import re
 import unicodedata
 from dataclasses import dataclass
 
 import xxhash
-
-_SPACE = re.compile(r"\s+")
 
 
 @dataclass(frozen=True)
@@ -28,12 +25,14 @@ class Normalization:
         return cls("nfkc" in steps, "casefold" in steps, "whitespace" in steps)
 
     def apply(self, text: str) -> str:
-        if self.nfkc:
+        """NFKC is the identity on ASCII (skipped there); `str.split()` and the regex `\\s` agree on what whitespace is
+        (`str.isspace`), and joining the split words is the regex collapse-and-strip at a fraction of its cost."""
+        if self.nfkc and not text.isascii():
             text = unicodedata.normalize("NFKC", text)
         if self.casefold:
             text = text.casefold()
         if self.whitespace:
-            text = _SPACE.sub(" ", text).strip()
+            text = " ".join(text.split())
         return text
 
     def key(self, text: str) -> str:

@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass
 
 from apache_beam.io.filesystems import FileSystems
 
+from transforms.dedup.lsh import LshParams
+
 POINTER = "CURRENT.json"
 GENERATIONS = "generations"
 SEGMENTS = "segments"
@@ -48,20 +50,20 @@ class CommitConflict(RuntimeError):
 
 @dataclass(frozen=True)
 class IndexParams:
-    """Everything that must be equal for index keys to be comparable across refreshes."""
+    """Everything that must be equal for index keys to be comparable across refreshes: the exact-dedup
+    normalisation and near dedup's own `LshParams` (one source for both stages). The pointer stores them flat."""
 
     normalization: str
-    ngram: int
-    num_perm: int
-    bands: int
-    rows: int
-    seed: int
-    threshold: float
+    lsh: LshParams
     layout: int = 2  # 2: records keyed by (first_seen, id, source, offset), shingles stored for exact verification
 
+    def as_dict(self) -> dict:
+        return {"normalization": self.normalization, **asdict(self.lsh), "layout": self.layout}
+
     def mismatch(self, other: dict) -> list[str]:
-        mine = asdict(self)
-        return [f"{k}: index has {other.get(k)!r}, this run {v!r}" for k, v in mine.items() if other.get(k) != v]
+        """`name: index has X, this run Y` for every setting that differs from the index's."""
+        return [f"{k}: index has {other.get(k)!r}, this run {v!r}" for k, v in self.as_dict().items()
+                if other.get(k) != v]
 
 
 def _gcs_bucket_and_name(path: str):

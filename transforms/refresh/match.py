@@ -5,8 +5,8 @@ matches use the same recall-first banding and exact verification as `NearDedup`:
 from shared band keys are verified on both documents' shingle hashes (`VerifyPairs`). Records are keyed by their
 rank (first seen, id, source, offset), never by id alone, so colliding ids never match each other's hits. A dropped
 document names the indexed record it matches, when that was first seen, and (near matches) the verified Jaccard;
-`pre_llm_origin` is true when it was first seen before 2022-11-30 — evidence that the text is of human origin,
-whatever its score.
+`pre_llm_origin` is true when it was first seen before `transforms.dates.PRE_LLM_CUTOFF` (2022-11-30) — evidence
+that the text is of human origin, whatever its score.
 """
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import pyarrow as pa
 
 from transforms.accounting import DOCUMENTS, DROPPED, count, drop
 from transforms.dates import is_pre_llm
-from transforms.dedup.lsh import band_keys
-from transforms.dedup.minhash import MinHasher
+from transforms.dedup.lsh import shuffled_hash, stored_hash
+from transforms.dedup.near import BANDS as _BANDS, SHINGLES as _SHINGLES, Sketch
 from transforms.dedup.normalize import Normalization
 from transforms.dedup.rank import describe, rank
 from transforms.dedup.verify import VerifyPairs
@@ -29,8 +29,6 @@ _RECORD = [("first_seen", pa.string()), ("id", pa.string()), ("source", pa.strin
 EXACT = pa.schema([("key", pa.string()), *_RECORD])
 BANDS = pa.schema([("band", pa.int32()), ("hash", pa.uint64()), *_RECORD])
 SHINGLES = pa.schema([*_RECORD, ("shingles", pa.binary())])
-_SHINGLES = "shingles"
-_BANDS = "bands"
 _NEW, _INDEXED = 0, 1  # the two key spaces of verification: a new record may share its rank with an indexed one
 
 
@@ -40,26 +38,6 @@ def _rank_of(row: dict) -> tuple:
 
 def _record(r: tuple) -> dict:
     return dict(zip(("first_seen", "id", "source", "offset"), r))
-
-
-class _Sketch(beam.DoFn):
-    """(band key, rank) per band and (rank, shingle bytes) on the shingles output."""
-
-    def __init__(self, params: IndexParams):
-        self._p = params
-
-    def setup(self):
-        self._hasher = MinHasher(self._p.ngram, self._p.num_perm, self._p.seed)
-
-    def process(self, doc):
-        r = rank(doc)
-        sig, shingles = self._hasher.sketch(doc.text)
-        keys = band_keys(sig, self._p.bands, self._p.rows)
-        if not keys:
-            return
-        yield beam.pvalue.TaggedOutput(_SHINGLES, (r, shingles.tobytes()))
-        for key in keys:
-            yield beam.pvalue.TaggedOutput(_BANDS, (key, r))
 
 
 def _detail(indexed: tuple, how: str, jaccard: float | None = None) -> str:
@@ -142,9 +120,9 @@ class MatchIndex(beam.PTransform):
             | "ExactMatch" >> beam.FlatMap(_exact_match).with_outputs(DROPPED, main=DOCUMENTS)
         )
         fresh = exact[DOCUMENTS]
-        sketches = fresh | "Sketch" >> beam.ParDo(_Sketch(params)).with_outputs(_SHINGLES, _BANDS)
+        sketches = fresh | "Sketch" >> beam.ParDo(Sketch(params.lsh)).with_outputs(_SHINGLES, _BANDS)
         index_bands = (self._read(docs.pipeline, self._bands, "Bands")
-                       | "BandKV" >> beam.Map(lambda r: ((r["band"], r["hash"]), _rank_of(r))))
+                       | "BandKV" >> beam.Map(lambda r: ((r["band"], shuffled_hash(r["hash"])), _rank_of(r))))
         index_shingles = (self._read(docs.pipeline, self._shingles, "Shingles")
                           | "ShinglesKV" >> beam.Map(lambda r: ((_INDEXED, _rank_of(r)), r["shingles"])))
         new_shingles = sketches[_SHINGLES] | "TagNew" >> beam.MapTuple(lambda r, sh: ((_NEW, r), sh))
@@ -155,7 +133,7 @@ class MatchIndex(beam.PTransform):
         )
         hits = (
             {"pairs": pairs, "shingles": (new_shingles, index_shingles) | "AllShingles" >> beam.Flatten()}
-            | "Verify" >> VerifyPairs(params.threshold)
+            | "Verify" >> VerifyPairs(params.lsh.threshold)
             | "ByNew" >> beam.Map(lambda e: (e[0][1], (e[1][1], e[2])))
             | "EarliestHit" >> beam.CombinePerKey(_earliest_hit)
         )
@@ -187,9 +165,9 @@ class WriteSegment(beam.PTransform):
 
         norm, params = Normalization.parse(self._p.normalization), self._p
         exact_rows = docs | "ExactRows" >> beam.Map(lambda d: {"key": norm.key(d.text), **_record(rank(d))})
-        sketches = docs | "Sketch" >> beam.ParDo(_Sketch(params)).with_outputs(_SHINGLES, _BANDS)
+        sketches = docs | "Sketch" >> beam.ParDo(Sketch(params.lsh)).with_outputs(_SHINGLES, _BANDS)
         band_rows = sketches[_BANDS] | "BandDicts" >> beam.MapTuple(
-            lambda k, r: {"band": k[0], "hash": k[1], **_record(r)})
+            lambda k, r: {"band": k[0], "hash": stored_hash(k[1]), **_record(r)})
         shingle_rows = sketches[_SHINGLES] | "ShingleDicts" >> beam.MapTuple(
             lambda r, sh: {**_record(r), "shingles": sh})
         written = [
