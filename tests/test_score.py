@@ -134,3 +134,30 @@ def test_unreadable_model_is_one_clear_line(tmp_path, capsys, sample_crawl):
                "--detector_model", str(tmp_path / "missing")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "cannot load detector" in err and "\n" not in err
+
+
+def test_a_document_the_detector_cannot_score_is_a_score_error_dead_letter(tiny_model):
+    """fastText cannot take a lone surrogate: the batch is rescored one by one, and only that document becomes a
+    `score_error` dead letter (readers refuse such text; a Document built in code can still carry it)."""
+    import apache_beam as beam
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+    from apache_beam.testing.util import assert_that
+
+    from transforms.accounting import DEAD_LETTERS, DOCUMENTS
+    from transforms.document import Document
+    from transforms.score.handler import ScoreAILikelihood
+
+    text = "A plain human sentence about gardens, rain and the long walk home after school, number {}."
+    docs = [Document(id=f"d{i}", text=text.format(i), source="in", offset=i) for i in range(5)]
+    docs.append(Document(id="bad", text=text.format("\ud800"), source="in", offset=5))
+
+    def scored(got):
+        assert sorted(d.id for d in got) == [f"d{i}" for i in range(5)] and all(0 <= d.ai_score <= 1 for d in got)
+
+    def dead(got):
+        assert [(d.reason, d.offset, d.stage) for d in got] == [("score_error", 5, "score")], got
+
+    with beam.Pipeline(runner=FnApiRunner()) as p:
+        out = p | beam.Create(docs) | ScoreAILikelihood(str(tiny_model[0]), min_batch_size=8)
+        assert_that(out[DOCUMENTS], scored, label="Scored")
+        assert_that(out[DEAD_LETTERS], dead, label="Dead")
