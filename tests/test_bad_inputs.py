@@ -15,7 +15,8 @@ from tests.crafted import HTML, member, page, response
 from tests.helpers import read_documents, read_jsonl
 from transforms.document import Document, dolma_line
 
-BIG = 50 * 1000 * 1000
+LIMIT = 1 << 20  # --max_document_bytes: "too large" needs only to be over the limit, not 50 MB
+BIG = 2 * LIMIT
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,7 @@ def bad_run(tmp_path_factory):
     (d / "truncrec.warc.gz").write_bytes(page(6) + member(short[:-200]))
     no_headers = b"WARC/1.0\r\nWARC-Record-ID: <urn:uuid:x>\r\n\r\nbody\r\n\r\n"
     (d / "noheaders.warc.gz").write_bytes(member(no_headers) + page(7))
-    # content-level: binary payload, empty page, a 50 MB page, invalid UTF-8 in WET, garbage that is not gzip
+    # content-level: binary payload, empty page, a page over the limit, invalid UTF-8 in WET, garbage that is not gzip
     binary = response("https://crafted.example/bin", bytes(range(256)) * 64, "00000000-0000-0000-0000-0000000000b1")
     empty = response("https://crafted.example/empty", b"<html><body> </body></html>", "00000000-0000-0000-0000-0000000000e1")
     huge = response("https://crafted.example/huge", HTML % (b"word " * (BIG // 5)), "00000000-0000-0000-0000-0000000000f1")
@@ -48,7 +49,7 @@ def bad_run(tmp_path_factory):
     puny = response("https://crafted.example/puny", HTML % b"text", "00000000-0000-0000-0000-0000000000c1",
                     headers="Content-Type: text/html; charset=punycode")
     (d / "http.warc.gz").write_bytes(member(not_http) + member(puny) + page(10))
-    # JSONL: malformed lines, non-object, missing text, invalid UTF-8, a 50 MB line, blank lines; gz cut short; zst
+    # JSONL: malformed lines, non-object, missing text, invalid UTF-8, a line over the limit, blank lines; gz cut short; zst
     good = Document(id="j1", text="a good json line", source="x", offset=0)
     lines = [dolma_line(good).encode(), b"{not json", b"[1, 2]", b'{"id": "nt"}', b'{"text": "\xff\xfe"}', b"",
              json.dumps({"text": "x" * BIG}).encode(), json.dumps({"text": "  "}).encode(),
@@ -65,7 +66,8 @@ def bad_run(tmp_path_factory):
     pq.write_table(pa.table({"id": ["w1"], "text": [1]}), d / "wrong.parquet")
     (d / "notparquet.parquet").write_bytes(b"PAR1 definitely not parquet")
     out = tmp_path_factory.mktemp("bad_out")
-    summary, counters = curate.run(["--input", str(d / "*"), "--output", str(out), "--overwrite"])
+    summary, counters = curate.run(["--input", str(d / "*"), "--output", str(out), "--overwrite",
+                                     f"--max_document_bytes={LIMIT}"])
     return d, out, summary, counters
 
 

@@ -23,6 +23,7 @@ def single(sample_crawl, tmp_path_factory):
     return out, summary, counters
 
 
+@pytest.mark.slow
 def test_sample_summary_reconciles_with_counters(single):
     _, s, c = single
     assert s["reconciles"]
@@ -31,6 +32,7 @@ def test_sample_summary_reconciles_with_counters(single):
     assert set(s["dead_letters"]) == {"gzip_error", "truncated", "warc_header_error", "decode_error"}
 
 
+@pytest.mark.slow
 def test_sample_documents_carry_lineage(single, sample_crawl):
     out, _, _ = single
     docs = read_documents(out)
@@ -40,6 +42,7 @@ def test_sample_documents_carry_lineage(single, sample_crawl):
     assert len({d.id for d in docs}) == len(docs)
 
 
+@pytest.mark.slow
 def test_multiprocess_run_is_byte_identical(single, sample_crawl, tmp_path):
     out, _, _ = single
     args = ["--input", str(sample_crawl / "*.gz"), "--output", str(tmp_path), "--direct_num_workers=2",
@@ -50,6 +53,7 @@ def test_multiprocess_run_is_byte_identical(single, sample_crawl, tmp_path):
     assert (tmp_path / "summary.json").read_bytes() == (out / "summary.json").read_bytes()
 
 
+@pytest.mark.slow
 def test_file_order_and_splitting_do_not_change_outputs(single, sample_crawl, tmp_path):
     out, _, _ = single
     files = sorted(str(p) for p in sample_crawl.glob("*.gz"))
@@ -61,6 +65,7 @@ def test_file_order_and_splitting_do_not_change_outputs(single, sample_crawl, tm
     assert len(list((tmp_path / "documents").glob("*.parquet"))) > 1
 
 
+@pytest.mark.slow
 def test_planted_duplicates_are_removed_and_the_earliest_copy_survives(single, sample_crawl):
     from tests.helpers import read_jsonl
 

@@ -17,6 +17,7 @@ class SkipFileFn(beam.DoFn):
 
     def process(self, shard: Shard):
         count("records_read")
+        count("files_read")
         if shard.format == NON_DOCUMENT:
             yield drop(fallback_id(shard.path, 0), "non_document_file", shard.path, 0,
                        f"{extension(shard.path)} files hold crawl metadata or an index, not documents")
@@ -25,7 +26,26 @@ class SkipFileFn(beam.DoFn):
                        f"no reader for {extension(shard.path)}; supported extensions: {SUPPORTED}")
 
 
-_READERS = {WARC: ReadWarcFn, JSONL: ReadJsonlFn, PARQUET: ReadParquetFn}
+def _counting_files(reader: type[beam.DoFn], name: str) -> type[beam.DoFn]:
+    """`reader`, plus the counter `files_read` once per file: when the range holding the file's end is read (a
+    split file counts once, whichever worker reads its last range). Progress lines show it while a run goes."""
+    provider = reader.process.__defaults__[0].restriction_provider
+
+    def process(self, shard: Shard, tracker=beam.DoFn.RestrictionParam(provider)):
+        yield from reader.process(self, shard, tracker)
+        ends = self.__dict__.setdefault("_file_ends", {})
+        if shard.path not in ends:
+            ends[shard.path] = provider.initial_restriction(shard).stop
+        if tracker.current_restriction().stop >= ends[shard.path]:
+            count("files_read")
+
+    return type(name, (reader,), {"process": process, "__module__": __name__, "__qualname__": name})
+
+
+ReadWarcFiles = _counting_files(ReadWarcFn, "ReadWarcFiles")
+ReadJsonlFiles = _counting_files(ReadJsonlFn, "ReadJsonlFiles")
+ReadParquetFiles = _counting_files(ReadParquetFn, "ReadParquetFiles")
+_READERS = {WARC: ReadWarcFiles, JSONL: ReadJsonlFiles, PARQUET: ReadParquetFiles}
 DEFAULT_MAX_DOCUMENT_BYTES = 16 << 20
 DEFAULT_SPLIT_BYTES = 64 << 20
 
