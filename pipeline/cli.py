@@ -181,17 +181,20 @@ class _Ticker:
         self.live = shows_progress(sys.stderr, os.environ, verb)
         self.stop = threading.Event()
 
-    def _counts(self):
+    def _line(self) -> str:
         from pipeline.runner import LIVE
 
+        now = time.monotonic()
         try:
-            return LIVE.read()
+            counts = LIVE.read()
         except Exception:  # a remote runner that cannot answer yet: show the time alone
-            return None
+            counts = None
+        running = now - LIVE.started if LIVE.started is not None else None
+        return run_summary.progress_line(self.verb, now - self.start, counts, running)
 
     def _tick(self):
         while not self.stop.wait(self.EVERY):
-            line = run_summary.progress_line(self.verb, time.monotonic() - self.start, self._counts())
+            line = self._line()
             sys.stderr.write(f"\r\033[K{line}")
             sys.stderr.flush()
 

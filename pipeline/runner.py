@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
@@ -18,12 +19,16 @@ class LiveCounts:
     (its Beam metrics appear only at the end), nothing when the in-process runner uses worker processes."""
 
     def __init__(self):
-        self.result, self.in_process, self._base = None, False, {}
+        self.result, self.in_process, self._base, self.started = None, False, {}, None
 
     def start(self, in_process: bool) -> None:
-        self.result, self.in_process, self._base = None, in_process, live_counts()
+        """A pipeline is built: forget the previous run's result and count from here."""
+        self.result, self.in_process, self._base, self.started = None, in_process, live_counts(), None
 
     def read(self) -> dict[str, int] | None:
+        """The run's counters so far, or None before it runs or when nothing can be read live."""
+        if self.started is None:
+            return None
         if self.result is not None:
             out: dict[str, int] = {}
             for c in self.result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:
@@ -43,6 +48,7 @@ class _Pipeline(beam.Pipeline):
     `wait_until_finish` blocks."""
 
     def run(self, test_runner_api="AUTO"):
+        LIVE.started = time.monotonic()
         result = super().run(test_runner_api)
         if not LIVE.in_process:
             LIVE.result = result

@@ -253,6 +253,9 @@ def test_progress_line_says_records_rate_files_and_time():
     assert line == "synthcap curate: 12,345 records read (3,086/s), 3 files done, 4 s"
     assert run_summary.progress_line("mix", 1.0, {"files_read": 1}) == \
         "synthcap mix: 0 records read (0/s), 1 file done, 1 s"
+    # the rate counts from when the pipeline started running, not from when the command started
+    assert run_summary.progress_line("curate", 30.0, {"records_read": 1000}, running=10.0) == \
+        "synthcap curate: 1,000 records read (100/s), 0 files done, 30 s"
     assert run_summary.progress_line("refresh", 61.4, None) == "synthcap refresh: running, 61 s"  # no live counts
 
 
