@@ -1,7 +1,7 @@
 """Bootstrap for the two quick-start commands; needs only Python 3.10+ and pip.
 
     python3 tasks.py demo   # venv + install + sample crawl + curate (+ mix) on the DirectRunner
-    python3 tasks.py test   # venv + install + the test suite
+    python3 tasks.py test   # venv + install + the test suite (python3 tasks.py test -m "not slow": fast tier)
 
 It exists so a fresh machine needs neither make nor a pre-installed package.
 """
@@ -41,10 +41,8 @@ def demo(out="out/demo"):
 
 def test(*args):
     ensure_env()
-    env = dict(os.environ, PYTHONHASHSEED="0")
     workers = [] if any(a == "-n" or a.startswith("-n") and a[2:].isdigit() for a in args) else ["-n", "2"]
-    rc = subprocess.run([str(PY), "-m", "pytest", "-p", "no:cacheprovider", *workers, *args], cwd=ROOT,
-                        env=env).returncode
+    rc = subprocess.run([str(PY), "-m", "pytest", "-p", "no:cacheprovider", *workers, *args], cwd=ROOT).returncode
     sys.exit(rc)
 
 

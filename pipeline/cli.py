@@ -163,20 +163,39 @@ class _LogFile:
             print(f"synthcap: warnings were logged to {self.path}", file=sys.stderr)
 
 
+def shows_progress(stream, environ, verb: str) -> bool:
+    """A live status line only where a person watches: a terminal, not CI, and not a verb that prints as it goes."""
+    return stream.isatty() and not environ.get("CI") and verb not in _Ticker.TALKATIVE
+
+
 class _Ticker:
-    """On a terminal (and not in CI), one status line with the elapsed time while a verb runs; silent otherwise.
-    The in-process runner reports no counts before the pipeline ends, so the rate comes with the summary."""
+    """On a terminal (and not in CI), one status line while a verb runs: records read per second, files done and
+    the elapsed time, from the run's live counters (runner.LIVE); silent otherwise. It writes to stderr only, so
+    no output file changes."""
 
     TALKATIVE = ("demo", "train-detector", "inspect")  # they print as they go: a status line would garble it
+    EVERY = 1.0  # seconds between updates
 
     def __init__(self, verb: str):
         self.verb, self.start = verb, time.monotonic()
-        self.live = sys.stderr.isatty() and not os.environ.get("CI") and verb not in self.TALKATIVE
+        self.live = shows_progress(sys.stderr, os.environ, verb)
         self.stop = threading.Event()
 
+    def _line(self) -> str:
+        from pipeline.runner import LIVE
+
+        now = time.monotonic()
+        try:
+            counts = LIVE.read()
+        except Exception:  # a remote runner that cannot answer yet: show the time alone
+            counts = None
+        running = now - LIVE.started if LIVE.started is not None else None
+        return run_summary.progress_line(self.verb, now - self.start, counts, running)
+
     def _tick(self):
-        while not self.stop.wait(1.0):
-            sys.stderr.write(f"\rsynthcap {self.verb}: running, {time.monotonic() - self.start:,.0f} s")
+        while not self.stop.wait(self.EVERY):
+            line = self._line()
+            sys.stderr.write(f"\r\033[K{line}")
             sys.stderr.flush()
 
     def __enter__(self):

@@ -144,3 +144,19 @@ def _render_plain(run: dict) -> str:
 
 def as_json(run: dict) -> str:
     return json.dumps(run, indent=2, sort_keys=False)
+
+
+# --- while a run goes -------------------------------------------------------------------------------------------
+
+def progress_line(verb: str, seconds: float, counts: dict[str, int] | None, running: float | None = None) -> str:
+    """The one status line a terminal shows while a verb runs: records read and their rate since the pipeline
+    started `running` seconds ago, files done, elapsed time. `counts` is None while the graph is built or when the
+    runner reports nothing live (worker processes): then only the time."""
+    elapsed = f"{seconds:,.0f} s"
+    if counts is None:
+        return f"synthcap {verb}: running, {elapsed}"
+    records, files = counts.get("records_read", 0), counts.get("files_read", 0)
+    span = seconds if running is None else running
+    rate = records / span if span > 0 else 0.0
+    return (f"synthcap {verb}: {_n(records)} records read ({rate:,.0f}/s), {_n(files)} "
+            f"file{'' if files == 1 else 's'} done, {elapsed}")

@@ -2,11 +2,57 @@
 from __future__ import annotations
 
 import logging
+import time
+
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from pipeline.options import UserError
+from transforms.accounting import NAMESPACE, live_counts
 from transforms.io.commit import OutputClaimError, claim_output, run_key
+
+
+class LiveCounts:
+    """Where a progress line reads the run's counters while it goes: the pipeline result's metrics on a remote
+    runner (Dataflow answers `metrics()` while the job runs), this process's own tally for the in-process runner
+    (its Beam metrics appear only at the end), nothing when the in-process runner uses worker processes."""
+
+    def __init__(self):
+        self.result, self.in_process, self._base, self.started = None, False, {}, None
+
+    def start(self, in_process: bool) -> None:
+        """A pipeline is built: forget the previous run's result and count from here."""
+        self.result, self.in_process, self._base, self.started = None, in_process, live_counts(), None
+
+    def read(self) -> dict[str, int] | None:
+        """The run's counters so far, or None before it runs or when nothing can be read live."""
+        if self.started is None:
+            return None
+        if self.result is not None:
+            out: dict[str, int] = {}
+            for c in self.result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:
+                value = c.committed if c.committed is not None else c.attempted
+                out[c.key.metric.name] = out.get(c.key.metric.name, 0) + (value or 0)
+            return out
+        if self.in_process:
+            return {k: v - self._base.get(k, 0) for k, v in live_counts().items()}
+        return None
+
+
+LIVE = LiveCounts()
+
+
+class _Pipeline(beam.Pipeline):
+    """A Pipeline whose running result is handed to LIVE, so a remote job's counters can be polled while
+    `wait_until_finish` blocks."""
+
+    def run(self, test_runner_api="AUTO"):
+        LIVE.started = time.monotonic()
+        result = super().run(test_runner_api)
+        if not LIVE.in_process:
+            LIVE.result = result
+        return result
 
 
 def make_pipeline(options: PipelineOptions) -> beam.Pipeline:
@@ -18,8 +64,10 @@ def make_pipeline(options: PipelineOptions) -> beam.Pipeline:
         from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
         logging.getLogger("apache_beam.runners.portability.fn_api_runner").setLevel(logging.WARNING)
-        return beam.Pipeline(runner=FnApiRunner(), options=options)
-    return beam.Pipeline(options=options)
+        LIVE.start(in_process=options.view_as(DirectOptions).direct_running_mode != "multi_processing")
+        return _Pipeline(runner=FnApiRunner(), options=options)
+    LIVE.start(in_process=False)
+    return _Pipeline(options=options)
 
 
 def prepare_output(output: str | None, overwrite: bool, parts: tuple[str, ...], verb: str = "mix",

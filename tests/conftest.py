@@ -1,8 +1,12 @@
 """Shared fixtures: the ../shared data (skipped with a reason when absent), the sample crawl, a GCS emulator."""
 from __future__ import annotations
 
+import gzip
+import json
 import os
 import socket
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -26,6 +30,53 @@ def webcrawl_dir() -> Path:
 @pytest.fixture(scope="session")
 def detect_dir() -> Path:
     return _need(SHARED / "data" / "detect")
+
+
+# fastText 0.9.3 reads heap memory it never initialised: a small model trained in a process whose heap has been
+# used (a second training, or after scipy.optimize or py3langid loaded) meets garbage and stops with "Encountered
+# NaN". MALLOC_PERTURB_=255 makes glibc hand out zero-filled blocks, so the training below sees what a fresh heap
+# would hold. (Large models get fresh mmap'd pages, which is why the shipped configuration never hit it.)
+_TRAIN_TINY = """
+import json, sys
+from transforms.score.train import train_detector
+train_detector([sys.argv[1]], sys.argv[2], lodo=False, log=lambda m: None, search=[json.loads(sys.argv[3])])
+"""
+TINY_PARAMS = {"dim": 8, "bucket": 10_000, "epoch": 3, "wordNgrams": 2, "minn": 0, "maxn": 0}
+
+
+def short_texts(detect: Path, per_label: int = 15, words: int = 25) -> list[dict]:
+    """The first `words` words of `per_label` human and `per_label` AI English texts from each labelled file."""
+    rows = []
+    for path in sorted(detect.glob("*.jsonl.gz")):
+        taken = {"human": 0, "ai": 0}
+        with gzip.open(path, "rt") as f:
+            for line in f:
+                if min(taken.values()) >= per_label:
+                    break
+                r = json.loads(line)
+                label = r.get("label")
+                if label not in taken or taken[label] >= per_label or (r.get("language") or "en") != "en":
+                    continue
+                text = " ".join((r.get("text") or "").split()[:words])
+                if text:
+                    taken[label] += 1
+                    rows.append({**r, "text": text})
+    return rows
+
+
+@pytest.fixture(scope="session")
+def tiny_model(detect_dir, tmp_path_factory) -> tuple[Path, dict]:
+    """A real detector (model.ftz + card from `train_detector`) trained in seconds on a few hundred short texts
+    with a small dim and bucket count, in a fresh interpreter: for every test that needs *a* model."""
+    root = tmp_path_factory.mktemp("tiny_model")
+    data = root / "short.jsonl.gz"
+    with gzip.open(data, "wt") as f:
+        f.writelines(json.dumps(r) + "\n" for r in short_texts(detect_dir))
+    env = dict(os.environ, MALLOC_PERTURB_="255",
+               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    subprocess.run([sys.executable, "-c", _TRAIN_TINY, str(data), str(root / "model"), json.dumps(TINY_PARAMS)],
+                   check=True, env=env, cwd=ROOT)
+    return root / "model", json.loads((root / "model" / "model_card.json").read_text())
 
 
 @pytest.fixture(scope="session")

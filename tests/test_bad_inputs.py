@@ -10,11 +10,13 @@ import pytest
 import zstandard
 
 from pipeline import curate
+from pipeline.sample import warc_record
 from tests.crafted import HTML, member, page, response
 from tests.helpers import read_documents, read_jsonl
 from transforms.document import Document, dolma_line
 
-BIG = 50 * 1000 * 1000
+LIMIT = 1 << 20  # --max_document_bytes: "too large" needs only to be over the limit, not 50 MB
+BIG = 2 * LIMIT
 
 
 @pytest.fixture(scope="module")
@@ -31,18 +33,24 @@ def bad_run(tmp_path_factory):
     (d / "truncrec.warc.gz").write_bytes(page(6) + member(short[:-200]))
     no_headers = b"WARC/1.0\r\nWARC-Record-ID: <urn:uuid:x>\r\n\r\nbody\r\n\r\n"
     (d / "noheaders.warc.gz").write_bytes(member(no_headers) + page(7))
-    # content-level: binary payload, empty page, a 50 MB page, invalid UTF-8 in WET, garbage that is not gzip
+    # content-level: binary payload, empty page, a page over the limit, invalid UTF-8 in WET, garbage that is not gzip
     binary = response("https://crafted.example/bin", bytes(range(256)) * 64, "00000000-0000-0000-0000-0000000000b1")
     empty = response("https://crafted.example/empty", b"<html><body> </body></html>", "00000000-0000-0000-0000-0000000000e1")
     huge = response("https://crafted.example/huge", HTML % (b"word " * (BIG // 5)), "00000000-0000-0000-0000-0000000000f1")
     (d / "content.warc.gz").write_bytes(member(binary) + member(empty) + member(huge) + page(8))
-    from pipeline.sample import warc_record
-
     wet = warc_record("conversion", b"caf\xe9", [("WARC-Record-ID", "<urn:uuid:wet-bad>"),
                                                 ("WARC-Date", "2024-01-01T00:00:00Z")], "text/plain")
     (d / "bad.warc.wet.gz").write_bytes(member(wet))
     (d / "garbage.warc.gz").write_bytes(b"this is not gzip at all" * 10 + page(9))
-    # JSONL: malformed lines, non-object, missing text, invalid UTF-8, a 50 MB line, blank lines; gz cut short; zst
+    # HTTP-level: a status line that is not HTTP, a charset whose codec cannot decode the page, then a good page
+    not_http = warc_record("response", b"HTTP/1.1 abc OK\r\n\r\n<p>x</p>",
+                           [("WARC-Target-URI", "https://crafted.example/nothttp"),
+                            ("WARC-Record-ID", "<urn:uuid:not-http>")], "application/http; msgtype=response")
+    puny = response("https://crafted.example/puny", HTML % b"text", "00000000-0000-0000-0000-0000000000c1",
+                    headers="Content-Type: text/html; charset=punycode")
+    (d / "http.warc.gz").write_bytes(member(not_http) + member(puny) + page(10))
+    # JSONL: malformed lines, non-object, missing text, invalid UTF-8, a line over the limit, blank lines; gz cut
+    # short; zst
     good = Document(id="j1", text="a good json line", source="x", offset=0)
     lines = [dolma_line(good).encode(), b"{not json", b"[1, 2]", b'{"id": "nt"}', b'{"text": "\xff\xfe"}', b"",
              json.dumps({"text": "x" * BIG}).encode(), json.dumps({"text": "  "}).encode(),
@@ -52,12 +60,15 @@ def bad_run(tmp_path_factory):
     (d / "cut.jsonl.gz").write_bytes(gz[: len(gz) - 30])
     (d / "ok.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(b'{"id": "z1", "text": "zstd line"}\n'))
     (d / "broken.jsonl.zst").write_bytes(b"\x28\xb5\x2f\xfd" + b"\x00" * 40)
+    (d / "junk.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(b'{"id": "z2", "text": "kept"}\n')
+                                       + b"JUNK that is not a zstd frame")
     # Parquet: right schema, wrong schema, not Parquet at all
     pq.write_table(pa.table({"id": ["p1", "p2"], "text": ["parquet row", ""]}), d / "good.parquet")
     pq.write_table(pa.table({"id": ["w1"], "text": [1]}), d / "wrong.parquet")
     (d / "notparquet.parquet").write_bytes(b"PAR1 definitely not parquet")
     out = tmp_path_factory.mktemp("bad_out")
-    summary, counters = curate.run(["--input", str(d / "*"), "--output", str(out), "--overwrite"])
+    summary, counters = curate.run(["--input", str(d / "*"), "--output", str(out), "--overwrite",
+                                     f"--max_document_bytes={LIMIT}", "--no_score"])  # readers are under test
     return d, out, summary, counters
 
 
@@ -117,6 +128,13 @@ def test_invalid_utf8_in_wet_and_non_gzip_garbage(bad_run):
     assert _docs(out, "garbage.warc.gz") == ["https://crafted.example/9"]
 
 
+def test_unparseable_http_and_failed_extraction_are_dead_letters(bad_run):
+    _, out, _, _ = bad_run
+    (extract, at), http = _dead(out, "http.warc.gz")
+    assert http == ("http_error", 0) and extract == "extract_error" and at > 0  # the second gzip member
+    assert _docs(out, "http.warc.gz") == ["https://crafted.example/10"]
+
+
 def test_jsonl_bad_lines(bad_run):
     _, out, _, _ = bad_run
     assert [r for r, _ in _dead(out, "lines.jsonl")] == ["decode_error", "json_error", "schema_error", "schema_error"]
@@ -131,7 +149,8 @@ def test_compressed_jsonl(bad_run):
     assert 0 < len(kept) < 50
     assert [r for r, _ in _dead(out, "cut.jsonl.gz")] == ["truncated"]
     assert [d.id for d in read_documents(out) if d.source.endswith("ok.jsonl.zst")] == ["z1"]
-    assert len(_dead(out, "broken.jsonl.zst")) == 1
+    assert _dead(out, "broken.jsonl.zst") == [("truncated", 0)]  # a frame header, then nothing
+    assert [r for r, _ in _dead(out, "junk.jsonl.zst")] == ["zstd_error"]  # bytes after a frame that start none
 
 
 def test_parquet_schema_and_corruption(bad_run):

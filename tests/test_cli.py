@@ -16,6 +16,7 @@ from pipeline import run_summary
 from pipeline.cli import main
 from pipeline.flag_tables import README, regenerate, verbs_in
 from pipeline.options import VERBS, count, fraction, integer, normalization, own_actions, positive_int
+from tests.helpers import tree_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
@@ -245,3 +246,90 @@ def test_readme_flag_tables_are_the_parsers():
     text = README.read_text()
     assert sorted(verbs_in(text)) == sorted(VERBS), "every verb needs a <!-- flags: VERB --> table in README.md"
     assert regenerate(text) == text, "README flag tables are stale: run python -m pipeline.flag_tables"
+
+
+def test_progress_line_says_records_rate_files_and_time():
+    line = run_summary.progress_line("curate", 4.0, {"records_read": 12_345, "files_read": 3, "other": 9})
+    assert line == "synthcap curate: 12,345 records read (3,086/s), 3 files done, 4 s"
+    assert run_summary.progress_line("mix", 1.0, {"files_read": 1}) == \
+        "synthcap mix: 0 records read (0/s), 1 file done, 1 s"
+    # the rate counts from when the pipeline started running, not from when the command started
+    assert run_summary.progress_line("curate", 30.0, {"records_read": 1000}, running=10.0) == \
+        "synthcap curate: 1,000 records read (100/s), 0 files done, 30 s"
+    assert run_summary.progress_line("refresh", 61.4, None) == "synthcap refresh: running, 61 s"  # no live counts
+
+
+class _Stream:
+    def __init__(self, tty: bool):
+        self.tty = tty
+
+    def isatty(self):
+        return self.tty
+
+
+def test_progress_only_on_a_terminal_outside_ci():
+    from pipeline.cli import shows_progress
+
+    assert shows_progress(_Stream(True), {}, "curate") and shows_progress(_Stream(True), {"CI": ""}, "mix")
+    assert not shows_progress(_Stream(False), {}, "curate")  # a pipe or a file: quiet
+    assert not shows_progress(_Stream(True), {"CI": "true"}, "curate")  # CI: quiet even with a terminal
+    assert not shows_progress(_Stream(True), {}, "demo")  # prints as it goes
+
+
+def _curate_on_a_terminal(args: list[str], env: dict) -> tuple[int, str]:
+    """Runs the real CLI with stderr on a pseudo-terminal; returns its exit status and what the terminal got."""
+    import pty
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "curate", *args], stdout=subprocess.DEVNULL,
+                            stderr=slave, cwd=ROOT, env=env)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    return proc.wait(), b"".join(chunks).decode()
+
+
+@pytest.mark.slow
+def test_live_progress_on_a_terminal_is_quiet_in_ci_and_changes_no_output(tmp_path):
+    _jsonl_crawl(tmp_path / "a.jsonl")
+    _jsonl_crawl(tmp_path / "b.jsonl")
+    base = {k: v for k, v in ENV.items() if k != "CI"}
+    rc, shown = _curate_on_a_terminal(["--input", str(tmp_path / "*.jsonl"), "--output", str(tmp_path / "tty")],
+                                      base)
+    assert rc == 0, shown
+    lines = re.findall(r"\r\x1b\[K(synthcap curate: [^\r]*)", shown)
+    assert lines, shown
+    summary = json.loads((tmp_path / "tty" / "summary.json").read_text())
+    for line in lines:
+        m = re.fullmatch(r"synthcap curate: (?:running, [\d,]+ s|([\d,]+) records read \([\d,]+/s\), ([\d,]+) "
+                         r"files? done, [\d,]+ s)", line)
+        assert m, line
+        if m.group(1):  # live counts never run ahead of the final books
+            assert int(m.group(1).replace(",", "")) <= summary["records_read"] and int(m.group(2)) <= 2
+    rc, shown_ci = _curate_on_a_terminal(["--input", str(tmp_path / "*.jsonl"), "--output", str(tmp_path / "ci")],
+                                         dict(base, CI="1"))
+    assert rc == 0 and "\x1b[K" not in shown_ci and "records read (" not in shown_ci
+    for part in ("documents", "dropped", "dead_letters", "duplicates"):
+        assert tree_bytes(tmp_path / "tty", part) == tree_bytes(tmp_path / "ci", part), part
+    assert (tmp_path / "tty" / "summary.json").read_bytes() == (tmp_path / "ci" / "summary.json").read_bytes()
+
+
+@pytest.mark.slow
+def test_in_process_live_counts_end_at_the_beam_counters(tmp_path):
+    from pipeline import curate
+    from pipeline.runner import LIVE
+
+    _jsonl_crawl(tmp_path / "a.jsonl")
+    (tmp_path / "notes.txt").write_text("not a crawl file")  # an unsupported file is a file done too
+    _, counters = curate.run(["--input", str(tmp_path / "*"), "--output", str(tmp_path / "out")])
+    live = LIVE.read()
+    assert live["records_read"] == counters["records_read"] == 12
+    assert live["files_read"] == counters["files_read"] == 2

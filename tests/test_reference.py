@@ -177,8 +177,9 @@ fasttext.train_supervised(input=data, epoch=1, dim=8, thread=1, verbose=0, seed=
 
 
 def _tiny_fasttext(path, labels=("__label__ai", "__label__human")):
-    """A real fastText model in well under a second, trained in a fresh interpreter: fastText 0.9.3 training hits
-    `Encountered NaN` on small data once py3langid has loaded its model in the same process."""
+    """A real fastText model in well under a second, trained in a fresh interpreter with zero-filled heap blocks:
+    fastText 0.9.3 reads memory it never initialised and hits `Encountered NaN` on small models (see conftest)."""
+    import os
     import subprocess
     import sys
 
@@ -186,7 +187,7 @@ def _tiny_fasttext(path, labels=("__label__ai", "__label__human")):
 
     path.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, "-c", _TRAIN_TINY, ",".join(labels), str(path / "tiny.txt"),
-                    str(path / "tiny.bin")], check=True)
+                    str(path / "tiny.bin")], check=True, env=dict(os.environ, MALLOC_PERTURB_="255"))
     return fasttext.load_model(str(path / "tiny.bin"))
 
 

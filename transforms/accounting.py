@@ -96,6 +96,7 @@ class DeadLetter:
 
 
 _counters: dict[str, object] = {}
+_live: dict[str, int] = {}
 
 
 def count(name: str, n: int = 1) -> None:
@@ -104,6 +105,13 @@ def count(name: str, n: int = 1) -> None:
     if c is None:
         c = _counters[name] = Metrics.counter(NAMESPACE, name)
     c.inc(n)
+    _live[name] = _live.get(name, 0) + n
+
+
+def live_counts() -> dict[str, int]:
+    """This process's increments so far. The in-process runner publishes Beam metrics only when the pipeline ends,
+    so the CLI's progress line reads these while it runs (approximate: threads may race; never an output)."""
+    return dict(_live)
 
 
 def drop(doc_id: str, reason: str, source: str, offset: int, detail: str = "") -> beam.pvalue.TaggedOutput:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import apache_beam as beam
 
-from transforms.accounting import DEAD_LETTERS, DOCUMENTS, DROPPED, DeadLetter, Dropped, drop
+from transforms.accounting import DEAD_LETTERS, DOCUMENTS, DROPPED, DeadLetter, Dropped, count, drop
 from transforms.document import Document, fallback_id
 from transforms.io.files import JSONL, NON_DOCUMENT, PARQUET, SUPPORTED, UNSUPPORTED, WARC, Shard, extension, \
     match_shards
@@ -17,6 +17,7 @@ class SkipFileFn(beam.DoFn):
     """A file that holds no documents (WAT, CDX) or that no reader handles: one counted drop, never opened."""
 
     def process(self, shard: Shard):
+        count("files_read")
         if shard.format == NON_DOCUMENT:
             out = drop(fallback_id(shard.path, 0), "non_document_file", shard.path, 0,
                        f"{extension(shard.path)} files hold crawl metadata or an index, not documents")

@@ -2,6 +2,8 @@
 
 A reader yields exactly one output per record it reads (a Document, a drop or a dead letter), so counting its
 outputs here is the `records_read` counter the summary reconciles against; a new format adds only its parsing.
+`files_read` (what progress lines show) is counted once per file, by the range that holds the file's end, so a
+file split over workers counts once.
 """
 from __future__ import annotations
 
@@ -48,7 +50,18 @@ class ShardReader(beam.DoFn):
                 f.close()
             if tracker.try_claim(restriction.start):
                 yield from counted([dead_letter(shard.path, 0, "read_error", e, self.STAGE)])
+                count("files_read")
             tracker.try_claim(restriction.stop)
             return
         with f:
             yield from counted(self.read(handle, shard, tracker))
+        if tracker.current_restriction().stop >= self._file_end(shard):
+            count("files_read")
+
+    def _file_end(self, shard: Shard) -> int:
+        """Where the shard's whole-file restriction stops (the provider named in the subclass's `process`)."""
+        ends = self.__dict__.setdefault("_file_ends", {})
+        if shard.path not in ends:
+            provider = type(self).process.__defaults__[0].restriction_provider
+            ends[shard.path] = provider.initial_restriction(shard).stop
+        return ends[shard.path]
