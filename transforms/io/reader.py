@@ -50,7 +50,8 @@ class ShardReader(beam.DoFn):
                 f.close()
             if tracker.try_claim(restriction.start):
                 yield from counted([dead_letter(shard.path, 0, "read_error", e, self.STAGE)])
-                count("files_read")
+                if restriction.start == 0:
+                    count("files_read")
             tracker.try_claim(restriction.stop)
             return
         with f:
