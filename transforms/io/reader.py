@@ -48,10 +48,9 @@ class ShardReader(beam.DoFn):
         except Exception as e:  # filesystems and format libraries raise their own types
             if f is not None:
                 f.close()
-            if tracker.try_claim(restriction.start):
+            if restriction.start == 0 and tracker.try_claim(0):  # one dead letter per file, however split
                 yield from counted([dead_letter(shard.path, 0, "read_error", e, self.STAGE)])
-                if restriction.start == 0:
-                    count("files_read")
+                count("files_read")
             tracker.try_claim(restriction.stop)
             return
         with f:
