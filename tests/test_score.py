@@ -9,7 +9,6 @@ import pytest
 
 from tests.conftest import TINY_PARAMS
 from transforms.score.calibration import Platt
-from transforms.score.estimate import acc, mixture
 from transforms.score.normalize import for_scoring
 from transforms.score.train import DEFAULT_PARAMS, Example, assign_groups, auroc, split, tpr_at_fpr
 from transforms.tokens import count_tokens
@@ -110,21 +109,6 @@ def test_curate_scores_through_runinference_and_dead_letters_failures(tiny_model
     (dl,) = read_jsonl(tmp_path / "out", "dead_letters")
     assert dl["stage"] == "read_jsonl" and dl["reason"] == "decode_error" and dl["source"].endswith("in.jsonl")
     assert counters["scored"] == 40
-
-
-def test_estimators_recover_known_mixtures():
-    rng = np.random.default_rng(0)
-    bins = 50
-    human = np.histogram(rng.beta(2, 5, 20000), np.linspace(0, 1, bins + 1))[0]
-    ai = np.histogram(rng.beta(5, 2, 20000), np.linspace(0, 1, bins + 1))[0]
-    card = {"validation_histograms": {"human": human.tolist(), "ai": ai.tolist()}}
-    for truth in (0.0, 0.1, 0.3, 0.5):
-        n_ai = int(truth * 5000)
-        scores = np.concatenate([rng.beta(5, 2, n_ai), rng.beta(2, 5, 5000 - n_ai)])
-        counts = np.histogram(scores, np.linspace(0, 1, bins + 1))[0].astype(float)
-        for est in (acc(counts, card), mixture(counts, card)):
-            assert abs(est["estimate"] - truth) < 0.03
-            assert est["ci95"][0] - 0.01 <= truth <= est["ci95"][1] + 0.01
 
 
 def test_unreadable_model_is_one_clear_line(tmp_path, capsys, sample_crawl):
