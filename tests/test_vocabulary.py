@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from transforms.accounting import DEAD_LETTER_REASONS, DROP_REASONS
-from transforms.document import Document, from_table, to_table
+from transforms.document import Document, from_table, replace, to_table
 from transforms.io.write import parquet_bytes
 from transforms.mix.config import Exclude
 from transforms.tokens import count_tokens
@@ -34,8 +34,8 @@ def test_excluded_filter_for_language_domain_and_length():
     assert exclusion(_doc(2, domain="spam.example"), ex, 30) == "excluded_filter"
     assert exclusion(_doc(3, words=3), ex, 3) == "excluded_filter"
     assert exclusion(_doc(4), ex, 30) is None
-    opted_out = _doc(5)
-    opted_out.provenance["tdm_reservation"] = 1
+    plain = _doc(5)
+    opted_out = replace(plain, provenance={**plain.provenance, "tdm_reservation": 1})
     assert exclusion(opted_out, ex, 30) == "excluded_opt_out"
 
 
