@@ -7,6 +7,7 @@ neither label. Calibration (Platt) and the default threshold are fitted on valid
 """
 from __future__ import annotations
 
+import ctypes
 import gzip
 import hashlib
 import json
@@ -103,13 +104,35 @@ def _write_train_file(examples: list[Example], path: str) -> None:
             f.write(f"{AI_LABEL if e.label else '__label__human'} {for_scoring(e.text)}\n" * e.weight)
 
 
+class _ZeroedHeap:
+    """fastText 0.9.3 reads heap memory it never initialised: a model trained in a process whose heap has been used
+    (a second training, scipy or py3langid loaded) can meet garbage and stop with "Encountered NaN". While training,
+    glibc is told to hand out zero-filled blocks (mallopt M_PERTURB 255, what MALLOC_PERTURB_=255 does), so
+    training sees what a fresh heap holds. A no-op where glibc is absent."""
+
+    M_PERTURB = -6
+
+    def __enter__(self):
+        try:
+            self._libc = ctypes.CDLL("libc.so.6")
+            self._libc.mallopt(self.M_PERTURB, 255)
+        except (OSError, AttributeError):
+            self._libc = None
+        return self
+
+    def __exit__(self, *exc):
+        if self._libc is not None:
+            self._libc.mallopt(self.M_PERTURB, 0)
+
+
 def fit(examples: list[Example], params: dict, seed: int, threads: int = 2):
     import fasttext
 
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "train.txt")
         _write_train_file(examples, path)
-        model = fasttext.train_supervised(input=path, seed=seed, thread=threads, verbose=0, **params)
+        with _ZeroedHeap():
+            model = fasttext.train_supervised(input=path, seed=seed, thread=threads, verbose=0, **params)
     return model
 
 
