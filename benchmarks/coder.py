@@ -17,13 +17,9 @@ metadata); one in five is an exact copy of another and one in five a near copy, 
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import logging
-import os
 import statistics
 import time
-from pathlib import Path
 
 import apache_beam as beam
 from apache_beam.coders import FastPrimitivesCoder
@@ -31,6 +27,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
+from dedup_speed import corpus  # the same 2,000-character texts as the dedup benchmark
 from transforms.accounting import DOCUMENTS
 from transforms.dedup.exact import ExactDedup
 from transforms.dedup.near import NearDedup
@@ -39,26 +36,9 @@ from transforms.mix.config import parse
 from transforms.mix.select import SELECTED, MixWithCeiling
 from transforms.tokens import count_tokens
 
-ROOT = Path(__file__).resolve().parents[1]
-DETECT = Path(os.environ.get("SYNTHCAP_SHARED", ROOT.parent / "shared")) / "data" / "detect"
-
-
-def texts(n: int) -> list[str]:
-    found = []
-    if DETECT.exists():
-        for f in sorted(DETECT.glob("*.jsonl.gz")):
-            found += [json.loads(line)["text"] for line in gzip.open(f, "rt")]
-    else:
-        from pipeline.sample import human_paragraphs
-
-        found = human_paragraphs()
-    joined = " ".join(found)
-    starts = [(i * 1999) % (len(joined) - 2000) for i in range(n)]
-    return [joined[s:s + 2000] for s in starts]
-
 
 def documents(n: int) -> list[Document]:
-    body = texts(n)
+    body = corpus(n)
     docs = []
     for i in range(n):
         text = body[i - 1] if i % 5 == 1 else body[i]  # exact copy of the previous one
