@@ -32,7 +32,7 @@ import numpy as np
 import xxhash
 
 from transforms.score.calibration import Platt
-from transforms.score.estimate import DRAWS, TprPrior, one_group, share_interval
+from transforms.score.estimate import DRAWS, TprPrior, interval, one_group, share_draws
 from transforms.score.model import DEFAULT_MODEL_DIR, Detector, read_card
 from transforms.score.reference import conformal_threshold
 from transforms.score.train import DEFAULT_PARAMS, Example, fit, load, raw_scores, split
@@ -76,8 +76,9 @@ def evaluate(name, ai_p, ref_p, test_p, ai_tok, test_tok, ref_tok, tpr, args):
             cell, rg = one_group(scores, tokens, ref_p, seed=rep, reference_tokens=ref_tok)
             if not rg.usable:
                 raise SystemExit(f"{name}: reference of {len(ref_p)} documents is too small; raise --limit_per_file")
-            point, lo95, hi95 = share_interval([cell], {"global": rg}, tpr, rep, "bench")
-            _, lo90, hi90 = share_interval([cell], {"global": rg}, tpr, rep, "bench", level=0.90)
+            point, at_high, at_low = share_draws([cell], {"global": rg}, tpr, rep, "bench")
+            lo95, hi95 = interval(point, at_high, at_low)
+            lo90, hi90 = interval(point, at_high, at_low, level=0.90)
             errs.append(abs(point - truth))
             cov90.append(lo90 <= truth <= hi90)
             cov95.append(lo95 <= truth <= hi95)

@@ -134,10 +134,10 @@ def null_share(reason: str, documents: int = 0, tokens: int = 0) -> dict:
     return {"estimate": None, "reason": reason, "documents": int(documents), "tokens": int(tokens)}
 
 
-def share_interval(cells: list[Cell], references: dict, tpr: TprPrior, seed: int, key: str,
-                   level: float = 0.95) -> tuple[float, float, float]:
-    """(token-weighted point share, lower end at TPR = tpr.high, upper end at TPR = tpr.low) of a `level` interval
-    for the union of `cells`, each served by its own reference group; draws combine cell by cell under one TPR."""
+def share_draws(cells: list[Cell], references: dict, tpr: TprPrior, seed: int,
+                key: str) -> tuple[float, np.ndarray, np.ndarray]:
+    """(token-weighted point share, posterior draws at TPR = tpr.high, draws at TPR = tpr.low) for the union of
+    `cells`, each served by its own reference group; draws combine cell by cell under one TPR."""
     tokens = sum(c.tokens for c in cells)
     point, at_high, at_low = 0.0, np.zeros(DRAWS), np.zeros(DRAWS)
     for c in sorted(cells, key=lambda c: c.group):
@@ -145,8 +145,14 @@ def share_interval(cells: list[Cell], references: dict, tpr: TprPrior, seed: int
         point += _share(c.flagged_tokens / c.tokens, point_fpr(ref), tpr.point) * w
         at_high += _cell_draws(c, ref, tpr.high, seed, ckey) * w
         at_low += _cell_draws(c, ref, tpr.low, seed, ckey) * w
+    return point, at_high, at_low
+
+
+def interval(point: float, at_high: np.ndarray, at_low: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """A `level` interval from `share_draws`: its lower end from the draws at the high TPR, its upper end from the
+    draws at the low TPR, never excluding the point."""
     lo, hi = float(np.quantile(at_high, (1 - level) / 2)), float(np.quantile(at_low, (1 + level) / 2))
-    return point, min(lo, point), max(hi, point)
+    return min(lo, point), max(hi, point)
 
 
 def combine(cells: list[Cell], references: dict, tpr: TprPrior, seed: int, key: str,
@@ -160,7 +166,8 @@ def combine(cells: list[Cell], references: dict, tpr: TprPrior, seed: int, key: 
         return null_share(f"reference too small for a {ALPHA:.0%} threshold", documents, tokens)
     if documents < MIN_DOCUMENTS:
         return null_share(f"fewer than {MIN_DOCUMENTS} scored documents", documents, tokens)
-    point, lo, hi = share_interval(cells, references, tpr, seed, key)
+    point, at_high, at_low = share_draws(cells, references, tpr, seed, key)
+    lo, hi = interval(point, at_high, at_low)
     ref_docs = sum(references[c.group].documents for c in cells)
     group = reference_group or (cells[0].group if len(cells) == 1 else f"{len(cells)} groups")
     return {"estimate": round(point, 6), "ci95": [round(lo, 6), round(hi, 6)], "documents": documents,
