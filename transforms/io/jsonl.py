@@ -59,27 +59,46 @@ def _gunzip_blocks(f: BinaryIO) -> Iterator[bytes]:
 
 class _ZstdFrames:
     """Walks zstd frame and block headers over the compressed bytes as they are read. The bounded decoder
-    (python-zstandard's stream reader) ends silently where a file is cut; this walk tells a cut from an end."""
+    (python-zstandard's stream reader) ends silently where a file is cut and drops the output of a whole read when
+    it meets bytes that start no frame; so it is handed only bytes this walk has confirmed (headers parsed, block
+    contents), and damage is raised after the frames before it are decoded."""
 
     _FRAME, _SKIPPABLE, _HEADER, _BLOCK = range(4)
 
     def __init__(self):
-        self._buf = bytearray()
+        self._buf = bytearray()  # bytes not yet confirmed (a header still incomplete)
         self._skip = 0  # bytes to pass over before the next header
         self._state = self._FRAME
         self._checksum = 0
+        self._at = 0  # where the header being read starts in the buffer
+        self.error: StreamError | None = None
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes) -> bytes:
+        """The bytes that `data` confirms (with any held before it); on damage, those before the damaged header,
+        keeping the damage in `error`."""
+        if self.error:
+            return b""
         self._buf += data
-        i, n = 0, len(self._buf)
+        try:
+            end = self._walk(len(self._buf))
+        except StreamError as e:
+            self.error = e
+            end = self._at
+        out = bytes(self._buf[:end])
+        del self._buf[:end]
+        return out
+
+    def _walk(self, n: int) -> int:
+        i = 0
         while True:
             k = min(self._skip, n - i)
             i, self._skip = i + k, self._skip - k
             if self._skip:
-                break
+                return i
             need = (4, 4, 1, 3)[self._state]
             if n - i < need:
-                break
+                return i
+            self._at = i
             field = int.from_bytes(self._buf[i : i + need], "little")
             i += need
             if self._state == self._FRAME:
@@ -104,22 +123,28 @@ class _ZstdFrames:
                 if field & 1:  # the frame's last block
                     self._skip += self._checksum
                     self._state = self._FRAME
-        del self._buf[:i]
 
     def complete(self) -> bool:
         return self._state == self._FRAME and not self._skip and not self._buf
 
 
 class _Tee:
-    """A file whose reads also feed the frame walk."""
+    """A file that hands the decoder only the bytes the frame walk has confirmed."""
 
     def __init__(self, f: BinaryIO, frames: _ZstdFrames):
         self._f, self._frames = f, frames
+        self._out = bytearray()
 
     def read(self, size: int = -1) -> bytes:
-        data = self._f.read(size)
-        self._frames.feed(data)
-        return data
+        while not self._out and not self._frames.error:
+            data = self._f.read(size if size > 0 else _BLOCK)
+            if not data:
+                break
+            self._out += self._frames.feed(data)
+        n = len(self._out) if size < 0 else min(size, len(self._out))
+        chunk = bytes(self._out[:n])
+        del self._out[:n]
+        return chunk
 
 
 def _zstd_blocks(f: BinaryIO) -> Iterator[bytes]:
@@ -134,6 +159,8 @@ def _zstd_blocks(f: BinaryIO) -> Iterator[bytes]:
         if not out:
             break
         yield out
+    if frames.error:
+        raise frames.error
     if not frames.complete():
         raise StreamError("truncated", "compressed stream ends inside a member or frame")
 
