@@ -59,7 +59,20 @@ def parse(verb: str, argv: list[str]):
     for name in spec.required:
         if getattr(ns, name) in (None, []):
             raise UserError(f"--{name} is required (see synthcap {verb} --help)")
+    _check_runner(getattr(ns, "runner", None))
     return ns, [a for a in argv if a != "--json"]
+
+
+def _check_runner(name) -> None:
+    """An unknown --runner is the user's typo: say so before anything runs (Beam would fail at run time)."""
+    if not name or not isinstance(name, str):
+        return
+    from apache_beam.runners.runner import create_runner
+
+    try:
+        create_runner(name)
+    except (ValueError, ImportError, AttributeError) as e:
+        raise UserError(f"unknown --runner {name}: {str(e).splitlines()[0][:200]}") from None
 
 
 def _curate(ns, argv):
@@ -232,7 +245,14 @@ def _top_level(argv: list[str]) -> int | str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    except BrokenPipeError:  # `synthcap inspect ... | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _main(argv: list[str]) -> int:
     verb = "?"
     try:
         verb = _top_level(argv)
@@ -255,6 +275,9 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             print(f"synthcap {verb}: interrupted", file=sys.stderr)
             return 130
+        except BrokenPipeError:
+            log.quiet = True
+            raise
         except Exception as e:  # a failure at run time: one line here, the traceback in the log
             logging.getLogger("synthcap").error("synthcap %s failed\n%s", verb, traceback.format_exc())
             log.quiet = True

@@ -181,7 +181,7 @@ VERBS = {v.name: v for v in (
          "synthcap refresh --input 'crawl-2024/*.warc.gz' --index out/index --output out/refreshed-2024",
          (("refresh", RefreshOptions._add_argparse_args), _CURATE, _OUT, _REPORT),
          required=("input", "index", "output"), pipeline=True),
-    Verb("mix", "a training mix of curated sources under an exact ceiling on the synthetic share",
+    Verb("mix", "a training mix of curated sources under a certified ceiling on the true AI share",
          "synthcap mix --config mix.yaml --output out/mix",
          (("mix", MixOptions._add_argparse_args), _OUT, _REPORT), required=("config", "output"), pipeline=True),
     Verb("inspect", "print one curated document's provenance",

@@ -130,6 +130,8 @@ def test_every_validated_flag_rejects_a_bad_value_in_one_line(batch):
     (["inspect", "a", "b", "--output", "o"], "unexpected argument 'b'"),
     (["curate", "--input", "x", "--output", "o", "--direct_running_mode", "bogus"], "--direct_running_mode: "),
     (["curate", "--input", "x", "--output", "o", "--json=yes"], "--json: ignored explicit argument"),
+    (["curate", "--input", "x", "--output", "o", "--runner", "NoSuchRunner"], "unknown --runner NoSuchRunner"),
+    (["mix", "--config", "m.yaml", "--output", "o", "--runner=no.such.Runner"], "unknown --runner no.such.Runner"),
 ])
 def test_user_errors_are_one_line_and_exit_2(args, message, capsys):
     assert main(args) == 2
@@ -142,6 +144,19 @@ def test_the_real_entry_point_prints_one_line(tmp_path):
     assert r.returncode == 2 and r.stdout == ""
     assert _one_line(r.stderr) == "synthcap curate: error: --threshold: expected a number in (0, 1], got '1.5'"
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_closed_pipe_is_not_an_error(tmp_path):
+    """`synthcap inspect ... | head`: the reader leaves before we write; no traceback, no failure line, exit 0."""
+    (tmp_path / "a.jsonl").write_text('{"id": "a", "text": "one short document"}\n')
+    assert main(["curate", "--input", str(tmp_path / "a.jsonl"), "--output", str(tmp_path / "out"), "--no_score"]) == 0
+    p = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "inspect", "a", "--output", str(tmp_path / "out")],
+                         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
+    p.stdout.close()
+    err = p.stderr.read()
+    p.stderr.close()
+    assert p.wait() == 0 and err == b""
 
 
 def test_user_errors_found_while_building(tmp_path, capsys):
