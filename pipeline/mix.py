@@ -53,7 +53,7 @@ def read_estimates(cfg: MixConfig) -> tuple[dict, dict]:
             except Exception as e:  # any scheme's not-found / read error, or bad JSON: one line
                 raise UserError(f"source {s.name}: cannot read {path} ({type(e).__name__}); `curated` takes "
                                 f"synthcap curate output folders") from None
-            u, r = certify.parse_ai_share(folder, summary)
+            u, r = certify.parse_ai_share(folder, summary, cfg.pre_llm_is_human)
             usable.update(u)
             reasons.update(r)
     return usable, reasons

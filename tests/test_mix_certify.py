@@ -416,3 +416,24 @@ def test_certified_plan_keeps_the_ai_heavy_source_uncut_when_the_ceiling_has_roo
     heavy.update({("web", "f#global", lv): Supply(1000, 10, 0, 1000) for lv in range(len(certify.GRID))})
     plan = make_certified_plan(tight, bounds, {**supply, **heavy})
     assert "web" in plan.limited and plan.level["web"] != 0  # 16,000 tokens ~55% AI: no room, the ceiling cuts
+
+
+def test_a_share_diluted_by_the_in_run_reference_is_rescaled_to_the_other_documents():
+    """A group's share counts its pre-LLM reference documents too; charged as human in the mix, they hold no AI
+    token, so the share the mixer applies to the other documents is tokens / (tokens - reference_tokens) larger."""
+    from transforms.mix.certify import parse_ai_share
+
+    s = {"estimate": 0.1, "ci95": [0.05, 0.2], "documents": 100, "tokens": 1000,
+         "reference": {"group": "g", "documents": 300}}
+
+    def parsed(extra, pre_llm_is_human=True):
+        return parse_ai_share("F", {"ai_share": {"by_reference": {"g": {**s, **extra}}}}, pre_llm_is_human)
+
+    assert parsed({})[0] == {"F#g": (0.1, 0.05, 0.2, 300)}
+    assert parsed({"reference_tokens": 500})[0] == {"F#g": (0.2, 0.1, 0.4, 300)}
+    assert parsed({"reference_tokens": 900})[0]["F#g"][2] == 1.0  # clipped to a share
+    assert parsed({"reference_tokens": 1000})[0]["F#g"][2] == 1.0  # nothing outside the reference: no bound
+    assert parsed({"reference_tokens": 500}, pre_llm_is_human=False)[0] == {"F#g": (0.1, 0.05, 0.2, 300)}
+    for bad in (-5, 2000, True, "7"):
+        usable, reasons = parsed({"reference_tokens": bad})
+        assert usable == {} and "reference_tokens" in reasons["F#g"]

@@ -369,6 +369,11 @@ def test_curate_with_reference_in_the_run_and_through_human_reference(tmp_path):
     assert share["reference"]["documents"] == n_scored_ref and share["method"] == "reference-acc"
     assert share["ci95"][0] <= share["estimate"] <= share["ci95"][1] and share["ci95"][0] < share["ci95"][1]
     assert set(summary["ai_share"]["by_reference"]) == {"domain:example.org"}
+    # the in-run reference's own tokens are counted apart (the mixer rescales the share to the other documents)
+    from transforms.tokens import count_tokens
+    group = summary["ai_share"]["by_reference"]["domain:example.org"]
+    assert group["reference_tokens"] == sum(count_tokens(d.text) for d in scored if d.id.startswith("r")) > 0
+    assert group["tokens"] == sum(count_tokens(d.text) for d in scored)
 
     # the same test pages against the reference of an earlier curated run
     (tmp_path / "ref").mkdir()
@@ -383,7 +388,7 @@ def test_curate_with_reference_in_the_run_and_through_human_reference(tmp_path):
          "--no_exact_dedup", "--human_reference", str(tmp_path / "old" / "documents" / "*.parquet")])
     assert counters2["reference_read"] == n_ref and summary2["reconciles"]
     share2 = summary2["ai_share"]["by_crawl"]["unknown"]
-    assert share2["reference"]["documents"] == n_scored_ref
+    assert share2["reference"]["documents"] == n_scored_ref and share2["reference_tokens"] == 0
     two = {d.id: d for d in read_documents(tmp_path / "two")}
     one = {d.id: d for d in docs}
     assert set(two) == {i for i in one if not i.startswith("r")}

@@ -43,8 +43,13 @@ def group_key(folder: str, group: str) -> str:
     return f"{folder}#{group}"
 
 
-def parse_ai_share(folder: str, summary: dict) -> tuple[dict, dict]:
-    """A curated summary's `ai_share.by_reference` -> ({group key: (estimate, lo, hi, n_ref)}, {group key: reason})."""
+def parse_ai_share(folder: str, summary: dict, pre_llm_is_human: bool = True) -> tuple[dict, dict]:
+    """A curated summary's `ai_share.by_reference` -> ({group key: (estimate, lo, hi, n_ref)}, {group key: reason}).
+
+    A group's share is of all its tokens, the in-run reference's (pre-LLM) included. When those documents are
+    charged as human (`pre_llm_is_human`), the mixer applies the share to the group's other documents only, which
+    hold every AI token: the share is rescaled to them (tokens / (tokens - reference_tokens)), or else it would be
+    diluted by the reference."""
     usable, reasons = {}, {}
     groups = ((summary or {}).get("ai_share") or {}).get("by_reference") or {}
     if not isinstance(groups, dict):
@@ -55,9 +60,21 @@ def parse_ai_share(folder: str, summary: dict) -> tuple[dict, dict]:
         if reason:
             reasons[key] = reason
         else:
-            usable[key] = (float(s["estimate"]), float(s["ci95"][0]), float(s["ci95"][1]),
-                           int(s["reference"]["documents"]))
+            share = (float(s["estimate"]), float(s["ci95"][0]), float(s["ci95"][1]))
+            if pre_llm_is_human:
+                share = _outside_reference(share, s)
+            usable[key] = (*share, int(s["reference"]["documents"]))
     return usable, reasons
+
+
+def _outside_reference(share: tuple, s: dict) -> tuple:
+    tokens, ref = s.get("tokens"), s.get("reference_tokens") or 0
+    if not ref:
+        return share
+    if ref >= tokens:  # nothing outside the reference was estimated: no bound for such documents
+        return share[0], share[1], 1.0
+    scale = tokens / (tokens - ref)
+    return tuple(min(1.0, x * scale) for x in share)
 
 
 def _invalid_share(s) -> Optional[str]:
@@ -74,7 +91,14 @@ def _invalid_share(s) -> Optional[str]:
         return f"estimate {est} / ci95 [{lo}, {hi}] is not a share interval"
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         return f"reference.documents {n!r} is not a positive count"
+    ref, tokens = s.get("reference_tokens", 0), s.get("tokens")
+    if ref and not (_count(ref) and _count(tokens) and ref <= tokens):
+        return f"reference_tokens {ref!r} is not a count of at most tokens {tokens!r}"
     return None
+
+
+def _count(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
 
 
 def share_hi(g: tuple, delta: float) -> float:

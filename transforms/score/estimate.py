@@ -74,12 +74,14 @@ class Cell:
     tokens: int = 0
     tokens_sq: int = 0
     flagged_tokens: int = 0
+    reference_tokens: int = 0  # of `tokens`, those of documents that are themselves reference (pre-LLM, human)
 
-    def add(self, tokens: int, flagged: bool) -> "Cell":
+    def add(self, tokens: int, flagged: bool, reference: bool = False) -> "Cell":
         self.documents += 1
         self.tokens += tokens
         self.tokens_sq += tokens * tokens
         self.flagged_tokens += tokens if flagged else 0
+        self.reference_tokens += tokens if reference else 0
         return self
 
     def merge(self, other: "Cell") -> "Cell":
@@ -87,6 +89,7 @@ class Cell:
         self.tokens += other.tokens
         self.tokens_sq += other.tokens_sq
         self.flagged_tokens += other.flagged_tokens
+        self.reference_tokens += other.reference_tokens
         return self
 
 
@@ -171,7 +174,8 @@ def combine(cells: list[Cell], references: dict, tpr: TprPrior, seed: int, key: 
     ref_docs = sum(references[c.group].documents for c in cells)
     group = reference_group or (cells[0].group if len(cells) == 1 else f"{len(cells)} groups")
     return {"estimate": round(point, 6), "ci95": [round(lo, 6), round(hi, 6)], "documents": documents,
-            "tokens": tokens, "method": METHOD, "reference": {"group": group, "documents": ref_docs}}
+            "tokens": tokens, "reference_tokens": sum(c.reference_tokens for c in cells), "method": METHOD,
+            "reference": {"group": group, "documents": ref_docs}}
 
 
 def one_group(scores, tokens, reference_scores, seed: int = 0, group: str = "global",

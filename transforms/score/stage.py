@@ -94,7 +94,7 @@ class ScoreAgainstReference(beam.PTransform):
             _ASSIGNED, main="unassigned")
         cells = (assigned[_ASSIGNED]
                  | "CellKey" >> beam.MapTuple(lambda d, f, t: ((crawl_of(d), d.ai_reference),
-                                                              Cell(d.ai_reference).add(t, f)))
+                                                              Cell(d.ai_reference).add(t, f, is_reference(d))))
                  | "Cells" >> beam.CombinePerKey(_MergeCells()))
         by_reference = (
             cells
