@@ -143,7 +143,8 @@ def _source_entry(cfg: MixConfig, s, v: dict) -> dict:
         level = plan.level.get(s.name)
         lo, est, hi = plan.estimate.get(s.name, (0.0, 0.0, 0.0))
         entry["selection"].update({
-            "left_out": level is None, "pvalue_cut": None if level is None else certify.GRID[level],
+            "left_out": level is None, "pre_llm_only": level == certify.PRE_LLM_ONLY,
+            "pvalue_cut": None if level is None or level == certify.PRE_LLM_ONLY else certify.GRID[level],
             "certified_ai_rate": plan.rate.get(s.name, 0) / certify.SCALE})
         tokens = sel["tokens"]
         entry["certified"] = {

@@ -53,8 +53,8 @@ def test_pvalue_tail_bound_is_the_beta_quantile_and_covers_simulated_references(
 def test_choose_cuts_the_ai_heavy_source_and_keeps_the_human_one():
     ref = 500
     bounds = certify.Bounds.of({"f#g": (0.05, 0.02, 0.08, ref), "f#h": (0.8, 0.75, 0.85, ref)})
-    human = {"f#g": (1000, [1000] * len(certify.GRID))}
-    heavy = {"f#h": (1000, [max(0, int(1000 * (1 - certify.GRID[j] * 3))) for j in range(len(certify.GRID))])}
+    human = {"f#g": (1000, [1000] * len(certify.PVALUE_GRID) + [0])}
+    heavy = {"f#h": (1000, [max(0, int(1000 * (1 - a * 3))) for a in certify.PVALUE_GRID] + [0])}
     opts = {s: certify.options(cells, [c[1] for c in cells.values()][0], [c[1] for c in cells.values()][0],
                                bounds, 10_000, 1) for s, cells in (("human", human), ("heavy", heavy))}
     chosen, limited = certify.choose(opts, 0.0, 0.1)
@@ -404,8 +404,8 @@ def test_certified_plan_keeps_the_ai_heavy_source_uncut_when_the_ceiling_has_roo
                              {"name": "web", "inputs": ["w"], "weight": 1}]})
     groups = {"f#global": (0.5, 0.45, 0.55, 2000)}
     bounds = certify.Bounds.of(groups)
-    supply = {("old", certify.PRE_LLM, len(certify.GRID) - 1): Supply(10_000, 100, 0, 10_000)}
-    supply.update({("web", "f#global", lv): Supply(100, 1, 0, 100) for lv in range(len(certify.GRID))})
+    supply = {("old", certify.PRE_LLM, certify.PRE_LLM_ONLY): Supply(10_000, 100, 0, 10_000)}
+    supply.update({("web", "f#global", lv): Supply(100, 1, 0, 100) for lv in range(len(certify.PVALUE_GRID))})
     plan = make_certified_plan(cfg, bounds, supply)
     # the quota (1,600) needs every web document: 1,600 tokens at most ~55% AI fit the anchor's room of 1,000, so
     # the source (certified rate above the ceiling: an `over` stream) is budgeted whole against that slack
@@ -413,7 +413,7 @@ def test_certified_plan_keeps_the_ai_heavy_source_uncut_when_the_ceiling_has_roo
     assert plan.rate["web"] > (1 << 32) // 10
     tight = parse({**cfg.raw, "target_tokens": 20_000, "sources": cfg.raw["sources"]})
     heavy = {k: v for k, v in supply.items() if k[0] == "web"}
-    heavy.update({("web", "f#global", lv): Supply(1000, 10, 0, 1000) for lv in range(len(certify.GRID))})
+    heavy.update({("web", "f#global", lv): Supply(1000, 10, 0, 1000) for lv in range(len(certify.PVALUE_GRID))})
     plan = make_certified_plan(tight, bounds, {**supply, **heavy})
     assert "web" in plan.limited and plan.level["web"] != 0  # 16,000 tokens ~55% AI: no room, the ceiling cuts
 
@@ -437,3 +437,19 @@ def test_a_share_diluted_by_the_in_run_reference_is_rescaled_to_the_other_docume
     for bad in (-5, 2000, True, "7"):
         usable, reasons = parsed({"reference_tokens": bad})
         assert usable == {} and "reference_tokens" in reasons["F#g"]
+
+
+def test_a_source_whose_new_pages_cannot_be_certified_still_gives_its_pre_llm_pages():
+    """Pre-LLM pages pass a level no p-value reaches: a source mixing them with pages the detector cannot bound
+    is cut to its pre-LLM pages instead of being left out whole."""
+    from transforms.mix.config import parse
+    from transforms.mix.plan import Supply, make_certified_plan
+
+    cfg = parse({"seed": 1, "target_tokens": 20_000, "max_synthetic_fraction": "1/10",
+                 "sources": [{"name": "web", "inputs": ["w"], "weight": 1}]})
+    bounds = certify.Bounds.of({"f#g": (0.3, 0.0, 1.0, 300)})  # the upper end says nothing
+    supply = {("web", certify.PRE_LLM, certify.PRE_LLM_ONLY): Supply(5_000, 50, 0, 5_000)}
+    supply.update({("web", "f#g", lv): Supply(1000, 10, 0, 1000) for lv in range(len(certify.PVALUE_GRID))})
+    plan = make_certified_plan(cfg, bounds, supply)
+    assert plan.level["web"] == certify.PRE_LLM_ONLY and plan.rate["web"] == 0
+    assert certify.grid_index(1.0) < certify.PRE_LLM_ONLY  # no p-value reaches it

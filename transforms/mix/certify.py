@@ -27,8 +27,11 @@ from scipy.stats import beta, norm
 CONFIDENCE = Fraction(95, 100)
 SCALE = 1 << 32  # fixed point of rates: a certified rate r is carried as ceil(r * SCALE)
 # alpha grid: 0 (keep every document), then 2^-8 .. 2^-1 in half-octave steps (few levels: each one costs the
-# tail bound a Bonferroni share)
-GRID = (0.0,) + tuple(2.0 ** (-k / 2) for k in range(16, 1, -1))
+# tail bound a Bonferroni share), then a level no p-value reaches: only pre-LLM pages pass it, so a source whose
+# newer pages cannot be certified still gives its pre-LLM pages
+PVALUE_GRID = (0.0,) + tuple(2.0 ** (-k / 2) for k in range(16, 1, -1))
+GRID = PVALUE_GRID + (math.inf,)
+PRE_LLM_ONLY = len(GRID) - 1
 # Scoring cross-fits: a document's p-value is against the other half of its group's reference, which keeps at
 # most this many scores (transforms/score/reference.py MAX_PER_HALF); the tail bound uses that sample size.
 MAX_PER_HALF = 2000
@@ -116,6 +119,8 @@ def share_lo(g: tuple, delta: float) -> float:
 
 def _pvalue_tail(alpha: float, n_ref: int, q: float) -> float:
     """The q-quantile of P(p < alpha) for a human document, given a reference of n_ref documents."""
+    if alpha > 1:  # every human p-value is below a cut above 1
+        return 1.0
     k = math.ceil(alpha * (n_ref + 1) - 1 - 1e-12)
     if k <= 0:
         return 0.0
@@ -143,7 +148,7 @@ def grid_index(pvalue: Optional[float]) -> int:
     kept only when nothing is cut."""
     if pvalue is None:
         return 0
-    lo, hi = 0, len(GRID) - 1
+    lo, hi = 0, len(PVALUE_GRID) - 1
     while lo < hi:
         mid = (lo + hi + 1) // 2
         if pvalue >= GRID[mid]:
@@ -168,14 +173,15 @@ class Bounds:
     def of(cls, groups: dict) -> "Bounds":
         n = max(1, len(groups))
         delta = float(1 - CONFIDENCE) / 2 / n  # per group, for its share bound and (split over the grid) its tail
-        per_level = delta / (len(GRID) - 1) / 2  # two halves, each its own reference sample
+        per_level = delta / (len(PVALUE_GRID) - 1) / 2  # two halves, each its own reference sample
         hi, lo, est, t_hi, t_lo, t_mid = {}, {}, {}, {}, {}, {}
         for key, g in sorted(groups.items()):
             hi[key], lo[key], est[key] = share_hi(g, delta), share_lo(g, delta), g[0]
             m = reference_sample(g[3])
             t_hi[key] = tuple(pvalue_tail_hi(a, m, per_level) for a in GRID)
             t_lo[key] = tuple(pvalue_tail_lo(a, m, per_level) for a in GRID)
-            t_mid[key] = tuple(min(1.0, max(0.0, math.ceil(a * (m + 1) - 1 - 1e-12) / (m + 1))) for a in GRID)
+            t_mid[key] = tuple(1.0 if a > 1 else min(1.0, max(0.0, math.ceil(a * (m + 1) - 1 - 1e-12) / (m + 1)))
+                               for a in GRID)
         for key in (DECLARED, UNESTIMATED):
             hi[key], lo[key], est[key] = 1.0, 1.0, 1.0
             t_hi[key] = t_lo[key] = t_mid[key] = tuple(0.0 for _ in GRID)

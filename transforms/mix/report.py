@@ -180,7 +180,8 @@ def render(m: dict) -> str:
     for s in sources:
         sel, c = s["selected"], s["certified"]
         cut = s["selection"].get("pvalue_cut")
-        cut_text = ("left out" if s["selection"].get("left_out") else
+        cut_text = ("left out" if s["selection"].get("left_out") else "pre-LLM pages only"
+                    if s["selection"].get("pre_llm_only") else
                     ("none" if not cut else f"p ≥ {cut:.4g}")) if certified else "—"
         drops = ", ".join(f"{k}: {n:,}" for k, n in s["dropped"].items()) or "—"
         rows.append(
@@ -192,7 +193,8 @@ def render(m: dict) -> str:
     hists = []
     for s in sources:
         if certified:
-            cut = None if s["selection"].get("left_out") else _pv_cut(s["selection"].get("pvalue_cut"))
+            cut = None if s["selection"].get("left_out") else (
+                PV_TICKS[-1][0] if s["selection"].get("pre_llm_only") else _pv_cut(s["selection"].get("pvalue_cut")))
             pair = (_histogram(s["offered"]["pvalue_hist"], "#999", f"{s['name']}: ai_pvalue offered (log scale)",
                                PV_TICKS, cut),
                     _histogram(s["selected"]["pvalue_hist"], "#3b7dd8", f"{s['name']}: ai_pvalue selected",

@@ -73,7 +73,7 @@ class _Classify(beam.DoFn):
                 yield drop(doc.id, "unestimable", doc.source, doc.offset, source)
                 return
             group = certify.UNESTIMATED
-        level = {certify.DECLARED: 0, certify.PRE_LLM: len(certify.GRID) - 1}.get(group)
+        level = {certify.DECLARED: 0, certify.PRE_LLM: certify.PRE_LLM_ONLY}.get(group)
         if level is None:
             level = certify.grid_index(doc.ai_pvalue)
         yield make_item(doc, source, ANCHOR if anchor else "", order, units, tokens, 0, 0, group, level)
