@@ -67,12 +67,14 @@ def _check_runner(name) -> None:
     """An unknown --runner is the user's typo: say so before anything runs (Beam would fail at run time)."""
     if not name or not isinstance(name, str):
         return
-    from apache_beam.runners.runner import create_runner
+    from apache_beam.runners.runner import PipelineRunner, create_runner
 
     try:
-        create_runner(name)
-    except (ValueError, ImportError, AttributeError) as e:
+        runner = create_runner(name)
+    except (ValueError, ImportError, AttributeError, TypeError) as e:
         raise UserError(f"unknown --runner {name}: {str(e).splitlines()[0][:200]}") from None
+    if not isinstance(runner, PipelineRunner):
+        raise UserError(f"--runner {name} is not a Beam pipeline runner")
 
 
 def _curate(ns, argv):

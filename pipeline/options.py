@@ -107,8 +107,8 @@ class CurateOptions(PipelineOptions):
                             help="fail if connected components leave more residual edges than this")
         parser.add_argument("--no_score", action="store_true", help="skip AI-likelihood scoring")
         parser.add_argument("--human_reference", nargs="+",
-                            help="curated Parquet of an earlier run (globs, local or gs://) used as human reference "
-                                 "besides this run's pre-LLM documents")
+                            help="human documents (globs, local or gs://) used as reference besides this run's "
+                                 "pre-LLM documents: curated Parquet of an earlier run, or raw crawl files")
 
 
 class MixOptions(PipelineOptions):

@@ -132,6 +132,7 @@ def test_every_validated_flag_rejects_a_bad_value_in_one_line(batch):
     (["curate", "--input", "x", "--output", "o", "--json=yes"], "--json: ignored explicit argument"),
     (["curate", "--input", "x", "--output", "o", "--runner", "NoSuchRunner"], "unknown --runner NoSuchRunner"),
     (["mix", "--config", "m.yaml", "--output", "o", "--runner=no.such.Runner"], "unknown --runner no.such.Runner"),
+    (["curate", "--input", "x", "--output", "o", "--runner=collections.OrderedDict"], "is not a Beam pipeline runner"),
 ])
 def test_user_errors_are_one_line_and_exit_2(args, message, capsys):
     assert main(args) == 2
@@ -185,13 +186,14 @@ def test_unwritable_and_nonempty_outputs(tmp_path, sample_crawl, capsys):
 
 def test_a_failure_at_run_time_is_one_line_and_a_log(tmp_path, capsys):
     (tmp_path / "in.jsonl").write_text('{"id": "a", "text": "hello there"}\n')
-    rc = main(["curate", "--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "o"),
-               "--runner", "NoSuchRunner"])
+    # Beam accepts a negative worker count and fails inside the run (an IndexError deep in the runner)
+    rc = main(["curate", "--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "o"), "--no_score",
+               "--direct_num_workers=-3"])
     line = _one_line(capsys.readouterr().err)
-    assert rc == 1 and line.startswith("synthcap curate: failed: ") and "NoSuchRunner" in line
+    assert rc == 1 and line.startswith("synthcap curate: failed: IndexError")
     log = line.rsplit("(traceback in ", 1)[1].rstrip(")")
     text = Path(log).read_text()
-    assert "Traceback (most recent call last)" in text and "NoSuchRunner" in text
+    assert "Traceback (most recent call last)" in text and "IndexError" in text
     os.remove(log)
 
 

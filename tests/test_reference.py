@@ -297,6 +297,21 @@ def test_missing_human_reference_is_one_line(tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_a_reference_file_no_reader_handles_is_one_line(tmp_path, capsys):
+    from pipeline.cli import main
+
+    (tmp_path / "notes.txt").write_text("not a crawl\n")
+    (tmp_path / "in.jsonl").write_text('{"text": "x"}\n')
+    rc = main(["curate", "--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "o"),
+               "--human_reference", str(tmp_path / "notes.txt")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "--human_reference:" in err and "unsupported file type .txt" in err and "\n" not in err
+    rc = main(["train-detector", "--data", str(tmp_path / "in.jsonl"), "--out", str(tmp_path / "m"),
+               "--human_reference", str(tmp_path / "in.jsonl")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "is not curated Parquet" in err and "\n" not in err
+
+
 def test_an_incomplete_curated_folder_is_refused_as_human_reference(tmp_path, capsys):
     """A reference read from a half-written output would calibrate against whatever survived the crash."""
     from pipeline.cli import main
@@ -393,6 +408,17 @@ def test_curate_with_reference_in_the_run_and_through_human_reference(tmp_path):
     one = {d.id: d for d in docs}
     assert set(two) == {i for i in one if not i.startswith("r")}
     assert all(two[i].ai_score == one[i].ai_score for i in two)
+
+    # the raw reference records themselves (JSONL, not curated): read and tagged like --input
+    summary3, counters3 = curate.run(
+        ["--input", str(tmp_path / "new" / "new.jsonl"), "--output", str(tmp_path / "three"), "--no_near_dedup",
+         "--no_exact_dedup", "--human_reference", str(tmp_path / "ref" / "old.jsonl")])
+    assert counters3["reference_read"] == n_ref and summary3["reconciles"]
+    share3 = summary3["ai_share"]["by_crawl"]["unknown"]
+    assert share3["reference"] == share2["reference"]
+    three = {d.id: d for d in read_documents(tmp_path / "three")}
+    assert set(three) == set(two) and all(three[i].ai_reference == "domain:example.org" for i in three
+                                          if three[i].ai_score is not None)
 
 
 def test_reference_sample_is_bounded_and_independent_of_order_and_bundling(monkeypatch):

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import apache_beam as beam
 import xxhash
 
-from transforms.accounting import count
+from transforms.accounting import DEAD_LETTERS, DOCUMENTS, DROPPED, count
 from transforms.document import Document
 from transforms.tokens import count_tokens
 
@@ -220,13 +220,23 @@ def match_reference(patterns: list[str]) -> list[str]:
         except IncompleteOutputError as e:
             raise ValueError(f"--human_reference: {e}") from None
         files += [m.path for m in matched]
+    raw = sorted({f for f in files if not f.lower().endswith(".parquet")})
+    if raw:
+        from transforms.io.files import InputError, match_shards
+
+        try:
+            match_shards(raw)
+        except InputError as e:
+            raise ValueError(f"--human_reference: {e}") from None
     return sorted(set(files))
 
 
 class ReadReference(beam.PTransform):
-    """Curated Parquet files of an earlier run (local or gs://) -> their Documents, as human reference. They are
-    not records of this run: they are counted (`reference_read`, `reference_unreadable`), never dropped or
-    dead-lettered here."""
+    """Human reference files (local or gs://) -> their Documents. Curated Parquet of an earlier run is read as the
+    Documents it holds (its record keys decide the cross-fit halves and which half a domain-adapted detector
+    trained on); any other crawl format (JSONL, WARC, WET, ...) goes through the same readers and provenance
+    tagging as `--input`. Reference records are not records of this run: they are counted (`reference_read`,
+    `reference_unreadable`), never dropped or dead-lettered here."""
 
     def __init__(self, files: list[str]):
         super().__init__()
@@ -235,7 +245,27 @@ class ReadReference(beam.PTransform):
     def expand(self, pbegin):
         from apache_beam.io.parquetio import ReadAllFromParquet
 
-        return (pbegin
-                | "Files" >> beam.Create(self._files)
-                | "Read" >> ReadAllFromParquet()
-                | "ToDocument" >> beam.ParDo(_ToDocument()))
+        from transforms.io.files import match_shards
+        from transforms.io.read import ReadCrawl
+        from transforms.provenance.tag import TagProvenance
+
+        curated = [f for f in self._files if f.lower().endswith(".parquet")]
+        raw = [f for f in self._files if not f.lower().endswith(".parquet")]
+        parts = []
+        if curated:
+            parts.append(pbegin
+                         | "Files" >> beam.Create(curated)
+                         | "Read" >> ReadAllFromParquet()
+                         | "ToDocument" >> beam.ParDo(_ToDocument()))
+        if raw:
+            read = pbegin | "ReadRaw" >> ReadCrawl(shards=match_shards(raw))
+            _ = ((read[DROPPED], read[DEAD_LETTERS]) | "RawLost" >> beam.Flatten()
+                 | "CountLost" >> beam.Map(lambda _: count("reference_unreadable")))
+            parts.append(read[DOCUMENTS] | "TagRaw" >> TagProvenance() | "Counted" >> beam.ParDo(_Counted()))
+        return parts | "AllReference" >> beam.Flatten()
+
+
+class _Counted(beam.DoFn):
+    def process(self, doc: Document):
+        count("reference_read")
+        yield doc

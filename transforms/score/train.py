@@ -212,6 +212,10 @@ def load_reference(patterns: list[str], seed: int, weight: int, train_fraction: 
     train, held = [], []
     for pattern in patterns:
         for path in match_reference([pattern]):
+            if not path.lower().endswith(".parquet"):
+                raise ValueError(f"--human_reference: {path} is not curated Parquet; train-detector splits the "
+                                 "reference by curated record keys: run synthcap curate on it and pass "
+                                 "OUT/documents/*.parquet")
             with FileSystems.open(path) as f:
                 table = pq.read_table(f, columns=["id", "text", "source", "offset"])
             for row in table.to_pylist():
