@@ -15,6 +15,12 @@ threshold (what the mixer did before certification), run at the first ceiling. A
 the same certified mixer with oracle share estimates (each source's true AI token share with a binomial 95%
 interval on its document count): it separates what the mixer's cut-and-bound loses from what the estimates cost.
 
+`--reference_in_sources` runs the default workflow instead, where the reference is the crawl's own pre-LLM pages:
+the reference humans are split between the three sources as pages dated 2021 (`provenance.pre_llm`), offered to
+the mix like any page, each with its p-value against the other reference half; each source's `ai_share` is then
+over all its documents, with `reference_tokens` naming the pre-LLM share of them (as `curate` writes it). The
+human-token yield counts them as offered human tokens.
+
 Note: the shipped detector was trained on every set's training split, so its scores on a held-out set are
 in-domain for it; the estimate's TPR prior excludes the held-out set.
 """
@@ -38,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline import mix  # noqa: E402
-from transforms.document import Document, from_table, to_table  # noqa: E402
+from transforms.document import Document, Provenance, from_table, to_table  # noqa: E402
 from transforms.io.write import parquet_bytes  # noqa: E402
 from transforms.score.estimate import TprPrior, estimate_share  # noqa: E402
 from transforms.score.model import DEFAULT_MODEL_DIR, Detector  # noqa: E402
@@ -88,8 +94,9 @@ def oracle_share(docs: list, tokens: list, n_ref: int) -> dict:
 
 
 def write_curated(folder: Path, name: str, docs: list, scores: np.ndarray, ref_scores: np.ndarray,
-                  ref_tokens: np.ndarray, tpr: TprPrior | None, seed: int) -> None:
-    """A curated folder; its `ai_share` from `estimate_share`, or the oracle's when `tpr` is None."""
+                  ref_tokens: np.ndarray, tpr: TprPrior | None, seed: int, pre_llm: tuple = ()) -> None:
+    """A curated folder; its `ai_share` from `estimate_share`, or the oracle's when `tpr` is None. `pre_llm`:
+    (reference positions, texts) of the reference pages this source also holds, as pre-LLM pages."""
     halves = [sorted(ref_scores[0::2].tolist()), sorted(ref_scores[1::2].tolist())]
     rows, tokens = [], []
     for k, ((doc_id, text, _), s) in enumerate(zip(docs, scores)):
@@ -102,6 +109,23 @@ def write_curated(folder: Path, name: str, docs: list, scores: np.ndarray, ref_s
     else:
         share = estimate_share(scores, tokens, ref_scores, tpr, seed=seed, group="global",
                                reference_tokens=ref_tokens)
+    if pre_llm:
+        # the reference pages join the source (each compared with the other reference half, as curate does) and
+        # the share covers them too: diluted by their tokens, which `reference_tokens` names
+        positions, texts = pre_llm
+        pre_tokens = 0
+        for j, (pos, (doc_id, text)) in enumerate(zip(positions, texts)):
+            rows.append(Document(id=doc_id, text=text, source=f"{name}.jsonl", offset=len(docs) + j,
+                                 capture_date="2021-06-01T00:00:00Z", provenance=Provenance(pre_llm=True),
+                                 ai_score=float(ref_scores[pos]),
+                                 ai_pvalue=conformal_pvalue(float(ref_scores[pos]), halves[1 - pos % 2]),
+                                 ai_reference="global", p_ai=float(ref_scores[pos])))
+            pre_tokens += int(ref_tokens[pos])
+        new = sum(tokens)
+        f = new / (new + pre_tokens)
+        share = {**share, "estimate": share["estimate"] * f, "ci95": [x * f for x in share["ci95"]],
+                 "documents": share["documents"] + len(texts), "tokens": new + pre_tokens,
+                 "reference_tokens": pre_tokens}
     (folder / "documents").mkdir(parents=True)
     (folder / "documents" / "documents-00000-of-00001.parquet").write_bytes(parquet_bytes(to_table(rows)))
     (folder / "summary.json").write_text(json.dumps({"ai_share": {"by_reference": {"global": share},
@@ -133,6 +157,8 @@ def main():
     ap.add_argument("--sets", default="")
     ap.add_argument("--ceilings", default="1/20,1/10")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--reference_in_sources", action="store_true",
+                    help="the reference is the sources' own pre-LLM pages (the default curate workflow)")
     args = ap.parse_args()
     detector = Detector.load(DEFAULT_MODEL_DIR)
     names = args.sets.split(",") if args.sets else sorted(p.name[:-9] for p in DATA.glob("*.jsonl.gz"))
@@ -149,12 +175,18 @@ def main():
         ref_tokens = np.array([count_tokens(t) for _, t in ref])
         tmp = Path(tempfile.mkdtemp(prefix=f"true_ceiling_{name}_"))
         folders, oracles, labels, offered_human = [], [], {}, 0
-        for share, docs in zip(SHARES, sources):
+        for k, (share, docs) in enumerate(zip(SHARES, sources)):
             folder = tmp / f"{name}-ai{int(share * 100):02d}"
             scores = detector.score([t for _, t, _ in docs])
-            write_curated(folder, folder.name, docs, scores, ref_scores, ref_tokens, tpr, args.seed)
+            pre = ()
+            if args.reference_in_sources:
+                positions = list(range(k, len(ref), len(SHARES)))
+                pre = (positions, [ref[i] for i in positions])
+                labels.update({ref[i][0]: "human" for i in positions})
+                offered_human += sum(int(ref_tokens[i]) for i in positions)
+            write_curated(folder, folder.name, docs, scores, ref_scores, ref_tokens, tpr, args.seed, pre)
             write_curated(tmp / "oracle" / folder.name, folder.name, docs, scores, ref_scores, ref_tokens, None,
-                          args.seed)
+                          args.seed, pre)
             folders.append(folder)
             oracles.append(tmp / "oracle" / folder.name)
             labels.update({i: lab for i, _, lab in docs})
