@@ -86,8 +86,11 @@ def _share_line(s: dict) -> str:
     lo, hi = s["ci95"]
     ref = s.get("reference") or {}
     against = f", against {ref['group']} ({_n(ref['documents'])} docs)" if ref.get("group") else ""
+    out = s.get("outside_reference")
+    newer = (f"; {out['estimate']:.3f} [{out['ci95'][0]:.3f}, {out['ci95'][1]:.3f}] of the "
+             f"{_n(out['tokens'])} tokens outside the pre-LLM reference") if isinstance(out, dict) else ""
     return (f"{s['estimate']:.3f} [{lo:.3f}, {hi:.3f}] of {_n(s.get('tokens', 0))} tokens in "
-            f"{_n(s.get('documents', 0))} docs ({s.get('method', '?')}{against})")
+            f"{_n(s.get('documents', 0))} docs ({s.get('method', '?')}{against}){newer}")
 
 
 def _rows(run: dict) -> list[tuple[int, str, str]]:

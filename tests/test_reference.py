@@ -389,6 +389,10 @@ def test_curate_with_reference_in_the_run_and_through_human_reference(tmp_path):
     group = summary["ai_share"]["by_reference"]["domain:example.org"]
     assert group["reference_tokens"] == sum(count_tokens(d.text) for d in scored if d.id.startswith("r")) > 0
     assert group["tokens"] == sum(count_tokens(d.text) for d in scored)
+    newer, k = group["outside_reference"], group["tokens"] / (group["tokens"] - group["reference_tokens"])
+    assert newer["tokens"] == group["tokens"] - group["reference_tokens"]
+    assert newer["ci95"][1] == pytest.approx(min(1.0, group["ci95"][1] * k), abs=2e-6)
+    assert newer["estimate"] == pytest.approx(min(1.0, group["estimate"] * k), abs=2e-6)
 
     # the same test pages against the reference of an earlier curated run
     (tmp_path / "ref").mkdir()

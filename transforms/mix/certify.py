@@ -24,6 +24,8 @@ from typing import Optional
 
 from scipy.stats import beta, norm
 
+from transforms.score.estimate import outside_reference
+
 CONFIDENCE = Fraction(95, 100)
 SCALE = 1 << 32  # fixed point of rates: a certified rate r is carried as ceil(r * SCALE)
 # alpha grid: 0 (keep every document), then 2^-8 .. 2^-1 in half-octave steps (few levels: each one costs the
@@ -51,8 +53,8 @@ def parse_ai_share(folder: str, summary: dict, pre_llm_is_human: bool = True) ->
 
     A group's share is of all its tokens, the in-run reference's (pre-LLM) included. When those documents are
     charged as human (`pre_llm_is_human`), the mixer applies the share to the group's other documents only, which
-    hold every AI token: the share is rescaled to them (tokens / (tokens - reference_tokens)), or else it would be
-    diluted by the reference."""
+    hold every AI token: the share is rescaled to them (`estimate.outside_reference`), or else it would be diluted
+    by the reference."""
     usable, reasons = {}, {}
     groups = ((summary or {}).get("ai_share") or {}).get("by_reference") or {}
     if not isinstance(groups, dict):
@@ -71,13 +73,7 @@ def parse_ai_share(folder: str, summary: dict, pre_llm_is_human: bool = True) ->
 
 
 def _outside_reference(share: tuple, s: dict) -> tuple:
-    tokens, ref = s.get("tokens"), s.get("reference_tokens") or 0
-    if not ref:
-        return share
-    if ref >= tokens:  # nothing outside the reference was estimated: no bound for such documents
-        return share[0], share[1], 1.0
-    scale = tokens / (tokens - ref)
-    return tuple(min(1.0, x * scale) for x in share)
+    return outside_reference(share, s.get("tokens") or 0, s.get("reference_tokens") or 0)
 
 
 def _invalid_share(s) -> Optional[str]:

@@ -173,9 +173,27 @@ def combine(cells: list[Cell], references: dict, tpr: TprPrior, seed: int, key: 
     lo, hi = interval(point, at_high, at_low)
     ref_docs = sum(references[c.group].documents for c in cells)
     group = reference_group or (cells[0].group if len(cells) == 1 else f"{len(cells)} groups")
-    return {"estimate": round(point, 6), "ci95": [round(lo, 6), round(hi, 6)], "documents": documents,
-            "tokens": tokens, "reference_tokens": sum(c.reference_tokens for c in cells), "method": METHOD,
-            "reference": {"group": group, "documents": ref_docs}}
+    ref_tokens = sum(c.reference_tokens for c in cells)
+    entry = {"estimate": round(point, 6), "ci95": [round(lo, 6), round(hi, 6)], "documents": documents,
+             "tokens": tokens, "reference_tokens": ref_tokens, "method": METHOD,
+             "reference": {"group": group, "documents": ref_docs}}
+    if 0 < ref_tokens < tokens:
+        e, l, h = outside_reference((point, lo, hi), tokens, ref_tokens)
+        entry["outside_reference"] = {"estimate": round(e, 6), "ci95": [round(l, 6), round(h, 6)],
+                                      "tokens": tokens - ref_tokens}
+    return entry
+
+
+def outside_reference(share: tuple, tokens: int, reference_tokens: int) -> tuple:
+    """A share of all `tokens` -> the share of the tokens outside the in-run reference, which hold every AI token
+    when the reference (pre-LLM pages) is human: x * tokens / (tokens - reference_tokens), clipped to 1; with
+    nothing outside the reference, nothing bounds such tokens (upper end 1)."""
+    if reference_tokens <= 0:
+        return tuple(share)
+    if reference_tokens >= tokens:
+        return share[0], share[1], 1.0
+    scale = tokens / (tokens - reference_tokens)
+    return tuple(min(1.0, x * scale) for x in share)
 
 
 def one_group(scores, tokens, reference_scores, seed: int = 0, group: str = "global",
