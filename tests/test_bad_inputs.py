@@ -167,3 +167,15 @@ def test_dead_letters_name_file_offset_and_error(bad_run):
     _, out, _, _ = bad_run
     for row in read_jsonl(out, "dead_letters"):
         assert row["source"] and isinstance(row["offset"], int) and row["error_type"] and row["message"]
+
+
+def test_a_glob_without_a_folder_matches_in_the_working_directory(tmp_path, monkeypatch):
+    """Beam's local file system matches nothing for `*.jsonl`; users mean the working directory."""
+    from transforms.io.files import match_shards
+    from transforms.score.reference import match_reference
+
+    (tmp_path / "a.jsonl").write_text('{"text": "x"}\n')
+    (tmp_path / "b.jsonl").write_text('{"text": "y"}\n')
+    monkeypatch.chdir(tmp_path)
+    assert [s.path for s in match_shards(["*.jsonl"])] == ["a.jsonl", "b.jsonl"]
+    assert match_reference(["?.jsonl"]) == ["a.jsonl", "b.jsonl"]

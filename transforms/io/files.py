@@ -64,6 +64,18 @@ def _is_glob(pattern: str) -> bool:
     return any(c in pattern for c in "*?[")
 
 
+def match(pattern: str) -> list:
+    """FileSystems.match of one pattern. Beam's local file system matches nothing for a glob with no folder part
+    (`*.jsonl`), which a user means relative to the working directory: it is matched as `./*.jsonl` and the
+    paths are given back as the user would write them."""
+    results = FileSystems.match([pattern])[0].metadata_list
+    if not results and _is_glob(pattern) and "/" not in pattern and "://" not in pattern:
+        results = FileSystems.match(["./" + pattern])[0].metadata_list
+        for m in results:
+            m.path = m.path[2:] if m.path.startswith("./") else m.path
+    return results
+
+
 def match_shards(patterns: list[str]) -> list[Shard]:
     """Expand globs into shards, sorted and without repeats; raises InputError naming the first bad pattern.
 
@@ -73,7 +85,7 @@ def match_shards(patterns: list[str]) -> list[Shard]:
     found: dict[str, Shard] = {}
     for pattern in patterns:
         try:
-            results = FileSystems.match([pattern])[0].metadata_list
+            results = match(pattern)
         except Exception as e:  # Beam raises BeamIOError for unreachable schemes and buckets
             raise InputError(f"cannot list {pattern}: {e}") from None
         known = [m for m in results if detect_format(m.path)]

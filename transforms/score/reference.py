@@ -203,14 +203,13 @@ def match_reference(patterns: list[str]) -> list[str]:
     """The files of --human_reference globs (local or gs://): each glob must match, and only finished synthcap
     outputs may serve (a half-written one would calibrate against whatever survived the crash). ValueError
     (one line) otherwise."""
-    from apache_beam.io.filesystems import FileSystems
-
     from transforms.io.commit import IncompleteOutputError, complete_outputs
+    from transforms.io.files import match
 
     files = []
     for pattern in patterns:
         try:
-            matched = FileSystems.match([pattern])[0].metadata_list
+            matched = match(pattern)
         except Exception:
             matched = []
         if not matched:
