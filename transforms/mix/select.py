@@ -28,7 +28,7 @@ from transforms.mix.classify import (ANCHOR, OVER, UNDER, Item, certified_group,
 from transforms.mix.config import MixConfig
 from transforms.mix.plan import Supply, boundary, excess_of, make_certified_plan, make_plan, stream_of
 from transforms.mix.report import SourceStats
-from transforms.mix.rows import JoinRows, doc_key, pack
+from transforms.mix.rows import JoinRows, waiting
 from transforms.tokens import count_tokens
 
 KeyedItem = Tuple[Tuple[str, str], Item]
@@ -67,7 +67,7 @@ class _Classify(beam.DoFn):
             excess = excess_of(tokens, rate, cfg.ceiling)
             stream = ANCHOR if anchor else (UNDER if excess <= 0 else OVER)
             yield make_item(doc, source, stream, order, units, tokens, rate, excess)
-            yield beam.pvalue.TaggedOutput(DOCUMENTS, (doc_key(doc), pack(doc)))
+            yield beam.pvalue.TaggedOutput(DOCUMENTS, waiting(doc, order))
             return
         group = certified_group(doc, folder, self._usable, cfg.pre_llm_is_human)
         if group is None:
@@ -79,7 +79,7 @@ class _Classify(beam.DoFn):
         if level is None:
             level = certify.grid_index(doc.ai_pvalue)
         yield make_item(doc, source, ANCHOR if anchor else "", order, units, tokens, 0, 0, group, level)
-        yield beam.pvalue.TaggedOutput(DOCUMENTS, (doc_key(doc), pack(doc)))
+        yield beam.pvalue.TaggedOutput(DOCUMENTS, waiting(doc, order))
 
 
 class _SumSupply(beam.CombineFn):
@@ -289,15 +289,17 @@ class MixWithCeiling(beam.PTransform):
             Item, dropped=Dropped, dead_letters=DeadLetter, documents=Any).with_outputs(
             DROPPED, DEAD_LETTERS, DOCUMENTS, main="items") for i, part in enumerate(parts)]
         part_items = [c["items"] for c in per_part]
-        # supply and offered statistics are combined where each part is produced, so the items cross one Flatten
-        offered = combine_parts(part_items, SourceStats(), "Offered")
+        # supply and offered statistics in one combiner, applied where each part is produced: the items cross one
+        # Flatten, on their way to the plan's cut
         supply_key = ((lambda i: (i.source, i.group, i.level)) if cfg.rule == "certified"
                       else (lambda i: (i.source, i.stream)))
-        supply = combine_parts(part_items, _SumSupply(supply_key), "Supply")
+        totals = combine_parts(part_items, beam.combiners.SingleInputTupleCombineFn(
+            SourceStats(), _SumSupply(supply_key)), "Offered")
+        offered = totals | "OfferedStats" >> beam.Map(lambda t: t[0])
         if cfg.rule == "certified":
-            plan = supply | "Plan" >> beam.Map(lambda s: make_certified_plan(cfg, bounds, s))
+            plan = totals | "Plan" >> beam.Map(lambda t: make_certified_plan(cfg, bounds, t[1]))
         else:
-            plan = supply | "Plan" >> beam.Map(lambda s: make_plan(cfg, s))
+            plan = totals | "Plan" >> beam.Map(lambda t: make_plan(cfg, t[1]))
         plan_side = beam.pvalue.AsSingleton(plan)
         streams = (part_items | "Classified" >> beam.Flatten()
                    | "Streams" >> beam.FlatMap(_streams, plan_side, cfg).with_output_types(
