@@ -17,7 +17,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.options import CommonOptions, MixOptions, UserError
 from pipeline.runner import make_pipeline, prepare_output
-from transforms.accounting import DEAD_LETTERS, DOCUMENTS, DROPPED, Summarize
+from transforms.accounting import DEAD_LETTERS, DOCUMENTS, DROPPED, Summarize, Tally
 from transforms.io.commit import (CommitOutputs, IncompleteOutputError, complete_outputs, file_entry, require_complete,
                                   run_key, staging_dir)
 from transforms.io.files import InputError, match_shards
@@ -97,9 +97,9 @@ def build(p, cfg: MixConfig, output: str, staging: str, key: str, rows_per_shard
         "selected": mixed[SELECTED] | "SelectedStats" >> beam.CombineGlobally(SourceStats()),
         "offered": mixed["offered"],
         "plan": mixed["plan"],
-        "drops": (dropped | "MixerDrops" >> beam.Filter(lambda d: d.reason in MIXER_DROP_REASONS)
-                  | "DropKeys" >> beam.Map(lambda d: ((d.detail, d.reason), 1))
-                  | "DropCounts" >> beam.CombinePerKey(sum) | "DropDict" >> beam.combiners.ToDict()),
+        # (mix source, reason); the reader's drops (their detail is no source) count under ""
+        "drops": dropped | "DropCounts" >> Tally(
+            lambda d: (d.detail if d.reason in MIXER_DROP_REASONS else "", d.reason)),
     }
     shard_paths = sorted({sh.path for parts in inputs.values() for _, shards in parts for sh in shards})
     sides["input_sha256"] = p | "InputPaths" >> beam.Create(shard_paths) | "HashInputs" >> HashFiles()
