@@ -164,9 +164,8 @@ def _streams(item: Item, plan, cfg: MixConfig):
     if cfg.rule == "certified":
         level = plan.level.get(item.source)
         if level is None or item.level < level:
-            if item.epoch == 0:
-                reason = "over_ceiling" if item.source in plan.limited else "over_quota"
-                yield drop(item.id, reason, item.src, item.offset, item.source)
+            reason = "over_ceiling" if item.source in plan.limited else "over_quota"
+            yield drop(item.id, reason, item.src, item.offset, item.source)
             return
         rate = plan.rate[item.source]
         item = item._replace(rate=rate, excess=excess_of(item.tokens, rate, cfg.ceiling),
