@@ -14,6 +14,7 @@ from collections import Counter
 from fractions import Fraction
 from pathlib import Path
 
+import apache_beam as beam
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
@@ -337,3 +338,16 @@ def test_rows_join_each_selected_copy_to_its_document():
     assert dataclasses.replace(out, metadata=doc.metadata) == doc
     assert rows[0].parquet_key == rows[1].parquet_key and rows[0].dolma_key < rows[1].dolma_key
     assert list(_join((bucket, [blob]))) == []
+
+
+def test_drops_cross_stages_as_tuples_and_keep_their_json():
+    """A drop's coder (half a mix's documents end as drops) round-trips it exactly, and its JSON line is the
+    dataclass's fields, sorted."""
+    from dataclasses import asdict
+
+    from transforms.accounting import Dropped, DroppedCoder
+
+    d = Dropped("id-é", "over_quota", "s3://x/a.parquet", 2 ** 40, "web")
+    coder = beam.coders.registry.get_coder(Dropped)
+    assert isinstance(coder, DroppedCoder) and coder.decode(coder.encode(d)) == d
+    assert d.to_json() == json.dumps(asdict(d), ensure_ascii=False, sort_keys=True)
