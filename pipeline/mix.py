@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from fractions import Fraction
+from typing import Tuple
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
@@ -16,7 +17,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.options import CommonOptions, MixOptions, UserError
 from pipeline.runner import make_pipeline, prepare_output
-from transforms.accounting import DEAD_LETTERS, DOCUMENTS, DROPPED, Summarize
+from transforms.accounting import DEAD_LETTERS, DOCUMENTS, DROPPED, Summarize, Tally
 from transforms.io.commit import (CommitOutputs, IncompleteOutputError, complete_outputs, file_entry, require_complete,
                                   run_key, staging_dir)
 from transforms.io.files import InputError, match_shards
@@ -26,7 +27,7 @@ from transforms.mix import certify
 from transforms.mix.config import ConfigError, MixConfig, load
 from transforms.mix.report import SourceStats, empty_stats, render
 from transforms.mix.rows import WriteRows
-from transforms.mix.select import ROWS, SELECTED, MixWithCeiling
+from transforms.mix.select import MIXER_DROP_REASONS, ROWS, SELECTED, MixWithCeiling
 
 OUTPUT_PARTS = ("train", "dropped", "dead_letters", "summary.json", "manifest.json", "report.html")
 TOKEN_DEFINITION = "synthcap tokens: words and punctuation marks (\\w+|[^\\w\\s]), transforms/tokens.py"
@@ -74,14 +75,18 @@ def build(p, cfg: MixConfig, output: str, staging: str, key: str, rows_per_shard
     read_all = {tag: [r[tag] if tag != DOCUMENTS else r[tag] | f"Marker[{j}]" >> beam.Map(lambda _: 0)
                       for j, r in enumerate(reads)] | f"All[{tag}]" >> beam.Flatten()
                 for tag in (DOCUMENTS, DROPPED, DEAD_LETTERS)}
-    mixed = tuple(triples) | "Mix" >> MixWithCeiling(cfg, groups)
+    # the reader's drops join the mixer's one Flatten of drops (each Flatten copies what crosses it)
+    mixed = tuple(triples) | "Mix" >> MixWithCeiling(cfg, groups, dropped=[r[DROPPED] for r in reads])
     train = FileSystems.join(staging, "train")
     train_files = mixed[ROWS] | "WriteTrain" >> WriteRows(train, rows_per_shard)
-    dropped = (read_all[DROPPED], mixed[DROPPED]) | "Dropped" >> beam.Flatten()
+    dropped = mixed[DROPPED]
     dead = (read_all[DEAD_LETTERS], mixed[DEAD_LETTERS]) | "Dead" >> beam.Flatten()
-    w_drop = dropped | "WriteDropped" >> WriteJsonRecords(
-        FileSystems.join(staging, "dropped"), "dropped",
-        lambda d: f"{d.reason}\x00{d.id}\x00{d.source}\x00{d.offset:020d}")
+    # drops go to their writer as (sort key, JSON line): strings shuffle fast and the writer's group holds no objects
+    w_drop = (dropped | "DropLines" >> beam.Map(
+        lambda d: (f"{d.reason}\x00{d.id}\x00{d.source}\x00{d.offset:020d}", d.to_json())).with_output_types(
+        Tuple[str, str])
+        | "WriteDropped" >> WriteJsonRecords(FileSystems.join(staging, "dropped"), "dropped", lambda kv: kv[0],
+                                             encode_item=lambda kv: kv[1]))
     w_dead = dead | "WriteDead" >> WriteJsonRecords(
         FileSystems.join(staging, "dead_letters"), "dead_letters",
         lambda d: f"{d.source}\x00{d.offset:020d}\x00{d.message}")
@@ -90,10 +95,11 @@ def build(p, cfg: MixConfig, output: str, staging: str, key: str, rows_per_shard
     sides = {
         "summary": summary,
         "selected": mixed[SELECTED] | "SelectedStats" >> beam.CombineGlobally(SourceStats()),
-        "offered": mixed["offered"] | "OfferedStats" >> beam.CombineGlobally(SourceStats()),
+        "offered": mixed["offered"],
         "plan": mixed["plan"],
-        "drops": (mixed[DROPPED] | "DropKeys" >> beam.Map(lambda d: ((d.detail, d.reason), 1))
-                  | "DropCounts" >> beam.CombinePerKey(sum) | "DropDict" >> beam.combiners.ToDict()),
+        # (mix source, reason); the reader's drops (their detail is no source) count under ""
+        "drops": dropped | "DropCounts" >> Tally(
+            lambda d: (d.detail if d.reason in MIXER_DROP_REASONS else "", d.reason)),
     }
     shard_paths = sorted({sh.path for parts in inputs.values() for _, shards in parts for sh in shards})
     sides["input_sha256"] = p | "InputPaths" >> beam.Create(shard_paths) | "HashInputs" >> HashFiles()

@@ -14,6 +14,7 @@ from collections import Counter
 from fractions import Fraction
 from pathlib import Path
 
+import apache_beam as beam
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
@@ -319,16 +320,34 @@ def test_config_is_read_through_filesystems_from_gs(gcs_emulator, tmp_path):
 
 def test_rows_join_each_selected_copy_to_its_document():
     """The join behind the training files (called directly): one row per selected copy, in copy order, the
-    document intact (provenance, metadata) plus its mix source and epoch; an unselected document yields none."""
-    from transforms.mix.rows import _join, doc_key, pack
+    document intact (provenance, metadata) plus its mix source and epoch; an unselected document yields none, and
+    a record sharing the id (another offset) in the same bucket is never taken for it."""
+    from transforms.mix.rows import _join, doc_key, waiting
 
     doc = Document(id="x", text="some words here", source="a.parquet", offset=7, p_ai=0.25,
                    provenance={"declared_ai": False, "tdm_reservation": None, "robots_noai": False},
                    metadata={"k": "v"})
-    rows = list(_join((doc_key(doc), [("web", 1), pack(doc), ("web", 0)])))
+    twin = dataclasses.replace(doc, text="other words", offset=8)
+    bucket, blob = waiting(doc, 5 << 52)
+    assert waiting(twin, 5 << 52)[0] == bucket
+    key = doc_key(doc)
+    rows = list(_join((bucket, [(key, "web", 1), waiting(twin, 5 << 52)[1], blob, (key, "web", 0)])))
     assert [(r.source, r.epoch) for r in rows] == [("web", 0), ("web", 1)]
     out = rows[1].document()
     assert out.metadata == {"k": "v", "mix_source": "web", "mix_epoch": "1"}
     assert dataclasses.replace(out, metadata=doc.metadata) == doc
     assert rows[0].parquet_key == rows[1].parquet_key and rows[0].dolma_key < rows[1].dolma_key
-    assert list(_join((doc_key(doc), [pack(doc)]))) == []
+    assert list(_join((bucket, [blob]))) == []
+
+
+def test_drops_cross_stages_as_tuples_and_keep_their_json():
+    """A drop's coder (half a mix's documents end as drops) round-trips it exactly, and its JSON line is the
+    dataclass's fields, sorted."""
+    from dataclasses import asdict
+
+    from transforms.accounting import Dropped, DroppedCoder
+
+    d = Dropped("id-é", "over_quota", "s3://x/a.parquet", 2 ** 40, "web")
+    coder = beam.coders.registry.get_coder(Dropped)
+    assert isinstance(coder, DroppedCoder) and coder.decode(coder.encode(d)) == d
+    assert d.to_json() == json.dumps(asdict(d), ensure_ascii=False, sort_keys=True)

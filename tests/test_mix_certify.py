@@ -353,17 +353,17 @@ def test_a_quota_cut_is_over_quota_and_an_excess_cut_is_over_ceiling():
 def test_certified_cut_names_quota_and_ceiling_cuts_apart():
     from transforms.mix.config import parse
     from transforms.mix.plan import Plan
-    from transforms.mix.select import _cut
+    from transforms.mix.select import _streams
 
     cfg = parse({"seed": 1, "target_tokens": 100, "max_synthetic_fraction": "1/10",
                  "sources": [{"name": "web", "inputs": ["x"], "weight": 1}]})
     low = _item("web", 0, 10, stream="", level=1)
     plan = Plan({"web": 100}, {}, {"web": 1}, frozenset(), level={"web": 3}, rate={"web": 0})
-    assert [o.value.reason for o in _cut(low, plan, cfg)] == ["over_quota"]
+    assert [o.value.reason for o in _streams(low, plan, cfg)] == ["over_quota"]
     limited = Plan({"web": 100}, {}, {"web": 1}, frozenset({"web"}), level={"web": 3}, rate={"web": 0})
-    assert [o.value.reason for o in _cut(low, limited, cfg)] == ["over_ceiling"]
-    kept = list(_cut(low._replace(level=5), plan, cfg))
-    assert len(kept) == 1 and kept[0].stream == "under" and kept[0].rate == 0
+    assert [o.value.reason for o in _streams(low, limited, cfg)] == ["over_ceiling"]
+    kept = list(_streams(low._replace(level=5), plan, cfg))
+    assert len(kept) == 1 and kept[0].tag == "under" and kept[0].value.stream == "under" and kept[0].value.rate == 0
 
 
 def _rule_cfg(target: int):

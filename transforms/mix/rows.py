@@ -1,13 +1,17 @@
 """The rows of a mix: the selected keys joined back to their documents, and the two training-set writers.
 
-Selection (select.py) moves only small keys; the documents wait once, packed as bytes, in the join's shuffle
-(keyed by id, where read and offset, so two records sharing an id never meet). Each selected copy becomes a
-`Row` that still carries the packed document: the writers unpack it only when they encode a shard, so no
-stage holds Document objects for the whole mix.
+Selection (select.py) moves only small keys; the documents wait once, each one bytes object (its identity and
+the packed document), in the join's shuffle. The join groups by a coarse bucket (the top bits of the document's
+priority hash) rather than by document: the in-process runner holds a group's values decoded, and one object per
+document, without a key and a list of its own, is about a third less memory. Within a bucket the join matches on
+the full identity (id, where read, offset), so two records sharing an id never meet. Each selected copy becomes a
+`Row` that still carries the packed document: the writers unpack it only when they encode a shard, so no stage
+holds Document objects for the whole mix.
 """
 from __future__ import annotations
 
 import gzip
+import marshal
 from typing import NamedTuple
 
 import apache_beam as beam
@@ -35,6 +39,19 @@ def doc_key(doc: Document) -> tuple[str, str, int]:
     return doc.id, doc.source, doc.offset
 
 
+JOIN_BITS = 12
+
+
+def join_bucket(priority: int) -> int:
+    """The join's group of a document (from `classify.priority`, a 64-bit keyed hash): 2^12 groups."""
+    return priority >> (64 - JOIN_BITS)
+
+
+def waiting(doc: Document, priority: int) -> tuple[int, bytes]:
+    """A document as it waits in the join: (bucket, one bytes object holding its identity and packed form)."""
+    return join_bucket(priority), marshal.dumps((doc.id, doc.source, doc.offset, pack(doc)), 2)
+
+
 class Row(NamedTuple):
     """One output row: the Parquet writer's sort key, the Dolma writer's, and the packed document with the
     source and copy (epoch) it was selected as."""
@@ -60,25 +77,33 @@ def _keys(key: tuple[str, str, int], source: str, epoch: int) -> tuple[str, str]
 
 
 def _join(kv):
-    """Values are packed documents (bytes) and selected copies ((source, epoch)). A file matched twice gives
-    the same record twice: identical bytes, so any copy serves."""
-    key, values = kv
-    packed, copies = None, []
+    """One bucket: waiting documents (bytes) and selected copies ((key, source, epoch)). A file matched twice
+    gives the same record twice: identical bytes, so any copy serves."""
+    _, values = kv
+    blobs, copies = [], []
     for v in values:
         if isinstance(v, bytes):
-            packed = v
+            blobs.append(v)
         else:
             copies.append(v)
-    for source, epoch in sorted(copies):
-        yield Row(*_keys(key, source, epoch), source, epoch, packed)
+    if not copies:
+        return
+    wanted = {key for key, _, _ in copies}
+    packed = {}
+    for blob in blobs:
+        doc_id, src, offset, p = marshal.loads(blob)
+        if (doc_id, src, offset) in wanted:
+            packed[(doc_id, src, offset)] = p
+    for key, source, epoch in sorted(copies):
+        yield Row(*_keys(key, source, epoch), source, epoch, packed[key])
 
 
 def _copy_key(item: Item):
-    return item.key, (item.source, item.epoch)
+    return join_bucket(item.priority), (item.key, item.source, item.epoch)
 
 
 class JoinRows(beam.PTransform):
-    """(selected Items, then one or more PCollections of (key, packed document)) -> Row, one per selected copy.
+    """(selected Items, then one or more PCollections of `waiting` documents) -> Row, one per selected copy.
     The documents' PCollections go straight into the join's one Flatten (a Flatten before it would copy them)."""
 
     def expand(self, pcolls):

@@ -17,17 +17,18 @@ Upsampling (max_repeats) adds epochs: copy k of a document follows every copy k-
 from __future__ import annotations
 
 from fractions import Fraction
-from typing import Tuple
+from typing import Any, Tuple
 
 import apache_beam as beam
 
-from transforms.accounting import DEAD_LETTERS, DROPPED, dead_letter, drop
+from transforms.accounting import DEAD_LETTERS, DROPPED, DeadLetter, Dropped, dead_letter, drop
 from transforms.mix import certify
 from transforms.mix.classify import (ANCHOR, OVER, UNDER, Item, certified_group, exclusion, invalid_score, make_item,
                                      priority, rule_rate)
 from transforms.mix.config import MixConfig
 from transforms.mix.plan import Supply, boundary, excess_of, make_certified_plan, make_plan, stream_of
-from transforms.mix.rows import JoinRows, doc_key, pack
+from transforms.mix.report import SourceStats
+from transforms.mix.rows import JoinRows, waiting
 from transforms.tokens import count_tokens
 
 KeyedItem = Tuple[Tuple[str, str], Item]
@@ -35,6 +36,7 @@ SELECTED = "selected"
 DOCUMENTS = "documents"
 ROWS = "rows"
 ROUNDS = 3
+MIXER_DROP_REASONS = frozenset({"excluded_opt_out", "excluded_filter", "unestimable", "over_ceiling", "over_quota"})
 
 
 class _Classify(beam.DoFn):
@@ -65,7 +67,7 @@ class _Classify(beam.DoFn):
             excess = excess_of(tokens, rate, cfg.ceiling)
             stream = ANCHOR if anchor else (UNDER if excess <= 0 else OVER)
             yield make_item(doc, source, stream, order, units, tokens, rate, excess)
-            yield beam.pvalue.TaggedOutput(DOCUMENTS, (doc_key(doc), pack(doc)))
+            yield beam.pvalue.TaggedOutput(DOCUMENTS, waiting(doc, order))
             return
         group = certified_group(doc, folder, self._usable, cfg.pre_llm_is_human)
         if group is None:
@@ -77,7 +79,7 @@ class _Classify(beam.DoFn):
         if level is None:
             level = certify.grid_index(doc.ai_pvalue)
         yield make_item(doc, source, ANCHOR if anchor else "", order, units, tokens, 0, 0, group, level)
-        yield beam.pvalue.TaggedOutput(DOCUMENTS, (doc_key(doc), pack(doc)))
+        yield beam.pvalue.TaggedOutput(DOCUMENTS, waiting(doc, order))
 
 
 class _SumSupply(beam.CombineFn):
@@ -103,45 +105,76 @@ class _SumSupply(beam.CombineFn):
         return acc
 
 
-class _Histogram(beam.CombineFn):
+class _Histograms(beam.CombineFn):
+    """Items -> {(source, stream): {bucket: (units, excess)}}."""
+
     def create_accumulator(self):
         return {}
 
     def add_input(self, acc, item: Item):
-        u, e = acc.get(item.bucket, (0, 0))
-        acc[item.bucket] = (u + item.units, e + item.excess)
+        h = acc.setdefault(_key(item), {})
+        u, e = h.get(item.bucket, (0, 0))
+        h[item.bucket] = (u + item.units, e + item.excess)
         return acc
 
     def merge_accumulators(self, accs):
         out = {}
         for a in accs:
-            for b, (u, e) in a.items():
-                u0, e0 = out.get(b, (0, 0))
-                out[b] = (u0 + u, e0 + e)
+            for k, hist in a.items():
+                h = out.setdefault(k, {})
+                for b, (u, e) in hist.items():
+                    u0, e0 = h.get(b, (0, 0))
+                    h[b] = (u0 + u, e0 + e)
         return out
 
     def extract_output(self, acc):
         return acc
 
 
-def _cut(item: Item, plan, cfg: MixConfig):
-    """Certified: drop documents below their source's p-value cut; charge the rest the source's certified rate."""
-    level = plan.level.get(item.source)
-    if level is None or item.level < level:
-        if item.epoch == 0:
+class _Merged(beam.CombineFn):
+    """Merges the outputs of `fn` (a CombineFn whose output is its accumulator) computed on separate parts."""
+
+    def __init__(self, fn: beam.CombineFn):
+        self._fn = fn
+
+    def create_accumulator(self):
+        return self._fn.create_accumulator()
+
+    def add_input(self, acc, partial):
+        return self._fn.merge_accumulators([acc, partial])
+
+    def merge_accumulators(self, accs):
+        return self._fn.merge_accumulators(accs)
+
+    def extract_output(self, acc):
+        return acc
+
+
+def combine_parts(parts: list, fn: beam.CombineFn, label: str):
+    """`fn` over the union of `parts` without a Flatten of them (which would copy every element): each part is
+    combined where it is produced, then the partial results are merged."""
+    partial = [part | f"{label}[{i}]" >> beam.CombineGlobally(fn) for i, part in enumerate(parts)]
+    return partial | f"{label}Parts" >> beam.Flatten() | label >> beam.CombineGlobally(_Merged(fn))
+
+
+def _streams(item: Item, plan, cfg: MixConfig):
+    """One step from a classified item to its stream: certified, documents below their source's p-value cut are
+    dropped and the rest charged the source's certified rate; anchors go on whole (the main output), the others
+    with their upsampled copies (`epochs`, as far as the plan allows) to the `under` or `over` stream."""
+    if cfg.rule == "certified":
+        level = plan.level.get(item.source)
+        if level is None or item.level < level:
             reason = "over_ceiling" if item.source in plan.limited else "over_quota"
             yield drop(item.id, reason, item.src, item.offset, item.source)
+            return
+        rate = plan.rate[item.source]
+        item = item._replace(rate=rate, excess=excess_of(item.tokens, rate, cfg.ceiling),
+                             stream=item.stream or stream_of(rate, cfg.ceiling))
+    if item.stream == ANCHOR:
+        yield item
         return
-    rate = plan.rate[item.source]
-    stream = item.stream or stream_of(rate, cfg.ceiling)
-    yield item._replace(rate=rate, excess=excess_of(item.tokens, rate, cfg.ceiling), stream=stream)
-
-
-def _epochs(item: Item, plan):
-    """The item and its upsampled copies, as far as the plan allows (anchors are never repeated)."""
-    n = 1 if item.stream == ANCHOR else plan.epochs.get(item.source, 1)
-    for k in range(n):
-        yield item._replace(epoch=k)
+    for k in range(plan.epochs.get(item.source, 1)):
+        yield beam.pvalue.TaggedOutput(item.stream, item._replace(epoch=k))
 
 
 def _reason(item: Item, plan, excess_fits: bool) -> str:
@@ -194,41 +227,36 @@ def _select(items, label: str, limits_side, plan_side):
     None)}. Each round keeps the buckets below the boundary whole and walks the boundary bucket; what lies beyond
     goes to the next round only if it still fits what is left. The last round walks every remaining candidate
     (by then only documents smaller than the leftover, typically a handful). Returns (selected, dropped) as lists
-    of PCollections, for the caller's one Flatten each (every Flatten copies its input on some runners)."""
+    of PCollections, for the caller's one Flatten each (every Flatten copies its input on some runners). Tagged
+    outputs are typed, so Items and drops cross stage boundaries with their own coders rather than pickled."""
     selected, dropped = [], []
     candidates = items
     for r in range(ROUNDS):
         tag = f"{label}{r}"
         if r < ROUNDS - 1:
-            hists = (candidates | f"Key{tag}" >> beam.Map(lambda i: (_key(i), i)).with_output_types(KeyedItem)
-                     | f"Hist{tag}" >> beam.CombinePerKey(_Histogram()) | f"Hists{tag}" >> beam.combiners.ToDict())
+            hists = candidates | f"Hist{tag}" >> beam.CombineGlobally(_Histograms())
             bounds = beam.pvalue.AsSingleton(hists | f"Bounds{tag}" >> beam.Map(
                 lambda h, lim: {k: boundary(v, *lim.get(k, (0, 0))) for k, v in h.items()}, limits_side))
         else:
             bounds = beam.pvalue.AsSingleton(_one(candidates, tag) | f"Bounds{tag}" >> beam.Map(
                 lambda _, lim: {k: (-1, *v) for k, v in lim.items()}, limits_side))
         routed = candidates | f"Route{tag}" >> beam.FlatMap(_route, bounds).with_output_types(
-            KeyedItem).with_outputs(SELECTED, "tail", main="boundary")
+            KeyedItem, selected=Item, tail=Item).with_outputs(SELECTED, "tail", main="boundary")
         cut = (routed["boundary"] | f"Group{tag}" >> beam.GroupByKey()
-               | f"Greedy{tag}" >> beam.FlatMap(_greedy, bounds, plan_side).with_outputs(SELECTED, DROPPED,
-                                                                                         main="left"))
-        selected += [_typed(routed[SELECTED], f"Taken{tag}"), _typed(cut[SELECTED], f"Walked{tag}")]
+               | f"Greedy{tag}" >> beam.FlatMap(_greedy, bounds, plan_side).with_output_types(
+                   Any, selected=Item, dropped=Dropped).with_outputs(
+                   SELECTED, DROPPED, main="left"))
+        selected += [routed[SELECTED], cut[SELECTED]]
         dropped.append(cut[DROPPED])
         if r == ROUNDS - 1:
             break
         limits_side = beam.pvalue.AsSingleton(cut["left"] | f"Left{tag}" >> beam.combiners.ToList()
                                               | f"LeftDict{tag}" >> beam.Map(dict))
-        nxt = _typed(routed["tail"], f"Tail{tag}") | f"Fits{tag}" >> beam.FlatMap(
-            _fits_left, limits_side, plan_side).with_output_types(Item).with_outputs(DROPPED, main="next")
+        nxt = routed["tail"] | f"Fits{tag}" >> beam.FlatMap(_fits_left, limits_side, plan_side).with_output_types(
+            Item, dropped=Dropped).with_outputs(DROPPED, main="next")
         dropped.append(nxt[DROPPED])
         candidates = nxt["next"]
     return selected, dropped
-
-
-def _typed(pcoll, label: str):
-    """A tagged output (Beam gives it no type hint) as a PCollection of Items, so it crosses stage boundaries with
-    `PlainTupleCoder` rather than pickled (an identity step, fused with its producer)."""
-    return pcoll | label >> beam.Map(lambda i: i).with_output_types(Item)
 
 
 def _one(pcoll, tag: str):
@@ -239,50 +267,51 @@ def _one(pcoll, tag: str):
 class MixWithCeiling(beam.PTransform):
     """(source name, curated folder or "", Document) triples (one PCollection, or a tuple of them, one per input:
     each is then classified where it is read, so no stage holds documents waiting for a Flatten) -> {"selected":
-    Item (one per output row, repeats included), "dropped", "dead_letters", "plan", "offered" (every item that
-    passed exclusions), "rows" (`rows.Row`: the selected copies joined back to their documents, for
-    `rows.WriteRows`)}. Anchors are selected whole; the ceiling (certified bound, or the opt-in rule count) holds
-    exactly on the selected rows. `groups`: reference group key -> (estimate, ci95 low, ci95 high, reference
-    documents), from the curated folders' summaries (`certify.parse_ai_share`)."""
+    Item (one per output row, repeats included), "dropped" (the mixer's drops and those passed in `dropped`, in
+    one Flatten), "dead_letters", "plan", "offered" (`report.SourceStats` of every item that passed exclusions,
+    one dict), "rows" (`rows.Row`: the selected copies joined back to their documents, for `rows.WriteRows`)}.
+    Anchors are selected whole; the ceiling (certified bound, or the opt-in rule count) holds exactly on the
+    selected rows. `groups`: reference group key -> (estimate, ci95 low, ci95 high, reference documents), from the
+    curated folders' summaries (`certify.parse_ai_share`)."""
 
-    def __init__(self, cfg: MixConfig, groups: dict | None = None):
+    def __init__(self, cfg: MixConfig, groups: dict | None = None, dropped: tuple = ()):
         super().__init__()
         self._cfg = cfg
         self._groups = dict(groups or {})
+        self._earlier_drops = tuple(dropped)
 
     def expand(self, triples):
         cfg = self._cfg
         bounds = certify.Bounds.of(self._groups)
         parts = triples if isinstance(triples, tuple) else (triples,)
         per_part = [part | f"Classify[{i}]" >> beam.ParDo(_Classify(cfg, frozenset(self._groups))).with_output_types(
-            Item).with_outputs(DROPPED, DEAD_LETTERS, DOCUMENTS, main="items") for i, part in enumerate(parts)]
-        classified = {tag: [c[tag] for c in per_part] | f"Classified[{tag}]" >> beam.Flatten()
-                      for tag in ("items", DEAD_LETTERS)}
-        items = offered = classified["items"]
+            Item, dropped=Dropped, dead_letters=DeadLetter, documents=Any).with_outputs(
+            DROPPED, DEAD_LETTERS, DOCUMENTS, main="items") for i, part in enumerate(parts)]
+        part_items = [c["items"] for c in per_part]
+        # supply and offered statistics in one combiner, applied where each part is produced: the items cross one
+        # Flatten, on their way to the plan's cut
+        supply_key = ((lambda i: (i.source, i.group, i.level)) if cfg.rule == "certified"
+                      else (lambda i: (i.source, i.stream)))
+        totals = combine_parts(part_items, beam.combiners.SingleInputTupleCombineFn(
+            SourceStats(), _SumSupply(supply_key)), "Offered")
+        offered = totals | "OfferedStats" >> beam.Map(lambda t: t[0])
         if cfg.rule == "certified":
-            supply = items | "Supply" >> beam.CombineGlobally(_SumSupply(lambda i: (i.source, i.group, i.level)))
-            plan = supply | "Plan" >> beam.Map(lambda s: make_certified_plan(cfg, bounds, s))
-            cut = items | "Cut" >> beam.FlatMap(_cut, beam.pvalue.AsSingleton(plan), cfg).with_output_types(
-                Item).with_outputs(DROPPED, main="kept")
-            items, cut_dropped = cut["kept"], [cut[DROPPED]]
+            plan = totals | "Plan" >> beam.Map(lambda t: make_certified_plan(cfg, bounds, t[1]))
         else:
-            supply = items | "Supply" >> beam.CombineGlobally(_SumSupply(lambda i: (i.source, i.stream)))
-            plan = supply | "Plan" >> beam.Map(lambda s: make_plan(cfg, s))
-            cut_dropped = []
+            plan = totals | "Plan" >> beam.Map(lambda t: make_plan(cfg, t[1]))
         plan_side = beam.pvalue.AsSingleton(plan)
-        anchors = items | "Anchors" >> beam.Filter(lambda i: i.stream == ANCHOR)
-        copies = (items | "Mixable" >> beam.Filter(lambda i: i.stream != ANCHOR)
-                  | "Epochs" >> beam.FlatMap(_epochs, plan_side).with_output_types(Item))
-        under = copies | "Under" >> beam.Filter(lambda i: i.stream == UNDER)
-        over = copies | "Over" >> beam.Filter(lambda i: i.stream == OVER)
+        streams = (part_items | "Classified" >> beam.Flatten()
+                   | "Streams" >> beam.FlatMap(_streams, plan_side, cfg).with_output_types(
+                       Item, under=Item, over=Item, dropped=Dropped).with_outputs(UNDER, OVER, DROPPED, main=ANCHOR))
+        anchors = streams[ANCHOR]
 
         u_limits = beam.pvalue.AsSingleton(plan | "UnderLimits" >> beam.Map(
             lambda p: {k: (b, None) for k, b in p.budget.items() if k[1] == UNDER}))
-        u_selected, u_dropped = _select(under, "Under", u_limits, plan_side)
+        u_selected, u_dropped = _select(streams[UNDER], "Under", u_limits, plan_side)
 
         slack = (
-            (anchors, *u_selected) | "SlackItems" >> beam.Flatten()
-            | "Excess" >> beam.Map(lambda i: i.excess)
+            [sel | f"Excess[{i}]" >> beam.Map(lambda i: i.excess) for i, sel in enumerate((anchors, *u_selected))]
+            | "SlackItems" >> beam.Flatten()
             | "SumExcess" >> beam.CombineGlobally(sum)
             | "Slack" >> beam.Map(lambda total: -total)
         )
@@ -295,11 +324,12 @@ class MixWithCeiling(beam.PTransform):
 
         o_limits = beam.pvalue.AsSingleton(plan | "OverLimits" >> beam.Map(over_limits,
                                                                           beam.pvalue.AsSingleton(slack)))
-        o_selected, o_dropped = _select(over, "Over", o_limits, plan_side)
+        o_selected, o_dropped = _select(streams[OVER], "Over", o_limits, plan_side)
 
         selected = (anchors, *u_selected, *o_selected) | "AllSelected" >> beam.Flatten()
-        dropped = ([c[DROPPED] for c in per_part] + cut_dropped + u_dropped + o_dropped
-                   | "AllDropped" >> beam.Flatten())
+        dropped = ([*self._earlier_drops, *[c[DROPPED] for c in per_part], streams[DROPPED], *u_dropped,
+                    *o_dropped] | "AllDropped" >> beam.Flatten().with_output_types(Dropped))
         rows = (selected, *[c[DOCUMENTS] for c in per_part]) | "Rows" >> JoinRows()
-        return {SELECTED: selected, ROWS: rows, DROPPED: dropped, DEAD_LETTERS: classified[DEAD_LETTERS],
-                "plan": plan, "offered": offered}
+        dead = [c[DEAD_LETTERS] for c in per_part] | "DeadLetters" >> beam.Flatten()
+        return {SELECTED: selected, ROWS: rows, DROPPED: dropped, DEAD_LETTERS: dead, "plan": plan,
+                "offered": offered}
