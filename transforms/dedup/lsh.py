@@ -12,9 +12,16 @@ near-duplicate of any of the earliest copies links to them, so the whole cluster
 with more than `max_bucket_size` members (boilerplate shared by thousands of pages) is counted
 (`lsh_oversized_buckets`) and contributes no pairs for that band: its members can still be linked through their
 other bands, and identical copies were already removed by exact dedup.
+
+Band entries travel in packs: almost every bucket has one member, and a shuffle element per (band key, rank) costs
+more than everything else near dedup does (18 of them per document). `BandPacks` gathers a bundle's entries by
+partition of the band-hash space (`PARTITIONS`, the low bits of the hash) and `BucketPairs` rebuilds the buckets of
+one partition from all its packs: the same buckets, hence the same pairs, whatever the bundles were. A partition
+holds bands x documents / `PARTITIONS` entries (1.1 M for 18 bands and a billion documents).
 """
 from __future__ import annotations
 
+import marshal
 import math
 from dataclasses import dataclass
 from functools import lru_cache
@@ -30,6 +37,8 @@ RECALL = 0.999
 MARGIN = 0.05
 CAP = 0.99  # at J = 1 every banding has P = 1: aim at 0.99 for thresholds above 0.94
 CENTRES = 8
+PARTITIONS = 1 << 14
+FLUSH = 1 << 19  # band entries a bundle buffers before it sends its packs
 
 
 def candidate_probability(j: float, bands: int, rows: int) -> float:
@@ -106,24 +115,59 @@ def stored_hash(shuffled: int) -> int:
     return shuffled & 0xFFFFFFFFFFFFFFFF
 
 
+class BandPacks:
+    """A bundle's band entries, (band, hash, rank), by partition; `flush` empties it into
+    (partition, marshalled entries) packs."""
+
+    def __init__(self):
+        self._parts: dict[int, list] = {}
+        self._n = 0
+
+    def add(self, keys: list[tuple[int, int]], r) -> bool:
+        """Adds one document's band keys; True when the buffer is full enough to flush."""
+        parts = self._parts
+        for band, h in keys:
+            part = parts.get(h & (PARTITIONS - 1))
+            if part is None:
+                parts[h & (PARTITIONS - 1)] = part = []
+            part.append((band, h, r))
+        self._n += len(keys)
+        return self._n >= FLUSH
+
+    def flush(self) -> list[tuple[int, bytes]]:
+        parts, self._parts, self._n = self._parts, {}, 0
+        return [(p, marshal.dumps(entries)) for p, entries in parts.items()]
+
+
 class BucketPairs(beam.DoFn):
-    """(band key, [rank]) -> candidate pairs (smaller rank, larger rank)."""
+    """(partition, [pack]) -> candidate pairs (smaller rank, larger rank) of every bucket in the partition."""
 
     def __init__(self, max_bucket_size: int):
         self._max = max_bucket_size
 
     def process(self, kv):
-        _, members = kv
-        ranks = []
-        for r in members:
-            ranks.append(r)
-            if len(ranks) > self._max:
-                count("lsh_oversized_buckets")
-                return
+        _, packs = kv
+        buckets: dict = {}
+        for pack in packs:
+            for band, h, r in marshal.loads(pack):
+                members = buckets.get((band, h))
+                if members is None:
+                    buckets[(band, h)] = [r]
+                else:
+                    members.append(r)
+        for members in buckets.values():
+            if len(members) > 1:
+                yield from self.pairs(members)
+
+    def pairs(self, ranks: list):
+        """One bucket's candidate pairs under the bucket rule (none when it is oversized)."""
+        if len(ranks) > self._max:
+            count("lsh_oversized_buckets")
+            return
         if len(ranks) < 2:
             return
         count("lsh_candidate_buckets")
-        ranks.sort()
+        ranks = sorted(ranks)
         centres = ranks[:CENTRES]
         for i, r in enumerate(ranks[1:], start=1):
             for c in centres[: min(i, CENTRES)]:
