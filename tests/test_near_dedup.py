@@ -94,22 +94,23 @@ def test_small_buckets_give_every_pair_and_large_ones_stay_linear():
 
 
 def test_band_packs_rebuild_the_same_buckets_whatever_the_bundles():
-    """Pairs from packed band entries equal the pairs of each bucket taken whole, however the entries were split
+    """Pairs from packed band entries equal the pairs of each bucket taken whole, however the documents were split
     into bundles (packs of one partition are merged after the shuffle)."""
     rng = random.Random(11)
-    hashes = [-7, 3, 1 << 40, -(1 << 62)]  # four partitions, each shared by the four bands
-    entries = [((b, rng.choice(hashes) + b * PARTITIONS), (f"2020-01-{i % 28 + 1:02d}", f"d{i}", "s", i))
-               for i in range(300) for b in range(4)]
+    choices = [-7, 3, 1 << 40, -(1 << 62)]  # four partitions, each shared by the four bands
+    docs = [(np.array([rng.choice(choices) + b * PARTITIONS for b in range(4)], dtype=np.int64),
+             (f"2020-01-{i % 28 + 1:02d}", f"d{i}", "s", i)) for i in range(300)]
     buckets: dict = {}
-    for key, r in entries:
-        buckets.setdefault(key, []).append(r)
+    for hashes, r in docs:
+        for band, h in enumerate(hashes.tolist()):
+            buckets.setdefault((band, h), []).append(r)
     truth = sorted(p for members in buckets.values() for p in BucketPairs(100).pairs(members))
     for bundles in (1, 7, 300):
         shuffled: dict = {}
         for n in range(bundles):
             packs = BandPacks()
-            for key, r in entries[n::bundles]:
-                packs.add([key], r)
+            for hashes, r in docs[n::bundles]:
+                packs.add(hashes, r)
             for part, pack in packs.flush():
                 shuffled.setdefault(part, []).append(pack)
         got = sorted(p for kv in shuffled.items() for p in BucketPairs(100).process(kv))

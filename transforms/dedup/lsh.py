@@ -96,15 +96,15 @@ class LshParams:
         return cls(ngram, num_perm, threshold, bands, rows, seed)
 
 
-def band_keys(sig: np.ndarray, bands: int, rows: int) -> list[tuple[int, int]]:
-    """(band, xxh64 of the band's rows read as a signed 64-bit int) for each band; an empty signature has none.
-    Signed, because Beam's default coder writes an int below 2^63 as a varint and pickles any larger one: these
-    keys are the most numerous elements of a run. `stored_hash` / `shuffled_hash` convert for the index's uint64
-    column."""
+def band_hashes(sig: np.ndarray, bands: int, rows: int) -> np.ndarray | None:
+    """xxh64 of each band's rows read as signed 64-bit ints (band i at position i); None for an empty signature.
+    Signed, because Beam's default coder writes an int below 2^63 as a varint and pickles any larger one.
+    `stored_hash` / `shuffled_hash` convert for the index's uint64 column."""
     if sig[0] == EMPTY and (sig == EMPTY).all():
-        return []
+        return None
     data, width = sig.tobytes(), 4 * rows
-    return [(i, shuffled_hash(xxhash.xxh64_intdigest(data[i * width : (i + 1) * width]))) for i in range(bands)]
+    digests = [xxhash.xxh64_intdigest(data[i * width : (i + 1) * width]) for i in range(bands)]
+    return np.array(digests, dtype=np.uint64).view(np.int64)
 
 
 def shuffled_hash(stored: int) -> int:
@@ -116,48 +116,62 @@ def stored_hash(shuffled: int) -> int:
 
 
 class BandPacks:
-    """A bundle's band entries, (band, hash, rank), by partition; `flush` empties it into
-    (partition, marshalled entries) packs."""
+    """A bundle's band entries; `flush` empties it into (partition, pack) pairs, a pack being the marshalled
+    (band numbers as uint16 bytes, band hashes as int64 bytes, ranks) of the entries in that partition."""
 
     def __init__(self):
-        self._parts: dict[int, list] = {}
+        self._hashes: list[np.ndarray] = []
+        self._ranks: list = []
         self._n = 0
 
-    def add(self, keys: list[tuple[int, int]], r) -> bool:
-        """Adds one document's band keys; True when the buffer is full enough to flush."""
-        parts = self._parts
-        for band, h in keys:
-            part = parts.get(h & (PARTITIONS - 1))
-            if part is None:
-                parts[h & (PARTITIONS - 1)] = part = []
-            part.append((band, h, r))
-        self._n += len(keys)
+    def add(self, hashes: np.ndarray, r) -> bool:
+        """Adds one document's band hashes (`band_hashes`); True when the buffer is full enough to flush."""
+        self._hashes.append(hashes)
+        self._ranks.append(r)
+        self._n += len(hashes)
         return self._n >= FLUSH
 
     def flush(self) -> list[tuple[int, bytes]]:
-        parts, self._parts, self._n = self._parts, {}, 0
-        return [(p, marshal.dumps(entries)) for p, entries in parts.items()]
+        if not self._ranks:
+            return []
+        hashes, ranks = np.stack(self._hashes), self._ranks
+        self._hashes, self._ranks, self._n = [], [], 0
+        bands = hashes.shape[1]
+        flat = hashes.ravel()
+        part = flat & (PARTITIONS - 1)
+        order = np.argsort(part, kind="stable")
+        packs = []
+        for idx in np.split(order, np.flatnonzero(np.diff(part[order])) + 1):
+            doc, band = np.divmod(idx, bands)
+            entries = (band.astype(np.uint16).tobytes(), flat[idx].tobytes(), [ranks[d] for d in doc.tolist()])
+            packs.append((int(part[idx[0]]), marshal.dumps(entries)))
+        return packs
 
 
 class BucketPairs(beam.DoFn):
-    """(partition, [pack]) -> candidate pairs (smaller rank, larger rank) of every bucket in the partition."""
+    """(partition, [pack]) -> candidate pairs (smaller rank, larger rank) of every bucket in the partition; the
+    buckets with one member, nearly all of them, are skipped in numpy."""
 
     def __init__(self, max_bucket_size: int):
         self._max = max_bucket_size
 
     def process(self, kv):
         _, packs = kv
-        buckets: dict = {}
+        bands, hashes, ranks = [], [], []
         for pack in packs:
-            for band, h, r in marshal.loads(pack):
-                members = buckets.get((band, h))
-                if members is None:
-                    buckets[(band, h)] = [r]
-                else:
-                    members.append(r)
-        for members in buckets.values():
-            if len(members) > 1:
-                yield from self.pairs(members)
+            b, h, rs = marshal.loads(pack)
+            bands.append(np.frombuffer(b, dtype=np.uint16))
+            hashes.append(np.frombuffer(h, dtype=np.int64))
+            ranks += rs
+        band, h = np.concatenate(bands), np.concatenate(hashes)
+        order = np.lexsort((band, h))
+        band, h = band[order], h[order]
+        same = (h[1:] == h[:-1]) & (band[1:] == band[:-1])  # entry i and i + 1 share a bucket
+        if not same.any():
+            return
+        edges = np.flatnonzero(np.diff(np.concatenate(([False], same, [False])).astype(np.int8)))
+        for start, last in zip(edges[::2].tolist(), edges[1::2].tolist()):
+            yield from self.pairs([ranks[i] for i in order[start : last + 1].tolist()])
 
     def pairs(self, ranks: list):
         """One bucket's candidate pairs under the bucket rule (none when it is oversized)."""

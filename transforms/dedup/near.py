@@ -16,7 +16,7 @@ from apache_beam.transforms.window import GlobalWindows
 from transforms.accounting import DOCUMENTS, DROPPED, drop
 from transforms.dates import UNDATED, as_first_seen
 from transforms.dedup.components import ConnectedComponents
-from transforms.dedup.lsh import BandPacks, BucketPairs, LshParams, band_keys
+from transforms.dedup.lsh import BandPacks, BucketPairs, LshParams, band_hashes
 from transforms.dedup.minhash import MinHasher
 from transforms.dedup.rank import describe, rank
 from transforms.dedup.verify import VerifyPairs
@@ -39,14 +39,14 @@ class Sketch(beam.DoFn):
     def process(self, doc):
         r = rank(doc)
         sig, shingles = self._hasher.sketch(doc.text)
-        keys = band_keys(sig, self._p.bands, self._p.rows)
-        if not keys:
+        hashes = band_hashes(sig, self._p.bands, self._p.rows)
+        if hashes is None:
             return
         yield beam.pvalue.TaggedOutput(SHINGLES, (r, shingles.tobytes()))
-        yield from self._bands(keys, r)
+        yield from self._bands(hashes, r)
 
-    def _bands(self, keys, r):
-        for key in keys:
+    def _bands(self, hashes, r):
+        for key in enumerate(hashes.tolist()):
             yield beam.pvalue.TaggedOutput(BANDS, (key, r))
 
 
@@ -57,8 +57,8 @@ class PackedSketch(Sketch):
     def start_bundle(self):
         self._packs = BandPacks()
 
-    def _bands(self, keys, r):
-        if self._packs.add(keys, r):
+    def _bands(self, hashes, r):
+        if self._packs.add(hashes, r):
             for pack in self._packs.flush():
                 yield beam.pvalue.TaggedOutput(BANDS, pack)
 
