@@ -16,7 +16,7 @@ from pipeline import curate, refresh
 from pipeline.runner import make_pipeline
 from tests.helpers import read_documents, read_jsonl
 from transforms.accounting import DOCUMENTS, DROPPED
-from transforms.dedup.lsh import BucketPairs, candidate_probability, recall_first_params
+from transforms.dedup.lsh import PARTITIONS, BandPacks, BucketPairs, candidate_probability, recall_first_params
 from transforms.dedup.minhash import MinHasher, jaccard, shingle_set
 from transforms.dedup.near import NearDedup
 from transforms.document import Document
@@ -86,11 +86,35 @@ def test_space_less_scripts_are_shingled_by_character():
 
 
 def test_small_buckets_give_every_pair_and_large_ones_stay_linear():
-    small = sorted(BucketPairs(100).process(("k", [3, 1, 2])))
+    small = sorted(BucketPairs(100).pairs([3, 1, 2]))
     assert small == [(1, 2), (1, 3), (2, 3)]
-    big = list(BucketPairs(10_000).process(("k", list(range(1000)))))
+    big = list(BucketPairs(10_000).pairs(list(range(1000))))
     assert len(big) < 8 * 1000 and all(a < b for a, b in big)
-    assert list(BucketPairs(10).process(("k", list(range(11))))) == []
+    assert list(BucketPairs(10).pairs(list(range(11)))) == []
+
+
+def test_band_packs_rebuild_the_same_buckets_whatever_the_bundles():
+    """Pairs from packed band entries equal the pairs of each bucket taken whole, however the documents were split
+    into bundles (packs of one partition are merged after the shuffle)."""
+    rng = random.Random(11)
+    choices = [-7, 3, 1 << 40, -(1 << 62)]  # four partitions, each shared by the four bands
+    docs = [(np.array([rng.choice(choices) + b * PARTITIONS for b in range(4)], dtype=np.int64),
+             (f"2020-01-{i % 28 + 1:02d}", f"d{i}", "s", i)) for i in range(300)]
+    buckets: dict = {}
+    for hashes, r in docs:
+        for band, h in enumerate(hashes.tolist()):
+            buckets.setdefault((band, h), []).append(r)
+    truth = sorted(p for members in buckets.values() for p in BucketPairs(100).pairs(members))
+    for bundles in (1, 7, 300):
+        shuffled: dict = {}
+        for n in range(bundles):
+            packs = BandPacks()
+            for hashes, r in docs[n::bundles]:
+                packs.add(hashes, r)
+            for part, pack in packs.flush():
+                shuffled.setdefault(part, []).append(pack)
+        got = sorted(p for kv in shuffled.items() for p in BucketPairs(100).process(kv))
+        assert got == truth and truth
 
 
 @pytest.mark.slow

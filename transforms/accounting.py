@@ -205,7 +205,8 @@ class Summarize(beam.PTransform):
         self._extra = extra or {}
 
     def expand(self, pbegin):
-        read_parts = [self._read[k] for k in (DOCUMENTS, DROPPED, DEAD_LETTERS)]
+        # counted as 1s: a Flatten of mixed element types is materialised with a generic coder (pickled records)
+        read_parts = [self._read[k] | f"Ones{k}" >> beam.Map(lambda _: 1) for k in (DOCUMENTS, DROPPED, DEAD_LETTERS)]
         sides = {
             "records_read": read_parts | "AllRead" >> beam.Flatten() | "CountRead" >> beam.combiners.Count.Globally(),
             "documents_out": self._docs | "CountOut" >> beam.combiners.Count.Globally(),

@@ -138,11 +138,14 @@ SCHEMA = pa.schema(
 )
 COLUMNS = tuple(SCHEMA.names)
 _FIELDS = tuple(f.name for f in dataclasses.fields(Document))
+_FIELD_SET = frozenset(_FIELDS)
 _CODER_FORMAT = 1
 _NUMBERS = tuple((i, float if SCHEMA.field(name).type == pa.float64() else int) for i, name in enumerate(_FIELDS)
                  if pa.types.is_floating(SCHEMA.field(name).type) or pa.types.is_integer(SCHEMA.field(name).type))
 _PROV, _META = _FIELDS.index("provenance"), _FIELDS.index("metadata")
 _doc_values = operator.attrgetter(*_FIELDS)
+_prov_values = operator.attrgetter(*PROVENANCE_FIELDS)
+_INVISIBLE = PROVENANCE_FIELDS.index("invisible_chars")
 
 
 class DocumentCoder(beam.coders.Coder):
@@ -156,10 +159,18 @@ class DocumentCoder(beam.coders.Coder):
             if values[i] is not None and type(values[i]) is not kind:
                 values[i] = kind(values[i])
         prov = values[_PROV]
-        if prov is not None:
-            values[_PROV] = tuple(Provenance.of(prov).to_row().values())
+        if prov is not None:  # Provenance.to_row's values, read without building the dict
+            row = _prov_values(Provenance.of(prov))
+            if row[_INVISIBLE] is not None:
+                row = (*row[:_INVISIBLE], sorted(row[_INVISIBLE].items()), *row[_INVISIBLE + 1 :])
+            values[_PROV] = row
         values[_META] = tuple(sorted(values[_META].items()))
         return bytes([_CODER_FORMAT]) + marshal.dumps(tuple(values), 2)
+
+    def estimate_size(self, doc: Document) -> int:
+        """Beam samples element sizes for its metrics: the strings that dominate a record, counted instead of
+        encoding it (which cost as much as a shuffle)."""
+        return len(doc.text) + len(doc.id) + len(doc.source)
 
     def decode(self, data: bytes) -> Document:
         if data[0] != _CODER_FORMAT:
@@ -257,7 +268,11 @@ def dolma_line(doc: Document) -> str:
 
 
 def replace(doc: Document, **changes) -> Document:
-    return dataclasses.replace(doc, **changes)
+    """`dataclasses.replace` without re-running `__init__` for stage fields (no conversion needed); provenance
+    still goes through it, to be converted to a `Provenance`."""
+    if "provenance" in changes or not changes.keys() <= _FIELD_SET:
+        return dataclasses.replace(doc, **changes)
+    return _restore(Document, {**doc.__dict__, **changes})
 
 
 def from_record(obj: dict[str, Any], source: str, offset: int) -> Document:

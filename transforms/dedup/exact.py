@@ -15,7 +15,7 @@ from transforms.document import Document, replace
 class _Survivor(beam.DoFn):
     def process(self, kv):
         _, docs = kv
-        best, best_i, best_rank, size, first = None, -1, None, 0, None
+        best, best_i, best_rank, size, first, i = None, -1, None, 0, None, -1
         for i, d in enumerate(docs):
             r = rank(d)
             size += d.dup_cluster_size or 1
@@ -23,10 +23,11 @@ class _Survivor(beam.DoFn):
             first = seen if first is None or seen < first else first
             if best is None or r < best_rank:
                 best, best_i, best_rank = d, i, r
-        detail = json.dumps(describe(best_rank, "survivor"), sort_keys=True)
-        for i, d in enumerate(docs):  # a re-iteration: positions are stable, object identity is not
-            if i != best_i:
-                yield drop(d.id, "duplicate_exact", d.source, d.offset, detail)
+        if i > 0:  # nearly every group is one document: no copies, no detail to write
+            detail = json.dumps(describe(best_rank, "survivor"), sort_keys=True)
+            for i, d in enumerate(docs):  # a re-iteration: positions are stable, object identity is not
+                if i != best_i:
+                    yield drop(d.id, "duplicate_exact", d.source, d.offset, detail)
         yield replace(best, dup_cluster_id=best.dup_cluster_id or best.id, dup_cluster_size=size,
                       first_seen=as_first_seen(first))
 

@@ -12,9 +12,16 @@ near-duplicate of any of the earliest copies links to them, so the whole cluster
 with more than `max_bucket_size` members (boilerplate shared by thousands of pages) is counted
 (`lsh_oversized_buckets`) and contributes no pairs for that band: its members can still be linked through their
 other bands, and identical copies were already removed by exact dedup.
+
+Band entries travel in packs: almost every bucket has one member, and a shuffle element per (band key, rank) costs
+more than everything else near dedup does (18 of them per document). `BandPacks` gathers a bundle's entries by
+partition of the band-hash space (`PARTITIONS`, the low bits of the hash) and `BucketPairs` rebuilds the buckets of
+one partition from all its packs: the same buckets, hence the same pairs, whatever the bundles were. A partition
+holds bands x documents / `PARTITIONS` entries (1.1 M for 18 bands and a billion documents).
 """
 from __future__ import annotations
 
+import marshal
 import math
 from dataclasses import dataclass
 from functools import lru_cache
@@ -30,6 +37,8 @@ RECALL = 0.999
 MARGIN = 0.05
 CAP = 0.99  # at J = 1 every banding has P = 1: aim at 0.99 for thresholds above 0.94
 CENTRES = 8
+PARTITIONS = 1 << 14
+FLUSH = 1 << 19  # band entries a bundle buffers before it sends its packs
 
 
 def candidate_probability(j: float, bands: int, rows: int) -> float:
@@ -87,15 +96,15 @@ class LshParams:
         return cls(ngram, num_perm, threshold, bands, rows, seed)
 
 
-def band_keys(sig: np.ndarray, bands: int, rows: int) -> list[tuple[int, int]]:
-    """(band, xxh64 of the band's rows read as a signed 64-bit int) for each band; an empty signature has none.
-    Signed, because Beam's default coder writes an int below 2^63 as a varint and pickles any larger one: these
-    keys are the most numerous elements of a run. `stored_hash` / `shuffled_hash` convert for the index's uint64
-    column."""
+def band_hashes(sig: np.ndarray, bands: int, rows: int) -> np.ndarray | None:
+    """xxh64 of each band's rows read as signed 64-bit ints (band i at position i); None for an empty signature.
+    Signed, because Beam's default coder writes an int below 2^63 as a varint and pickles any larger one.
+    `stored_hash` / `shuffled_hash` convert for the index's uint64 column."""
     if sig[0] == EMPTY and (sig == EMPTY).all():
-        return []
+        return None
     data, width = sig.tobytes(), 4 * rows
-    return [(i, shuffled_hash(xxhash.xxh64_intdigest(data[i * width : (i + 1) * width]))) for i in range(bands)]
+    digests = [xxhash.xxh64_intdigest(data[i * width : (i + 1) * width]) for i in range(bands)]
+    return np.array(digests, dtype=np.uint64).view(np.int64)
 
 
 def shuffled_hash(stored: int) -> int:
@@ -106,24 +115,73 @@ def stored_hash(shuffled: int) -> int:
     return shuffled & 0xFFFFFFFFFFFFFFFF
 
 
+class BandPacks:
+    """A bundle's band entries; `flush` empties it into (partition, pack) pairs, a pack being the marshalled
+    (band numbers as uint16 bytes, band hashes as int64 bytes, ranks) of the entries in that partition."""
+
+    def __init__(self):
+        self._hashes: list[np.ndarray] = []
+        self._ranks: list = []
+        self._n = 0
+
+    def add(self, hashes: np.ndarray, r) -> bool:
+        """Adds one document's band hashes (`band_hashes`); True when the buffer is full enough to flush."""
+        self._hashes.append(hashes)
+        self._ranks.append(r)
+        self._n += len(hashes)
+        return self._n >= FLUSH
+
+    def flush(self) -> list[tuple[int, bytes]]:
+        if not self._ranks:
+            return []
+        hashes, ranks = np.stack(self._hashes), self._ranks
+        self._hashes, self._ranks, self._n = [], [], 0
+        bands = hashes.shape[1]
+        flat = hashes.ravel()
+        part = flat & (PARTITIONS - 1)
+        order = np.argsort(part, kind="stable")
+        packs = []
+        for idx in np.split(order, np.flatnonzero(np.diff(part[order])) + 1):
+            doc, band = np.divmod(idx, bands)
+            entries = (band.astype(np.uint16).tobytes(), flat[idx].tobytes(), [ranks[d] for d in doc.tolist()])
+            packs.append((int(part[idx[0]]), marshal.dumps(entries)))
+        return packs
+
+
 class BucketPairs(beam.DoFn):
-    """(band key, [rank]) -> candidate pairs (smaller rank, larger rank)."""
+    """(partition, [pack]) -> candidate pairs (smaller rank, larger rank) of every bucket in the partition; the
+    buckets with one member, nearly all of them, are skipped in numpy."""
 
     def __init__(self, max_bucket_size: int):
         self._max = max_bucket_size
 
     def process(self, kv):
-        _, members = kv
-        ranks = []
-        for r in members:
-            ranks.append(r)
-            if len(ranks) > self._max:
-                count("lsh_oversized_buckets")
-                return
+        _, packs = kv
+        bands, hashes, ranks = [], [], []
+        for pack in packs:
+            b, h, rs = marshal.loads(pack)
+            bands.append(np.frombuffer(b, dtype=np.uint16))
+            hashes.append(np.frombuffer(h, dtype=np.int64))
+            ranks += rs
+        band, h = np.concatenate(bands), np.concatenate(hashes)
+        order = np.lexsort((band, h))
+        band, h = band[order], h[order]
+        same = (h[1:] == h[:-1]) & (band[1:] == band[:-1])  # entry i and i + 1 share a bucket
+        if not same.any():
+            return
+        edges = np.flatnonzero(np.diff(np.concatenate(([False], same, [False])).astype(np.int8)))
+        for start, last in zip(edges[::2].tolist(), edges[1::2].tolist()):
+            yield from self.pairs([ranks[i] for i in order[start : last + 1].tolist()])
+
+    def pairs(self, ranks: list):
+        """One bucket's candidate pairs under the bucket rule (none when it is oversized)."""
+        if len(ranks) > self._max:
+            count("lsh_oversized_buckets")
+            return
         if len(ranks) < 2:
             return
         count("lsh_candidate_buckets")
-        ranks.sort()
+        ranks = sorted(ranks)
         centres = ranks[:CENTRES]
         for i, r in enumerate(ranks[1:], start=1):
             for c in centres[: min(i, CENTRES)]:

@@ -11,15 +11,16 @@ from __future__ import annotations
 import json
 
 import apache_beam as beam
+from apache_beam.transforms.window import GlobalWindows
 
 from transforms.accounting import DOCUMENTS, DROPPED, drop
 from transforms.dates import UNDATED, as_first_seen
 from transforms.dedup.components import ConnectedComponents
-from transforms.dedup.lsh import BucketPairs, LshParams, band_keys
+from transforms.dedup.lsh import BandPacks, BucketPairs, LshParams, band_hashes
 from transforms.dedup.minhash import MinHasher
 from transforms.dedup.rank import describe, rank
 from transforms.dedup.verify import VerifyPairs
-from transforms.document import Document, replace
+from transforms.document import Document, DocumentCoder, replace
 
 SHINGLES = "shingles"
 BANDS = "bands"
@@ -38,12 +39,32 @@ class Sketch(beam.DoFn):
     def process(self, doc):
         r = rank(doc)
         sig, shingles = self._hasher.sketch(doc.text)
-        keys = band_keys(sig, self._p.bands, self._p.rows)
-        if not keys:
+        hashes = band_hashes(sig, self._p.bands, self._p.rows)
+        if hashes is None:
             return
         yield beam.pvalue.TaggedOutput(SHINGLES, (r, shingles.tobytes()))
-        for key in keys:
+        yield from self._bands(hashes, r)
+
+    def _bands(self, hashes, r):
+        for key in enumerate(hashes.tolist()):
             yield beam.pvalue.TaggedOutput(BANDS, (key, r))
+
+
+class PackedSketch(Sketch):
+    """`Sketch` whose band entries leave as (partition, pack) on BANDS (`lsh.BandPacks`), at the end of each
+    bundle or when its buffer is full: a shuffle element per partition instead of one per band and document."""
+
+    def start_bundle(self):
+        self._packs = BandPacks()
+
+    def _bands(self, hashes, r):
+        if self._packs.add(hashes, r):
+            for pack in self._packs.flush():
+                yield beam.pvalue.TaggedOutput(BANDS, pack)
+
+    def finish_bundle(self):
+        for pack in self._packs.flush():
+            yield beam.pvalue.TaggedOutput(BANDS, GlobalWindows.windowed_value(pack))
 
 
 def _both_ends(edge):
@@ -87,21 +108,36 @@ class _ClusterStats(beam.CombineFn):
         return acc
 
 
+_DOC, _ROOT, _EDGE, _STATS = range(4)  # what a value of the label join carries
+_CODER = DocumentCoder()
+
+
+def _tagged(tag: int):
+    return lambda r, value: (r, (tag, value))
+
+
 def _resolve(kv):
-    """Per document, in the one join with the documents: unclustered ones pass, a cluster's survivor is stamped
-    with its cluster's size and first seen date, the others are dropped naming survivor and best edge."""
-    r, grouped = kv
-    roots = list(grouped["root"])
-    root = roots[0] if roots else None
-    for doc in grouped["doc"]:
+    """Per document, in the one join with the documents (which travel as `DocumentCoder` bytes, never pickled):
+    unclustered ones pass, a cluster's survivor is stamped with its cluster's size and first seen date, the others
+    are dropped naming survivor and best edge."""
+    r, values = kv
+    encoded, found = [], {}
+    for tag, value in values:
+        if tag == _DOC:
+            encoded.append(value)
+        else:
+            found[tag] = value
+    root = found.get(_ROOT)
+    for data in encoded:
+        doc = _CODER.decode(data)
         if root is None:
             yield doc
         elif root == r:
-            (size, first), = grouped["stats"]
+            size, first = found[_STATS]
             yield replace(doc, dup_cluster_id=doc.dup_cluster_id or doc.id, dup_cluster_size=size,
                           first_seen=as_first_seen(first))
         else:
-            (j, neighbour), = grouped["edge"]
+            j, neighbour = found[_EDGE]
             detail = {**describe(root, "survivor"), **describe(neighbour, "matched"), "jaccard": j}
             yield drop(doc.id, "duplicate_near", doc.source, doc.offset, json.dumps(detail, sort_keys=True))
 
@@ -123,7 +159,7 @@ class NearDedup(beam.PTransform):
         self.max_bucket_size, self.rounds, self.max_residual_edges = max_bucket_size, rounds, max_residual_edges
 
     def expand(self, docs):
-        sketches = docs | "Sketch" >> beam.ParDo(Sketch(self.params)).with_outputs(SHINGLES, BANDS)
+        sketches = docs | "Sketch" >> beam.ParDo(PackedSketch(self.params)).with_outputs(SHINGLES, BANDS)
         pairs = (
             sketches[BANDS]
             | "Buckets" >> beam.GroupByKey()
@@ -141,8 +177,12 @@ class NearDedup(beam.PTransform):
             | "ClusterStats" >> beam.CombinePerKey(_ClusterStats())
         )
         resolved = (
-            {"doc": docs | "ByRank" >> beam.Map(lambda d: (rank(d), d)), "root": labels, "edge": best, "stats": stats}
-            | "JoinLabels" >> beam.CoGroupByKey()
+            (docs | "ByRank" >> beam.Map(lambda d: (rank(d), (_DOC, _CODER.encode(d)))),
+             labels | "TagRoot" >> beam.MapTuple(_tagged(_ROOT)),
+             best | "TagEdge" >> beam.MapTuple(_tagged(_EDGE)),
+             stats | "TagStats" >> beam.MapTuple(_tagged(_STATS)))
+            | "Labelled" >> beam.Flatten()
+            | "JoinLabels" >> beam.GroupByKey()
             | "Resolve" >> beam.FlatMap(_resolve).with_output_types(Document).with_outputs(DROPPED, main=DOCUMENTS)
         )
         return {DOCUMENTS: resolved[DOCUMENTS], DROPPED: resolved[DROPPED]}
