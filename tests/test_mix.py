@@ -351,3 +351,23 @@ def test_drops_cross_stages_as_tuples_and_keep_their_json():
     coder = beam.coders.registry.get_coder(Dropped)
     assert isinstance(coder, DroppedCoder) and coder.decode(coder.encode(d)) == d
     assert d.to_json() == json.dumps(asdict(d), ensure_ascii=False, sort_keys=True)
+
+
+def test_written_rows_count_documents_once_and_rows_with_their_copies(tmp_path):
+    """Beam Metrics carry the summary's numbers: `documents_out` counts a document once however many epochs of it
+    were written; `rows_out` counts every row."""
+    import apache_beam as beam
+    from apache_beam.metrics.metric import MetricsFilter
+
+    from transforms.document import Document
+    from transforms.mix.rows import Row, WriteRows, _keys, doc_key, pack
+
+    docs = [Document(id=f"d{i}", text=f"text number {i}", source="s.jsonl", offset=i) for i in range(3)]
+    rows = [Row(*_keys(doc_key(d), "web", e), "web", e, pack(d)) for d in docs for e in range(2 if d.id == "d0"
+                                                                                          else 1)]
+    p = beam.Pipeline()
+    _ = p | beam.Create(rows) | WriteRows(str(tmp_path), 100)
+    result = p.run()
+    result.wait_until_finish()
+    counters = {r.key.metric.name: r.committed for r in result.metrics().query(MetricsFilter())["counters"]}
+    assert counters["documents_out"] == 3 and counters["rows_out"] == 4

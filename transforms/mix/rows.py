@@ -115,7 +115,8 @@ class JoinRows(beam.PTransform):
 
 def _parquet(rows: list[Row]) -> bytes:
     """Copies of one document share the Parquet key: the Dolma key (which ends with the copy) breaks the tie."""
-    count("documents_out", len(rows))
+    count("documents_out", sum(1 for r in rows if r.epoch == 0))  # documents, as the summary counts them
+    count("rows_out", len(rows))  # with their upsampled copies
     return parquet_bytes(to_table([r.document() for r in sorted(rows, key=lambda r: (r.parquet_key, r.dolma_key))]))
 
 
