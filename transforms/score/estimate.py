@@ -29,7 +29,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import xxhash
-from scipy import stats
 
 from transforms.score.reference import ALPHA, ReferenceGroup
 
@@ -114,6 +113,8 @@ def _cell_draws(cell: Cell, ref: ReferenceGroup, tpr: float, seed: int, key: str
     k = f * n
     rate, m = ref.held_out_fpr()
     qs = (np.arange(_FPR_POINTS) + 0.5) / _FPR_POINTS
+    from scipy import stats  # here, not at import: curate without scoring never pays scipy's start-up
+
     fpr = stats.beta.ppf(qs, rate * m + 0.5, (1 - rate) * m + 0.5)
     q = np.clip(fpr[:, None] + _PI[None, :] * (tpr - fpr[:, None]), 1e-12, 1 - 1e-12)
     ll = k * np.log(q) + (n - k) * np.log1p(-q)
