@@ -16,6 +16,20 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SYNTHCAP_SHARED", ROOT.parent / "shared"))
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Under xdist (`--dist loadgroup`, see pyproject.toml), the tests that share a module-scoped fixture (one
+    pipeline run, several tests asserting on it) go to one worker, so the run happens once instead of once per
+    worker (likewise the users of `tiny_model`, a training each); and the slow tests are handed out first, so no
+    long test starts last while the other worker idles."""
+    for item in items:
+        shared = sorted(name for name, defs in item._fixtureinfo.name2fixturedefs.items()
+                        if name in item.fixturenames and (defs[-1].scope == "module" or name == "tiny_model"))
+        if shared:
+            item.add_marker(pytest.mark.xdist_group(f"{item.module.__name__}.{shared[0]}"))
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def _need(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is absent: these tests need the shared data folder beside the repo (CI has it)")
