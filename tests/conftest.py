@@ -16,6 +16,41 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SYNTHCAP_SHARED", ROOT.parent / "shared"))
 
 
+def _shares_a_run(module: Path) -> bool:
+    """A module whose tests assert on one pipeline run (a module-scoped fixture) or on the session's tiny model."""
+    text = module.read_text()
+    return '@pytest.fixture(scope="module")' in text or "tiny_model" in text
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadscope` (pyproject.toml), refined: a module whose tests share a run goes to one worker, so the
+    run happens once; every other test is its own unit, handed out in collection order (slow ones first)."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    shared = {f"tests/{p.name}" for p in Path(__file__).parent.glob("test_*.py") if _shares_a_run(p)}
+
+    class SharedRunScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return module if module in shared else nodeid
+
+    return SharedRunScheduling(config, log)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Slow tests first, those of the modules with the most slow tests leading, so no long test or module starts
+    last while the other worker idles."""
+    slow = {}
+    for item in items:
+        if item.get_closest_marker("slow"):
+            slow[item.module.__name__] = slow.get(item.module.__name__, 0) + 1
+    items.sort(key=lambda item: (item.get_closest_marker("slow") is None, -slow.get(item.module.__name__, 0),
+                                 item.module.__name__))
+
+
 def _need(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is absent: these tests need the shared data folder beside the repo (CI has it)")

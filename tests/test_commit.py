@@ -296,13 +296,3 @@ def test_10_6_two_runs_into_one_new_output_do_not_mix(sample_crawl, tmp_path):
     curate.run(["--input", shards, "--output", str(reference), "--seed", str(winner_seed), "--rows_per_shard=50"])
     require_complete(str(out))
     assert _tree(out) == _tree(reference)
-
-
-@pytest.mark.slow
-def test_10_6_one_and_two_workers_commit_the_same_bytes(sample_crawl, tmp_path):
-    args = ["--input", str(sample_crawl / "*.gz"), "--split_bytes=20000", "--rows_per_shard=300"]
-    curate.run([*args, "--output", str(tmp_path / "one")])
-    curate.run([*args, "--output", str(tmp_path / "two"), "--direct_num_workers=2",
-                "--direct_running_mode=multi_processing"])
-    assert _tree(tmp_path / "one") == _tree(tmp_path / "two")
-    assert len(require_complete(str(tmp_path / "one"))["files"]) > 6

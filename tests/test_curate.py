@@ -12,6 +12,7 @@ import pytest
 
 from pipeline import curate
 from tests.helpers import read_documents, tree_bytes
+from transforms.io.commit import MARKER, require_complete
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def single(sample_crawl, tmp_path_factory):
     out = tmp_path_factory.mktemp("single")
-    summary, counters = curate.run(["--input", str(sample_crawl / "*.gz"), "--output", str(out), "--overwrite"])
+    summary, counters = curate.run(["--input", str(sample_crawl / "*.gz"), "--output", str(out), "--overwrite",
+                                    "--split_bytes=20000", "--rows_per_shard=300"])
     return out, summary, counters
 
 
@@ -42,15 +44,26 @@ def test_sample_documents_carry_lineage(single, sample_crawl):
     assert len({d.id for d in docs}) == len(docs)
 
 
+def _committed(out: Path) -> dict[str, bytes]:
+    """Every file of a committed output (summary, COMPLETE.json and all parts) except the marker, which names the
+    run's claim."""
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file() and p.name != MARKER}
+
+
 @pytest.mark.slow
-def test_multiprocess_run_is_byte_identical(single, sample_crawl, tmp_path):
+def test_one_and_two_workers_commit_the_same_bytes(single, sample_crawl, tmp_path):
+    """Two multiprocessing workers commit the bytes of the single-worker run: every part, the summary and the
+    completion record with its hashes."""
     out, _, _ = single
     args = ["--input", str(sample_crawl / "*.gz"), "--output", str(tmp_path), "--direct_num_workers=2",
-            "--direct_running_mode=multi_processing", "--split_bytes=20000"]
+            "--direct_running_mode=multi_processing", "--split_bytes=20000", "--rows_per_shard=300"]
     curate.run(args)
     for part in ("documents", "dropped", "dead_letters"):
         assert tree_bytes(tmp_path, part) == tree_bytes(out, part), part
     assert (tmp_path / "summary.json").read_bytes() == (out / "summary.json").read_bytes()
+    assert _committed(tmp_path) == _committed(out)
+    assert len(require_complete(str(tmp_path))["files"]) > 6
 
 
 @pytest.mark.slow
@@ -58,10 +71,13 @@ def test_file_order_and_splitting_do_not_change_outputs(single, sample_crawl, tm
     out, _, _ = single
     files = sorted(str(p) for p in sample_crawl.glob("*.gz"))
     random.Random(7).shuffle(files)
-    curate.run(["--input", *files, "--output", str(tmp_path), "--split_bytes=5000", "--rows_per_shard=400"])
+    curate.run(["--input", *files, "--output", str(tmp_path), "--split_bytes=5000", "--rows_per_shard=300"])
     a = sorted((d.id, d.text) for d in read_documents(tmp_path))
     b = sorted((d.id, d.text) for d in read_documents(out))
     assert a == b
+    for part in ("documents", "dropped", "dead_letters"):
+        assert tree_bytes(tmp_path, part) == tree_bytes(out, part), part
+    assert (tmp_path / "summary.json").read_bytes() == (out / "summary.json").read_bytes()
     assert len(list((tmp_path / "documents").glob("*.parquet"))) > 1
 
 

@@ -453,14 +453,20 @@ def test_reference_sample_is_bounded_and_independent_of_order_and_bundling(monke
 
 
 @pytest.mark.slow
-def test_train_detector_with_human_reference_records_the_split(detect_dir, tmp_path, capsys):
+def test_train_detector_with_human_reference_records_the_split(detect_dir, tmp_path, capsys, monkeypatch):
+    """The CLI's adaptation path end to end; the split bookkeeping, not the model's quality, is under test, so
+    fastText gets the tiny test dimensions (the shipped 64 x 500,000 table took most of a minute to fit)."""
     import pyarrow.parquet as pq
 
     from pipeline.cli import main
     from pipeline.sample import human_paragraphs
+    from tests.conftest import TINY_PARAMS
     from transforms.document import to_table
+    from transforms.score import train
     from transforms.score.reference import trained_on
 
+    monkeypatch.setattr(train, "DEFAULT_PARAMS", {**train.DEFAULT_PARAMS, "dim": TINY_PARAMS["dim"],
+                                                  "bucket": TINY_PARAMS["bucket"], "epoch": TINY_PARAMS["epoch"]})
     docs = [Document(f"r{i}", t, "old.warc.gz", i * 100) for i, t in enumerate(human_paragraphs()[:120])]
     (tmp_path / "ref").mkdir()
     pq.write_table(to_table(docs), str(tmp_path / "ref" / "part-0.parquet"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -82,15 +83,29 @@ def test_two_snapshots_with_the_index_on_gcs(gcs_emulator, sample_crawl, tmp_pat
     assert again["summary"]["dropped"]["duplicate_indexed"] == new["summary"]["documents_out"] + len(indexed)
 
 
+@pytest.fixture(scope="module")
+def base_index(sample_crawl, tmp_path_factory) -> Path:
+    """A local index at generation 1 (the first 2022 shard), built once: each test that starts from such an index
+    works on its own copy (`_index_at_generation_1`)."""
+    root = tmp_path_factory.mktemp("base_index")
+    first = refresh.run(["--input", str(sample_crawl / "CC-MAIN-2022-05-00000.warc.gz"), "--index", str(root / "index"),
+                         "--output", str(root / "out")])
+    assert first["committed"] and first["generation"] == 1
+    return root / "index"
+
+
+def _index_at_generation_1(base_index: Path, tmp_path: Path) -> Path:
+    shutil.copytree(base_index, tmp_path / "index")
+    return tmp_path / "index"
+
+
 def _segments(index: Path) -> set[str]:
     return {f"segments/{p.name}" for p in (index / "segments").iterdir()} if (index / "segments").exists() else set()
 
 
 @pytest.mark.slow
-def test_a_refresh_killed_midway_leaves_the_previous_generation(sample_crawl, tmp_path):
-    index = tmp_path / "index"
-    first = refresh.run(["--input", str(sample_crawl / "CC-MAIN-2022-05-0000[01].warc.gz"), "--index", str(index),
-                         "--output", str(tmp_path / "a")])
+def test_a_refresh_killed_midway_leaves_the_previous_generation(base_index, sample_crawl, tmp_path):
+    index = _index_at_generation_1(base_index, tmp_path)
     before = (index / "CURRENT.json").read_bytes()
     proc = _cli("--input", str(sample_crawl / "CC-MAIN-2022-05-0000[23].warc.gz"), "--index", str(index),
                 "--output", str(tmp_path / "b"))
@@ -101,7 +116,7 @@ def test_a_refresh_killed_midway_leaves_the_previous_generation(sample_crawl, tm
     proc.wait()
     assert (index / "CURRENT.json").read_bytes() == before
     pointer = json.loads(before)
-    assert pointer["generation"] == first["generation"] == 1
+    assert pointer["generation"] == 1
     rerun = refresh.run(["--input", str(sample_crawl / "CC-MAIN-2022-05-0000[23].warc.gz"), "--index", str(index),
                          "--output", str(tmp_path / "b"), "--overwrite"])
     assert rerun["committed"] and rerun["generation"] == 2
@@ -111,10 +126,8 @@ def test_a_refresh_killed_midway_leaves_the_previous_generation(sample_crawl, tm
 
 
 @pytest.mark.slow
-def test_two_refreshes_racing_for_one_generation_commit_once(sample_crawl, tmp_path):
-    index = tmp_path / "index"
-    refresh.run(["--input", str(sample_crawl / "CC-MAIN-2022-05-00000.warc.gz"), "--index", str(index),
-                 "--output", str(tmp_path / "base")])
+def test_two_refreshes_racing_for_one_generation_commit_once(base_index, sample_crawl, tmp_path):
+    index = _index_at_generation_1(base_index, tmp_path)
     shards = str(sample_crawl / "CC-MAIN-2022-05-0000[12].warc.gz")
     a = _cli("--input", shards, "--index", str(index), "--output", str(tmp_path / "a"))
     b = _cli("--input", shards, "--index", str(index), "--output", str(tmp_path / "b"))
@@ -159,12 +172,10 @@ def _tree(out: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.slow
-def test_10_7_a_dead_claim_never_wedges_the_index(sample_crawl, tmp_path, capsys):
+def test_10_7_a_dead_claim_never_wedges_the_index(base_index, sample_crawl, tmp_path, capsys):
     """What a refresh that died between claiming and committing leaves (an old-layout claim, a pointer
     temporary, a segment no pointer lists) blocks nothing, and the next commit removes it."""
-    index = tmp_path / "index"
-    refresh.run(["--input", str(sample_crawl / "CC-MAIN-2022-05-00000.warc.gz"), "--index", str(index),
-                 "--output", str(tmp_path / "a")])
+    index = _index_at_generation_1(base_index, tmp_path)
     (index / "claims").mkdir()
     (index / "claims" / "gen-000002").write_text("{}")
     # a run that raced for generation 1 and died: a pointer temporary and a segment that can never be listed
@@ -192,12 +203,10 @@ def test_10_7_a_dead_claim_never_wedges_the_index(sample_crawl, tmp_path, capsys
 
 
 @pytest.mark.slow
-def test_10_7_rerun_after_a_kill_between_the_index_commit_and_completion(sample_crawl, tmp_path):
+def test_10_7_rerun_after_a_kill_between_the_index_commit_and_completion(base_index, sample_crawl, tmp_path):
     """Killed after its generation was committed but before OUT/COMPLETE.json: the rerun recognises its own
     generation, matches against the one before, and finishes with the same bytes and the same index."""
-    index, out = tmp_path / "index", tmp_path / "out"
-    refresh.run(["--input", str(sample_crawl / "CC-MAIN-2022-05-00000.warc.gz"), "--index", str(index),
-                 "--output", str(tmp_path / "base")])
+    index, out = _index_at_generation_1(base_index, tmp_path), tmp_path / "out"
     args = ["--input", str(sample_crawl / "CC-MAIN-2022-05-00001.warc.gz"), "--index", str(index), "--output",
             str(out)]
     first = refresh.run(args)
