@@ -67,13 +67,9 @@ def parse_ai_share(folder: str, summary: dict, pre_llm_is_human: bool = True) ->
         else:
             share = (float(s["estimate"]), float(s["ci95"][0]), float(s["ci95"][1]))
             if pre_llm_is_human:
-                share = _outside_reference(share, s)
+                share = outside_reference(share, s.get("tokens") or 0, s.get("reference_tokens") or 0)
             usable[key] = (*share, int(s["reference"]["documents"]))
     return usable, reasons
-
-
-def _outside_reference(share: tuple, s: dict) -> tuple:
-    return outside_reference(share, s.get("tokens") or 0, s.get("reference_tokens") or 0)
 
 
 def _invalid_share(s) -> Optional[str]:
@@ -113,11 +109,15 @@ def share_lo(g: tuple, delta: float) -> float:
     return float(max(0.0, lo - max(0.0, norm.ppf(1 - delta) - z95) * (est - lo) / z95))
 
 
+def _order(alpha: float, n_ref: int) -> int:
+    """K: p < alpha iff the score beats the K-th largest of n_ref reference scores (n_ref + 1, every human
+    document, for a cut above 1)."""
+    return n_ref + 1 if alpha > 1 else math.ceil(alpha * (n_ref + 1) - 1 - 1e-12)
+
+
 def _pvalue_tail(alpha: float, n_ref: int, q: float) -> float:
     """The q-quantile of P(p < alpha) for a human document, given a reference of n_ref documents."""
-    if alpha > 1:  # every human p-value is below a cut above 1
-        return 1.0
-    k = math.ceil(alpha * (n_ref + 1) - 1 - 1e-12)
+    k = _order(alpha, n_ref)
     if k <= 0:
         return 0.0
     if k > n_ref:
@@ -176,8 +176,7 @@ class Bounds:
             m = reference_sample(g[3])
             t_hi[key] = tuple(pvalue_tail_hi(a, m, per_level) for a in GRID)
             t_lo[key] = tuple(pvalue_tail_lo(a, m, per_level) for a in GRID)
-            t_mid[key] = tuple(1.0 if a > 1 else min(1.0, max(0.0, math.ceil(a * (m + 1) - 1 - 1e-12) / (m + 1)))
-                               for a in GRID)
+            t_mid[key] = tuple(min(1.0, max(0.0, _order(a, m) / (m + 1))) for a in GRID)
         for key in (DECLARED, UNESTIMATED):
             hi[key], lo[key], est[key] = 1.0, 1.0, 1.0
             t_hi[key] = t_lo[key] = t_mid[key] = tuple(0.0 for _ in GRID)

@@ -199,6 +199,11 @@ class _ToDocument(beam.DoFn):
         yield doc
 
 
+def is_curated(path: str) -> bool:
+    """A reference file read as the Documents of an earlier curated run (else: raw crawl records)."""
+    return path.lower().endswith(".parquet")
+
+
 def match_reference(patterns: list[str]) -> list[str]:
     """The files of --human_reference globs (local or gs://): each glob must match, and only finished synthcap
     outputs may serve (a half-written one would calibrate against whatever survived the crash). ValueError
@@ -219,7 +224,7 @@ def match_reference(patterns: list[str]) -> list[str]:
         except IncompleteOutputError as e:
             raise ValueError(f"--human_reference: {e}") from None
         files += [m.path for m in matched]
-    raw = sorted({f for f in files if not f.lower().endswith(".parquet")})
+    raw = sorted({f for f in files if not is_curated(f)})
     if raw:
         from transforms.io.files import InputError, match_shards
 
@@ -248,8 +253,8 @@ class ReadReference(beam.PTransform):
         from transforms.io.read import ReadCrawl
         from transforms.provenance.tag import TagProvenance
 
-        curated = [f for f in self._files if f.lower().endswith(".parquet")]
-        raw = [f for f in self._files if not f.lower().endswith(".parquet")]
+        curated = [f for f in self._files if is_curated(f)]
+        raw = [f for f in self._files if not is_curated(f)]
         parts = []
         if curated:
             parts.append(pbegin

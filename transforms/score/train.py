@@ -206,13 +206,13 @@ def load_reference(patterns: list[str], seed: int, weight: int, train_fraction: 
     import pyarrow.parquet as pq
     from apache_beam.io.filesystems import FileSystems
 
-    from transforms.score.reference import match_reference, trained_on
+    from transforms.score.reference import is_curated, match_reference, trained_on
 
     split_rule = {"seed": seed, "train_fraction": train_fraction}
     train, held = [], []
     for pattern in patterns:
         for path in match_reference([pattern]):
-            if not path.lower().endswith(".parquet"):
+            if not is_curated(path):
                 raise ValueError(f"--human_reference: {path} is not curated Parquet; train-detector splits the "
                                  "reference by curated record keys: run synthcap curate on it and pass "
                                  "OUT/documents/*.parquet")
