@@ -5,9 +5,11 @@ holds the traceback, and exits 1. `--help` only prints. Beam's own flags pass th
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import logging
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -166,6 +168,17 @@ class _LogFile:
         logging.captureWarnings(True)
         return self
 
+    @contextlib.contextmanager
+    def stderr(self):
+        """Beam's in-process workers print a failing bundle's traceback to stderr: into the log with it."""
+        terminal = sys.stderr
+        with open(self.path, "a") as f:
+            sys.stderr = f
+            try:
+                yield
+            finally:
+                sys.stderr = terminal
+
     def __exit__(self, *exc):
         root = logging.getLogger()
         root.removeHandler(self.handler)
@@ -192,8 +205,8 @@ class _Ticker:
     EVERY = 1.0  # seconds between updates
 
     def __init__(self, verb: str):
-        self.verb, self.start = verb, time.monotonic()
-        self.live = shows_progress(sys.stderr, os.environ, verb)
+        self.verb, self.start, self.stream = verb, time.monotonic(), sys.stderr
+        self.live = shows_progress(self.stream, os.environ, verb)
         self.stop = threading.Event()
 
     def _line(self) -> str:
@@ -210,8 +223,8 @@ class _Ticker:
     def _tick(self):
         while not self.stop.wait(self.EVERY):
             line = self._line()
-            sys.stderr.write(f"\r\033[K{line}")
-            sys.stderr.flush()
+            self.stream.write(f"\r\033[K{line}")
+            self.stream.flush()
 
     def __enter__(self):
         if self.live:
@@ -221,9 +234,29 @@ class _Ticker:
     def __exit__(self, *exc):
         self.stop.set()
         if self.live:
-            sys.stderr.write("\r\033[K")
-            sys.stderr.flush()
+            self.stream.write("\r\033[K")
+            self.stream.flush()
         self.seconds = time.monotonic() - self.start
+
+
+_RAISED = re.compile(r"^(?:[\w.]+\.)?(\w+): (.+)$")
+_WHERE = re.compile(r" \[while running '[^']*'\]$")
+
+
+def failure_line(e: Exception, argv: list[str]) -> str:
+    """`Class: message` of what actually failed: a runner hands a worker's error back as the traceback text, whose
+    last `module.Class: message` line is the cause."""
+    lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+    name, message = type(e).__name__, lines[0] if lines else ""
+    if message.startswith("Traceback"):
+        found = [m for m in map(_RAISED.match, lines) if m]
+        if found:
+            name, message = found[-1].groups()
+    message = _WHERE.sub("", message)
+    if name == "RecordsLost" and any("multi_threading" in a for a in argv):
+        message += ("; apache-beam's multi_threading DirectRunner mode loses records here (measured): use "
+                    "--direct_running_mode=multi_processing")
+    return f"{name}: {message[:400]}"
 
 
 def _top_level(argv: list[str]) -> int | str:
@@ -268,7 +301,7 @@ def _main(argv: list[str]) -> int:
         return e.code or 0
     with _LogFile(verb) as log:
         try:
-            with _Ticker(verb) as ticker:
+            with _Ticker(verb) as ticker, log.stderr():
                 run = RUNNERS[verb](ns, rest)
         except UserError as e:
             log.quiet = True
@@ -283,9 +316,7 @@ def _main(argv: list[str]) -> int:
         except Exception as e:  # a failure at run time: one line here, the traceback in the log
             logging.getLogger("synthcap").error("synthcap %s failed\n%s", verb, traceback.format_exc())
             log.quiet = True
-            lines = str(e).strip().splitlines()
-            print(f"synthcap {verb}: failed: {type(e).__name__}: {(lines[0] if lines else '')[:300]} "
-                  f"(traceback in {log.path})", file=sys.stderr)
+            print(f"synthcap {verb}: failed: {failure_line(e, argv)} (traceback in {log.path})", file=sys.stderr)
             return 1
     if run is not None:
         print(run_summary.as_json(run) if getattr(ns, "json", False) else run_summary.render(run, ticker.seconds))

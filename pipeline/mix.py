@@ -17,7 +17,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.options import CommonOptions, MixOptions, UserError
 from pipeline.runner import make_pipeline, prepare_output
-from transforms.accounting import DEAD_LETTERS, DOCUMENTS, DROPPED, Summarize, Tally
+from transforms.accounting import DEAD_LETTERS, DOCUMENTS, DROPPED, Summarize, Tally, require_reconciled
 from transforms.io.commit import (CommitOutputs, IncompleteOutputError, complete_outputs, file_entry, require_complete,
                                   run_key, staging_dir)
 from transforms.io.files import InputError, match_shards
@@ -112,6 +112,7 @@ def build(p, cfg: MixConfig, output: str, staging: str, key: str, rows_per_shard
         """Once every writer has finished (and the inputs and training files are hashed): summary, manifest and
         report, staged like the rest."""
         v = dict(zip(names, values))
+        require_reconciled(v["summary"])
         m = manifest(cfg, v, groups, unusable, staging, output)
         paths = [FileSystems.join(staging, name) for name in ("summary.json", "manifest.json", "report.html")]
         write_json(paths[0], v["summary"])
@@ -266,6 +267,4 @@ def run(argv: list[str]) -> dict:
         raise RuntimeError(f"the mix finished without committing its output: {e}") from None
     with FileSystems.open(FileSystems.join(output, "manifest.json")) as f:
         m = json.load(f)
-    if not m["accounting"]["reconciles"]:
-        raise RuntimeError(f"mix summary does not reconcile (see {output}/summary.json)")
     return m

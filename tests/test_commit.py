@@ -296,3 +296,31 @@ def test_10_6_two_runs_into_one_new_output_do_not_mix(sample_crawl, tmp_path):
     curate.run(["--input", shards, "--output", str(reference), "--seed", str(winner_seed), "--rows_per_shard=50"])
     require_complete(str(out))
     assert _tree(out) == _tree(reference)
+
+
+def test_a_run_that_loses_a_record_is_never_marked_complete(tmp_path, capsys):
+    """The graph's own summary step refuses to stage books that do not balance, so the commit never runs: here a
+    stage that silently loses one document is spliced into the real curate graph."""
+    import apache_beam as beam
+
+    from pipeline.runner import make_pipeline
+
+    crawl, out = _crawl(tmp_path / "crawl"), tmp_path / "out"
+    run = curate.plan(["--input", str(crawl), "--output", str(out), *FAST])
+    p = make_pipeline(run.options)
+    g = curate.dedup_graph(p, run)
+    g.documents = g.documents | "LoseOne" >> beam.Filter(lambda d: d.id != "d7")
+    staged, _ = curate.write_graph(p, run, g)
+    curate.commit_graph(run, staged)
+    with pytest.raises(Exception, match="summary does not reconcile") as raised:
+        curate.execute(p, run)
+    assert not (out / COMPLETE).exists() and not (out / "documents").exists()
+    with pytest.raises(IncompleteOutputError):
+        require_complete(str(out))
+    # what the user reads: the cause, in one line, from the worker's traceback text
+    from pipeline.cli import failure_line
+
+    line = failure_line(raised.value, ["--direct_running_mode=multi_threading"])
+    assert line.startswith("RecordsLost: summary does not reconcile, the output is left uncommitted: records_read 42 "
+                           "!= documents_out 39 + dropped 1 + dead_letters 1")
+    assert "\n" not in line and "while running" not in line and "use --direct_running_mode=multi_processing" in line

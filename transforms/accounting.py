@@ -192,6 +192,17 @@ def reconcile(summary: dict) -> list[str]:
     return []
 
 
+class RecordsLost(RuntimeError):
+    """The books do not balance: a record reached no output, drop or dead letter. Raised by the graph's step
+    that stages the summary, so the output is never marked complete (no launcher has to notice)."""
+
+
+def require_reconciled(summary: dict) -> None:
+    problems = reconcile(summary)
+    if problems:
+        raise RecordsLost("summary does not reconcile, the output is left uncommitted: " + "; ".join(problems))
+
+
 class Summarize(beam.PTransform):
     """Folds the run's ledgers into one summary dict (a singleton PCollection).
 
