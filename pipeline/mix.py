@@ -149,14 +149,18 @@ def _source_entry(cfg: MixConfig, s, v: dict) -> dict:
     if cfg.rule == "certified":
         level = plan.level.get(s.name)
         lo, est, hi = plan.estimate.get(s.name, (0.0, 0.0, 0.0))
+        rate, tokens = plan.rate.get(s.name, 0), sel["tokens"]
+        # pre-LLM pages are charged nothing and the newer ones the rate: the charge tells how many tokens are newer
+        newer = Fraction(sel["charged"], rate) if rate else Fraction(0)
+        w = float(newer / tokens) if tokens else 0.0
         entry["selection"].update({
             "left_out": level is None, "pre_llm_only": level == certify.PRE_LLM_ONLY,
             "pvalue_cut": None if level is None or level == certify.PRE_LLM_ONLY else certify.GRID[level],
-            "certified_ai_rate": plan.rate.get(s.name, 0) / certify.SCALE})
-        tokens = sel["tokens"]
+            "certified_ai_rate": rate / certify.SCALE, "newer_tokens": int(newer)})
         entry["certified"] = {
             "ai_tokens_bound": float(ai_tokens), "ai_share_bound": float(ai_tokens / tokens) if tokens else None,
-            "ai_share_estimate": est if tokens else None, "ai_share_interval": [lo, hi] if tokens else None}
+            "ai_share_estimate": est * w if tokens else None,
+            "ai_share_interval": [lo * w, hi * w] if tokens else None}
     else:
         entry["rule_count"] = {"synthetic_tokens": str(ai_tokens),
                                "synthetic_fraction": float(ai_tokens / sel["tokens"]) if sel["tokens"] else None}

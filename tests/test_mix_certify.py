@@ -438,9 +438,10 @@ def test_a_share_diluted_by_the_in_run_reference_is_rescaled_to_the_other_docume
         assert usable == {} and "reference_tokens" in reasons["F#g"]
 
 
-def test_a_source_whose_new_pages_cannot_be_certified_still_gives_its_pre_llm_pages():
+def test_a_source_whose_new_pages_cannot_be_certified_gives_its_pre_llm_pages_and_spends_their_slack():
     """Pre-LLM pages pass a level no p-value reaches: a source mixing them with pages the detector cannot bound
-    is cut to its pre-LLM pages instead of being left out whole."""
+    keeps every pre-LLM page (charged nothing, the `under` stream) and spends the slack they leave on its newer
+    pages charged as 100% AI (the `over` stream): 5,000 x 1/10 / (1 - 1/10) = 555 tokens."""
     from transforms.mix.config import parse
     from transforms.mix.plan import Supply, make_certified_plan
 
@@ -450,5 +451,11 @@ def test_a_source_whose_new_pages_cannot_be_certified_still_gives_its_pre_llm_pa
     supply = {("web", certify.PRE_LLM, certify.PRE_LLM_ONLY): Supply(5_000, 50, 0, 5_000)}
     supply.update({("web", "f#g", lv): Supply(1000, 10, 0, 1000) for lv in range(len(certify.PVALUE_GRID))})
     plan = make_certified_plan(cfg, bounds, supply)
-    assert plan.level["web"] == certify.PRE_LLM_ONLY and plan.rate["web"] == 0
+    assert plan.rate["web"] == certify.SCALE and "web" in plan.limited
+    assert plan.budget[("web", "under")] == 5_000 and plan.budget[("web", "over")] == 555
+    assert 0 < plan.level["web"] < certify.PRE_LLM_ONLY  # the strictest cut that still fills the slack
     assert certify.grid_index(1.0) < certify.PRE_LLM_ONLY  # no p-value reaches it
+    # with no pre-LLM pages and nothing else in the mix there is no slack: the source is left out
+    newer_only = {k: v for k, v in supply.items() if k[1] != certify.PRE_LLM}
+    plan = make_certified_plan(cfg, bounds, newer_only)
+    assert plan.level["web"] is None and plan.budget[("web", "over")] == 0

@@ -17,6 +17,7 @@ input, and every verdict (CLI, manifest, report) comes from `verdict`.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from fractions import Fraction
@@ -208,36 +209,80 @@ def cumulative(by_level: dict) -> tuple[list, list]:
 
 @dataclass(frozen=True)
 class Option:
+    """One way to take a source: its pre-LLM pages first (certified human: no AI charge), then, with the units its
+    quota has left, its newer pages at or above the cut, each part upsampled by `epochs`. Only the newer part is
+    ever scaled down, so a source spends its own pre-LLM slack on its newer pages."""
+
     level: Optional[int]  # grid index of the cut; None = the source is left out
-    scale: Fraction  # share of the passing units (epochs included) taken: the quota's or the ceiling's
-    units: int  # passing units, epochs included
-    tokens: float  # expected tokens taken
-    ai: float  # certified bound on the AI tokens taken
-    human: float  # certified human tokens taken (tokens - ai)
+    fixed_units: int = 0  # pre-LLM units taken (epochs included)
+    fixed_tokens: float = 0.0
+    units: int = 0  # newer units passing the cut (epochs included)
+    scale: Fraction = Fraction(0)  # share of those taken
+    var_tokens: float = 0.0  # newer tokens taken
+    var_ai: float = 0.0  # certified bound on the AI tokens among them
     epochs: int = 1
+    var_est_ai: float = 0.0  # the point estimate of those AI tokens: only to choose where leftover slack goes
+
+    @property
+    def tokens(self) -> float:
+        return self.fixed_tokens + self.var_tokens
+
+    @property
+    def ai(self) -> float:
+        return self.var_ai
+
+    @property
+    def human(self) -> float:
+        return self.tokens - self.var_ai
+
+    @property
+    def taken(self) -> Fraction:
+        return self.fixed_units + self.scale * self.units
+
+    def scaled(self, f: float) -> "Option":
+        fr = Fraction(f).limit_denominator(1 << 30)
+        return dataclasses.replace(self, scale=self.scale * fr, var_tokens=self.var_tokens * f, var_ai=self.var_ai * f,
+                                   var_est_ai=self.var_est_ai * f)
 
 
-def options(cells: dict, units: list, tokens: list, bounds: Bounds, quota: int, repeats: int) -> list[Option]:
-    """Every grid cut of one source, each scaled down to its quota, plus leaving the source out."""
-    out = [Option(None, Fraction(0), 0, 0.0, 0.0, 0.0)]
+def split_pre_llm(cells: dict, units: list, tokens: list, pre_units: int) -> tuple[dict, list, list, int, int]:
+    """(newer pages' cells, units and tokens at each level, pre-LLM units, pre-LLM tokens)."""
+    pre = cells.get(PRE_LLM)
+    pre_tokens = pre[0] if pre else 0
+    newer = {g: c for g, c in cells.items() if g != PRE_LLM}
+    return newer, [u - pre_units for u in units], [t - pre_tokens for t in tokens], pre_units, pre_tokens
+
+
+def options(cells: dict, units: list, tokens: list, bounds: Bounds, quota: int, repeats: int,
+            pre_units: int = 0) -> list[Option]:
+    """Every grid cut of one source, each fitted to its quota, plus leaving the source out. `pre_units`: the units
+    of the source's pre-LLM pages (in `cells` under PRE_LLM), which pass every cut."""
+    newer, n_units, n_tokens, pre_units, pre_tokens = split_pre_llm(cells, units, tokens, pre_units)
+    out = [Option(None)]
     for j in range(len(GRID)):
         if not units[j] or not quota:
             continue
         epochs = min(repeats, max(1, -(-quota // units[j])))
-        scale = min(Fraction(1), Fraction(quota, units[j] * epochs))
+        fixed_units = min(pre_units * epochs, quota)
+        fixed_f = Fraction(fixed_units, pre_units) if pre_units else Fraction(0)
+        left = quota - fixed_units
+        scale = min(Fraction(1), Fraction(left, n_units[j] * epochs)) if n_units[j] else Fraction(0)
         f = epochs * float(scale)
-        ai = ai_tokens(cells, j, bounds.hi, bounds.tail_hi) * f
-        taken = tokens[j] * f
-        out.append(Option(j, scale, units[j] * epochs, taken, ai, taken - ai, epochs))
+        out.append(Option(j, fixed_units, pre_tokens * float(fixed_f), n_units[j] * epochs, scale, n_tokens[j] * f,
+                          ai_tokens(newer, j, bounds.hi, bounds.tail_hi) * f, epochs,
+                          ai_tokens(newer, j, bounds.est, bounds.tail_mid) * f))
     return out
 
 
 def choose(options: dict, fixed_excess: float, ceiling: float) -> tuple[dict, dict]:
     """Greedy over sources: start from each source's most-human cut; while the certified excess (AI bound minus
     ceiling x tokens) is positive, take the move that loses the fewest human tokens per unit of excess removed:
-    a stricter cut, leaving a source out, or (the last step) taking a smaller share of one source."""
+    a stricter cut, leaving a source out, or (the last step) taking a smaller share of one source's newer pages."""
     def excess(o):
         return o.ai - ceiling * o.tokens
+
+    def var_excess(o):
+        return o.var_ai - ceiling * o.var_tokens
 
     cur = {s: max(opts, key=lambda o: (o.human, -excess(o), -(o.level or 0))) for s, opts in options.items()}
     total = fixed_excess + sum(excess(o) for o in cur.values())
@@ -257,22 +302,52 @@ def choose(options: dict, fixed_excess: float, ceiling: float) -> tuple[dict, di
         _, s, o = best
         c = cur[s]
         gain = excess(c) - excess(o)
-        if gain > total and excess(c) > 0:
-            # scaling the current cut down removes exactly `total`: keep it if it loses less than the switch
-            f = 1 - total / excess(c)
-            lost_scaled = c.human * (1 - f)
-            if lost_scaled <= c.human - o.human:
-                fr = Fraction(f).limit_denominator(1 << 30)
-                cur[s] = Option(c.level, c.scale * fr, c.units, c.tokens * f, c.ai * f, c.human * f, c.epochs)
+        if gain > total and var_excess(c) > total:
+            # scaling the current cut's newer pages down removes exactly `total`: keep it if it loses less
+            f = 1 - total / var_excess(c)
+            if (c.human - c.fixed_tokens) * (1 - f) <= c.human - o.human:
+                cur[s] = c.scaled(f)
                 break
         cur[s] = o
         total = fixed_excess + sum(excess(x) for x in cur.values())
+    if total < -1e-9:
+        _spend_slack(cur, options, total, ceiling)
     # the ceiling limited a source when it takes fewer units than the uncut source would for its quota alone
     limited = {}
     for s, opts in options.items():
         uncut = next((o for o in opts if o.level == 0), None)
-        limited[s] = uncut is not None and cur[s].scale * cur[s].units < uncut.scale * uncut.units
+        limited[s] = uncut is not None and cur[s].taken < uncut.taken
     return cur, limited
+
+
+def _spend_slack(cur: dict, options: dict, total: float, ceiling: float) -> None:
+    """Certified human tokens are all the greedy counts, so a source whose newer pages cannot be bounded keeps none
+    of them (pre-LLM pages only, or left out) even when the rest of the mix leaves slack. That slack buys such
+    pages charged at their bound: per source in name order, the cut whose newer pages the point estimates call
+    the most human for the tokens the slack buys. Selection charges them exactly and stops where the slack ends."""
+    def excess(o):
+        return o.ai - ceiling * o.tokens
+
+    for s in sorted(options):
+        if cur[s].units:
+            continue
+        others = total - excess(cur[s])
+        best = None
+        for o in options[s]:
+            if o.level is None or not o.var_tokens:
+                continue
+            room = ceiling * o.fixed_tokens - others  # what the rest and o's own pre-LLM pages leave its newer ones
+            per_token = o.var_ai / o.var_tokens - ceiling
+            f = min(1.0, room / (per_token * o.var_tokens)) if per_token > 0 else 1.0
+            if f <= 0:
+                continue
+            taken = o.scaled(f) if f < 1 else o
+            human = taken.var_tokens - taken.var_est_ai
+            if best is None or human > best[0] + 1e-9:
+                best = (human, taken)
+        if best is not None and best[0] > 0 and others + excess(best[1]) <= 1e-9:
+            cur[s] = best[1]
+            total = others + excess(best[1])
 
 
 def fixed_rate(ai: float, tokens: float) -> int:

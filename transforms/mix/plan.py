@@ -70,35 +70,39 @@ def make_certified_plan(cfg: MixConfig, bounds: certify.Bounds, supply: dict) ->
         per_source.setdefault(src, {}).setdefault(group, {})[level] = s
 
     def tables(src):
+        """(cells, units and tokens at each level, the pre-LLM pages' units)."""
         groups = per_source.get(src, {})
-        cells, units, tokens = {}, [0] * len(certify.GRID), [0] * len(certify.GRID)
+        cells, units, tokens, pre_units = {}, [0] * len(certify.GRID), [0] * len(certify.GRID), 0
         for g, by_level in groups.items():
             docs_g, tok_g = certify.cumulative({lv: (s.count, s.tokens) for lv, s in by_level.items()})
             unit_g = tok_g if cfg.unit == "tokens" else docs_g
             cells[g] = (tok_g[0], tok_g)
             units = [a + b for a, b in zip(units, unit_g)]
             tokens = [a + b for a, b in zip(tokens, tok_g)]
-        return cells, units, tokens
+            if g == certify.PRE_LLM:
+                pre_units = unit_g[0]
+        return cells, units, tokens, pre_units
 
     level, rate, estimate, budget, epochs = {}, {}, {}, {}, {}
     fixed_excess, anchor_units = 0.0, 0
     for s in cfg.sources:
         if not s.anchor:
             continue
-        cells, units, tokens = tables(s.name)
+        cells, units, tokens, _ = tables(s.name)
         ai = certify.ai_tokens(cells, 0, bounds.hi, bounds.tail_hi)
         fixed_excess += ai - ceiling * tokens[0]
         anchor_units += units[0]
-        level[s.name], rate[s.name], epochs[s.name] = 0, certify.fixed_rate(ai, tokens[0]), 1
-        estimate[s.name] = _rates(cells, 0, bounds)
+        newer = newer_cells(cells)
+        level[s.name], rate[s.name], epochs[s.name] = 0, certify.fixed_rate(ai, info_tokens(newer, 0)), 1
+        estimate[s.name] = _rates(newer, 0, bounds)
     quota = quotas(cfg, anchor_units)
     options, info = {}, {}
     for s in cfg.sources:
         if s.anchor:
             continue
-        cells, units, tokens = tables(s.name)
-        info[s.name] = cells
-        options[s.name] = certify.options(cells, units, tokens, bounds, quota[s.name], s.max_repeats)
+        cells, units, tokens, pre_units = tables(s.name)
+        info[s.name] = newer_cells(cells)
+        options[s.name] = certify.options(cells, units, tokens, bounds, quota[s.name], s.max_repeats, pre_units)
     chosen, limited = certify.choose(options, fixed_excess, ceiling)
     for name, o in chosen.items():
         level[name], epochs[name] = o.level, o.epochs
@@ -109,10 +113,23 @@ def make_certified_plan(cfg: MixConfig, bounds: certify.Bounds, supply: dict) ->
         full = certify.ai_tokens(info[name], o.level, bounds.hi, bounds.tail_hi)
         rate[name] = certify.fixed_rate(full, info_tokens(info[name], o.level))
         estimate[name] = _rates(info[name], o.level, bounds)
-        stream = stream_of(rate[name], cfg.ceiling)
-        budget[(name, stream)] = int(o.scale * o.units)
-        budget[(name, OVER if stream == UNDER else UNDER)] = 0
+        newer = int(o.scale * o.units)
+        if stream_of(rate[name], cfg.ceiling) == UNDER:
+            budget[(name, UNDER)], budget[(name, OVER)] = o.fixed_units + newer, 0
+        else:
+            budget[(name, UNDER)], budget[(name, OVER)] = o.fixed_units, newer
     return Plan(quota, budget, epochs, frozenset(n for n, v in limited.items() if v), level, rate, estimate)
+
+
+def newer_cells(cells: dict) -> dict:
+    """A source's cells without its pre-LLM pages, which are charged no AI tokens: the rate and estimates of a
+    source are those of its newer pages."""
+    return {g: c for g, c in cells.items() if g != certify.PRE_LLM}
+
+
+def charge(plan: Plan, source: str, group: str) -> int:
+    """The fixed-point AI rate a kept document is charged: none for a pre-LLM page, else its source's rate."""
+    return 0 if group == certify.PRE_LLM else plan.rate[source]
 
 
 def info_tokens(cells: dict, j: int) -> int:

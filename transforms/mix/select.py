@@ -26,7 +26,7 @@ from transforms.mix import certify
 from transforms.mix.classify import (ANCHOR, OVER, UNDER, Item, certified_group, exclusion, invalid_score, make_item,
                                      priority, rule_rate)
 from transforms.mix.config import MixConfig
-from transforms.mix.plan import Supply, boundary, excess_of, make_certified_plan, make_plan, stream_of
+from transforms.mix.plan import Supply, boundary, charge, excess_of, make_certified_plan, make_plan, stream_of
 from transforms.mix.report import SourceStats
 from transforms.mix.rows import JoinRows, waiting
 from transforms.tokens import count_tokens
@@ -167,7 +167,7 @@ def _streams(item: Item, plan, cfg: MixConfig):
             reason = "over_ceiling" if item.source in plan.limited else "over_quota"
             yield drop(item.id, reason, item.src, item.offset, item.source)
             return
-        rate = plan.rate[item.source]
+        rate = charge(plan, item.source, item.group)
         item = item._replace(rate=rate, excess=excess_of(item.tokens, rate, cfg.ceiling),
                              stream=item.stream or stream_of(rate, cfg.ceiling))
     if item.stream == ANCHOR:
