@@ -4,10 +4,10 @@
 tokenizers of current LLMs typically produce 1.1-1.5x as many tokens on English prose, so budgets are in
 "synthcap tokens", and the ceiling (a ratio) holds whatever the tokenizer.
 
-The count walks whitespace-separated chunks: a chunk of word characters only (`str.isalnum`, the same character
-class as the regex's `\\w` minus `_`) is one token, and only chunks holding anything else go through the regex.
-`str.split()` and `\\s` split on the same characters and no token spans whitespace, so the count is the regex's
-(tests/test_tokens.py checks it on arbitrary text), about 5x faster on prose.
+Counted without a regex match per token: a whitespace-separated chunk of word characters only (`str.isalnum`,
+the regex's `\\w` minus `_`) is one token, and only the other chunks go through the regex, joined by a space in
+one call. `str.split()` and `\\s` split on the same characters and no token spans whitespace, so the count is the
+regex's (tests/test_tokens.py: arbitrary text, every code point, the labelled texts), several times faster.
 """
 from __future__ import annotations
 
@@ -17,5 +17,8 @@ TOKEN = re.compile(r"\w+|[^\w\s]")
 
 
 def count_tokens(text: str) -> int:
-    find = TOKEN.findall
-    return sum(1 if chunk.isalnum() else len(find(chunk)) for chunk in text.split())
+    chunks = text.split()
+    other = [c for c in chunks if not c.isalnum()]
+    if not other:
+        return len(chunks)
+    return len(chunks) - len(other) + len(TOKEN.findall(" ".join(other)))
