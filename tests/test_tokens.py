@@ -20,7 +20,8 @@ def regex_count(text: str) -> int:
 # every character class the fast path could treat differently from the regex: letters, digits and numerics of
 # any script, the underscore, punctuation, symbols, marks, every kind of whitespace (including the separators
 # str.split() knows, \x1c-\x1f and \x85), controls and surrogates
-SPECIAL = "_ \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f\x85\xa0\u1680\u2000\u2028\u2029\u202f\u3000\u200b\ufeff½²٣Ⅻ〇०'-.,!?é\u0301"
+SPECIAL = ("_ \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f\x85\xa0\u1680\u2000\u2028\u2029\u202f\u3000\u200b\ufeff"
+           "½²٣Ⅻ〇०'-.,!?é\u0301")
 
 
 @settings(max_examples=3000, deadline=None)

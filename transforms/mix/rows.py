@@ -1,9 +1,10 @@
 """The rows of a mix: the selected keys joined back to their documents, and the two training-set writers.
 
 Selection (select.py) moves only small keys; the documents wait once, each one bytes object (its identity and
-the packed document), for the selection, and only the selected ones go on into the join's shuffle. The join groups by a coarse bucket (the top bits of the document's
-priority hash) rather than by document: the in-process runner holds a group's values decoded, and one object per
-document, without a key and a list of its own, is about a third less memory. Within a bucket the join matches on
+the packed document), for the selection, and only the selected ones go on into the join's shuffle. The join
+groups by a coarse bucket (the top bits of the document's priority hash) rather than by document: the in-process
+runner holds a group's values decoded, and one object per document, without a key and a list of its own, is
+about a third less memory. Within a bucket the join matches on
 the full identity (id, where read, offset), so two records sharing an id never meet. Each selected copy becomes a
 `Row` that still carries the packed document: the writers unpack it only when they encode a shard, so no stage
 holds Document objects for the whole mix.
