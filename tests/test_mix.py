@@ -320,17 +320,21 @@ def test_config_is_read_through_filesystems_from_gs(gcs_emulator, tmp_path):
 def test_rows_join_each_selected_copy_to_its_document():
     """The join behind the training files (called directly): one row per selected copy, in copy order, the
     document intact (provenance, metadata) plus its mix source and epoch; an unselected document yields none, and
-    a record sharing the id (another offset) in the same bucket is never taken for it."""
-    from transforms.mix.rows import _join, doc_key, waiting
+    a record sharing the id and the priority (another offset) passes the priority filter but is never taken for
+    it."""
+    from transforms.mix.rows import _join, doc_key, join_bucket, selected_only, waiting
 
     doc = Document(id="x", text="some words here", source="a.parquet", offset=7, p_ai=0.25,
                    provenance={"declared_ai": False, "tdm_reservation": None, "robots_noai": False},
                    metadata={"k": "v"})
     twin = dataclasses.replace(doc, text="other words", offset=8)
-    bucket, blob = waiting(doc, 5 << 52)
-    assert waiting(twin, 5 << 52)[0] == bucket
+    priority = 5 << 52
+    assert list(selected_only(waiting(doc, priority), frozenset({priority + 1}))) == []
+    (bucket, blob), = selected_only(waiting(doc, priority), frozenset({priority}))
+    (twin_bucket, twin_blob), = selected_only(waiting(twin, priority), frozenset({priority}))
+    assert bucket == twin_bucket == join_bucket(priority)
     key = doc_key(doc)
-    rows = list(_join((bucket, [(key, "web", 1), waiting(twin, 5 << 52)[1], blob, (key, "web", 0)])))
+    rows = list(_join((bucket, [(key, "web", 1), twin_blob, blob, (key, "web", 0)])))
     assert [(r.source, r.epoch) for r in rows] == [("web", 0), ("web", 1)]
     out = rows[1].document()
     assert out.metadata == {"k": "v", "mix_source": "web", "mix_epoch": "1"}

@@ -185,13 +185,22 @@ def _key(item: Item):
     return item.source, item.stream
 
 
-def _route(item: Item, bounds):
-    """keep / boundary / tail by the stream's boundary bucket (-1: every candidate is walked)."""
-    b, _, _ = bounds[_key(item)]
+def _route(item: Item, bounds, plan):
+    """keep / boundary / tail by the stream's boundary bucket (-1: every candidate is walked). A tail document
+    that does not fit what is left for the boundary bucket cannot fit later (what is left only shrinks: taken
+    documents have units >= 0 and, in `over` streams, excess > 0), so it is dropped here, with the reason
+    `_fits_left` would give, whenever that reason is already known."""
+    b, units, excess = bounds[_key(item)]
     if b == -1 or item.bucket == b:
         yield _key(item), item
     elif item.bucket < b:
         yield beam.pvalue.TaggedOutput(SELECTED, item)
+    elif excess is not None and item.excess > excess:
+        if item.epoch == 0:
+            yield drop(item.id, "over_ceiling", item.src, item.offset, item.source)
+    elif item.units > units and (excess is None or item.source in plan.limited):
+        if item.epoch == 0:
+            yield drop(item.id, _reason(item, plan, True), item.src, item.offset, item.source)
     else:
         yield beam.pvalue.TaggedOutput("tail", item)
 
@@ -240,14 +249,15 @@ def _select(items, label: str, limits_side, plan_side):
         else:
             bounds = beam.pvalue.AsSingleton(_one(candidates, tag) | f"Bounds{tag}" >> beam.Map(
                 lambda _, lim: {k: (-1, *v) for k, v in lim.items()}, limits_side))
-        routed = candidates | f"Route{tag}" >> beam.FlatMap(_route, bounds).with_output_types(
-            KeyedItem, selected=Item, tail=Item).with_outputs(SELECTED, "tail", main="boundary")
+        routed = candidates | f"Route{tag}" >> beam.FlatMap(_route, bounds, plan_side).with_output_types(
+            KeyedItem, selected=Item, tail=Item, dropped=Dropped).with_outputs(SELECTED, "tail", DROPPED,
+                                                                               main="boundary")
         cut = (routed["boundary"] | f"Group{tag}" >> beam.GroupByKey()
                | f"Greedy{tag}" >> beam.FlatMap(_greedy, bounds, plan_side).with_output_types(
                    Any, selected=Item, dropped=Dropped).with_outputs(
                    SELECTED, DROPPED, main="left"))
         selected += [routed[SELECTED], cut[SELECTED]]
-        dropped.append(cut[DROPPED])
+        dropped += [routed[DROPPED], cut[DROPPED]]
         if r == ROUNDS - 1:
             break
         limits_side = beam.pvalue.AsSingleton(cut["left"] | f"Left{tag}" >> beam.combiners.ToList()
