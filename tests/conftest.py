@@ -54,7 +54,8 @@ def _work_unit(nodeid: str) -> str:
     """What one xdist worker takes at once: all tests asserting on one shared run (so the run happens once), or a
     single test."""
     module, _, name = nodeid.partition("::")
-    run = _shared_runs(ROOT / module).get(name.split("[", 1)[0])
+    path = ROOT / module
+    run = _shared_runs(path).get(name.split("[", 1)[0]) if path.is_file() else None
     return f"{module}::{run}" if run else nodeid
 
 
