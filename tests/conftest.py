@@ -1,6 +1,8 @@
 """Shared fixtures: the ../shared data (skipped with a reason when absent), the sample crawl, a GCS emulator."""
 from __future__ import annotations
 
+import ast
+import functools
 import gzip
 import json
 import os
@@ -16,39 +18,73 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SYNTHCAP_SHARED", ROOT.parent / "shared"))
 
 
-def _shares_a_run(module: Path) -> bool:
-    """A module whose tests assert on one pipeline run (a module-scoped fixture) or on the session's tiny model."""
-    text = module.read_text()
-    return '@pytest.fixture(scope="module")' in text or "tiny_model" in text
+def _fixture_scope(node: ast.FunctionDef) -> str | None:
+    """'module' for `@pytest.fixture(scope="module")`, 'function' for another fixture, None for a plain function."""
+    for dec in node.decorator_list:
+        call = dec if isinstance(dec, ast.Call) else None
+        target = call.func if call else dec
+        if isinstance(target, ast.Attribute) and target.attr == "fixture":
+            scope = next((k.value for k in (call.keywords if call else []) if k.arg == "scope"), None)
+            return scope.value if isinstance(scope, ast.Constant) and scope.value == "module" else "function"
+    return None
+
+
+@functools.cache
+def _shared_runs(module: Path) -> dict[str, str]:
+    """Test function name -> the shared run it asserts on: a module-scoped fixture of its module (reached directly
+    or through the module's other fixtures) or the session's tiny model."""
+    funcs = [n for n in ast.parse(module.read_text()).body if isinstance(n, ast.FunctionDef)]
+    needs = {f.name: [a.arg for a in f.args.args] for f in funcs}
+    runs = {f.name: {f.name} for f in funcs if _fixture_scope(f) == "module"}
+    runs["tiny_model"] = {"tiny_model"}
+    fixtures = {f.name for f in funcs if _fixture_scope(f)}
+    for _ in fixtures:  # propagate through fixtures that use a shared run
+        for name in fixtures:
+            runs[name] = runs.get(name, set()).union(*(runs.get(a, set()) for a in needs[name]))
+    out = {}
+    for f in funcs:
+        if f.name.startswith("test") and not _fixture_scope(f):
+            shared = set().union(*(runs.get(a, set()) for a in needs[f.name]))
+            if shared:
+                out[f.name] = min(shared)
+    return out
+
+
+def _work_unit(nodeid: str) -> str:
+    """What one xdist worker takes at once: all tests asserting on one shared run (so the run happens once), or a
+    single test."""
+    module, _, name = nodeid.partition("::")
+    path = ROOT / module
+    run = _shared_runs(path).get(name.split("[", 1)[0]) if path.is_file() else None
+    return f"{module}::{run}" if run else nodeid
 
 
 def pytest_xdist_make_scheduler(config, log):
-    """`--dist loadscope` (pyproject.toml), refined: a module whose tests share a run goes to one worker, so the
-    run happens once; every other test is its own unit, handed out in collection order (slow ones first)."""
+    """`--dist loadscope` (pyproject.toml), refined: the tests sharing a run (a module-scoped fixture, or the tiny
+    model) go to one worker, so the run happens once; every other test is its own unit, handed out in collection
+    order (slow ones first)."""
     if config.getvalue("dist") != "loadscope":
         return None
     from xdist.scheduler import LoadScopeScheduling
 
-    shared = {f"tests/{p.name}" for p in Path(__file__).parent.glob("test_*.py") if _shares_a_run(p)}
-
     class SharedRunScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            module = nodeid.split("::", 1)[0]
-            return module if module in shared else nodeid
+            return _work_unit(nodeid)
 
     return SharedRunScheduling(config, log)
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """Slow tests first, those of the modules with the most slow tests leading, so no long test or module starts
-    last while the other worker idles."""
+    """Slow tests first, the units holding the most slow tests leading (a shared run and the tests on it), so no
+    long unit starts last while the other worker idles."""
     slow = {}
     for item in items:
         if item.get_closest_marker("slow"):
-            slow[item.module.__name__] = slow.get(item.module.__name__, 0) + 1
-    items.sort(key=lambda item: (item.get_closest_marker("slow") is None, -slow.get(item.module.__name__, 0),
-                                 item.module.__name__))
+            unit = _work_unit(item.nodeid)
+            slow[unit] = slow.get(unit, 0) + 1
+    items.sort(key=lambda item: (item.get_closest_marker("slow") is None, -slow.get(_work_unit(item.nodeid), 0),
+                                 _work_unit(item.nodeid)))
 
 
 def _need(path: Path) -> Path:

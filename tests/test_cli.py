@@ -319,8 +319,9 @@ def test_live_progress_on_a_terminal_is_quiet_in_ci_and_changes_no_output(tmp_pa
     _jsonl_crawl(tmp_path / "a.jsonl")
     _jsonl_crawl(tmp_path / "b.jsonl")
     base = {k: v for k, v in ENV.items() if k != "CI"}
-    rc, shown = _curate_on_a_terminal(["--input", str(tmp_path / "*.jsonl"), "--output", str(tmp_path / "tty")],
-                                      base)
+    # the status line and the outputs it must not change; scoring adds nothing to either
+    rc, shown = _curate_on_a_terminal(["--input", str(tmp_path / "*.jsonl"), "--output", str(tmp_path / "tty"),
+                                       "--no_score"], base)
     assert rc == 0, shown
     lines = re.findall(r"\r\x1b\[K(synthcap curate: [^\r]*)", shown)
     assert lines, shown
@@ -331,8 +332,8 @@ def test_live_progress_on_a_terminal_is_quiet_in_ci_and_changes_no_output(tmp_pa
         assert m, line
         if m.group(1):  # live counts never run ahead of the final books
             assert int(m.group(1).replace(",", "")) <= summary["records_read"] and int(m.group(2)) <= 2
-    rc, shown_ci = _curate_on_a_terminal(["--input", str(tmp_path / "*.jsonl"), "--output", str(tmp_path / "ci")],
-                                         dict(base, CI="1"))
+    rc, shown_ci = _curate_on_a_terminal(["--input", str(tmp_path / "*.jsonl"), "--output", str(tmp_path / "ci"),
+                                          "--no_score"], dict(base, CI="1"))
     assert rc == 0 and "\x1b[K" not in shown_ci and "records read (" not in shown_ci
     for part in ("documents", "dropped", "dead_letters", "duplicates"):
         assert tree_bytes(tmp_path / "tty", part) == tree_bytes(tmp_path / "ci", part), part
