@@ -60,11 +60,8 @@ class WriteSharded(beam.PTransform):
         def path_of(i: int, n: int) -> str:
             return f"{prefix}-{i:05d}-of-{n:05d}{suffix}"
 
-        n_shards = (
-            pcoll
-            | "Count" >> beam.combiners.Count.Globally()
-            | "Shards" >> beam.Map(lambda c: max(1, math.ceil(c / rows)))
-        )
+        counted = pcoll | "Count" >> beam.combiners.Count.Globally()
+        n_shards = counted | "Shards" >> beam.Map(lambda c: max(1, math.ceil(c / rows)))
 
         def assign(e, n):
             k = key_fn(e)
@@ -90,7 +87,7 @@ class WriteSharded(beam.PTransform):
             | "Group" >> beam.GroupByKey()
             | "Write" >> beam.Map(write, n_side)
         )
-        empty = pcoll | "CountForEmpty" >> beam.combiners.Count.Globally() | "WriteEmpty" >> beam.FlatMap(write_empty)
+        empty = counted | "WriteEmpty" >> beam.FlatMap(write_empty)
         return (written, empty) | "Paths" >> beam.Flatten()
 
 
