@@ -79,6 +79,7 @@ class Provenance(Mapping):
 
 
 PROVENANCE_FIELDS = tuple(f.name for f in dataclasses.fields(Provenance))
+_PROVENANCE_SET = frozenset(PROVENANCE_FIELDS)
 PROVENANCE = pa.struct([pa.field(f.name, f.metadata["arrow"]) for f in dataclasses.fields(Provenance)])
 
 @dataclass
@@ -283,11 +284,19 @@ def dolma_line(doc: Document) -> str:
 
 
 def replace(doc: Document, **changes) -> Document:
-    """`dataclasses.replace` without re-running `__init__` for stage fields (no conversion needed); provenance
-    still goes through it, to be converted to a `Provenance`."""
-    if "provenance" in changes or not changes.keys() <= _FIELD_SET:
+    """`dataclasses.replace` without re-running `__init__` (no conversion needed); provenance given as anything
+    but a `Provenance` (or None) still goes through it, to be converted."""
+    prov = changes.get("provenance")
+    if not changes.keys() <= _FIELD_SET or not (prov is None or type(prov) is Provenance):
         return dataclasses.replace(doc, **changes)
     return _restore(Document, {**doc.__dict__, **changes})
+
+
+def replace_provenance(prov: Provenance, **changes) -> Provenance:
+    """`dataclasses.replace` of a `Provenance` with values of its fields' types, without re-running `__init__`."""
+    if not changes.keys() <= _PROVENANCE_SET:
+        raise TypeError(f"not provenance fields: {sorted(changes.keys() - _PROVENANCE_SET)}")
+    return _restore(Provenance, {**prov.__dict__, **changes})
 
 
 def from_record(obj: dict[str, Any], source: str, offset: int) -> Document:
