@@ -1,6 +1,8 @@
 """Runner selection and output-folder checks shared by the CLI verbs."""
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import time
 
@@ -43,13 +45,56 @@ class LiveCounts:
 LIVE = LiveCounts()
 
 
+class _Views(PipelineOptions):
+    """Options that make each view once: Beam asks for a view at every transform it applies and every type check
+    (~1,700 per curate graph), and each new view builds an argparse parser (~0.75 ms). Views share one option
+    store, so a cached view reads and writes the same values a new one would."""
+
+    def view_as(self, cls):
+        views = self.__dict__.setdefault("_views", {})
+        if cls not in views:
+            views[cls] = super().view_as(cls)
+        return views[cls]
+
+    @classmethod
+    def of(cls, options: PipelineOptions) -> "_Views":
+        views = object.__new__(cls)
+        views.__dict__.update({k: v for k, v in options.__dict__.items() if k != "_views"})
+        return views
+
+    def __getstate__(self):
+        return {k: v for k, v in super().__getstate__().items() if k != "_views"}
+
+
+@contextlib.contextmanager
+def _rarer_collections():
+    """The in-process runner makes millions of short-lived objects (elements, decoded records, coder streams),
+    nearly all freed by reference counting: at the default thresholds the cyclic collector ran ~1,600 times in a
+    22,000-document curate and re-scanned the heap each time (~7% of the run's CPU). For the run, what exists
+    already (modules, the graph) is frozen out of its scans and collections are rarer; both are restored after.
+    A remote runner's `run` only submits, so there it changes nothing."""
+    old = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
+        gc.unfreeze()
+
+
 class _Pipeline(beam.Pipeline):
     """A Pipeline whose running result is handed to LIVE, so a remote job's counters can be polled while
-    `wait_until_finish` blocks."""
+    `wait_until_finish` blocks; its options cache their views (`_Views`)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._options = _Views.of(self._options)
 
     def run(self, test_runner_api="AUTO"):
         LIVE.started = time.monotonic()
-        result = super().run(test_runner_api)
+        with _rarer_collections():
+            result = super().run(test_runner_api)
         if not LIVE.in_process:
             LIVE.result = result
         return result

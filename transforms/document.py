@@ -61,7 +61,7 @@ class Provenance(Mapping):
 
     def to_row(self) -> dict[str, Any]:
         """The Arrow struct value (the map as sorted pairs)."""
-        row = {name: getattr(self, name) for name in PROVENANCE_FIELDS}
+        row = dict(zip(PROVENANCE_FIELDS, _prov_values(self)))
         if self.invisible_chars is not None:
             row["invisible_chars"] = sorted(self.invisible_chars.items())
         return row
@@ -79,6 +79,7 @@ class Provenance(Mapping):
 
 
 PROVENANCE_FIELDS = tuple(f.name for f in dataclasses.fields(Provenance))
+_PROVENANCE_SET = frozenset(PROVENANCE_FIELDS)
 PROVENANCE = pa.struct([pa.field(f.name, f.metadata["arrow"]) for f in dataclasses.fields(Provenance)])
 
 @dataclass
@@ -211,12 +212,20 @@ def _as_dict(value) -> dict:
     return value if isinstance(value, dict) else dict(value or [])
 
 
-def to_row(doc: Document) -> dict[str, Any]:
-    row = {name: getattr(doc, name) for name in COLUMNS}
-    row["metadata"] = sorted(doc.metadata.items())
+_column_values = operator.attrgetter(*COLUMNS)
+_COLUMN_PROV, _COLUMN_META = COLUMNS.index("provenance"), COLUMNS.index("metadata")
+
+
+def _column_tuple(doc: Document) -> list:
+    values = list(_column_values(doc))
+    values[_COLUMN_META] = sorted(doc.metadata.items())
     if doc.provenance is not None:
-        row["provenance"] = Provenance.of(doc.provenance).to_row()
-    return row
+        values[_COLUMN_PROV] = Provenance.of(doc.provenance).to_row()
+    return values
+
+
+def to_row(doc: Document) -> dict[str, Any]:
+    return dict(zip(COLUMNS, _column_tuple(doc)))
 
 
 def from_row(row: dict[str, Any]) -> Document:
@@ -224,8 +233,15 @@ def from_row(row: dict[str, Any]) -> Document:
     return Document(metadata=_as_dict(row.get("metadata")), **kwargs)
 
 
+def columns_table(rows: list, schema: pa.Schema) -> pa.Table:
+    """A table from rows given as value sequences in `schema` order: the table `from_pylist` makes of the same
+    rows as dicts, built column by column without a dict per row."""
+    columns = list(zip(*rows)) if rows else [()] * len(schema)
+    return pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(columns, schema)], schema=schema)
+
+
 def to_table(docs: list[Document]) -> pa.Table:
-    return pa.Table.from_pylist([to_row(d) for d in docs], schema=SCHEMA)
+    return columns_table([_column_tuple(d) for d in docs], SCHEMA)
 
 
 def from_table(table: pa.Table) -> list[Document]:
@@ -268,11 +284,19 @@ def dolma_line(doc: Document) -> str:
 
 
 def replace(doc: Document, **changes) -> Document:
-    """`dataclasses.replace` without re-running `__init__` for stage fields (no conversion needed); provenance
-    still goes through it, to be converted to a `Provenance`."""
-    if "provenance" in changes or not changes.keys() <= _FIELD_SET:
+    """`dataclasses.replace` without re-running `__init__` (no conversion needed); provenance given as anything
+    but a `Provenance` (or None) still goes through it, to be converted."""
+    prov = changes.get("provenance")
+    if not changes.keys() <= _FIELD_SET or not (prov is None or type(prov) is Provenance):
         return dataclasses.replace(doc, **changes)
     return _restore(Document, {**doc.__dict__, **changes})
+
+
+def replace_provenance(prov: Provenance, **changes) -> Provenance:
+    """`dataclasses.replace` of a `Provenance` with values of its fields' types, without re-running `__init__`."""
+    if not changes.keys() <= _PROVENANCE_SET:
+        raise TypeError(f"not provenance fields: {sorted(changes.keys() - _PROVENANCE_SET)}")
+    return _restore(Provenance, {**prov.__dict__, **changes})
 
 
 def from_record(obj: dict[str, Any], source: str, offset: int) -> Document:

@@ -139,13 +139,14 @@ class BandPacks:
         bands = hashes.shape[1]
         flat = hashes.ravel()
         part = flat & (PARTITIONS - 1)
-        order = np.argsort(part, kind="stable")
-        packs = []
-        for idx in np.split(order, np.flatnonzero(np.diff(part[order])) + 1):
-            doc, band = np.divmod(idx, bands)
-            entries = (band.astype(np.uint16).tobytes(), flat[idx].tobytes(), [ranks[d] for d in doc.tolist()])
-            packs.append((int(part[idx[0]]), marshal.dumps(entries)))
-        return packs
+        order = np.argsort(part, kind="stable")  # entries grouped by partition, in insertion order within each
+        part, doc, band = part[order], *np.divmod(order, bands)
+        band, flat = band.astype(np.uint16), flat[order]
+        ranks = [ranks[d] for d in doc.tolist()]
+        starts = [0, *(np.flatnonzero(np.diff(part)) + 1).tolist()]
+        ends = starts[1:] + [len(order)]
+        return [(int(part[a]), marshal.dumps((band[a:b].tobytes(), flat[a:b].tobytes(), ranks[a:b])))
+                for a, b in zip(starts, ends)]
 
 
 class BucketPairs(beam.DoFn):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import operator
 from typing import Any, Callable
 
 import apache_beam as beam
@@ -19,7 +20,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.accounting import count
-from transforms.document import Document, to_table
+from transforms.document import Document, DocumentCoder, to_table
 
 
 def parquet_bytes(table: pa.Table) -> bytes:
@@ -60,11 +61,8 @@ class WriteSharded(beam.PTransform):
         def path_of(i: int, n: int) -> str:
             return f"{prefix}-{i:05d}-of-{n:05d}{suffix}"
 
-        n_shards = (
-            pcoll
-            | "Count" >> beam.combiners.Count.Globally()
-            | "Shards" >> beam.Map(lambda c: max(1, math.ceil(c / rows)))
-        )
+        counted = pcoll | "Count" >> beam.combiners.Count.Globally()
+        n_shards = counted | "Shards" >> beam.Map(lambda c: max(1, math.ceil(c / rows)))
 
         def assign(e, n):
             k = key_fn(e)
@@ -90,13 +88,16 @@ class WriteSharded(beam.PTransform):
             | "Group" >> beam.GroupByKey()
             | "Write" >> beam.Map(write, n_side)
         )
-        empty = pcoll | "CountForEmpty" >> beam.combiners.Count.Globally() | "WriteEmpty" >> beam.FlatMap(write_empty)
+        empty = counted | "WriteEmpty" >> beam.FlatMap(write_empty)
         return (written, empty) | "Paths" >> beam.Flatten()
 
 
-def _encode_documents(docs: list[Document]) -> bytes:
-    count("documents_out", len(docs))
-    return parquet_bytes(to_table(docs))
+_CODER = DocumentCoder()
+
+
+def _encode_documents(packed: list[tuple[str, bytes]]) -> bytes:
+    count("documents_out", len(packed))
+    return parquet_bytes(to_table([_CODER.decode(data) for _, data in packed]))
 
 
 def _to_json(item) -> str:
@@ -107,12 +108,24 @@ def _doc_key(d: Document) -> str:
     return f"{d.id}\x00{d.source}\x00{d.offset:020d}"
 
 
-class WriteDocuments(WriteSharded):
-    """Documents as Parquet in the Document schema: `<dir>/documents-SSSSS-of-NNNNN.parquet`."""
+def _pack(d: Document) -> tuple[str, bytes]:
+    return _doc_key(d), _CODER.encode(d)
+
+
+class WriteDocuments(beam.PTransform):
+    """Documents as Parquet in the Document schema: `<dir>/documents-SSSSS-of-NNNNN.parquet`. Each document is
+    encoded once (`DocumentCoder` bytes beside its sort key) where it is made, so the step that assigns shards,
+    which waits for the count, moves bytes without decoding and re-encoding them."""
 
     def __init__(self, directory: str, rows_per_shard: int = 100_000, name: str = "documents"):
-        super().__init__(FileSystems.join(directory, name), ".parquet", _doc_key, _encode_documents, rows_per_shard,
-                         element_type=Document)
+        super().__init__()
+        self._write = WriteSharded(FileSystems.join(directory, name), ".parquet", operator.itemgetter(0),
+                                   _encode_documents, rows_per_shard, element_type=tuple[str, bytes])
+
+    def expand(self, docs):
+        return (docs
+                | "Pack" >> beam.Map(_pack).with_output_types(tuple[str, bytes])
+                | "Write" >> self._write)
 
 
 class WriteJsonRecords(WriteSharded):

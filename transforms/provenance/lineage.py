@@ -1,15 +1,17 @@
 """The provenance sidecar: one row per curated document, keyed by id, with lineage, signals and run identity."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import operator
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 
-import pyarrow as pa
+import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.document import Document, Provenance
+from transforms.document import Document, Provenance, columns_table
 from transforms.io.write import WriteSharded, parquet_bytes
 from transforms.provenance.schema import LINEAGE
 
@@ -35,19 +37,38 @@ class RunInfo:
         return cls(run_id or f"run-{digest[:12]}", digest, synthcap_version())
 
 
+_DOC_FIELDS = tuple(f.name for f in dataclasses.fields(Document))
+_LINEAGE_DOC = tuple(name for name in LINEAGE.names if name in _DOC_FIELDS)
+_lineage_values = operator.attrgetter(*_LINEAGE_DOC)
+_NO_PROVENANCE = Provenance()
+
+
 def lineage_row(doc: Document, run: RunInfo) -> dict:
-    row = {name: getattr(doc, name, None) for name in LINEAGE.names if hasattr(doc, name)}
-    row.update(Provenance.of(doc.provenance or {}).to_row())
+    row = dict(zip(_LINEAGE_DOC, _lineage_values(doc)))
+    row.update(Provenance.of(doc.provenance or _NO_PROVENANCE).to_row())
     row.update(synthcap_version=run.synthcap_version, run_id=run.run_id, config_hash=run.config_hash)
     return row
 
 
-class WriteProvenance(WriteSharded):
-    """`<dir>/provenance-SSSSS-of-NNNNN.parquet`, rows sorted by document id."""
+class WriteProvenance(beam.PTransform):
+    """`<dir>/provenance-SSSSS-of-NNNNN.parquet`, rows sorted by document id. Each document's row is made where
+    the document is, so the shuffle to the shards carries rows (no text)."""
 
     def __init__(self, directory: str, run: RunInfo, rows_per_shard: int = 100_000):
-        def encode(docs: list[Document]) -> bytes:
-            return parquet_bytes(pa.Table.from_pylist([lineage_row(d, run) for d in docs], schema=LINEAGE))
+        super().__init__()
+        self._directory, self._run, self._rows = directory, run, rows_per_shard
 
-        super().__init__(FileSystems.join(directory, "provenance"), ".parquet", lambda d: d.id, encode,
-                         rows_per_shard, element_type=Document)
+    def expand(self, docs):
+        run, names = self._run, LINEAGE.names
+
+        def row(doc: Document) -> tuple:
+            values = lineage_row(doc, run)
+            return tuple(values[name] for name in names)
+
+        def encode(rows: list[tuple]) -> bytes:
+            return parquet_bytes(columns_table(rows, LINEAGE))
+
+        return (docs
+                | "Rows" >> beam.Map(row)
+                | "Write" >> WriteSharded(FileSystems.join(self._directory, "provenance"), ".parquet",
+                                          operator.itemgetter(0), encode, self._rows))

@@ -3,30 +3,32 @@ from __future__ import annotations
 
 import apache_beam as beam
 
-from transforms.document import Document
+from transforms.document import Document, Provenance
+
+
+_DECLARED = ("robots_noai", "robots_noimageai", "declared_ai", "c2pa_manifest", "c2pa_text_wrapper")
+_NONE = Provenance()
 
 
 def signal_flags(doc: Document) -> list[str]:
-    p = doc.provenance or {}
+    p = doc.provenance or _NONE
     flags = ["documents"]
-    if not p.get("html_observable"):
+    if not p.html_observable:
         flags.append("html_not_observable")
-    if p.get("tdm_reservation") == 1:
+    if p.tdm_reservation == 1:
         flags.append("tdm_reserved")
-    if p.get("tdm_reservation") == 0:
+    if p.tdm_reservation == 0:
         flags.append("tdm_not_reserved")
-    for name in ("robots_noai", "robots_noimageai", "declared_ai", "c2pa_manifest", "c2pa_text_wrapper"):
-        if p.get(name):
-            flags.append(name)
-    if p.get("generator"):
+    flags += [name for name in _DECLARED if getattr(p, name)]
+    if p.generator:
         flags.append("generator_declared")
-    if p.get("invisible_total"):
+    if p.invisible_total:
         flags.append("invisible_chars")
     return flags
 
 
 def era(doc: Document) -> str:
-    pre = (doc.provenance or {}).get("pre_llm")
+    pre = (doc.provenance or _NONE).pre_llm
     return "unknown" if pre is None else ("pre_llm" if pre else "post_llm")
 
 
@@ -35,9 +37,10 @@ class SignalCounts(beam.CombineFn):
         return {}
 
     def add_input(self, acc, doc: Document):
+        flags = signal_flags(doc)  # once per document, counted in each of its three groups
         for group in ("total", f"crawl:{doc.crawl_id or 'unknown'}", f"era:{era(doc)}"):
             counts = acc.setdefault(group, {})
-            for flag in signal_flags(doc):
+            for flag in flags:
                 counts[flag] = counts.get(flag, 0) + 1
         return acc
 

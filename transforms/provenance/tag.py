@@ -1,13 +1,11 @@
 """`TagProvenance`: registered domain, pre-LLM era and text-level signals, added to the reader's page signals."""
 from __future__ import annotations
 
-import dataclasses
-
 import apache_beam as beam
 import tldextract
 
 from transforms.dates import is_pre_llm
-from transforms.document import Document, Provenance, replace
+from transforms.document import Document, Provenance, replace, replace_provenance
 from transforms.provenance.unicode import has_c2pa_text_wrapper, invisible_counts
 
 
@@ -28,7 +26,7 @@ class _Tag(beam.DoFn):
         # Page signals come from the reader (WARC responses) or the record itself; anything else is not observable.
         page = doc.provenance if doc.provenance is not None else Provenance(html_observable=False)
         invisible = invisible_counts(doc.text)
-        yield replace(doc, provenance=dataclasses.replace(
+        yield replace(doc, provenance=replace_provenance(
             page,
             registered_domain=self.registered_domain(doc),
             pre_llm=is_pre_llm(doc.capture_date),

@@ -13,6 +13,8 @@ C2PA_MAGIC = b"C2PATXT\x00"
 
 
 def invisible_counts(text: str) -> dict[str, int]:
+    if text.isascii():  # every tracked code point is outside ASCII; the check costs a fraction of the scan
+        return {}
     counts: dict[str, int] = {}
     for ch in _TRACKED_RE.findall(text):
         key = TRACKED.get(ch, "variation_selector")
@@ -28,6 +30,8 @@ def _vs_byte(ch: str) -> int:
 def has_c2pa_text_wrapper(text: str) -> bool:
     """U+FEFF followed by variation selectors whose bytes begin with C2PATXT\\0 (C2PA unstructured-text
     embedding). Presence only: the manifest's signature is not verified."""
+    if text.isascii():
+        return False
     for m in _WRAPPER_RE.finditer(text):
         if bytes(_vs_byte(c) for c in m.group(1)[:8]) == C2PA_MAGIC:
             return True
