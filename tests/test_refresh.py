@@ -23,6 +23,10 @@ from transforms.io.write import write_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# The index, its races and kills are what these tests check; scoring adds run time, not coverage (test_score,
+# test_reference and the determinism tests in test_curate score).
+FAST = ["--no_score"]
+
 
 # The CLI, with the test-only short-circuit of Beam's credential lookup (it would retry ~25 s with no credentials).
 _ANONYMOUS_CLI = ("import sys; from apache_beam.internal.gcp import auth; auth._Credentials._credentials_init = True; "
@@ -57,12 +61,12 @@ def precondition_gcs():
 @pytest.mark.slow
 def test_two_snapshots_with_the_index_on_gcs(gcs_emulator, sample_crawl, tmp_path):
     index = f"gs://{gcs_emulator}/refresh-index"
-    old = refresh.run(["--input", str(sample_crawl / "CC-MAIN-2022-05-*.gz"), "--index", index,
+    old = refresh.run([*FAST, "--input", str(sample_crawl / "CC-MAIN-2022-05-*.gz"), "--index", index,
                        "--output", str(tmp_path / "old")])
     assert old["committed"] and old["generation"] == 1
     orphan = f"{index}/segments/seg-000001-deadbeefdeadbeef/exact-00000-of-00001.parquet"  # a dead run's
     write_bytes(orphan, b"partial")
-    new = refresh.run(["--input", str(sample_crawl / "CC-MAIN-2024-10-*.gz"), "--index", index,
+    new = refresh.run([*FAST, "--input", str(sample_crawl / "CC-MAIN-2024-10-*.gz"), "--index", index,
                        "--output", str(tmp_path / "new")])
     assert new["committed"] and new["generation"] == 2
     assert not FileSystems.exists(orphan)  # removed by the commit: generation 1 can never list it now
@@ -77,7 +81,7 @@ def test_two_snapshots_with_the_index_on_gcs(gcs_emulator, sample_crawl, tmp_pat
     kept_urls = {d.url for d in read_documents(tmp_path / "new")}
     assert not kept_urls & set(manifest["planted"]["exact_recrawl"])
     assert len([m for _, m in manifest["planted"]["near_duplicate"] if m in kept_urls]) <= 2
-    again = refresh.run(["--input", str(sample_crawl / "CC-MAIN-2024-10-*.gz"), "--index", index,
+    again = refresh.run([*FAST, "--input", str(sample_crawl / "CC-MAIN-2024-10-*.gz"), "--index", index,
                          "--output", str(tmp_path / "again")])
     assert not again["committed"] and again["new_documents"] == 0 and again["generation"] == 2
     assert again["summary"]["dropped"]["duplicate_indexed"] == new["summary"]["documents_out"] + len(indexed)
@@ -88,7 +92,8 @@ def base_index(sample_crawl, tmp_path_factory) -> Path:
     """A local index at generation 1 (the first 2022 shard), built once: each test that starts from such an index
     works on its own copy (`_index_at_generation_1`)."""
     root = tmp_path_factory.mktemp("base_index")
-    first = refresh.run(["--input", str(sample_crawl / "CC-MAIN-2022-05-00000.warc.gz"), "--index", str(root / "index"),
+    first = refresh.run([*FAST, "--input", str(sample_crawl / "CC-MAIN-2022-05-00000.warc.gz"),
+                         "--index", str(root / "index"),
                          "--output", str(root / "out")])
     assert first["committed"] and first["generation"] == 1
     return root / "index"
@@ -107,7 +112,7 @@ def _segments(index: Path) -> set[str]:
 def test_a_refresh_killed_midway_leaves_the_previous_generation(base_index, sample_crawl, tmp_path):
     index = _index_at_generation_1(base_index, tmp_path)
     before = (index / "CURRENT.json").read_bytes()
-    proc = _cli("--input", str(sample_crawl / "CC-MAIN-2022-05-0000[23].warc.gz"), "--index", str(index),
+    proc = _cli(*FAST, "--input", str(sample_crawl / "CC-MAIN-2022-05-0000[23].warc.gz"), "--index", str(index),
                 "--output", str(tmp_path / "b"))
     deadline = time.time() + 120
     while time.time() < deadline and not any((index / "segments").glob("seg-000002-*")):
@@ -117,7 +122,8 @@ def test_a_refresh_killed_midway_leaves_the_previous_generation(base_index, samp
     assert (index / "CURRENT.json").read_bytes() == before
     pointer = json.loads(before)
     assert pointer["generation"] == 1
-    rerun = refresh.run(["--input", str(sample_crawl / "CC-MAIN-2022-05-0000[23].warc.gz"), "--index", str(index),
+    rerun = refresh.run([*FAST, "--input", str(sample_crawl / "CC-MAIN-2022-05-0000[23].warc.gz"),
+                         "--index", str(index),
                          "--output", str(tmp_path / "b"), "--overwrite"])
     assert rerun["committed"] and rerun["generation"] == 2
     listed = set(json.loads((index / "CURRENT.json").read_text())["segments"])
@@ -129,8 +135,8 @@ def test_a_refresh_killed_midway_leaves_the_previous_generation(base_index, samp
 def test_two_refreshes_racing_for_one_generation_commit_once(base_index, sample_crawl, tmp_path):
     index = _index_at_generation_1(base_index, tmp_path)
     shards = str(sample_crawl / "CC-MAIN-2022-05-0000[12].warc.gz")
-    a = _cli("--input", shards, "--index", str(index), "--output", str(tmp_path / "a"))
-    b = _cli("--input", shards, "--index", str(index), "--output", str(tmp_path / "b"))
+    a = _cli(*FAST, "--input", shards, "--index", str(index), "--output", str(tmp_path / "a"))
+    b = _cli(*FAST, "--input", shards, "--index", str(index), "--output", str(tmp_path / "b"))
     results = [(p.wait(), *p.communicate()) for p in (a, b)]
     codes = sorted(r[0] for r in results)
     assert codes == [0, 2], results
@@ -150,11 +156,12 @@ def test_two_refreshes_racing_on_gcs_commit_once(precondition_gcs, sample_crawl,
 
     env = dict(os.environ, STORAGE_EMULATOR_HOST=precondition_gcs)
     index = "gs://synthcap-race/index"
-    base = _cli("--input", str(sample_crawl / "CC-MAIN-2022-05-00000.warc.gz"), "--index", index,
+    base = _cli(*FAST, "--input", str(sample_crawl / "CC-MAIN-2022-05-00000.warc.gz"), "--index", index,
                 "--output", str(tmp_path / "base"), env=env)
     assert base.wait() == 0, base.communicate()
     shards = str(sample_crawl / "CC-MAIN-2022-05-0000[12].warc.gz")
-    racers = [_cli("--input", shards, "--index", index, "--output", str(tmp_path / name), env=env) for name in "ab"]
+    racers = [_cli(*FAST, "--input", shards, "--index", index, "--output", str(tmp_path / name), env=env)
+              for name in "ab"]
     results = [(p.wait(), *p.communicate()) for p in racers]
     assert sorted(r[0] for r in results) == [0, 2], results
     loser = next(r for r in results if r[0] == 2)
@@ -185,7 +192,7 @@ def test_10_7_a_dead_claim_never_wedges_the_index(base_index, sample_crawl, tmp_
     live = next((index / "segments").glob("seg-000001-*"))
     for f in live.iterdir():
         (dead / f.name).write_bytes(f.read_bytes()[:100])
-    r = refresh.run(["--input", str(sample_crawl / "CC-MAIN-2022-05-00001.warc.gz"), "--index", str(index),
+    r = refresh.run([*FAST, "--input", str(sample_crawl / "CC-MAIN-2022-05-00001.warc.gz"), "--index", str(index),
                      "--output", str(tmp_path / "b")])
     assert r["committed"] and r["generation"] == 2
     pointer = json.loads((index / "CURRENT.json").read_text())
@@ -196,7 +203,8 @@ def test_10_7_a_dead_claim_never_wedges_the_index(base_index, sample_crawl, tmp_
     assert {f["path"] for f in listed} == {p.name for p in (index / pointer["segments"][-1]).iterdir()}
     victim = index / pointer["segments"][-1] / listed[0]["path"]
     victim.write_bytes(victim.read_bytes()[:-1])  # a damaged index is refused, not half-read
-    assert main(["refresh", "--input", str(sample_crawl / "CC-MAIN-2022-05-00002.warc.gz"), "--index", str(index),
+    assert main(["refresh", *FAST, "--input", str(sample_crawl / "CC-MAIN-2022-05-00002.warc.gz"),
+                 "--index", str(index),
                  "--output", str(tmp_path / "c")]) == 2
     err = capsys.readouterr().err.strip()
     assert "is damaged" in err and "\n" not in err and not (tmp_path / "c").exists()
@@ -207,7 +215,7 @@ def test_10_7_rerun_after_a_kill_between_the_index_commit_and_completion(base_in
     """Killed after its generation was committed but before OUT/COMPLETE.json: the rerun recognises its own
     generation, matches against the one before, and finishes with the same bytes and the same index."""
     index, out = _index_at_generation_1(base_index, tmp_path), tmp_path / "out"
-    args = ["--input", str(sample_crawl / "CC-MAIN-2022-05-00001.warc.gz"), "--index", str(index), "--output",
+    args = [*FAST, "--input", str(sample_crawl / "CC-MAIN-2022-05-00001.warc.gz"), "--index", str(index), "--output",
             str(out)]
     first = refresh.run(args)
     assert first["committed"] and first["generation"] == 2
@@ -238,7 +246,7 @@ def test_13_3_refresh_refuses_an_index_that_is_not_one(sample_crawl, tmp_path, c
     cases = {a_file: "is a file", curated: "is a synthcap output folder", photos: "non-index content (cat.jpg)",
              broken: "not a valid index pointer", tmp_path / "out" / "index": "overlap"}
     for index, message in cases.items():
-        assert main(["refresh", "--input", shard, "--index", str(index), "--output", str(tmp_path / "out")]) == 2
+        assert main(["refresh", *FAST, "--input", shard, "--index", str(index), "--output", str(tmp_path / "out")]) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and "\n" not in err and "Traceback" not in err, err
     assert a_file.read_text() == "{}" and sorted(os.listdir(curated)) == [MARKER, "summary.json"]
