@@ -245,19 +245,19 @@ class Option:
                                    var_est_ai=self.var_est_ai * f)
 
 
-def split_pre_llm(cells: dict, units: list, tokens: list, pre_units: int) -> tuple[dict, list, list, int, int]:
-    """(newer pages' cells, units and tokens at each level, pre-LLM units, pre-LLM tokens)."""
-    pre = cells.get(PRE_LLM)
-    pre_tokens = pre[0] if pre else 0
-    newer = {g: c for g, c in cells.items() if g != PRE_LLM}
-    return newer, [u - pre_units for u in units], [t - pre_tokens for t in tokens], pre_units, pre_tokens
+def newer_cells(cells: dict) -> dict:
+    """A source's cells without its pre-LLM pages, which are charged no AI tokens: a source's rate and estimates
+    are those of its newer pages."""
+    return {g: c for g, c in cells.items() if g != PRE_LLM}
 
 
 def options(cells: dict, units: list, tokens: list, bounds: Bounds, quota: int, repeats: int,
             pre_units: int = 0) -> list[Option]:
     """Every grid cut of one source, each fitted to its quota, plus leaving the source out. `pre_units`: the units
     of the source's pre-LLM pages (in `cells` under PRE_LLM), which pass every cut."""
-    newer, n_units, n_tokens, pre_units, pre_tokens = split_pre_llm(cells, units, tokens, pre_units)
+    pre_tokens = cells[PRE_LLM][0] if PRE_LLM in cells else 0
+    newer = newer_cells(cells)
+    n_units, n_tokens = [u - pre_units for u in units], [t - pre_tokens for t in tokens]
     out = [Option(None)]
     for j in range(len(GRID)):
         if not units[j] or not quota:
@@ -274,12 +274,17 @@ def options(cells: dict, units: list, tokens: list, bounds: Bounds, quota: int, 
     return out
 
 
+def _excess(o: Option, ceiling: float) -> float:
+    """The certified AI tokens an option takes beyond what the ceiling allows its tokens."""
+    return o.ai - ceiling * o.tokens
+
+
 def choose(options: dict, fixed_excess: float, ceiling: float) -> tuple[dict, dict]:
     """Greedy over sources: start from each source's most-human cut; while the certified excess (AI bound minus
     ceiling x tokens) is positive, take the move that loses the fewest human tokens per unit of excess removed:
     a stricter cut, leaving a source out, or (the last step) taking a smaller share of one source's newer pages."""
     def excess(o):
-        return o.ai - ceiling * o.tokens
+        return _excess(o, ceiling)
 
     def var_excess(o):
         return o.var_ai - ceiling * o.var_tokens
@@ -326,7 +331,7 @@ def _spend_slack(cur: dict, options: dict, total: float, ceiling: float) -> None
     pages charged at their bound: per source in name order, the cut whose newer pages the point estimates call
     the most human for the tokens the slack buys. Selection charges them exactly and stops where the slack ends."""
     def excess(o):
-        return o.ai - ceiling * o.tokens
+        return _excess(o, ceiling)
 
     for s in sorted(options):
         if cur[s].units:

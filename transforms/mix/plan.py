@@ -92,7 +92,7 @@ def make_certified_plan(cfg: MixConfig, bounds: certify.Bounds, supply: dict) ->
         ai = certify.ai_tokens(cells, 0, bounds.hi, bounds.tail_hi)
         fixed_excess += ai - ceiling * tokens[0]
         anchor_units += units[0]
-        newer = newer_cells(cells)
+        newer = certify.newer_cells(cells)
         level[s.name], rate[s.name], epochs[s.name] = 0, certify.fixed_rate(ai, info_tokens(newer, 0)), 1
         estimate[s.name] = _rates(newer, 0, bounds)
     quota = quotas(cfg, anchor_units)
@@ -101,7 +101,7 @@ def make_certified_plan(cfg: MixConfig, bounds: certify.Bounds, supply: dict) ->
         if s.anchor:
             continue
         cells, units, tokens, pre_units = tables(s.name)
-        info[s.name] = newer_cells(cells)
+        info[s.name] = certify.newer_cells(cells)
         options[s.name] = certify.options(cells, units, tokens, bounds, quota[s.name], s.max_repeats, pre_units)
     chosen, limited = certify.choose(options, fixed_excess, ceiling)
     for name, o in chosen.items():
@@ -119,12 +119,6 @@ def make_certified_plan(cfg: MixConfig, bounds: certify.Bounds, supply: dict) ->
         else:
             budget[(name, UNDER)], budget[(name, OVER)] = o.fixed_units, newer
     return Plan(quota, budget, epochs, frozenset(n for n, v in limited.items() if v), level, rate, estimate)
-
-
-def newer_cells(cells: dict) -> dict:
-    """A source's cells without its pre-LLM pages, which are charged no AI tokens: the rate and estimates of a
-    source are those of its newer pages."""
-    return {g: c for g, c in cells.items() if g != certify.PRE_LLM}
 
 
 def charge(plan: Plan, source: str, group: str) -> int:
