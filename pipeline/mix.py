@@ -223,7 +223,8 @@ def _plain(obj):
 
 
 def match_inputs(cfg: MixConfig) -> dict:
-    """source -> [(curated folder or "", shards)]; a file reached by two sources is refused."""
+    """source -> [(curated folder or "", shards)]; a file reached twice (by two sources, or two inputs of one) is
+    refused: its documents would be read, and could be mixed, twice."""
     out, owner = {}, {}
     for s in cfg.sources:
         folders = s.curated or ("",) * len(s.inputs)
@@ -235,9 +236,11 @@ def match_inputs(cfg: MixConfig) -> dict:
             except (InputError, IncompleteOutputError) as e:
                 raise UserError(f"source {s.name}: {e}") from None
             for sh in shards:
-                if owner.setdefault(sh.path, s.name) != s.name:
-                    raise UserError(f"source {s.name}: {sh.path} is also an input of source {owner[sh.path]}; a "
-                                    f"document may enter a mix through one source only")
+                if sh.path in owner:
+                    where = "another of its inputs" if owner[sh.path] == s.name else f"source {owner[sh.path]}"
+                    raise UserError(f"source {s.name}: {sh.path} is also an input of {where}; a document may enter "
+                                    f"a mix once, through one source")
+                owner[sh.path] = s.name
             out[s.name].append((folder, shards))
     return out
 

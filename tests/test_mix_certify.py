@@ -216,7 +216,7 @@ def test_manifest_sha256_is_the_bytes_on_disk(tmp_path):
         assert hashlib.sha256(Path(path).read_bytes()).hexdigest() == digest, path
 
 
-def test_two_sources_over_the_same_files_are_refused(tmp_path):
+def test_a_file_reached_twice_is_refused(tmp_path):
     from pipeline import mix
     from pipeline.options import UserError
 
@@ -227,6 +227,11 @@ def test_two_sources_over_the_same_files_are_refused(tmp_path):
                        {"name": "b", "inputs": [str(folder / "documents" / "*")], "weight": 1}]}
     (tmp_path / "mix.yaml").write_text(yaml.safe_dump(cfg))
     with pytest.raises(UserError, match="also an input of source a"):
+        mix.run(["--config", str(tmp_path / "mix.yaml"), "--output", str(tmp_path / "out")])
+    docs = folder / "documents"
+    cfg["sources"] = [{"name": "a", "inputs": [str(docs / "*"), str(docs / "*.parquet")], "weight": 1}]
+    (tmp_path / "mix.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(UserError, match="also an input of another of its inputs"):
         mix.run(["--config", str(tmp_path / "mix.yaml"), "--output", str(tmp_path / "out")])
 
 
