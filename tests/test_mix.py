@@ -141,8 +141,8 @@ supply = st.lists(st.tuples(st.integers(1, 60), st.floats(0, 1), st.booleans()),
 
 
 @pytest.mark.slow
-@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                  HealthCheck.function_scoped_fixture])
+@settings(max_examples=3, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(anchor=supply, web=supply, ceiling=st.sampled_from(["0", "1/10", "0.25", "1/3", "1"]),
        rule=st.sampled_from(["threshold", "expected"]), target=st.integers(50, 3000), repeats=st.integers(1, 3),
        seed=st.integers(0, 5))

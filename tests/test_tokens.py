@@ -24,7 +24,7 @@ SPECIAL = ("_ \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f\x85\xa0\u1680\u2000\u2028\u2029\u20
            "½²٣Ⅻ〇०'-.,!?é\u0301")
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=3000, deadline=None, derandomize=True)
 @given(st.text(alphabet=st.one_of(st.characters(), st.sampled_from(SPECIAL)), max_size=60))
 def test_fast_path_equals_regex_on_any_text(text):
     assert count_tokens(text) == regex_count(text)
