@@ -1,6 +1,6 @@
 """`MixWithCeiling`: exact, certified selection without a worker holding a source.
 
-1. Every (source, curated folder, Document) becomes an Item (classify.py); invalid scores are dead letters,
+1. Every Document of every input part (source, curated folder) becomes an Item (classify.py); invalid scores are dead letters,
    excluded and unestimable documents named drops.
 2. Supply totals -> the plan (plan.py), a side input: per source the p-value cut, its certified AI rate and a
    unit budget (certified), or under/over budgets (rule counts). Documents below their source's cut are dropped.
@@ -23,63 +23,41 @@ import apache_beam as beam
 
 from transforms.accounting import DEAD_LETTERS, DROPPED, DeadLetter, Dropped, dead_letter, drop
 from transforms.mix import certify
-from transforms.mix.classify import (ANCHOR, OVER, UNDER, Item, certified_group, exclusion, invalid_score, make_item,
-                                     priority, rule_rate)
+from transforms.document import Document
+from transforms.mix.classify import ANCHOR, OVER, UNDER, Item, classify, excess_of, stream_of
 from transforms.mix.config import MixConfig
-from transforms.mix.plan import Supply, boundary, charge, excess_of, make_certified_plan, make_plan, stream_of
+from transforms.mix.plan import Supply, boundary, charge, make_certified_plan, make_plan
 from transforms.mix.report import SourceStats
-from transforms.mix.rows import JoinRows, waiting
-from transforms.tokens import count_tokens
+from transforms.mix.rows import waiting
 
 KeyedItem = Tuple[Tuple[str, str], Item]
 SELECTED = "selected"
 DOCUMENTS = "documents"
-ROWS = "rows"
 ROUNDS = 3
 MIXER_DROP_REASONS = frozenset({"excluded_opt_out", "excluded_filter", "unestimable", "over_ceiling", "over_quota"})
 
 
 class _Classify(beam.DoFn):
-    def __init__(self, cfg: MixConfig, usable: frozenset):
-        self._cfg = cfg
-        self._usable = usable
+    """A part's Document -> its Item, a drop or a dead letter. A document of a file that is not read again after
+    the selection also goes on, packed, to wait for it (rows.py)."""
+
+    def __init__(self, cfg: MixConfig, usable: frozenset, source: str, folder: str, read_again: bool):
+        self._cfg, self._usable = cfg, usable
+        self._source, self._folder, self._again = source, folder, read_again
 
     def setup(self):
-        self._anchor = {s.name: s.anchor for s in self._cfg.sources}
+        self._anchor = next(s.anchor for s in self._cfg.sources if s.name == self._source)
 
-    def process(self, element):
-        source, folder, doc = element
-        cfg = self._cfg
-        bad = invalid_score(doc)
-        if bad:
-            yield dead_letter(doc.source, doc.offset, "invalid_score", f"{doc.id}: {bad}", "mix")
-            return
-        tokens = count_tokens(doc.text)
-        reason = exclusion(doc, cfg.exclude, tokens)
-        if reason:
-            yield drop(doc.id, reason, doc.source, doc.offset, source)
-            return
-        units = tokens if cfg.unit == "tokens" else 1
-        anchor = self._anchor[source]
-        order = priority(cfg.seed, doc)
-        if cfg.rule != "certified":
-            rate = rule_rate(doc, cfg.rule, cfg.threshold)
-            excess = excess_of(tokens, rate, cfg.ceiling)
-            stream = ANCHOR if anchor else (UNDER if excess <= 0 else OVER)
-            yield make_item(doc, source, stream, order, units, tokens, rate, excess)
-            yield beam.pvalue.TaggedOutput(DOCUMENTS, waiting(doc, order))
-            return
-        group = certified_group(doc, folder, self._usable, cfg.pre_llm_is_human)
-        if group is None:
-            if cfg.unestimable != "treat_as_synthetic":
-                yield drop(doc.id, "unestimable", doc.source, doc.offset, source)
-                return
-            group = certify.UNESTIMATED
-        level = {certify.DECLARED: 0, certify.PRE_LLM: certify.PRE_LLM_ONLY}.get(group)
-        if level is None:
-            level = certify.grid_index(doc.ai_pvalue)
-        yield make_item(doc, source, ANCHOR if anchor else "", order, units, tokens, 0, 0, group, level)
-        yield beam.pvalue.TaggedOutput(DOCUMENTS, waiting(doc, order))
+    def process(self, doc: Document):
+        out = classify(doc, self._source, self._folder, self._cfg, self._usable, self._anchor)
+        if type(out) is Item:
+            yield out
+            if not self._again:
+                yield beam.pvalue.TaggedOutput(DOCUMENTS, waiting(doc, out))
+        elif out[0] == "drop":
+            yield drop(doc.id, out[1], doc.source, doc.offset, self._source)
+        else:
+            yield dead_letter(doc.source, doc.offset, out[0], out[1], "mix")
 
 
 class _SumSupply(beam.CombineFn):
@@ -275,28 +253,30 @@ def _one(pcoll, tag: str):
 
 
 class MixWithCeiling(beam.PTransform):
-    """(source name, curated folder or "", Document) triples (one PCollection, or a tuple of them, one per input:
-    each is then classified where it is read, so no stage holds documents waiting for a Flatten) -> {"selected":
-    Item (one per output row, repeats included), "dropped" (the mixer's drops and those passed in `dropped`, in
-    one Flatten), "dead_letters", "plan", "offered" (`report.SourceStats` of every item that passed exclusions,
-    one dict), "rows" (`rows.Row`: the selected copies joined back to their documents, for `rows.WriteRows`)}.
-    Anchors are selected whole; the ceiling (certified bound, or the opt-in rule count) holds exactly on the
-    selected rows. `groups`: reference group key -> (estimate, ci95 low, ci95 high, reference documents), from the
-    curated folders' summaries (`certify.parse_ai_share`)."""
+    """A tuple of Document PCollections, one per input part (each is classified where it is read, so no stage holds
+    documents waiting for a Flatten), with `parts`: per PCollection (source name, curated folder or "", whether its
+    files are read again after the selection) -> {"selected": Item (one per output row, repeats included),
+    "dropped" (the mixer's drops and those passed in `dropped`, in one Flatten), "dead_letters", "plan",
+    "offered" (`report.SourceStats` of every item that passed exclusions, one dict), "documents" (`rows.waiting`
+    documents of the parts not read again, for `rows.JoinRows`)}. Anchors are selected whole; the ceiling
+    (certified bound, or the opt-in rule count) holds exactly on the selected rows. `groups`: reference group key
+    -> (estimate, ci95 low, ci95 high, reference documents), from the curated folders' summaries
+    (`certify.parse_ai_share`)."""
 
-    def __init__(self, cfg: MixConfig, groups: dict | None = None, dropped: tuple = ()):
+    def __init__(self, cfg: MixConfig, parts: list, groups: dict | None = None, dropped: tuple = ()):
         super().__init__()
         self._cfg = cfg
+        self._parts = list(parts)
         self._groups = dict(groups or {})
         self._earlier_drops = tuple(dropped)
 
-    def expand(self, triples):
+    def expand(self, documents):
         cfg = self._cfg
         bounds = certify.Bounds.of(self._groups)
-        parts = triples if isinstance(triples, tuple) else (triples,)
-        per_part = [part | f"Classify[{i}]" >> beam.ParDo(_Classify(cfg, frozenset(self._groups))).with_output_types(
+        usable = frozenset(self._groups)
+        per_part = [docs | f"Classify[{i}]" >> beam.ParDo(_Classify(cfg, usable, *part)).with_output_types(
             Item, dropped=Dropped, dead_letters=DeadLetter, documents=Any).with_outputs(
-            DROPPED, DEAD_LETTERS, DOCUMENTS, main="items") for i, part in enumerate(parts)]
+            DROPPED, DEAD_LETTERS, DOCUMENTS, main="items") for i, (docs, part) in enumerate(zip(documents, self._parts))]
         part_items = [c["items"] for c in per_part]
         # supply and offered statistics in one combiner, applied where each part is produced: the items cross one
         # Flatten, on their way to the plan's cut
@@ -339,7 +319,7 @@ class MixWithCeiling(beam.PTransform):
         selected = (anchors, *u_selected, *o_selected) | "AllSelected" >> beam.Flatten()
         dropped = ([*self._earlier_drops, *[c[DROPPED] for c in per_part], streams[DROPPED], *u_dropped,
                     *o_dropped] | "AllDropped" >> beam.Flatten().with_output_types(Dropped))
-        rows = (selected, *[c[DOCUMENTS] for c in per_part]) | "Rows" >> JoinRows()
+        waiting_docs = [c[DOCUMENTS] for c in per_part] | "Waiting" >> beam.Flatten()
         dead = [c[DEAD_LETTERS] for c in per_part] | "DeadLetters" >> beam.Flatten()
-        return {SELECTED: selected, ROWS: rows, DROPPED: dropped, DEAD_LETTERS: dead, "plan": plan,
+        return {SELECTED: selected, DOCUMENTS: waiting_docs, DROPPED: dropped, DEAD_LETTERS: dead, "plan": plan,
                 "offered": offered}
