@@ -104,18 +104,14 @@ def _normalised_dolma(obj: dict) -> dict:
     return {**obj, "metadata": meta}
 
 
-_FLOAT_FIELDS = tuple(field.name for field in SCHEMA if pa.types.is_floating(field.type))  # once: per row it was
-# most of a Parquet row's conversion (iterating a schema builds its Field objects anew)
-
-
 def _check_required(obj: dict) -> None:
     for name in ("id", "text", "source", "offset"):
         if obj[name] is None:
             raise RecordError("schema_error", f"field `{name}` is null")
-    for name in _FLOAT_FIELDS:
-        value = obj.get(name)
-        if value is not None and not math.isfinite(value):
-            raise RecordError("schema_error", f"field `{name}` is {value}, expected a finite number")
+    for field in SCHEMA:
+        value = obj.get(field.name)
+        if pa.types.is_floating(field.type) and value is not None and not math.isfinite(value):
+            raise RecordError("schema_error", f"field `{field.name}` is {value}, expected a finite number")
 
 
 def to_document(obj: Any, source: str, offset: int, typed: bool = False) -> Document:

@@ -6,11 +6,11 @@ selected document) become Documents, and only those enter the join. Files that c
 record formats) send their documents to wait instead, packed, filtered by the same side input. The join groups
 by a coarse bucket of the identity hash rather than by document (the in-process runner holds a group's values
 decoded; one bytes object per document is about a third less memory than a keyed list) and matches on the full
-identity (id, where read, offset), so two records sharing an id never meet, and on the fingerprint, so two
-records sharing the identity (one crawl in two curated folders) are never taken for each other. The second read must find what the
+identity (id, where read, offset), so two records sharing an id never meet. The second read must find what the
 first classified: each selected copy carries its `classify.fingerprint`, the document read again is classified
 again, and a copy whose document is missing or different fails the run (`InputChanged`): the selection, and the
-certified bound, were made on the first read's text. Each selected copy becomes a `Row` that still carries the
+certified bound, were made on the first read's text. (The fingerprint also keeps two records of one identity,
+one crawl in two curated folders, from being taken for each other.) Each selected copy becomes a `Row` that still carries the
 packed document: the writers unpack it only when they encode a shard, so no stage holds Document objects for
 the whole mix.
 """
@@ -59,7 +59,8 @@ def waiting(doc: Document, item) -> tuple[int, bytes]:
     """A document on its way to the join: (its identity hash, one bytes object holding its identity, the
     fingerprint of its classification (`classify.fingerprint`, None if it has no Item) and its packed form)."""
     fp = fingerprint(item) if type(item) is Item else None
-    return identity_hash(doc.id, doc.source, doc.offset), marshal.dumps((doc.id, doc.source, doc.offset, fp, pack(doc)), 2)
+    blob = marshal.dumps((doc.id, doc.source, doc.offset, fp, pack(doc)), 2)
+    return identity_hash(doc.id, doc.source, doc.offset), blob
 
 
 class InputChanged(RuntimeError):

@@ -1,7 +1,7 @@
 """`MixWithCeiling`: exact, certified selection without a worker holding a source.
 
-1. Every Document of every input part (source, curated folder) becomes an Item (classify.py); invalid scores are dead letters,
-   excluded and unestimable documents named drops.
+1. Every Document of every input part (source, curated folder) becomes an Item (classify.py); invalid scores are
+   dead letters, excluded and unestimable documents named drops.
 2. Supply totals -> the plan (plan.py), a side input: per source the p-value cut, its certified AI rate and a
    unit budget (certified), or under/over budgets (rule counts). Documents below their source's cut are dropped.
 3. A 2^12-bucket histogram of priority top bits per (source, stream) -> the boundary bucket: buckets below are
@@ -20,6 +20,7 @@ from fractions import Fraction
 from typing import Any, Tuple
 
 import apache_beam as beam
+from apache_beam.transforms.window import GlobalWindows
 
 from transforms.accounting import DEAD_LETTERS, DROPPED, DeadLetter, Dropped, dead_letter, drop
 from transforms.mix import certify
@@ -33,13 +34,15 @@ from transforms.mix.rows import waiting
 KeyedItem = Tuple[Tuple[str, str], Item]
 SELECTED = "selected"
 DOCUMENTS = "documents"
+TOTALS = "totals"
 ROUNDS = 3
 MIXER_DROP_REASONS = frozenset({"excluded_opt_out", "excluded_filter", "unestimable", "over_ceiling", "over_quota"})
 
 
 class _Classify(beam.DoFn):
-    """A part's Document -> its Item, a drop or a dead letter. A document of a file that is not read again after
-    the selection also goes on, packed, to wait for it (rows.py)."""
+    """A part's Document -> its Item, a drop or a dead letter; and once per bundle the bundle's accumulators of
+    `totals_fns` (folded here, item by item, rather than by a combiner's steps per document). A document of a
+    file that is not read again after the selection also goes on, packed, to wait for it (rows.py)."""
 
     def __init__(self, cfg: MixConfig, usable: frozenset, source: str, folder: str, read_again: bool):
         self._cfg, self._usable = cfg, usable
@@ -47,10 +50,16 @@ class _Classify(beam.DoFn):
 
     def setup(self):
         self._anchor = next(s.anchor for s in self._cfg.sources if s.name == self._source)
+        self._stats, self._supply = totals_fns(self._cfg)
+
+    def start_bundle(self):
+        self._totals = (self._stats.create_accumulator(), self._supply.create_accumulator())
 
     def process(self, doc: Document):
         out = classify(doc, self._source, self._folder, self._cfg, self._usable, self._anchor)
         if type(out) is Item:
+            self._stats.add_input(self._totals[0], out)
+            self._supply.add_input(self._totals[1], out)
             yield out
             if not self._again:
                 yield beam.pvalue.TaggedOutput(DOCUMENTS, waiting(doc, out))
@@ -58,6 +67,9 @@ class _Classify(beam.DoFn):
             yield drop(doc.id, out[1], doc.source, doc.offset, self._source)
         else:
             yield dead_letter(doc.source, doc.offset, out[0], out[1], "mix")
+
+    def finish_bundle(self):
+        yield beam.pvalue.TaggedOutput(TOTALS, GlobalWindows.windowed_value(self._totals))
 
 
 class _SumSupply(beam.CombineFn):
@@ -68,19 +80,26 @@ class _SumSupply(beam.CombineFn):
         return {}
 
     def add_input(self, acc, item: Item):
-        k = self._key(item)
-        acc[k] = acc.get(k, Supply()) + Supply(item.units, 1, item.excess, item.tokens)
+        s = acc.get(self._key(item))
+        if s is None:
+            acc[self._key(item)] = [item.units, 1, item.excess, item.tokens]
+        else:
+            s[0] += item.units
+            s[1] += 1
+            s[2] += item.excess
+            s[3] += item.tokens
         return acc
 
     def merge_accumulators(self, accs):
         out = {}
         for a in accs:
             for k, s in a.items():
-                out[k] = out.get(k, Supply()) + s
+                t = out.get(k)
+                out[k] = list(s) if t is None else [x + y for x, y in zip(t, s)]
         return out
 
     def extract_output(self, acc):
-        return acc
+        return {k: Supply(*s) for k, s in acc.items()}
 
 
 class _Histograms(beam.CombineFn):
@@ -110,7 +129,7 @@ class _Histograms(beam.CombineFn):
 
 
 class _Merged(beam.CombineFn):
-    """Merges the outputs of `fn` (a CombineFn whose output is its accumulator) computed on separate parts."""
+    """Merges accumulators of `fn` made elsewhere (one per bundle, by `_Classify`) and extracts `fn`'s output."""
 
     def __init__(self, fn: beam.CombineFn):
         self._fn = fn
@@ -125,14 +144,14 @@ class _Merged(beam.CombineFn):
         return self._fn.merge_accumulators(accs)
 
     def extract_output(self, acc):
-        return acc
+        return self._fn.extract_output(acc)
 
 
-def combine_parts(parts: list, fn: beam.CombineFn, label: str):
-    """`fn` over the union of `parts` without a Flatten of them (which would copy every element): each part is
-    combined where it is produced, then the partial results are merged."""
-    partial = [part | f"{label}[{i}]" >> beam.CombineGlobally(fn) for i, part in enumerate(parts)]
-    return partial | f"{label}Parts" >> beam.Flatten() | label >> beam.CombineGlobally(_Merged(fn))
+def totals_fns(cfg: MixConfig) -> tuple[beam.CombineFn, beam.CombineFn]:
+    """Items -> offered `SourceStats` and supply {key: Supply}: the plan's input. The supply key is (source, group,
+    grid level) when certified, (source, stream) under a rule."""
+    key = (lambda i: (i.source, i.group, i.level)) if cfg.rule == "certified" else (lambda i: (i.source, i.stream))
+    return SourceStats(), _SumSupply(key)
 
 
 def _streams(item: Item, plan, cfg: MixConfig):
@@ -275,15 +294,15 @@ class MixWithCeiling(beam.PTransform):
         bounds = certify.Bounds.of(self._groups)
         usable = frozenset(self._groups)
         per_part = [docs | f"Classify[{i}]" >> beam.ParDo(_Classify(cfg, usable, *part)).with_output_types(
-            Item, dropped=Dropped, dead_letters=DeadLetter, documents=Any).with_outputs(
-            DROPPED, DEAD_LETTERS, DOCUMENTS, main="items") for i, (docs, part) in enumerate(zip(documents, self._parts))]
+            Item, dropped=Dropped, dead_letters=DeadLetter, documents=Any, totals=Any).with_outputs(
+            DROPPED, DEAD_LETTERS, DOCUMENTS, TOTALS, main="items")
+            for i, (docs, part) in enumerate(zip(documents, self._parts))]
         part_items = [c["items"] for c in per_part]
-        # supply and offered statistics in one combiner, applied where each part is produced: the items cross one
+        # supply and offered statistics, folded per bundle where each part is classified: the items cross one
         # Flatten, on their way to the plan's cut
-        supply_key = ((lambda i: (i.source, i.group, i.level)) if cfg.rule == "certified"
-                      else (lambda i: (i.source, i.stream)))
-        totals = combine_parts(part_items, beam.combiners.SingleInputTupleCombineFn(
-            SourceStats(), _SumSupply(supply_key)), "Offered")
+        totals = ([c[TOTALS] for c in per_part] | "BundleTotals" >> beam.Flatten()
+                  | "Offered" >> beam.CombineGlobally(_Merged(beam.combiners.SingleInputTupleCombineFn(
+                      *totals_fns(cfg)))))
         offered = totals | "OfferedStats" >> beam.Map(lambda t: t[0])
         if cfg.rule == "certified":
             plan = totals | "Plan" >> beam.Map(lambda t: make_certified_plan(cfg, bounds, t[1]))
