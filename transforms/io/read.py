@@ -90,9 +90,9 @@ def can_read_again(path: str) -> bool:
 
 class ReadAgain(beam.PTransform):
     """Shards that `can_read_again` -> the Documents whose `document.identity_hash` is `wanted` (a side input: a
-    container of ints), each as `ReadCrawl` with the same limit made it. For a second pass over
-    inputs already read: nothing is counted, dropped or dead-lettered again, and a record that cannot be read
-    again is absent (the caller, which knows what it wanted, reports it)."""
+    container of ints), each as `ReadCrawl` with the same limit made it. For a second pass over inputs already
+    read: nothing is counted, dropped or dead-lettered again, and a record that cannot be read again is absent
+    (the caller, which knows what it wanted, reports it)."""
 
     def __init__(self, shards: list[Shard], wanted, max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES):
         super().__init__()
