@@ -85,8 +85,7 @@ def mix_stage(p, docs):
     cfg = parse({"seed": 1, "target_tokens": supply // 2, "max_synthetic_fraction": "0.3",
                  "synthetic": {"rule": "threshold", "threshold": 0.5},
                  "sources": [{"name": "web", "inputs": ["unused/*.parquet"], "weight": 1}]})
-    triples = p | beam.Create([("web", "", d) for d in docs])
-    return (triples | MixWithCeiling(cfg))[SELECTED]
+    return ((p | beam.Create(docs).with_output_types(Document),) | MixWithCeiling(cfg, [("web", "", False)]))[SELECTED]
 
 
 def _count(n: int) -> None:

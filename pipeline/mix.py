@@ -21,13 +21,13 @@ from transforms.accounting import DEAD_LETTERS, DOCUMENTS, DROPPED, Summarize, T
 from transforms.io.commit import (CommitOutputs, IncompleteOutputError, complete_outputs, file_entry, require_complete,
                                   run_key, staging_dir)
 from transforms.io.files import InputError, match_shards
-from transforms.io.read import ReadCrawl
+from transforms.io.read import ReadCrawl, can_read_again
 from transforms.io.write import WriteJsonRecords, write_bytes, write_json
 from transforms.mix import certify
 from transforms.mix.config import ConfigError, MixConfig, load
 from transforms.mix.report import SourceStats, empty_stats, render
-from transforms.mix.rows import WriteRows
-from transforms.mix.select import MIXER_DROP_REASONS, ROWS, SELECTED, MixWithCeiling
+from transforms.mix.rows import JoinRows, WriteRows
+from transforms.mix.select import MIXER_DROP_REASONS, SELECTED, MixWithCeiling
 
 OUTPUT_PARTS = ("train", "dropped", "dead_letters", "summary.json", "manifest.json", "report.html")
 TOKEN_DEFINITION = "synthcap tokens: words and punctuation marks (\\w+|[^\\w\\s]), transforms/tokens.py"
@@ -64,21 +64,29 @@ def build(p, cfg: MixConfig, output: str, staging: str, key: str, rows_per_shard
           unusable: dict, inputs: dict):
     """`inputs`: source name -> [(folder or "", matched shards)]. Every file is written under `staging` and moved
     into OUT by the commit, which writes OUT/COMPLETE.json last."""
-    triples, reads = [], []
+    docs, reads, parts = [], [], []
     for s in cfg.sources:
         for i, (folder, shards) in enumerate(inputs[s.name]):
-            read = p | f"Read[{s.name}][{i}]" >> ReadCrawl(shards=shards)
-            reads.append(read)
-            triples.append(read[DOCUMENTS] | f"Tag[{s.name}][{i}]" >> beam.Map(
-                lambda d, n=s.name, f=folder: (n, f, d)))
+            # files that can be read again after the selection are read apart from those whose documents wait for it
+            for again in (True, False):
+                mine = [sh for sh in shards if can_read_again(sh.path) == again]
+                if mine:
+                    read = p | f"Read[{s.name}][{i}]{'' if again else '[waiting]'}" >> ReadCrawl(shards=mine)
+                    reads.append(read)
+                    docs.append(read[DOCUMENTS])
+                    parts.append((s.name, folder, mine if again else None))
     # the summary counts what was read: one small marker per document, not the document, crosses the Flatten
     read_all = {tag: [r[tag] if tag != DOCUMENTS else r[tag] | f"Marker[{j}]" >> beam.Map(lambda _: 0)
                       for j, r in enumerate(reads)] | f"All[{tag}]" >> beam.Flatten()
                 for tag in (DOCUMENTS, DROPPED, DEAD_LETTERS)}
     # the reader's drops join the mixer's one Flatten of drops (each Flatten copies what crosses it)
-    mixed = tuple(triples) | "Mix" >> MixWithCeiling(cfg, groups, dropped=[r[DROPPED] for r in reads])
+    mixed = tuple(docs) | "Mix" >> MixWithCeiling(cfg, [(name, folder, shards is not None) for name, folder, shards
+                                                        in parts], groups, dropped=[r[DROPPED] for r in reads])
     train = FileSystems.join(staging, "train")
-    train_files = mixed[ROWS] | "WriteTrain" >> WriteRows(train, rows_per_shard)
+    # the selected documents, read again once the selection is made (none waits for it)
+    rows = (mixed[SELECTED], mixed[DOCUMENTS]) | "Rows" >> JoinRows(cfg, frozenset(groups), [
+        (name, folder, shards) for name, folder, shards in parts if shards is not None])
+    train_files = rows | "WriteTrain" >> WriteRows(train, rows_per_shard)
     dropped = mixed[DROPPED]
     dead = (read_all[DEAD_LETTERS], mixed[DEAD_LETTERS]) | "Dead" >> beam.Flatten()
     # drops go to their writer as (sort key, JSON line): strings shuffle fast and the writer's group holds no objects

@@ -320,27 +320,159 @@ def test_config_is_read_through_filesystems_from_gs(gcs_emulator, tmp_path):
 def test_rows_join_each_selected_copy_to_its_document():
     """The join behind the training files (called directly): one row per selected copy, in copy order, the
     document intact (provenance, metadata) plus its mix source and epoch; an unselected document yields none, and
-    a record sharing the id and the priority (another offset) passes the priority filter but is never taken for
-    it."""
-    from transforms.mix.rows import _join, doc_key, join_bucket, selected_only, waiting
+    a record sharing the identity hash (another offset) passes the filter but is never taken for it."""
+    from transforms.document import identity_hash
+    from transforms.mix.classify import fingerprint
+    from transforms.mix.rows import _copy_key, _join, join_bucket, selected_only, waiting
 
+    cfg = parse({**BASE, "synthetic": RULE})
     doc = Document(id="x", text="some words here", source="a.parquet", offset=7, p_ai=0.25,
                    provenance={"declared_ai": False, "tdm_reservation": None, "robots_noai": False},
                    metadata={"k": "v"})
     twin = dataclasses.replace(doc, text="other words", offset=8)
-    priority = 5 << 52
-    assert list(selected_only(waiting(doc, priority), frozenset({priority + 1}))) == []
-    (bucket, blob), = selected_only(waiting(doc, priority), frozenset({priority}))
-    (twin_bucket, twin_blob), = selected_only(waiting(twin, priority), frozenset({priority}))
-    assert bucket == twin_bucket == join_bucket(priority)
-    key = doc_key(doc)
-    rows = list(_join((bucket, [(key, "web", 1), twin_blob, blob, (key, "web", 0)])))
+    item = _classified(doc, cfg)
+    h = identity_hash(*item.key)
+    (bucket, blob), = selected_only(waiting(doc, item), frozenset({h}))
+    assert list(selected_only(waiting(doc, item), frozenset({h + 1}))) == []
+    _, twin_blob = waiting(twin, _classified(twin, cfg))
+    assert bucket == join_bucket(h) == _copy_key(item)[0]
+    copy0, copy1 = (_copy_key(item._replace(epoch=e, source="web"))[1] for e in (0, 1))
+    assert copy0[3] == fingerprint(item)
+    rows = list(_join((bucket, [copy1, twin_blob, blob, copy0])))
     assert [(r.source, r.epoch) for r in rows] == [("web", 0), ("web", 1)]
     out = rows[1].document()
     assert out.metadata == {"k": "v", "mix_source": "web", "mix_epoch": "1"}
     assert dataclasses.replace(out, metadata=doc.metadata) == doc
     assert rows[0].parquet_key == rows[1].parquet_key and rows[0].dolma_key < rows[1].dolma_key
     assert list(_join((bucket, [blob]))) == []
+
+
+def _classified(doc: Document, cfg):
+    from transforms.mix.classify import Item, classify
+
+    item = classify(doc, "a", "", cfg, frozenset(), False)
+    assert type(item) is Item
+    return item
+
+
+def test_join_fails_the_run_when_the_second_read_lacks_or_changed_a_selected_document():
+    """A selected copy whose document did not come back, or came back with another classification (its file
+    changed between the reads), stops the join with a line naming the document: no row is made from text the
+    selection did not see."""
+    from transforms.mix.rows import InputChanged, _copy_key, _join, waiting
+
+    cfg = parse({**BASE, "synthetic": RULE})
+    doc = _doc("web", 1, 12, 0.2)
+    item = _classified(doc, cfg)
+    bucket, copy = _copy_key(item)
+    with pytest.raises(InputChanged, match=r"document 'web-0001' \(web.parquet offset 1\).*is missing from the "
+                                           r"second read"):
+        list(_join((bucket, [copy])))
+    rescored = dataclasses.replace(doc, p_ai=0.9)
+    _, blob = waiting(rescored, _classified(rescored, cfg))
+    with pytest.raises(InputChanged, match="is not the same document in the second read"):
+        list(_join((bucket, [copy, blob])))
+    longer = dataclasses.replace(doc, text=doc.text + " more")
+    _, blob = waiting(longer, _classified(longer, cfg))
+    with pytest.raises(InputChanged, match="is not the same document in"):
+        list(_join((bucket, [copy, blob])))
+
+
+def test_a_file_rewritten_between_the_reads_fails_the_mix_with_a_line_naming_the_document(tmp_path):
+    """The second read over a real file: unchanged, every selected document comes back intact, once per copy;
+    rewritten after the selection (a selected row rescored), the pipeline fails on that document, so no output is
+    made from text the selection did not see."""
+    from typing import Tuple
+
+    from transforms.io.files import match_shards
+    from transforms.mix.classify import Item
+    from transforms.mix.rows import JoinRows
+
+    docs = [_doc("web", i, 6 + i, i / 10) for i in range(6)]
+    pattern = _write_source(tmp_path, "web", docs)
+    cfg = parse({**BASE, "synthetic": RULE})
+    shards = match_shards([pattern])
+    items = [_classified(d, cfg) for d in docs[:3]] + [_classified(docs[0], cfg)._replace(epoch=1)]
+
+    def join():
+        p = beam.Pipeline()
+        selected = p | "Items" >> beam.Create(items).with_output_types(Item)
+        none = p | "NoneWaiting" >> beam.Create([]).with_output_types(Tuple[int, bytes])
+        _ = ((selected, none) | JoinRows(cfg, frozenset(), [("a", "", shards)])
+             | beam.Map(lambda r: (r.epoch, r.document())) | beam.combiners.ToList()
+             | beam.Map(lambda rows: (tmp_path / "rows.json").write_text(json.dumps(sorted(
+                 [e, d.id, d.text, d.p_ai, d.metadata["mix_source"]] for e, d in rows)))))
+        p.run().wait_until_finish()
+        return json.loads((tmp_path / "rows.json").read_text())
+
+    assert join() == sorted([[i.epoch, i.id, docs[int(i.id[-4:])].text, docs[int(i.id[-4:])].p_ai, "a"]
+                             for i in items])
+    Path(pattern.replace("*", "part-0")).write_bytes(parquet_bytes(to_table(
+        [dataclasses.replace(d, p_ai=0.95) if d.offset == 2 else d for d in docs])))
+    with pytest.raises(Exception, match=r"document 'web-0002' \(web.parquet offset 2\), selected for source 'a'"
+                                        r".* is not the same document in the second read"):
+        join()
+
+
+def test_read_again_gives_the_first_reads_documents_for_the_wanted_identities_and_counts_nothing(tmp_path):
+    """`ReadAgain` over a curated-style Parquet file (Document schema, rows carrying their own source and offset)
+    and a foreign one (no id column: ids and offsets come from the file): exactly the documents `ReadCrawl`
+    made, for the wanted identity hashes only; a bad row, a too-large one and an empty one stay out, and nothing
+    is counted (the first read's counters are the summary's)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from apache_beam.metrics.metric import MetricsFilter
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from transforms.document import identity_hash
+    from transforms.io.files import match_shards
+    from transforms.io.read import ReadAgain, ReadCrawl
+
+    docs = [_doc("crawl", i, 5 + i, i / 10) for i in range(8)]
+    (tmp_path / "curated.parquet").write_bytes(parquet_bytes(to_table(docs)))
+    pq.write_table(pa.table({"text": ["alpha beta", "", "gamma " * 40, "delta", None], "lang": ["en"] * 5}),
+                   tmp_path / "foreign.parquet", row_group_size=2)
+    shards = match_shards([str(tmp_path / "*.parquet")])
+    first = beam.Pipeline()
+    read = first | ReadCrawl(shards=shards, max_document_bytes=100)
+    _ = read["documents"] | beam.combiners.ToList() | beam.Map(lambda ds: (tmp_path / "first.json").write_text(
+        json.dumps([[d.id, d.source, d.offset, d.text, d.p_ai] for d in ds])))
+    first.run().wait_until_finish()
+    made = [tuple(x) for x in json.loads((tmp_path / "first.json").read_text())]
+    assert len(made) == 8 + 2  # the foreign file's empty, too large and null-text rows are not documents
+    wanted = [m for m in made if m[2] % 2 == 1 or m[0].startswith("sc:")]
+    hashes = frozenset(identity_hash(m[0], m[1], m[2]) for m in wanted) | {identity_hash("nobody", "x", 0)}
+    second = beam.Pipeline()
+    again = second | ReadAgain(shards, beam.pvalue.AsSingleton(second | beam.Create([hashes])),
+                               max_document_bytes=100)
+    assert_that(again | beam.Map(lambda d: (d.id, d.source, d.offset, d.text, d.p_ai)), equal_to(wanted))
+    result = second.run()
+    result.wait_until_finish()
+    assert not result.metrics().query(MetricsFilter().with_namespace("synthcap"))["counters"]
+
+
+def test_jsonl_inputs_wait_for_the_selection_and_parquet_inputs_are_read_again(tmp_path):
+    """A JSONL source (cannot be read again: its documents wait for the selection, packed) and a Parquet source
+    (read again) in one mix: every selected document is written once per copy, intact, and nothing is lost."""
+    from transforms.document import dolma_line
+
+    web = [_doc("web", i, 10 + i % 7, (i % 10) / 10) for i in range(60)]
+    human = [_doc("human", i, 8 + i % 5, 0.0) for i in range(30)]
+    (tmp_path / "human").mkdir()
+    (tmp_path / "human" / "part-0.jsonl").write_text("".join(dolma_line(d) + "\n" for d in human))
+    cfg = {"seed": 3, "target_tokens": 600, "max_synthetic_fraction": "0.2", "synthetic": RULE,
+           "sources": [{"name": "human", "inputs": [str(tmp_path / "human" / "*.jsonl")], "anchor": True},
+                       {"name": "web", "inputs": [_write_source(tmp_path, "web", web)], "weight": 1,
+                        "max_repeats": 2}]}
+    m, rows = _run_mix(tmp_path, cfg)
+    assert m["accounting"]["reconciles"] and m["within_ceiling"]
+    by_id = {d.id: d for d in web}
+    assert {d.id for d in rows if d.metadata["mix_source"] == "human"} == {d.id for d in human}
+    for d in rows:
+        if d.metadata["mix_source"] == "web":
+            assert dataclasses.replace(d, metadata={}) == by_id[d.id]
+    assert Counter(d.metadata["mix_source"] for d in rows)["web"] == m["sources"][1]["selected"]["rows"] > 0
+    assert m["output"]["documents"] + sum(m["accounting"]["dropped"].values()) == 90
 
 
 def test_drops_cross_stages_as_tuples_and_keep_their_json():

@@ -383,7 +383,8 @@ def test_rule_plan_takes_over_documents_when_the_anchors_leave_slack():
     """1,000 human anchor tokens leave room for 1000 x 0.1 / 0.9 = 111 synthetic tokens: the plan budgets over
     (synthetic) web documents up to that slack instead of refusing them, and says the ceiling limited it."""
     from transforms.mix.classify import ANCHOR, OVER, UNDER
-    from transforms.mix.plan import Supply, excess_of, make_plan
+    from transforms.mix.classify import excess_of
+    from transforms.mix.plan import Supply, make_plan
 
     cfg = _rule_cfg(1500)
     one = 1 << 32  # a rate of 1 in fixed point

@@ -33,6 +33,9 @@ _EXPORTS = {
     "MixConfig": ("transforms.mix.config", "MixConfig"),
     "load_mix_config": ("transforms.mix.config", "load"),
     "MixWithCeiling": ("transforms.mix.select", "MixWithCeiling"),
+    "JoinRows": ("transforms.mix.rows", "JoinRows"),
+    "WriteRows": ("transforms.mix.rows", "WriteRows"),
+    "ReadAgain": ("transforms.io.read", "ReadAgain"),
     "RunInfo": ("transforms.provenance.lineage", "RunInfo"),
     "WriteProvenance": ("transforms.provenance.lineage", "WriteProvenance"),
     "MatchIndex": ("transforms.refresh.match", "MatchIndex"),
@@ -54,12 +57,12 @@ _EXPORTS = {
 __all__ = [
     "DEAD_LETTER_REASONS", "DROP_REASONS", "DeadLetter", "Dropped", "Summarize", "reconcile",
     "SCHEMA", "Document", "DocumentCoder", "Provenance", "from_dolma", "from_table", "to_dolma", "to_table",
-    "ReadCrawl", "WriteDocuments", "WriteJsonRecords", "WriteSharded",
+    "ReadCrawl", "ReadAgain", "WriteDocuments", "WriteJsonRecords", "WriteSharded",
     "ConnectedComponents", "ExactDedup", "IdCollisions", "MinHasher", "NearDedup", "Normalization", "VerifyPairs",
     "RunInfo", "TagProvenance", "WriteProvenance",
     "Detector", "FastTextModelHandler", "ScoreAILikelihood", "ScoreAgainstReference", "BuildReference",
     "ReadReference", "conformal_pvalue", "estimate_share",
-    "MixConfig", "MixWithCeiling", "load_mix_config",
+    "MixConfig", "MixWithCeiling", "JoinRows", "WriteRows", "load_mix_config",
     "MatchIndex", "WriteSegment",
 ]
 

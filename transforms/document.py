@@ -203,6 +203,12 @@ def _restore(cls, fields: dict):
 beam.coders.registry.register_coder(Document, DocumentCoder)
 
 
+def identity_hash(doc_id: str, source: str, offset: int) -> int:
+    """A record's identity (id, where read, offset) as a 64-bit hash: what a second read of a file matches records
+    on. Two identities may share a hash; a caller that needs the record itself compares the full identity."""
+    return xxhash.xxh64_intdigest(f"{doc_id}\x00{source}\x00{offset}".encode())
+
+
 def fallback_id(source: str, offset: int, index: int = 0) -> str:
     """A stable id for records that carry none: a hash of where they were read."""
     return "sc:" + xxhash.xxh3_128_hexdigest(f"{source}\x00{offset}\x00{index}".encode())

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.restriction_trackers import OffsetRange
 
 from transforms.accounting import dead_letter, drop
-from transforms.document import COLUMNS, SCHEMA
+from transforms.document import COLUMNS, SCHEMA, identity_hash
 from transforms.io.files import ByteRanges, Shard, open_raw
 from transforms.io.reader import ShardReader
 from transforms.io.record import RecordError, emitted, to_document
@@ -119,14 +119,69 @@ class ReadParquetFn(ShardReader):
             return
         for i, row in enumerate(rows):
             offset = first_row + i
-            try:
-                doc = to_document({**row, "text": row.get("text") or ""}, shard.path, offset, typed)
-            except RecordError as e:
-                yield dead_letter(shard.path, offset, e.reason, e, STAGE)
-                continue
-            if len(doc.text) > self._limit:
+            doc, reason = self._document(row, shard.path, offset, typed)
+            if doc is None:
+                yield dead_letter(shard.path, offset, reason.reason, reason, STAGE)
+            elif reason == "too_large":
                 yield drop(doc.id, "too_large", shard.path, offset, f"{len(doc.text)} characters")
-            elif not doc.text.strip():
-                yield drop(doc.id, "empty_text", shard.path, offset)
+            elif reason:
+                yield drop(doc.id, reason, shard.path, offset)
             else:
                 yield emitted(doc)
+
+    def _document(self, row: dict, path: str, offset: int, typed: bool):
+        """A row as both reads see it: (Document, None) when it is kept, (Document, drop reason), or (None,
+        RecordError)."""
+        try:
+            doc = to_document({**row, "text": row.get("text") or ""}, path, offset, typed)
+        except RecordError as e:
+            return None, e
+        if len(doc.text) > self._limit:
+            return doc, "too_large"
+        if not doc.text.strip():
+            return doc, "empty_text"
+        return doc, None
+
+
+class _ReadAgainFn(ReadParquetFn):
+    """One row group, read again: the Documents whose `identity_hash` is wanted, among those the first read kept.
+    A table with the Document schema (a curated folder's) has each row's identity in three columns, so only the
+    wanted rows become Python objects; any other table is converted whole. Nothing is counted or dropped here (the
+    first read accounted for every record), and a row group that cannot be read is skipped: the caller finds its
+    wanted records missing."""
+
+    def process(self, element, wanted):
+        path, group = element
+        try:
+            with open_raw(path) as f:
+                pf = pq.ParquetFile(f)
+                first_row = sum(pf.metadata.row_group(i).num_rows for i in range(group))
+                table, typed = _as_read(pf.read_row_group(group))
+            if typed:
+                ids, sources, offsets = (table.column(name).to_pylist() for name in ("id", "source", "offset"))
+                rows = [i for i, key in enumerate(zip(ids, sources, offsets)) if identity_hash(*key) in wanted]
+                values = table.take(rows).to_pylist() if rows else []
+            else:
+                rows, values = range(table.num_rows), table.to_pylist()
+        except Exception:  # any filesystem's or Arrow's error: the wanted records are reported missing by the caller
+            return
+        for i, row in zip(rows, values):
+            doc, reason = self._document(row, path, first_row + i, typed)
+            if doc is not None and reason is None and identity_hash(doc.id, doc.source, doc.offset) in wanted:
+                yield doc
+
+
+class ReadParquetAgain(beam.PTransform):
+    """Parquet shards -> the Documents whose `document.identity_hash` is `wanted` (a side input: a container of
+    ints), each exactly as `ReadParquetFn` made it in the first read. Split by row group; in Document-schema files
+    only the wanted rows become Python objects, so reading again costs the columnar read plus the wanted rows."""
+
+    def __init__(self, shards: list[Shard], wanted, max_document_bytes: int):
+        super().__init__()
+        self._shards, self._wanted, self._max = list(shards), wanted, max_document_bytes
+
+    def expand(self, pbegin):
+        return (pbegin | "Shards" >> beam.Create([s.path for s in self._shards])
+                | "RowGroups" >> beam.FlatMap(lambda path: [(path, g) for g in range(_row_groups(path))])
+                | "Spread" >> beam.Reshuffle()
+                | "Read" >> beam.ParDo(_ReadAgainFn(self._max), self._wanted))

@@ -5,10 +5,10 @@ import apache_beam as beam
 
 from transforms.accounting import DEAD_LETTERS, DOCUMENTS, DROPPED, DeadLetter, Dropped, count, drop
 from transforms.document import Document, fallback_id
-from transforms.io.files import JSONL, NON_DOCUMENT, PARQUET, SUPPORTED, UNSUPPORTED, WARC, Shard, extension, \
-    match_shards
+from transforms.io.files import JSONL, NON_DOCUMENT, PARQUET, SUPPORTED, UNSUPPORTED, WARC, Shard, detect_format, \
+    extension, match_shards
 from transforms.io.jsonl import ReadJsonlFn
-from transforms.io.parquet import ReadParquetFn
+from transforms.io.parquet import ReadParquetAgain, ReadParquetFn
 from transforms.io.reader import counted
 from transforms.io.warc import ReadWarcFn
 
@@ -80,3 +80,26 @@ class ReadCrawl(beam.PTransform):
             out[tag] = ((parts or [pbegin | f"Empty[{tag}]" >> beam.Create([]).with_output_types(_TYPES[tag])])
                         | f"Flatten[{tag}]" >> beam.Flatten().with_output_types(_TYPES[tag]))
         return out
+
+
+def can_read_again(path: str) -> bool:
+    """Whether `ReadAgain` reads this file: Parquet, whose row groups can be read on their own and whose rows become
+    Python objects one by one; a line or record stream would have to be parsed whole again."""
+    return detect_format(path) == PARQUET
+
+
+class ReadAgain(beam.PTransform):
+    """Shards that `can_read_again` -> the Documents whose `document.identity_hash` is `wanted` (a side input: a
+    container of ints), each as `ReadCrawl` with the same limit made it. For a second pass over inputs already
+    read: nothing is counted, dropped or dead-lettered again, and a record that cannot be read again is absent
+    (the caller, which knows what it wanted, reports it)."""
+
+    def __init__(self, shards: list[Shard], wanted, max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES):
+        super().__init__()
+        refused = [s.path for s in shards if not can_read_again(s.path)]
+        if refused:
+            raise ValueError(f"cannot read again: {refused[0]}")
+        self._shards, self._wanted, self._max = list(shards), wanted, max_document_bytes
+
+    def expand(self, pbegin):
+        return pbegin | "Parquet" >> ReadParquetAgain(self._shards, self._wanted, self._max)

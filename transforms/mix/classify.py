@@ -11,14 +11,16 @@ break the ceiling; `over` documents are taken only while the slack left by ancho
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Optional
+from fractions import Fraction
+from typing import NamedTuple, Optional, Union
 
 import apache_beam as beam
 import xxhash
 
 from transforms.document import Document
 from transforms.mix import certify
-from transforms.mix.config import Exclude
+from transforms.mix.config import Exclude, MixConfig
+from transforms.tokens import count_tokens
 
 ANCHOR, UNDER, OVER = "anchor", "under", "over"
 BUCKET_BITS = 12
@@ -36,7 +38,7 @@ class Item(NamedTuple):
     units: int
     tokens: int
     rate: int  # AI share charged, fixed point
-    excess: int  # tokens x (rate - ceiling), see plan.excess_of
+    excess: int  # tokens x (rate - ceiling), see excess_of
     id: str
     src: str  # where the record was read (Document.source)
     offset: int
@@ -87,6 +89,50 @@ class PlainTupleCoder(beam.coders.Coder):
 
 
 beam.coders.registry.register_coder(Item, PlainTupleCoder)
+
+
+def fingerprint(item: Item) -> tuple:
+    """What selection used of a document besides its identity, as classification made it (selection changes only
+    the stream, copy, charge and excess): a second read of the document must give the same."""
+    return item.units, item.tokens, item.p_ai, item.pvalue, item.expected, item.group, item.level
+
+
+def stream_of(rate: int, ceiling: Fraction) -> str:
+    return UNDER if rate * ceiling.denominator <= ceiling.numerator * certify.SCALE else OVER
+
+
+def excess_of(tokens: int, rate: int, ceiling: Fraction) -> int:
+    """tokens x (rate - ceiling), in units of 1 / (SCALE x ceiling's denominator): exact integers, no Fraction."""
+    return tokens * (rate * ceiling.denominator - ceiling.numerator * certify.SCALE)
+
+
+def classify(doc: Document, source: str, folder: str, cfg: MixConfig, usable: frozenset,
+             anchor: bool) -> Union[Item, tuple[str, str]]:
+    """A document as selection sees it: its Item, or why it has none: ("invalid_score", message), a dead letter,
+    or ("drop", reason). The one definition for the first read and for the check of the second."""
+    bad = invalid_score(doc)
+    if bad:
+        return "invalid_score", f"{doc.id}: {bad}"
+    tokens = count_tokens(doc.text)
+    reason = exclusion(doc, cfg.exclude, tokens)
+    if reason:
+        return "drop", reason
+    units = tokens if cfg.unit == "tokens" else 1
+    order = priority(cfg.seed, doc)
+    if cfg.rule != "certified":
+        rate = rule_rate(doc, cfg.rule, cfg.threshold)
+        excess = excess_of(tokens, rate, cfg.ceiling)
+        stream = ANCHOR if anchor else (UNDER if excess <= 0 else OVER)
+        return make_item(doc, source, stream, order, units, tokens, rate, excess)
+    group = certified_group(doc, folder, usable, cfg.pre_llm_is_human)
+    if group is None:
+        if cfg.unestimable != "treat_as_synthetic":
+            return "drop", "unestimable"
+        group = certify.UNESTIMATED
+    level = {certify.DECLARED: 0, certify.PRE_LLM: certify.PRE_LLM_ONLY}.get(group)
+    if level is None:
+        level = certify.grid_index(doc.ai_pvalue)
+    return make_item(doc, source, ANCHOR if anchor else "", order, units, tokens, 0, 0, group, level)
 
 
 def make_item(doc: Document, source: str, stream: str, order: int, units: int, tokens: int, rate: int, excess: int,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 from transforms.mix import certify
-from transforms.mix.classify import ANCHOR, OVER, UNDER
+from transforms.mix.classify import ANCHOR, OVER, UNDER, stream_of
 from transforms.mix.config import MixConfig
 
 
@@ -51,15 +51,6 @@ def quotas(cfg: MixConfig, anchor_units: int) -> dict:
     for s in weighted:
         quota[s.name] = int(left * s.weight / total_w) if total_w else 0
     return quota
-
-
-def stream_of(rate: int, ceiling: Fraction) -> str:
-    return UNDER if rate * ceiling.denominator <= ceiling.numerator * certify.SCALE else OVER
-
-
-def excess_of(tokens: int, rate: int, ceiling: Fraction) -> int:
-    """tokens x (rate - ceiling), in units of 1 / (SCALE x ceiling's denominator): exact integers, no Fraction."""
-    return tokens * (rate * ceiling.denominator - ceiling.numerator * certify.SCALE)
 
 
 def make_certified_plan(cfg: MixConfig, bounds: certify.Bounds, supply: dict) -> Plan:
@@ -139,7 +130,7 @@ def _rates(cells: dict, j: int, bounds: certify.Bounds) -> tuple[float, float, f
 
 
 def make_plan(cfg: MixConfig, supply: dict) -> Plan:
-    """The opt-in rule plan. `supply`: (source, stream) -> Supply of epoch 0; excess in `excess_of` units."""
+    """The opt-in rule plan. `supply`: (source, stream) -> Supply of epoch 0; excess in `classify.excess_of` units."""
     anchors = sum((s.units for (src, st), s in supply.items() if st == ANCHOR), 0)
     quota = quotas(cfg, anchors)
     mixed = [s for s in cfg.sources if not s.anchor]

@@ -43,7 +43,9 @@ class SourceStats(beam.CombineFn):
         return {}
 
     def add_input(self, acc, item: Item):
-        s = acc.setdefault(item.source, empty_stats())
+        s = acc.get(item.source)
+        if s is None:
+            s = acc[item.source] = empty_stats()
         s["rows"] += 1
         s["documents"] += item.epoch == 0
         s["tokens"] += item.tokens

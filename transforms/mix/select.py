@@ -1,7 +1,7 @@
 """`MixWithCeiling`: exact, certified selection without a worker holding a source.
 
-1. Every (source, curated folder, Document) becomes an Item (classify.py); invalid scores are dead letters,
-   excluded and unestimable documents named drops.
+1. Every Document of every input part (source, curated folder) becomes an Item (classify.py); invalid scores are
+   dead letters, excluded and unestimable documents named drops.
 2. Supply totals -> the plan (plan.py), a side input: per source the p-value cut, its certified AI rate and a
    unit budget (certified), or under/over budgets (rule counts). Documents below their source's cut are dropped.
 3. A 2^12-bucket histogram of priority top bits per (source, stream) -> the boundary bucket: buckets below are
@@ -20,66 +20,56 @@ from fractions import Fraction
 from typing import Any, Tuple
 
 import apache_beam as beam
+from apache_beam.transforms.window import GlobalWindows
 
 from transforms.accounting import DEAD_LETTERS, DROPPED, DeadLetter, Dropped, dead_letter, drop
 from transforms.mix import certify
-from transforms.mix.classify import (ANCHOR, OVER, UNDER, Item, certified_group, exclusion, invalid_score, make_item,
-                                     priority, rule_rate)
+from transforms.document import Document
+from transforms.mix.classify import ANCHOR, OVER, UNDER, Item, classify, excess_of, stream_of
 from transforms.mix.config import MixConfig
-from transforms.mix.plan import Supply, boundary, charge, excess_of, make_certified_plan, make_plan, stream_of
+from transforms.mix.plan import Supply, boundary, charge, make_certified_plan, make_plan
 from transforms.mix.report import SourceStats
-from transforms.mix.rows import JoinRows, waiting
-from transforms.tokens import count_tokens
+from transforms.mix.rows import waiting
 
 KeyedItem = Tuple[Tuple[str, str], Item]
 SELECTED = "selected"
 DOCUMENTS = "documents"
-ROWS = "rows"
+TOTALS = "totals"
 ROUNDS = 3
 MIXER_DROP_REASONS = frozenset({"excluded_opt_out", "excluded_filter", "unestimable", "over_ceiling", "over_quota"})
 
 
 class _Classify(beam.DoFn):
-    def __init__(self, cfg: MixConfig, usable: frozenset):
-        self._cfg = cfg
-        self._usable = usable
+    """A part's Document -> its Item, a drop or a dead letter; and once per bundle the bundle's accumulators of
+    `totals_fns` (folded here, item by item, rather than by a combiner's steps per document). A document of a
+    file that is not read again after the selection also goes on, packed, to wait for it (rows.py)."""
+
+    def __init__(self, cfg: MixConfig, usable: frozenset, source: str, folder: str, read_again: bool):
+        self._cfg, self._usable = cfg, usable
+        self._source, self._folder, self._again = source, folder, read_again
 
     def setup(self):
-        self._anchor = {s.name: s.anchor for s in self._cfg.sources}
+        self._anchor = next(s.anchor for s in self._cfg.sources if s.name == self._source)
+        self._stats, self._supply = totals_fns(self._cfg)
 
-    def process(self, element):
-        source, folder, doc = element
-        cfg = self._cfg
-        bad = invalid_score(doc)
-        if bad:
-            yield dead_letter(doc.source, doc.offset, "invalid_score", f"{doc.id}: {bad}", "mix")
-            return
-        tokens = count_tokens(doc.text)
-        reason = exclusion(doc, cfg.exclude, tokens)
-        if reason:
-            yield drop(doc.id, reason, doc.source, doc.offset, source)
-            return
-        units = tokens if cfg.unit == "tokens" else 1
-        anchor = self._anchor[source]
-        order = priority(cfg.seed, doc)
-        if cfg.rule != "certified":
-            rate = rule_rate(doc, cfg.rule, cfg.threshold)
-            excess = excess_of(tokens, rate, cfg.ceiling)
-            stream = ANCHOR if anchor else (UNDER if excess <= 0 else OVER)
-            yield make_item(doc, source, stream, order, units, tokens, rate, excess)
-            yield beam.pvalue.TaggedOutput(DOCUMENTS, waiting(doc, order))
-            return
-        group = certified_group(doc, folder, self._usable, cfg.pre_llm_is_human)
-        if group is None:
-            if cfg.unestimable != "treat_as_synthetic":
-                yield drop(doc.id, "unestimable", doc.source, doc.offset, source)
-                return
-            group = certify.UNESTIMATED
-        level = {certify.DECLARED: 0, certify.PRE_LLM: certify.PRE_LLM_ONLY}.get(group)
-        if level is None:
-            level = certify.grid_index(doc.ai_pvalue)
-        yield make_item(doc, source, ANCHOR if anchor else "", order, units, tokens, 0, 0, group, level)
-        yield beam.pvalue.TaggedOutput(DOCUMENTS, waiting(doc, order))
+    def start_bundle(self):
+        self._totals = (self._stats.create_accumulator(), self._supply.create_accumulator())
+
+    def process(self, doc: Document):
+        out = classify(doc, self._source, self._folder, self._cfg, self._usable, self._anchor)
+        if type(out) is Item:
+            self._stats.add_input(self._totals[0], out)
+            self._supply.add_input(self._totals[1], out)
+            yield out
+            if not self._again:
+                yield beam.pvalue.TaggedOutput(DOCUMENTS, waiting(doc, out))
+        elif out[0] == "drop":
+            yield drop(doc.id, out[1], doc.source, doc.offset, self._source)
+        else:
+            yield dead_letter(doc.source, doc.offset, out[0], out[1], "mix")
+
+    def finish_bundle(self):
+        yield beam.pvalue.TaggedOutput(TOTALS, GlobalWindows.windowed_value(self._totals))
 
 
 class _SumSupply(beam.CombineFn):
@@ -90,19 +80,26 @@ class _SumSupply(beam.CombineFn):
         return {}
 
     def add_input(self, acc, item: Item):
-        k = self._key(item)
-        acc[k] = acc.get(k, Supply()) + Supply(item.units, 1, item.excess, item.tokens)
+        s = acc.get(self._key(item))
+        if s is None:
+            acc[self._key(item)] = [item.units, 1, item.excess, item.tokens]
+        else:
+            s[0] += item.units
+            s[1] += 1
+            s[2] += item.excess
+            s[3] += item.tokens
         return acc
 
     def merge_accumulators(self, accs):
         out = {}
         for a in accs:
             for k, s in a.items():
-                out[k] = out.get(k, Supply()) + s
+                t = out.get(k)
+                out[k] = list(s) if t is None else [x + y for x, y in zip(t, s)]
         return out
 
     def extract_output(self, acc):
-        return acc
+        return {k: Supply(*s) for k, s in acc.items()}
 
 
 class _Histograms(beam.CombineFn):
@@ -132,7 +129,7 @@ class _Histograms(beam.CombineFn):
 
 
 class _Merged(beam.CombineFn):
-    """Merges the outputs of `fn` (a CombineFn whose output is its accumulator) computed on separate parts."""
+    """Merges accumulators of `fn` made elsewhere (one per bundle, by `_Classify`) and extracts `fn`'s output."""
 
     def __init__(self, fn: beam.CombineFn):
         self._fn = fn
@@ -147,14 +144,14 @@ class _Merged(beam.CombineFn):
         return self._fn.merge_accumulators(accs)
 
     def extract_output(self, acc):
-        return acc
+        return self._fn.extract_output(acc)
 
 
-def combine_parts(parts: list, fn: beam.CombineFn, label: str):
-    """`fn` over the union of `parts` without a Flatten of them (which would copy every element): each part is
-    combined where it is produced, then the partial results are merged."""
-    partial = [part | f"{label}[{i}]" >> beam.CombineGlobally(fn) for i, part in enumerate(parts)]
-    return partial | f"{label}Parts" >> beam.Flatten() | label >> beam.CombineGlobally(_Merged(fn))
+def totals_fns(cfg: MixConfig) -> tuple[beam.CombineFn, beam.CombineFn]:
+    """Items -> offered `SourceStats` and supply {key: Supply}: the plan's input. The supply key is (source, group,
+    grid level) when certified, (source, stream) under a rule."""
+    key = (lambda i: (i.source, i.group, i.level)) if cfg.rule == "certified" else (lambda i: (i.source, i.stream))
+    return SourceStats(), _SumSupply(key)
 
 
 def _streams(item: Item, plan, cfg: MixConfig):
@@ -275,35 +272,37 @@ def _one(pcoll, tag: str):
 
 
 class MixWithCeiling(beam.PTransform):
-    """(source name, curated folder or "", Document) triples (one PCollection, or a tuple of them, one per input:
-    each is then classified where it is read, so no stage holds documents waiting for a Flatten) -> {"selected":
-    Item (one per output row, repeats included), "dropped" (the mixer's drops and those passed in `dropped`, in
-    one Flatten), "dead_letters", "plan", "offered" (`report.SourceStats` of every item that passed exclusions,
-    one dict), "rows" (`rows.Row`: the selected copies joined back to their documents, for `rows.WriteRows`)}.
-    Anchors are selected whole; the ceiling (certified bound, or the opt-in rule count) holds exactly on the
-    selected rows. `groups`: reference group key -> (estimate, ci95 low, ci95 high, reference documents), from the
-    curated folders' summaries (`certify.parse_ai_share`)."""
+    """A tuple of Document PCollections, one per input part (each is classified where it is read, so no stage holds
+    documents waiting for a Flatten), with `parts`: per PCollection (source name, curated folder or "", whether its
+    files are read again after the selection) -> {"selected": Item (one per output row, repeats included),
+    "dropped" (the mixer's drops and those passed in `dropped`, in one Flatten), "dead_letters", "plan",
+    "offered" (`report.SourceStats` of every item that passed exclusions, one dict), "documents" (`rows.waiting`
+    documents of the parts not read again, for `rows.JoinRows`)}. Anchors are selected whole; the ceiling
+    (certified bound, or the opt-in rule count) holds exactly on the selected rows. `groups`: reference group key
+    -> (estimate, ci95 low, ci95 high, reference documents), from the curated folders' summaries
+    (`certify.parse_ai_share`)."""
 
-    def __init__(self, cfg: MixConfig, groups: dict | None = None, dropped: tuple = ()):
+    def __init__(self, cfg: MixConfig, parts: list, groups: dict | None = None, dropped: tuple = ()):
         super().__init__()
         self._cfg = cfg
+        self._parts = list(parts)
         self._groups = dict(groups or {})
         self._earlier_drops = tuple(dropped)
 
-    def expand(self, triples):
+    def expand(self, documents):
         cfg = self._cfg
         bounds = certify.Bounds.of(self._groups)
-        parts = triples if isinstance(triples, tuple) else (triples,)
-        per_part = [part | f"Classify[{i}]" >> beam.ParDo(_Classify(cfg, frozenset(self._groups))).with_output_types(
-            Item, dropped=Dropped, dead_letters=DeadLetter, documents=Any).with_outputs(
-            DROPPED, DEAD_LETTERS, DOCUMENTS, main="items") for i, part in enumerate(parts)]
+        usable = frozenset(self._groups)
+        per_part = [docs | f"Classify[{i}]" >> beam.ParDo(_Classify(cfg, usable, *part)).with_output_types(
+            Item, dropped=Dropped, dead_letters=DeadLetter, documents=Any, totals=Any).with_outputs(
+            DROPPED, DEAD_LETTERS, DOCUMENTS, TOTALS, main="items")
+            for i, (docs, part) in enumerate(zip(documents, self._parts))]
         part_items = [c["items"] for c in per_part]
-        # supply and offered statistics in one combiner, applied where each part is produced: the items cross one
+        # supply and offered statistics, folded per bundle where each part is classified: the items cross one
         # Flatten, on their way to the plan's cut
-        supply_key = ((lambda i: (i.source, i.group, i.level)) if cfg.rule == "certified"
-                      else (lambda i: (i.source, i.stream)))
-        totals = combine_parts(part_items, beam.combiners.SingleInputTupleCombineFn(
-            SourceStats(), _SumSupply(supply_key)), "Offered")
+        totals = ([c[TOTALS] for c in per_part] | "BundleTotals" >> beam.Flatten()
+                  | "Offered" >> beam.CombineGlobally(_Merged(beam.combiners.SingleInputTupleCombineFn(
+                      *totals_fns(cfg)))))
         offered = totals | "OfferedStats" >> beam.Map(lambda t: t[0])
         if cfg.rule == "certified":
             plan = totals | "Plan" >> beam.Map(lambda t: make_certified_plan(cfg, bounds, t[1]))
@@ -339,7 +338,7 @@ class MixWithCeiling(beam.PTransform):
         selected = (anchors, *u_selected, *o_selected) | "AllSelected" >> beam.Flatten()
         dropped = ([*self._earlier_drops, *[c[DROPPED] for c in per_part], streams[DROPPED], *u_dropped,
                     *o_dropped] | "AllDropped" >> beam.Flatten().with_output_types(Dropped))
-        rows = (selected, *[c[DOCUMENTS] for c in per_part]) | "Rows" >> JoinRows()
+        waiting_docs = [c[DOCUMENTS] for c in per_part] | "Waiting" >> beam.Flatten()
         dead = [c[DEAD_LETTERS] for c in per_part] | "DeadLetters" >> beam.Flatten()
-        return {SELECTED: selected, ROWS: rows, DROPPED: dropped, DEAD_LETTERS: dead, "plan": plan,
+        return {SELECTED: selected, DOCUMENTS: waiting_docs, DROPPED: dropped, DEAD_LETTERS: dead, "plan": plan,
                 "offered": offered}
