@@ -140,3 +140,14 @@ def test_provenance_is_typed_and_reads_like_a_mapping():
         Provenance.of({"colour": "red"})
     with pytest.raises(KeyError):
         p["colour"]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_a_curated_row_with_a_non_finite_score_is_a_schema_error(bad):
+    from transforms.document import to_row
+    from transforms.io.record import RecordError, to_document
+
+    row = {**to_row(_doc(ai_score=0.5, p_ai=0.5)), "ai_score": bad}
+    with pytest.raises(RecordError, match="`ai_score` is .*expected a finite number"):
+        to_document(row, "f.parquet", 0, typed=True)
+    assert to_document({**row, "ai_score": 0.25}, "f.parquet", 0, typed=True).ai_score == 0.25

@@ -104,14 +104,17 @@ def _normalised_dolma(obj: dict) -> dict:
     return {**obj, "metadata": meta}
 
 
+_FLOATS = tuple(f.name for f in SCHEMA if pa.types.is_floating(f.type))  # once: iterating a schema builds objects
+
+
 def _check_required(obj: dict) -> None:
     for name in ("id", "text", "source", "offset"):
         if obj[name] is None:
             raise RecordError("schema_error", f"field `{name}` is null")
-    for field in SCHEMA:
-        value = obj.get(field.name)
-        if pa.types.is_floating(field.type) and value is not None and not math.isfinite(value):
-            raise RecordError("schema_error", f"field `{field.name}` is {value}, expected a finite number")
+    for name in _FLOATS:
+        value = obj.get(name)
+        if value is not None and not math.isfinite(value):
+            raise RecordError("schema_error", f"field `{name}` is {value}, expected a finite number")
 
 
 def to_document(obj: Any, source: str, offset: int, typed: bool = False) -> Document:
