@@ -172,15 +172,16 @@ def write_graph(p, run: Run, g: Graph, written_before: tuple = ()) -> tuple[list
     def staged(part: str) -> str:
         return FileSystems.join(run.staging, part)
 
+    n_documents = documents | "CountDocuments" >> beam.combiners.Count.Globally()  # for both writers and the summary
     written = [
         (dropped
          | "Duplicates" >> beam.Filter(lambda d: d.reason.startswith("duplicate_"))
          | "WriteDuplicates" >> WriteJsonRecords(staged("duplicates"), "duplicates",
                                                  lambda d: f"{d.id}\x00{d.source}\x00{d.offset:020d}",
                                                  encode_item=duplicate_json)),
-        documents | "WriteDocs" >> WriteDocuments(staged("documents"), common.rows_per_shard),
-        documents | "WriteProvenance" >> WriteProvenance(staged("provenance"), run.info,
-                                                          common.rows_per_shard),
+        documents | "WriteDocs" >> WriteDocuments(staged("documents"), common.rows_per_shard, count=n_documents),
+        documents | "WriteProvenance" >> WriteProvenance(staged("provenance"), run.info, common.rows_per_shard,
+                                                          count=n_documents),
         dropped | "WriteDropped" >> WriteJsonRecords(
             staged("dropped"), "dropped", lambda d: f"{d.reason}\x00{d.id}\x00{d.source}\x00{d.offset:020d}"),
         dead | "WriteDead" >> WriteJsonRecords(staged("dead_letters"), "dead_letters",
@@ -192,7 +193,7 @@ def write_graph(p, run: Run, g: Graph, written_before: tuple = ()) -> tuple[list
     extra["provenance"] = signals
     if g.skipped:
         extra["skipped_synthcap_outputs"] = p | "Skipped" >> beam.Create([g.skipped])
-    summary = p | "Summary" >> Summarize(g.read, documents, dropped, dead, extra=extra)
+    summary = p | "Summary" >> Summarize(g.read, documents, dropped, dead, extra=extra, documents_count=n_documents)
     writers = [*written_before, *written] | "AllWritten" >> beam.Flatten()
     summary_path = staged("summary.json")
 

@@ -208,19 +208,24 @@ class Summarize(beam.PTransform):
 
     `read` holds the reader's three outputs (what was read); `documents`, `dropped` and `dead_letters` are the
     run's final outputs. `extra` maps summary keys to singleton PCollections computed by other stages.
+    `documents_count`: the number of `documents` as a singleton PCollection, when the caller counts them already
+    (for its writers); counted here otherwise.
     """
 
-    def __init__(self, read: dict, documents, dropped, dead_letters, extra: dict | None = None):
+    def __init__(self, read: dict, documents, dropped, dead_letters, extra: dict | None = None,
+                 documents_count=None):
         super().__init__()
         self._read, self._docs, self._dropped, self._dead = read, documents, dropped, dead_letters
         self._extra = extra or {}
+        self._docs_count = documents_count
 
     def expand(self, pbegin):
         # counted as 1s: a Flatten of mixed element types is materialised with a generic coder (pickled records)
         read_parts = [self._read[k] | f"Ones{k}" >> beam.Map(lambda _: 1) for k in (DOCUMENTS, DROPPED, DEAD_LETTERS)]
         sides = {
             "records_read": read_parts | "AllRead" >> beam.Flatten() | "CountRead" >> beam.combiners.Count.Globally(),
-            "documents_out": self._docs | "CountOut" >> beam.combiners.Count.Globally(),
+            "documents_out": (self._docs_count if self._docs_count is not None
+                              else self._docs | "CountOut" >> beam.combiners.Count.Globally()),
             "dropped": self._dropped | "ByReason" >> Tally(lambda d: d.reason),
             "dead_letters": self._dead | "DeadByReason" >> Tally(lambda d: d.reason),
             **self._extra,
