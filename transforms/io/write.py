@@ -136,11 +136,11 @@ class WriteJsonRecords(WriteSharded):
     """Records as sorted JSON lines (by default through their `to_json()`: drops, dead letters)."""
 
     def __init__(self, directory: str, name: str, key_fn: Callable[[Any], str], rows_per_shard: int = 500_000,
-                 encode_item: Callable[[Any], str] = _to_json):
+                 encode_item: Callable[[Any], str] = _to_json, count=None):
         def encode(items: list) -> bytes:
             return "".join(encode_item(i) + "\n" for i in items).encode("utf-8", "backslashreplace")
 
-        super().__init__(FileSystems.join(directory, name), ".jsonl", key_fn, encode, rows_per_shard)
+        super().__init__(FileSystems.join(directory, name), ".jsonl", key_fn, encode, rows_per_shard, count=count)
 
 
 def write_json(path: str, obj: Any) -> None:
