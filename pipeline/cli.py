@@ -329,5 +329,19 @@ def _main(argv: list[str]) -> int:
     return 0
 
 
+def command() -> None:
+    """The `synthcap` command: `main`, then leave without interpreter teardown. Everything the verb writes is
+    closed by then (outputs are committed in the graph, the log file is closed), and tearing down the ~2,500
+    modules Beam imports costs 0.5-1.3 s of CPU per command (measured) that changes nothing."""
+    status = main()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:  # the reader left: nothing more can reach it
+        pass
+    logging.shutdown()
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    command()

@@ -11,7 +11,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.options import CURATE_KEYS, CommonOptions, CurateOptions, UserError
 from pipeline.runner import make_pipeline, prepare_output
-from transforms.accounting import DEAD_LETTERS, DOCUMENTS, DROPPED, NAMESPACE, Summarize, require_reconciled
+from transforms.accounting import (DEAD_LETTERS, DOCUMENTS, DROPPED, NAMESPACE, Summarize, Tally, by_reason,
+                                  is_duplicate, require_reconciled)
 from transforms.dates import UNPARSED, has_unparsed_date
 from transforms.dedup.exact import ExactDedup
 from transforms.dedup.lsh import LshParams
@@ -27,7 +28,7 @@ from transforms.provenance.lineage import RunInfo, WriteProvenance
 from transforms.score.model import DEFAULT_MODEL_DIR, Detector, ModelLoadError
 from transforms.score.reference import ReadReference, match_reference
 from transforms.score.stage import ScoreAgainstReference
-from transforms.provenance.summary import SignalCounts
+from transforms.provenance.summary import SignalCounts, documents_counted
 from transforms.provenance.tag import TagProvenance
 
 OUTPUT_PARTS = ("documents", "provenance", "dropped", "duplicates", "dead_letters", "summary.json")
@@ -43,6 +44,11 @@ def run_info(opts: CurateOptions, common: CommonOptions) -> RunInfo:
 def duplicate_json(d) -> str:
     return json.dumps({"id": d.id, "reason": d.reason, "source": d.source, "offset": d.offset,
                        **json.loads(d.detail)}, sort_keys=True)
+
+
+def _total(tally: dict, reasons=lambda reason: True) -> int:
+    """How many records a tally by reason counts under the `reasons` that pass."""
+    return sum(n for reason, n in tally.items() if reasons(reason))
 
 
 class NotCommitted(RuntimeError):
@@ -172,26 +178,35 @@ def write_graph(p, run: Run, g: Graph, written_before: tuple = ()) -> tuple[list
     def staged(part: str) -> str:
         return FileSystems.join(run.staging, part)
 
+    # Each output is counted once, and the summary and the output's writer share the count: the documents'
+    # count is read off their signal counts, the drops' and dead letters' off their tallies by reason.
+    signals = documents | "SignalCounts" >> beam.CombineGlobally(SignalCounts())
+    n_documents = signals | "CountDocuments" >> beam.Map(documents_counted)
+    dropped_by_reason = dropped | "DroppedByReason" >> Tally(by_reason)
+    dead_by_reason = dead | "DeadByReason" >> Tally(by_reason)
     written = [
         (dropped
-         | "Duplicates" >> beam.Filter(lambda d: d.reason.startswith("duplicate_"))
-         | "WriteDuplicates" >> WriteJsonRecords(staged("duplicates"), "duplicates",
-                                                 lambda d: f"{d.id}\x00{d.source}\x00{d.offset:020d}",
-                                                 encode_item=duplicate_json)),
-        documents | "WriteDocs" >> WriteDocuments(staged("documents"), common.rows_per_shard),
-        documents | "WriteProvenance" >> WriteProvenance(staged("provenance"), run.info,
-                                                          common.rows_per_shard),
+         | "Duplicates" >> beam.Filter(lambda d: is_duplicate(d.reason))
+         | "WriteDuplicates" >> WriteJsonRecords(
+             staged("duplicates"), "duplicates", lambda d: f"{d.id}\x00{d.source}\x00{d.offset:020d}",
+             encode_item=duplicate_json,
+             count=dropped_by_reason | "CountDuplicates" >> beam.Map(_total, is_duplicate))),
+        documents | "WriteDocs" >> WriteDocuments(staged("documents"), common.rows_per_shard, count=n_documents),
+        documents | "WriteProvenance" >> WriteProvenance(staged("provenance"), run.info, common.rows_per_shard,
+                                                          count=n_documents),
         dropped | "WriteDropped" >> WriteJsonRecords(
-            staged("dropped"), "dropped", lambda d: f"{d.reason}\x00{d.id}\x00{d.source}\x00{d.offset:020d}"),
-        dead | "WriteDead" >> WriteJsonRecords(staged("dead_letters"), "dead_letters",
-                                               lambda d: f"{d.source}\x00{d.offset:020d}\x00{d.reason}"),
+            staged("dropped"), "dropped", lambda d: f"{d.reason}\x00{d.id}\x00{d.source}\x00{d.offset:020d}",
+            count=dropped_by_reason | "CountDropped" >> beam.Map(_total)),
+        dead | "WriteDead" >> WriteJsonRecords(
+            staged("dead_letters"), "dead_letters", lambda d: f"{d.source}\x00{d.offset:020d}\x00{d.reason}",
+            count=dead_by_reason | "CountDead" >> beam.Map(_total)),
     ]
     extra[UNPARSED] = (g.read[DOCUMENTS] | "UnparsedDates" >> beam.Filter(lambda d: has_unparsed_date(d.metadata))
                        | "CountUnparsedDates" >> beam.combiners.Count.Globally())
-    signals = documents | "SignalCounts" >> beam.CombineGlobally(SignalCounts())
     extra["provenance"] = signals
     if g.skipped:
         extra["skipped_synthcap_outputs"] = p | "Skipped" >> beam.Create([g.skipped])
+    extra.update(documents_out=n_documents, dropped=dropped_by_reason, dead_letters=dead_by_reason)
     summary = p | "Summary" >> Summarize(g.read, documents, dropped, dead, extra=extra)
     writers = [*written_before, *written] | "AllWritten" >> beam.Flatten()
     summary_path = staged("summary.json")

@@ -9,6 +9,7 @@ import time
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.runners.worker import statesampler
 
 from pipeline.options import UserError
 from transforms.accounting import NAMESPACE, live_counts
@@ -83,6 +84,33 @@ def _rarer_collections():
         gc.unfreeze()
 
 
+SAMPLING_PERIOD_MS = 5
+
+
+class _ShortPeriodSampler(statesampler.StateSampler):
+    """Beam's per-bundle state sampler with a 5 ms period instead of 200 ms. Its thread sleeps one period at a
+    time and a bundle ends only once that thread wakes and joins, so every bundle longer than a second idled
+    ~100 ms at its end (1.2 s of a 22,000-document curate's wall time on 81 bundles, the process doing nothing);
+    at 5 ms a bundle waits ≤ 5 ms, and the thread's 200 wake-ups per second cost nothing measurable. The sampler
+    only feeds Beam's execution-time counters (msecs per step), which synthcap does not read."""
+
+    def __init__(self, prefix, counter_factory, sampling_period_ms=SAMPLING_PERIOD_MS):
+        super().__init__(prefix, counter_factory, sampling_period_ms)
+
+
+@contextlib.contextmanager
+def _short_sampling():
+    """For an in-process run, bundles make `_ShortPeriodSampler`s (the in-process worker builds each bundle's
+    sampler from `statesampler.StateSampler`); restored after. Worker processes and remote runners keep
+    Beam's own."""
+    beam_sampler = statesampler.StateSampler
+    statesampler.StateSampler = _ShortPeriodSampler
+    try:
+        yield
+    finally:
+        statesampler.StateSampler = beam_sampler
+
+
 class _Pipeline(beam.Pipeline):
     """A Pipeline whose running result is handed to LIVE, so a remote job's counters can be polled while
     `wait_until_finish` blocks; its options cache their views (`_Views`)."""
@@ -93,7 +121,7 @@ class _Pipeline(beam.Pipeline):
 
     def run(self, test_runner_api="AUTO"):
         LIVE.started = time.monotonic()
-        with _rarer_collections():
+        with _rarer_collections(), _short_sampling():
             result = super().run(test_runner_api)
         if not LIVE.in_process:
             LIVE.result = result

@@ -56,6 +56,15 @@ DEAD_LETTERS = "dead_letters"
 DOCUMENTS = "documents"
 
 
+def is_duplicate(reason: str) -> bool:
+    """The drop reasons of documents dropped as copies of another (what `duplicates/` lists)."""
+    return reason.startswith("duplicate_")
+
+
+def by_reason(record) -> str:
+    return record.reason
+
+
 @dataclass(frozen=True)
 class Dropped:
     id: str
@@ -207,7 +216,10 @@ class Summarize(beam.PTransform):
     """Folds the run's ledgers into one summary dict (a singleton PCollection).
 
     `read` holds the reader's three outputs (what was read); `documents`, `dropped` and `dead_letters` are the
-    run's final outputs. `extra` maps summary keys to singleton PCollections computed by other stages.
+    run's final outputs. `extra` maps summary keys to singleton PCollections computed by other stages; a caller
+    that counts the outputs already (for its writers) passes its counts there as "documents_out" (a number),
+    "dropped" and "dead_letters" (`Tally` by reason), and they are not counted again. What was read is always
+    counted here: it is the side the outputs must reconcile with.
     """
 
     def __init__(self, read: dict, documents, dropped, dead_letters, extra: dict | None = None):
@@ -218,13 +230,14 @@ class Summarize(beam.PTransform):
     def expand(self, pbegin):
         # counted as 1s: a Flatten of mixed element types is materialised with a generic coder (pickled records)
         read_parts = [self._read[k] | f"Ones{k}" >> beam.Map(lambda _: 1) for k in (DOCUMENTS, DROPPED, DEAD_LETTERS)]
-        sides = {
-            "records_read": read_parts | "AllRead" >> beam.Flatten() | "CountRead" >> beam.combiners.Count.Globally(),
-            "documents_out": self._docs | "CountOut" >> beam.combiners.Count.Globally(),
-            "dropped": self._dropped | "ByReason" >> Tally(lambda d: d.reason),
-            "dead_letters": self._dead | "DeadByReason" >> Tally(lambda d: d.reason),
-            **self._extra,
-        }
+        read = read_parts | "AllRead" >> beam.Flatten() | "CountRead" >> beam.combiners.Count.Globally()
+        sides = {"records_read": read, **self._extra}
+        if "documents_out" not in sides:
+            sides["documents_out"] = self._docs | "CountOut" >> beam.combiners.Count.Globally()
+        if "dropped" not in sides:
+            sides["dropped"] = self._dropped | "ByReason" >> Tally(by_reason)
+        if "dead_letters" not in sides:
+            sides["dead_letters"] = self._dead | "DeadByReason" >> Tally(by_reason)
         names = sorted(sides)
 
         def build(_, *values):

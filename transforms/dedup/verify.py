@@ -1,11 +1,12 @@
 """`VerifyPairs`: the exact Jaccard of candidate pairs, computed where the shingles are, never all in one place.
 
-One CoGroupByKey hands each document's shingle hashes to every distinct candidate pair it belongs to, and one
-GroupByKey on the pair brings its two arrays together: every document's shingles are shuffled once, plus two
-arrays per candidate pair. A key holds one document's shingles plus its partners (streamed), or one pair's two
-arrays. Shingles are the kernel's distinct 64-bit shingle hashes: the verified Jaccard equals the Jaccard of the
-shingle sets unless two distinct shingles of the pair hash alike, which for m distinct shingles has probability
-at most m^2 / 2^65 (3e-14 at m = 1,000; 3e-12 at m = 10,000), treating the hash as random.
+One GroupByKey of the pairs' ends with the documents' shingle hashes (a pair is a tuple, hashes are bytes: no tags
+needed) hands each document's hashes to every distinct candidate pair it belongs to, and one GroupByKey on the pair
+brings its two arrays together: every document's shingles are shuffled once, plus two arrays per candidate pair.
+A key holds one document's shingles plus its candidate pairs, or one pair's two arrays. Shingles are the kernel's
+distinct 64-bit shingle hashes: the verified Jaccard equals the Jaccard of the shingle sets unless two distinct
+shingles of the pair hash alike, which for m distinct shingles has probability at most m^2 / 2^65 (3e-14 at
+m = 1,000; 3e-12 at m = 10,000), treating the hash as random.
 """
 from __future__ import annotations
 
@@ -22,11 +23,16 @@ def _ends(pair):
 
 
 def _attach(kv):
-    key, grouped = kv
-    shingles = next(iter(grouped["shingles"]), None)
+    key, values = kv
+    shingles, pairs = None, []
+    for value in values:
+        if isinstance(value, tuple):
+            pairs.append(value)
+        else:
+            shingles = value
     if shingles is None:
         return
-    for pair in grouped["pair"]:
+    for pair in pairs:
         yield pair, (key == pair[1], shingles)
 
 
@@ -60,8 +66,9 @@ class VerifyPairs(beam.PTransform):
     def expand(self, inputs):
         ends = inputs["pairs"] | "Distinct" >> beam.Distinct() | "Ends" >> beam.FlatMap(_ends)
         return (
-            {"pair": ends, "shingles": inputs["shingles"]}
-            | "Attach" >> beam.CoGroupByKey()
+            (ends, inputs["shingles"])
+            | "Ends+Shingles" >> beam.Flatten()
+            | "Attach" >> beam.GroupByKey()
             | "ToPairs" >> beam.FlatMap(_attach)
             | "Meet" >> beam.GroupByKey()
             | "Measure" >> beam.ParDo(_Measure(self._t))

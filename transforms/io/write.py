@@ -42,17 +42,20 @@ def _shard_of(key: str, n: int) -> int:
 class WriteSharded(beam.PTransform):
     """Writes a PCollection as `<prefix>-SSSSS-of-NNNNN<suffix>` files, sorted by `key_fn` within each shard.
 
-    `encode` turns a sorted list of elements into file bytes. Returns the written paths.
+    `encode` turns a sorted list of elements into file bytes. Returns the written paths. `count`: a singleton
+    PCollection holding the number of elements, when the caller counts them already (one count can serve
+    several writers of the same documents); counted here otherwise.
     """
 
     def __init__(self, prefix: str, suffix: str, key_fn: Callable[[Any], str], encode: Callable[[list], bytes],
-                 rows_per_shard: int = 100_000, write_empty: bool = True, element_type: Any = Any):
+                 rows_per_shard: int = 100_000, write_empty: bool = True, element_type: Any = Any, count=None):
         super().__init__()
         self._type = element_type  # the elements' coder on the shuffle to their shard
         self._prefix, self._suffix = prefix, suffix
         self._key_fn, self._encode = key_fn, encode
         self._rows = rows_per_shard
         self._write_empty = write_empty
+        self._count = count
 
     def expand(self, pcoll):
         rows, key_fn, encode = self._rows, self._key_fn, self._encode
@@ -61,7 +64,7 @@ class WriteSharded(beam.PTransform):
         def path_of(i: int, n: int) -> str:
             return f"{prefix}-{i:05d}-of-{n:05d}{suffix}"
 
-        counted = pcoll | "Count" >> beam.combiners.Count.Globally()
+        counted = self._count if self._count is not None else pcoll | "Count" >> beam.combiners.Count.Globally()
         n_shards = counted | "Shards" >> beam.Map(lambda c: max(1, math.ceil(c / rows)))
 
         def assign(e, n):
@@ -115,12 +118,13 @@ def _pack(d: Document) -> tuple[str, bytes]:
 class WriteDocuments(beam.PTransform):
     """Documents as Parquet in the Document schema: `<dir>/documents-SSSSS-of-NNNNN.parquet`. Each document is
     encoded once (`DocumentCoder` bytes beside its sort key) where it is made, so the step that assigns shards,
-    which waits for the count, moves bytes without decoding and re-encoding them."""
+    which waits for the count, moves bytes without decoding and re-encoding them. `count`: as for WriteSharded,
+    the number of documents."""
 
-    def __init__(self, directory: str, rows_per_shard: int = 100_000, name: str = "documents"):
+    def __init__(self, directory: str, rows_per_shard: int = 100_000, name: str = "documents", count=None):
         super().__init__()
         self._write = WriteSharded(FileSystems.join(directory, name), ".parquet", operator.itemgetter(0),
-                                   _encode_documents, rows_per_shard, element_type=tuple[str, bytes])
+                                   _encode_documents, rows_per_shard, element_type=tuple[str, bytes], count=count)
 
     def expand(self, docs):
         return (docs
@@ -132,11 +136,11 @@ class WriteJsonRecords(WriteSharded):
     """Records as sorted JSON lines (by default through their `to_json()`: drops, dead letters)."""
 
     def __init__(self, directory: str, name: str, key_fn: Callable[[Any], str], rows_per_shard: int = 500_000,
-                 encode_item: Callable[[Any], str] = _to_json):
+                 encode_item: Callable[[Any], str] = _to_json, count=None):
         def encode(items: list) -> bytes:
             return "".join(encode_item(i) + "\n" for i in items).encode("utf-8", "backslashreplace")
 
-        super().__init__(FileSystems.join(directory, name), ".jsonl", key_fn, encode, rows_per_shard)
+        super().__init__(FileSystems.join(directory, name), ".jsonl", key_fn, encode, rows_per_shard, count=count)
 
 
 def write_json(path: str, obj: Any) -> None:

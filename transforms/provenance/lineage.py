@@ -52,11 +52,12 @@ def lineage_row(doc: Document, run: RunInfo) -> dict:
 
 class WriteProvenance(beam.PTransform):
     """`<dir>/provenance-SSSSS-of-NNNNN.parquet`, rows sorted by document id. Each document's row is made where
-    the document is, so the shuffle to the shards carries rows (no text)."""
+    the document is, so the shuffle to the shards carries rows (no text). `count`: the number of documents, when
+    the caller has it (see WriteSharded)."""
 
-    def __init__(self, directory: str, run: RunInfo, rows_per_shard: int = 100_000):
+    def __init__(self, directory: str, run: RunInfo, rows_per_shard: int = 100_000, count=None):
         super().__init__()
-        self._directory, self._run, self._rows = directory, run, rows_per_shard
+        self._directory, self._run, self._rows, self._count = directory, run, rows_per_shard, count
 
     def expand(self, docs):
         run, names = self._run, LINEAGE.names
@@ -71,4 +72,4 @@ class WriteProvenance(beam.PTransform):
         return (docs
                 | "Rows" >> beam.Map(row)
                 | "Write" >> WriteSharded(FileSystems.join(self._directory, "provenance"), ".parquet",
-                                          operator.itemgetter(0), encode, self._rows))
+                                          operator.itemgetter(0), encode, self._rows, count=self._count))

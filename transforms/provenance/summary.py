@@ -33,6 +33,9 @@ def era(doc: Document) -> str:
 
 
 class SignalCounts(beam.CombineFn):
+    """Per group (total, crawl, era), how many documents carry each flag of `signal_flags`; every document
+    carries "documents", so the total counts the documents too (`documents_counted`)."""
+
     def create_accumulator(self):
         return {}
 
@@ -59,3 +62,8 @@ class SignalCounts(beam.CombineFn):
 
         return {"total": dict(sorted(acc.get("total", {}).items())), "by_crawl": pick("crawl:"),
                 "by_era": pick("era:")}
+
+
+def documents_counted(signals: dict) -> int:
+    """The number of documents a `SignalCounts` output has seen."""
+    return signals["total"].get("documents", 0)
