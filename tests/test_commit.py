@@ -325,3 +325,20 @@ def test_a_run_that_loses_a_record_is_never_marked_complete(tmp_path, capsys):
     assert line.startswith("RecordsLost: summary does not reconcile, the output is left uncommitted: records_read 42 "
                            "!= documents_out 39 + dropped 1 + dead_letters 1")
     assert "\n" not in line and "while running" not in line and "use --direct_running_mode=multi_processing" in line
+
+
+def test_a_local_marker_appears_whole_and_only_once(tmp_path):
+    """The claim's marker is linked into place from a finished file beside the folder (never written in place, so a
+    kill cannot leave a cut marker that makes the folder look foreign); a second exclusive claim fails; replacing
+    it is a rename; nothing is left beside the folder."""
+    from transforms.io.commit import _create_exclusive, _write_local_whole
+
+    path = tmp_path / "out" / MARKER
+    _create_exclusive(str(path), b'{"synthcap_output": 1}\n')
+    assert path.read_bytes() == b'{"synthcap_output": 1}\n'
+    with pytest.raises(FileExistsError):
+        _create_exclusive(str(path), b"{}")
+    _write_local_whole(str(path), b'{"synthcap_output": 1, "verb": "mix"}\n', exclusive=False)
+    assert json.loads(path.read_text())["verb"] == "mix"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [MARKER]

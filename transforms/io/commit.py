@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from typing import Callable
 
 import apache_beam as beam
@@ -63,6 +64,38 @@ def _read_json(path: str):
 def _write(path: str, data: bytes) -> None:
     with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
         f.write(data)
+
+
+def _write_local_whole(path: str, data: bytes, exclusive: bool) -> None:
+    """Puts `data` at a local `path` all at once: written to a file beside the output folder, then renamed over
+    `path` (or, `exclusive`, hard-linked to it, which fails with FileExistsError when `path` exists). A process
+    killed mid-way leaves the old marker or none, never a cut one: a cut marker would make the folder look like
+    no synthcap output, which no rerun (not even --overwrite) may touch."""
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(folder)}{MARKER}.", dir=os.path.dirname(folder) or ".")
+    except OSError:  # the folder's parent is not writable: write in place, as an object store would
+        with open(path, "xb" if exclusive else "wb") as f:
+            f.write(data)
+        return
+    try:
+        os.fchmod(fd, 0o644)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        if exclusive:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise
+            except OSError:  # a filesystem without hard links: create in place
+                with open(path, "xb") as f:
+                    f.write(data)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def _json_bytes(obj) -> bytes:
@@ -212,8 +245,10 @@ def claim_output(output: str, verb: str, run_id: str, key: str, overwrite: bool,
     try:
         if marker is None:
             _create_exclusive(path, content)
+        elif _is_local(path):
+            _write_local_whole(path, content, exclusive=False)
         else:
-            _write(path, content)
+            _write(path, content)  # an object store replaces an object whole
     except FileExistsError:
         raise OutputClaimError(f"output folder {output} was claimed by another run just now; pass --overwrite to "
                                f"replace it") from None
@@ -221,10 +256,7 @@ def claim_output(output: str, verb: str, run_id: str, key: str, overwrite: bool,
 
 def _create_exclusive(path: str, data: bytes) -> None:
     if _is_local(path):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        _write_local_whole(path, data, exclusive=True)
         return
     if path.startswith("gs://"):
         from google.api_core.exceptions import PreconditionFailed
