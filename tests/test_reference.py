@@ -364,6 +364,38 @@ def _jsonl_crawl(path, n_ref: int, n_test_human: int, with_ai: bool = True, germ
 
 
 @pytest.mark.slow
+def test_a_crawl_served_by_overlapping_groups_counts_each_reference_document_once(tmp_path):
+    """A big site has its own group; a small site's pages fall back to the crawl's pooled group, which holds the big
+    site's reference pages too. The crawl's estimate rests on the distinct reference documents, not the sum of the
+    groups' sizes (which would count the big site's pages twice)."""
+    from pipeline import curate
+    from pipeline.sample import human_paragraphs
+    from tests.helpers import read_documents
+
+    paras = human_paragraphs()
+    random.Random(5).shuffle(paras)
+    rows = [{"id": f"r{i}", "url": f"https://big.example.org/p{i}", "created": "2021-06-01", "text": paras[i]}
+            for i in range(MIN_REFERENCE + 40)]
+    rows += [{"id": f"s{i}", "url": f"https://small.example.net/p{i}", "created": "2021-06-01",
+              "text": paras[len(rows) + i]} for i in range(30)]
+    n = len(rows)
+    rows += [{"id": f"t{i}", "url": f"https://{('big.example.org', 'small.example.net')[i % 2]}/n{i}",
+              "created": "2024-03-01", "text": paras[n + i]} for i in range(60)]
+    (tmp_path / "crawl.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    summary, _ = curate.run(["--input", str(tmp_path / "crawl.jsonl"), "--output", str(tmp_path / "out"),
+                             "--no_near_dedup", "--no_exact_dedup"])
+    scored = [d for d in read_documents(tmp_path / "out") if d.ai_score is not None]
+    groups = summary["ai_share"]["by_reference"]
+    assert set(groups) == {"domain:example.org", "source:unknown"}
+    assert {d.ai_reference for d in scored if d.id.startswith("s")} == {"source:unknown"}
+    distinct = sum(1 for d in scored if d.id[0] in "rs")
+    assert groups["source:unknown"]["reference"]["documents"] == distinct
+    crawl = summary["ai_share"]["by_crawl"]["unknown"]
+    assert crawl["reference"] == {"group": "2 groups", "documents": distinct}
+    assert distinct < sum(g["reference"]["documents"] for g in groups.values())
+
+
+@pytest.mark.slow
 def test_curate_with_reference_in_the_run_and_through_human_reference(tmp_path):
     from pipeline import curate
     from tests.helpers import read_documents

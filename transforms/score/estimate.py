@@ -160,8 +160,10 @@ def interval(point: float, at_high: np.ndarray, at_low: np.ndarray, level: float
 
 
 def combine(cells: list[Cell], references: dict, tpr: TprPrior, seed: int, key: str,
-            reference_group: str | None = None) -> dict:
-    """The `ai_share` entry S for the union of `cells`: the token-weighted share and its 95% interval."""
+            reference_group: str | None = None, reference_documents: int | None = None) -> dict:
+    """The `ai_share` entry S for the union of `cells`: the token-weighted share and its 95% interval.
+    `reference_documents`: the distinct reference documents behind several groups (pools overlap), else the
+    groups' sizes are summed."""
     cells = [c for c in cells if c.tokens > 0 and c.group in references]
     documents, tokens = sum(c.documents for c in cells), sum(c.tokens for c in cells)
     if not cells:
@@ -172,7 +174,7 @@ def combine(cells: list[Cell], references: dict, tpr: TprPrior, seed: int, key: 
         return null_share(f"fewer than {MIN_DOCUMENTS} scored documents", documents, tokens)
     point, at_high, at_low = share_draws(cells, references, tpr, seed, key)
     lo, hi = interval(point, at_high, at_low)
-    ref_docs = sum(references[c.group].documents for c in cells)
+    ref_docs = reference_documents or sum(references[c.group].documents for c in cells)
     group = reference_group or (cells[0].group if len(cells) == 1 else f"{len(cells)} groups")
     ref_tokens = sum(c.reference_tokens for c in cells)
     entry = {"estimate": round(point, 6), "ci95": [round(lo, 6), round(hi, 6)], "documents": documents,

@@ -18,8 +18,8 @@ from transforms.accounting import DEAD_LETTERS, DOCUMENTS, Tally, count
 from transforms.document import Document, replace
 from transforms.score.estimate import Cell, TprPrior, combine, null_share, point_fpr, posterior
 from transforms.score.handler import ScoreAILikelihood
-from transforms.score.reference import (BuildReference, conformal_pvalue, half_of, is_reference, serving_group,
-                                        trained_on)
+from transforms.score.reference import (BuildReference, conformal_pvalue, group_candidates, half_of, is_reference,
+                                        serving_group, trained_on)
 from transforms.tokens import count_tokens
 
 NULL_REASONS = {
@@ -59,11 +59,12 @@ def _status(doc: Document) -> str:
     return "no_reference" if doc.ai_reference is None else "assigned"
 
 
-def _crawl_share(crawl: str, parts: dict, references: dict, tpr: TprPrior, seed: int) -> tuple[str, dict]:
+def _crawl_share(crawl: str, parts: dict, references: dict, tpr: TprPrior, seed: int,
+                 union: dict) -> tuple[str, dict]:
     cells = list(parts["cells"])
     statuses = dict(parts["statuses"][0]) if parts["statuses"] else {}
     if cells:
-        return crawl, combine(cells, references, tpr, seed, f"crawl:{crawl}")
+        return crawl, combine(cells, references, tpr, seed, f"crawl:{crawl}", reference_documents=union.get(crawl))
     n, tokens = sum(v[0] for v in statuses.values()), sum(v[1] for v in statuses.values())
     reason = "unsupported language" if statuses.get("unsupported_language", (0,))[0] == n else "no reference group"
     return crawl, null_share(reason, n, tokens)
@@ -87,9 +88,9 @@ class ScoreAgainstReference(beam.PTransform):
             refs.append((self._reference | "ScoreReference" >> ScoreAILikelihood(self._model_dir, reference=True))
                         [DOCUMENTS])
         split = self._trained_on
-        references = beam.pvalue.AsDict(refs | "AllReference" >> beam.Flatten()
-                                        | "NotTrainedOn" >> beam.Filter(lambda d: not trained_on(d, split))
-                                        | "BuildReference" >> BuildReference(seed))
+        reference_docs = (refs | "AllReference" >> beam.Flatten()
+                          | "NotTrainedOn" >> beam.Filter(lambda d: not trained_on(d, split)))
+        references = beam.pvalue.AsDict(reference_docs | "BuildReference" >> BuildReference(seed))
         assigned = scored[DOCUMENTS] | "Assign" >> beam.ParDo(_Assign(seed), references).with_outputs(
             _ASSIGNED, main="unassigned")
         cells = (assigned[_ASSIGNED]
@@ -109,10 +110,16 @@ class ScoreAgainstReference(beam.PTransform):
             | "StatusKey" >> beam.Map(lambda d: (crawl_of(d), (_status(d), count_tokens(d.text))))
             | "Statuses" >> beam.CombinePerKey(_StatusCounts())
         )
+        serving = beam.pvalue.AsSingleton(cells | "ServingKeys" >> beam.Keys()
+                                          | "Serving" >> beam.combiners.ToList() | "ServingSets" >> beam.Map(_serving))
+        union = beam.pvalue.AsDict(reference_docs
+                                   | "ReferenceOf" >> beam.FlatMap(_crawls_referenced, serving)
+                                   | "ReferenceUnion" >> beam.combiners.Count.PerElement())
         by_crawl = (
             {"cells": cells | "CrawlKey" >> beam.MapTuple(lambda k, c: (k[0], c)), "statuses": statuses}
             | "PerCrawl" >> beam.CoGroupByKey()
-            | "CrawlShare" >> beam.Map(lambda kv, refs: _crawl_share(kv[0], kv[1], refs, tpr, seed), references)
+            | "CrawlShare" >> beam.Map(lambda kv, refs, u: _crawl_share(kv[0], kv[1], refs, tpr, seed, u),
+                                       references, union)
         )
         group_shares = beam.pvalue.AsDict(by_reference)
         crawl_shares = beam.pvalue.AsDict(by_crawl)
@@ -136,6 +143,23 @@ class ScoreAgainstReference(beam.PTransform):
                 "null": {k: t.get(k, 0) for k in NULL_REASONS}})
         )
         return {DOCUMENTS: documents, DEAD_LETTERS: scored[DEAD_LETTERS], "ai_share": share, "scoring": scoring}
+
+
+def _serving(keys: list) -> dict:
+    """(crawl, group) keys of the cells -> {group: crawls it served}."""
+    out: dict = {}
+    for crawl, group in keys:
+        out.setdefault(group, set()).add(crawl)
+    return out
+
+
+def _crawls_referenced(doc: Document, serving: dict):
+    """The crawls whose estimate this reference document took part in (once each): a document belongs to every
+    group it is a candidate for (domain, source pool, global), so summing the serving groups' sizes would count it
+    once per group."""
+    if doc.ai_score is None:
+        return []
+    return sorted({c for g in group_candidates(doc) for c in serving.get(g, ())})
 
 
 def _null_reason(doc: Document) -> str:
