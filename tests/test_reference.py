@@ -425,6 +425,11 @@ def test_curate_with_reference_in_the_run_and_through_human_reference(tmp_path):
     assert newer["tokens"] == group["tokens"] - group["reference_tokens"]
     assert newer["ci95"][1] == pytest.approx(min(1.0, group["ci95"][1] * k), abs=2e-6)
     assert newer["estimate"] == pytest.approx(min(1.0, group["estimate"] * k), abs=2e-6)
+    # p_ai: the run's own pre-LLM pages are the human reference (0); the newer pages carry the group's AI tokens,
+    # at the share of the newer pages, so the token-weighted p_ai over the group stays near the group's estimate
+    assert all(d.p_ai == 0.0 for d in scored if d.id.startswith("r"))
+    weighted = sum(d.p_ai * count_tokens(d.text) for d in scored) / group["tokens"]
+    assert weighted == pytest.approx(group["estimate"], abs=0.05)
 
     # the same test pages against the reference of an earlier curated run
     (tmp_path / "ref").mkdir()

@@ -4,7 +4,8 @@
         pre_llm documents + --human_reference ─ BuildReference ─► per-group reference (side input)
     scored ─ Assign ─► ai_reference, ai_pvalue, flag at the group's cross-fitted threshold
         flags ─ cells per (crawl, group) ─► ai_share.by_reference, ai_share.by_crawl
-    assigned ─ Posterior ─► p_ai (given the group's estimated share, else its crawl's)
+    assigned ─ Posterior ─► p_ai (0 for pre-LLM pages; else given the share of the group's newer pages, else
+                                  of its crawl's)
 
 Every null carries a counted reason (`score_null_<reason>` counters and `scoring.null` in the summary):
 `unsupported_language` (no ai_score), `no_reference` (no group has enough reference documents: ai_pvalue,
@@ -212,15 +213,28 @@ class _StatusCounts(beam.CombineFn):
         return sorted(acc.items())
 
 
+def _newer_share(entry: dict | None) -> float | None:
+    """The estimated share of the documents that are not this run's own pre-LLM reference: those hold every AI token
+    of the group when the reference is human, which is what made it the reference."""
+    entry = entry or {}
+    return (entry.get("outside_reference") or entry).get("estimate")
+
+
 class _Posterior(beam.DoFn):
+    """p_ai: 0 for the run's own pre-LLM pages (human by the premise that makes them the reference); for the others,
+    P(AI | flagged or not) at the share of the non-reference documents of their group (else of their crawl)."""
+
     def __init__(self, tpr: TprPrior):
         self._tpr = tpr
 
     def process(self, item, references: dict, group_shares: dict, crawl_shares: dict):
         doc, flagged, _ = item
-        share = (group_shares.get(doc.ai_reference) or {}).get("estimate")
+        if is_reference(doc):
+            yield replace(doc, p_ai=0.0)
+            return
+        share = _newer_share(group_shares.get(doc.ai_reference))
         if share is None:
-            share = (crawl_shares.get(crawl_of(doc)) or {}).get("estimate")
+            share = _newer_share(crawl_shares.get(crawl_of(doc)))
         if share is None:
             count("score_null_no_estimate")
             yield doc
