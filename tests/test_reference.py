@@ -126,6 +126,19 @@ def test_tpr_range_from_the_shipped_card_is_the_worst_held_out_domain():
         TprPrior.from_card({})
 
 
+@pytest.mark.parametrize("shift", [0.0, 0.3])
+def test_an_all_ai_source_is_covered_when_the_floor_is_below_the_false_positive_rate(shift):
+    """A card whose worst held-out TPR (the floor) lies below the reference's 5% false-positive rate leaves the
+    detector no better than chance at the floor: nothing bounds the share, so the upper end is 1. Seen through the
+    CLI: an all-AI source from a domain the detector never saw was reported as [0.000, 0.978]."""
+    rng = np.random.default_rng(4)
+    human = rng.normal(0, 1, 2000)
+    scores = rng.normal(shift, 1, 500)  # every document is AI, written like the humans (shift 0) or a little off
+    s = estimate_share(scores, np.full(500, 100), human, TprPrior(0.3, 0.006), seed=3)
+    assert s["ci95"][1] == 1.0
+    assert s["ci95"][0] <= s["estimate"] <= 1.0
+
+
 def test_interval_covers_a_weak_detector_whose_tpr_is_at_the_assumed_floor():
     """AI text the detector barely separates (TPR@5% just above the floor): the point estimate is far off, but the
     interval must still reach the truth, because its upper end assumes the floor."""

@@ -17,9 +17,12 @@ amount. The interval is therefore a partial-identification interval over an expl
 - point: the mean leave-one-dataset-out TPR.
 
 Each quantile integrates FPR over its Jeffreys Beta posterior from the held-out reference and the flagged tokens'
-binomial likelihood on the effective number of documents (uniform prior on the share). Groups combine draw by
-draw, token-weighted, under the same TPR (its error is systematic). The share stays in [0, 1] and the interval is
-zero-width only when the data make it so. Measured in `benchmarks/reference.py` (95% coverage on domains the
+binomial likelihood on the effective number of documents (flat prior). The parameter is the unconstrained
+classify-and-count ratio, on a grid from -1 to 3, and each draw is clipped to [0, 1] afterwards: a share confined to
+[0, 1] before the quantile is taken gives an upper end below 1 for a source that is all AI (and a lower end above 0
+for one that is all human) however much the data agree with it, so the interval would exclude exactly the truths at
+the edges. Groups combine draw by draw, token-weighted, under the same TPR (its error is systematic). The interval
+is zero-width only when the data make it so. Measured in `benchmarks/reference.py` (95% coverage on domains the
 detector never saw); an interval built on a range of likely TPRs instead covered 0.76 there, because the TPR of
 the worst domains lay below it.
 """
@@ -98,16 +101,17 @@ def point_fpr(ref: ReferenceGroup) -> float:
     return (rate * n_eff + 0.5) / (n_eff + 1)
 
 
-_PI = np.linspace(0.0, 1.0, 401)
+_PI = np.linspace(-1.0, 3.0, 1601)  # the unconstrained ratio; draws are clipped to [0, 1]
 _FPR_POINTS = 64
 
 
 def _cell_draws(cell: Cell, ref: ReferenceGroup, tpr: float, seed: int, key: str) -> np.ndarray:
-    """`DRAWS` posterior draws of one cell's share at a given TPR.
+    """`DRAWS` posterior draws of one cell's share at a given TPR, each clipped to [0, 1].
 
-    The posterior of the share on a grid (uniform prior) given the flagged tokens (binomial on the effective
-    number of documents), integrating FPR over its Beta posterior from the held-out reference, under the
-    assumption TPR > FPR (FPR values at or above the TPR get no weight: a blind detector leaves the uniform prior)."""
+    The posterior of the unconstrained ratio on `_PI` (flat prior) given the flagged tokens (binomial on the
+    effective number of documents), integrating FPR over its Beta posterior from the held-out reference, under the
+    assumption TPR > FPR (FPR values at or above the TPR get no weight). A detector no better than chance at this TPR
+    (every FPR value at or above it) cannot bound the share: every draw is 1, as `_share` answers."""
     f = cell.flagged_tokens / cell.tokens
     n = cell.tokens ** 2 / cell.tokens_sq
     k = f * n
@@ -116,14 +120,19 @@ def _cell_draws(cell: Cell, ref: ReferenceGroup, tpr: float, seed: int, key: str
     from scipy import stats  # here, not at import: curate without scoring never pays scipy's start-up
 
     fpr = stats.beta.ppf(qs, rate * m + 0.5, (1 - rate) * m + 0.5)
-    q = np.clip(fpr[:, None] + _PI[None, :] * (tpr - fpr[:, None]), 1e-12, 1 - 1e-12)
+    q = fpr[:, None] + _PI[None, :] * (tpr - fpr[:, None])
+    outside = (q <= 0) | (q >= 1)
+    q = np.clip(q, 1e-12, 1 - 1e-12)
     ll = k * np.log(q) + (n - k) * np.log1p(-q)
+    ll[outside] = -np.inf
     ll[fpr >= tpr, :] = -np.inf
-    post = np.ones(len(_PI)) if np.isneginf(ll).all() else np.exp(ll - ll.max()).sum(axis=0)
+    if np.isneginf(ll).all():
+        return np.ones(DRAWS)
+    post = np.exp(ll - ll.max()).sum(axis=0)
     cdf = np.cumsum(post)
     cdf /= cdf[-1]
     u = _rng(seed, key).uniform(0, 1, DRAWS)
-    return _PI[np.minimum(len(_PI) - 1, np.searchsorted(cdf, u))]
+    return np.clip(_PI[np.minimum(len(_PI) - 1, np.searchsorted(cdf, u))], 0.0, 1.0)
 
 
 def _share(f: float, fpr: float, tpr: float) -> float:
