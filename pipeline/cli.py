@@ -127,7 +127,7 @@ def _train_detector(ns, argv):
     log = (lambda *a: print(*a, file=sys.stderr)) if ns.json else print
     try:
         reference = load_reference(ns.human_reference, ns.seed, ns.reference_weight) if ns.human_reference else None
-        card = train_detector(ns.data, ns.out, seed=ns.seed, lodo=not ns.no_lodo and reference is None,
+        card = train_detector(ns.data, ns.out, seed=ns.seed, lodo=not ns.no_lodo,
                               limit_per_file=ns.limit_per_file, log=log, reference=reference,
                               search=ADAPT_SEARCH if reference is not None else None)
     except ValueError as e:

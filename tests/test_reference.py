@@ -124,6 +124,12 @@ def test_tpr_range_from_the_shipped_card_is_the_worst_held_out_domain():
     assert TprPrior.from_card(card, exclude=(worst,)).low > prior.low
     with pytest.raises(ValueError):
         TprPrior.from_card({})
+    # in-domain test figures alone bound no out-of-domain TPR: the floor is 0, so the upper end of a share is 1
+    in_domain = TprPrior.from_card({"test": card["test"]})
+    assert in_domain.low == 0.0 and in_domain.point == pytest.approx(card["test"]["overall"]["tpr_at_5pct_fpr"] / 2)
+    rng = np.random.default_rng(0)
+    s = estimate_share(rng.normal(0, 1, 300), np.full(300, 50), rng.normal(0, 1, 600), in_domain)
+    assert s["ci95"][1] == 1.0
 
 
 @pytest.mark.parametrize("shift", [0.0, 0.3])
@@ -528,8 +534,35 @@ def test_train_detector_with_human_reference_records_the_split(detect_dir, tmp_p
     ref = card["reference"]
     n_train = sum(trained_on(d, ref["split"]) for d in docs)
     assert ref["weight"] == 3 and ref["train_documents"] == n_train and ref["held_out_documents"] == 120 - n_train
-    assert 0 <= ref["in_domain"]["flagged_at_threshold"] <= 1 and "leave_one_dataset_out" not in card
+    assert 0 <= ref["in_domain"]["flagged_at_threshold"] <= 1
+    # one labelled set: no leave-one-dataset-out figures (at least 3 are needed), so the card bounds no TPR
+    assert "leave_one_dataset_out" not in card and TprPrior.from_card(card).low == 0.0
     assert "reference flag rate" in capsys.readouterr().out
     assert main(["train-detector", "--data", str(detect_dir / "glimpse.jsonl.gz"), "--human_reference",
                  str(tmp_path / "none" / "*.parquet"), "--out", str(tmp_path / "m2")]) == 2
     assert "no files match" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_an_adapted_models_floor_comes_from_models_adapted_to_each_held_out_set(detect_dir):
+    """An adapted detector learns that its domain's style is human, which can lower its TPR there; its card's
+    leave-one-dataset-out figures therefore come from models adapted to each held-out set's own humans (half of its
+    groups in training), tested on the other half only."""
+    from tests.conftest import TINY_PARAMS
+    from transforms.score import train
+
+    files = [detect_dir / f"{n}.jsonl.gz" for n in ("glimpse", "hc3plus", "tweepfake")]
+    examples = train.load([str(f) for f in files], 80)
+    plain = train.leave_one_dataset_out(examples, TINY_PARAMS, 1, log=lambda m: None)
+    lines = []
+    adapted = train.leave_one_dataset_out(examples, TINY_PARAMS, 1, log=lines.append, adapt_weight=3)
+    for held in ("glimpse", "hc3plus", "tweepfake"):
+        target = [e for e in examples if e.dataset == held]
+        tested = train.split(target, 1, fractions=(0.5, 0.0))["test"]
+        assert plain[held]["n"] == len(target)
+        assert adapted[held]["n"] == len(tested) < len(target)
+        assert adapted[held]["human"] == sum(1 for e in tested if e.label == 0) > 0
+        assert adapted[held]["tpr_at_5pct_fpr"] is not None
+    assert all("adapted to its humans" in line for line in lines)
+    assert TprPrior.from_card({"leave_one_dataset_out": adapted}).low == min(
+        adapted[h]["tpr_at_5pct_fpr"] for h in ("glimpse", "hc3plus", "tweepfake"))
