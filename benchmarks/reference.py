@@ -12,8 +12,8 @@ reference) and C (30%: test humans). Rows:
 - `shipped+ref`: the leave-H-out detector calibrated against reference B only (threshold = B's conformal 95th
   percentile).
 - `adapted`: the same training data plus A as human examples x`--weight`, calibrated against B the same way; its
-  interval's TPR range comes from the adapted models of the other held-out sets in the same run (mean and minimum
-  of their TPR), as an adapted model's card does.
+  interval's TPR range comes from the adapted models of the other held-out sets in the same run (their mean; the
+  floor is the lowest of their TPRs and of the shipped card's floor without H), as an adapted model's card does.
 
 Columns: TPR of H's AI texts at the reference threshold; flag rate of the test humans C at that threshold (target
 <= 5%), on this split and averaged over `--flag_resplits` keyed re-splits of B + C (one small split is noisy; the
@@ -150,15 +150,17 @@ def tpr_at_reference(scored) -> float:
 def run_sets(sets, examples, card, args, log):
     """Scores every held-out set first, then evaluates: the adapted variant's TPR range comes from the adapted
     models of the *other* sets (what an adapted model's card holds: `train.leave_one_dataset_out` with
-    `adapt_weight`), the shipped+ref variant's from the shipped card without H."""
+    `adapt_weight`) and, for its floor, the shipped card too; the shipped+ref variant's from the shipped card
+    without H."""
     scored = {held: score_set(held, examples, args) for held in sets}
     adapted_tpr = {h: tpr_at_reference(v["adapted"]) for h, v in scored.items()}
     rows = []
     for held in sets:
         others = [t for h, t in adapted_tpr.items() if h != held]
-        priors = {"shipped+ref": TprPrior.from_card(card, exclude=(held,)),
-                  "adapted": TprPrior(float(np.mean(others)), min(others)) if len(others) >= 3 else
-                  TprPrior.from_card({"test": card["test"]})}
+        shipped = TprPrior.from_card(card, exclude=(held,))
+        priors = {"shipped+ref": shipped,
+                  "adapted": TprPrior(float(np.mean(others)), min(min(others), shipped.low)) if len(others) >= 3
+                  else TprPrior.from_card({"test": card["test"]})}
         for name in ("shipped+ref", "adapted"):
             v = scored[held][name]
             ai_p, ref_p, test_p = v["scores"]

@@ -564,5 +564,7 @@ def test_an_adapted_models_floor_comes_from_models_adapted_to_each_held_out_set(
         assert adapted[held]["human"] == sum(1 for e in tested if e.label == 0) > 0
         assert adapted[held]["tpr_at_5pct_fpr"] is not None
     assert all("adapted to its humans" in line for line in lines)
-    assert TprPrior.from_card({"leave_one_dataset_out": adapted}).low == min(
-        adapted[h]["tpr_at_5pct_fpr"] for h in ("glimpse", "hc3plus", "tweepfake"))
+    sets = ("glimpse", "hc3plus", "tweepfake")
+    prior = TprPrior.from_card({"leave_one_dataset_out": adapted, "leave_one_dataset_out_unadapted": plain})
+    assert prior.point == pytest.approx(np.mean([adapted[h]["tpr_at_5pct_fpr"] for h in sets]))
+    assert prior.low == min(m[h]["tpr_at_5pct_fpr"] for m in (adapted, plain) for h in sets)

@@ -52,18 +52,25 @@ class TprPrior:
 
     @classmethod
     def from_card(cls, card: dict, exclude: tuple[str, ...] = ()) -> "TprPrior":
-        lodo = card.get("leave_one_dataset_out") or {}
-        held = [m.get("tpr_at_5pct_fpr") for k, m in lodo.items()
-                if k != "mean" and k not in exclude and isinstance(m, dict)]
-        held = [float(v) for v in held if isinstance(v, (int, float))]
+        """Point: the mean held-out TPR; floor: the lowest held-out TPR, over the adapted protocol and, for a
+        domain-adapted model, the unadapted one too (in the benchmark, adapted floors alone under-covered the
+        worst held-out domains: 95% coverage 0.82 on comnets, 0.86 on hc3plus)."""
+        held = _held_out_tprs(card.get("leave_one_dataset_out"), exclude)
         if len(held) >= LODO_MIN_DATASETS:
-            return cls(float(np.mean(held)), min(held))
+            unadapted = _held_out_tprs(card.get("leave_one_dataset_out_unadapted"), exclude)
+            return cls(float(np.mean(held)), min(held + unadapted))
         test = ((card.get("test") or {}).get("overall") or {}).get("tpr_at_5pct_fpr")
         if not isinstance(test, (int, float)):
             raise ValueError("the model card has no TPR@5%FPR figure (test or leave-one-dataset-out)")
         # in-domain figures only: nothing measured bounds the TPR on an unseen domain, so nothing bounds the share
         # from above (floor 0: upper end 1); the point halves the in-domain TPR (out of domain is far worse)
         return cls(float(test) / 2, 0.0)
+
+
+def _held_out_tprs(lodo, exclude: tuple[str, ...]) -> list[float]:
+    held = [m.get("tpr_at_5pct_fpr") for k, m in (lodo or {}).items()
+            if k != "mean" and k not in exclude and isinstance(m, dict)]
+    return [float(v) for v in held if isinstance(v, (int, float))]
 
 
 def _rng(seed: int, key: str) -> np.random.Generator:

@@ -284,11 +284,15 @@ def train_detector(paths: list[str], out_dir: str, seed: int = 1, lodo: bool = T
     if lodo and datasets >= LODO_MIN_DATASETS:
         card["leave_one_dataset_out"] = leave_one_dataset_out(examples, best, seed, log,
                                                               reference.weight if reference is not None else None)
+        if reference is not None:  # the floor is the worst of both protocols (estimate.TprPrior.from_card)
+            card["leave_one_dataset_out_unadapted"] = leave_one_dataset_out(examples, best, seed, log)
     if reference is not None:
         card["reference"] = {"patterns": reference.patterns, "weight": reference.weight, "split": reference.split,
                              "train_documents": len(reference.train), "held_out_documents": len(reference.held_out),
                              "leave_one_dataset_out": "adapted: each held-out set's own humans (half of its "
-                                                      "groups) joined training x weight; the other half is tested"}
+                                                      "groups) joined training x weight; the other half is tested. "
+                                                      "The TPR floor is the lowest of these and of "
+                                                      "leave_one_dataset_out_unadapted"}
     with tempfile.TemporaryDirectory() as tmp:
         train_file = os.path.join(tmp, "train.txt")
         _write_train_file(parts["train"], train_file)
