@@ -54,6 +54,9 @@ def _with(**changes):
     (_with(max_synthetic_fraction="ten percent"), "max_synthetic_fraction: 'ten percent' is not a decimal"),
     (_with(max_synthetic_fraction="3/2"), "between 0 and 1"),
     (_with(max_synthetic_fraction=[1]), "max_synthetic_fraction: expected a number"),
+    # Fraction("1e-999999999") computes 10**999999999 (minutes of CPU, gigabytes): refused before it is parsed
+    (_with(max_synthetic_fraction="1e-999999999"), "max_synthetic_fraction: '1e-999999999' is too long or too fine"),
+    (_with(source_weight="1/" + "9" * 5000), "sources[0].weight: '1/999999999999999999'... (5,002 characters) is too"),
     (_with(synthetic={"rule": "vibes"}),
      "synthetic.rule: 'vibes' is not allowed; allowed: certified, threshold, expected"),
     (_with(synthetic={"rule": "certified", "threshold": 0.5}), "synthetic.threshold: only with rule: threshold"),
@@ -290,6 +293,9 @@ i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
      "line 3: duplicate key 'max_synthetic_fraction'"),
     ("a: &a [*a]\n", "refers to itself"),
     ("seed: [unclosed\n", "is not valid YAML"),
+    # scalars YAML resolves but cannot build raise ValueError, not YAMLError
+    ("seed: 2024-13-45\n", "holds a value that cannot be read: month must be in 1..12"),
+    ("seed: " + "9" * 4400 + "\n", "holds a value that cannot be read: Exceeds the limit (4300 digits)"),
 ])
 def test_yaml_bombs_and_duplicate_keys_refused_in_one_line(tmp_path, text, message):
     path = tmp_path / "mix.yaml"
