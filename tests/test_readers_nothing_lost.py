@@ -385,13 +385,18 @@ def test_10_10_deeply_nested_html_is_dropped_before_extraction(tmp_path):
     ("2024-06-01", "2024-06-01T00:00:00Z"),
     ("20240601100000", "2024-06-01T10:00:00Z"),
     ("2024-06-01 10:00:00", "2024-06-01T10:00:00Z"),
+    ("2022-11-29T23:30:00-05:00", "2022-11-30T04:30:00Z"),  # local time before the cut-off, UTC after it
+    ("Tue, 29 Nov 2022 23:30:00 -0500", "2022-11-30T04:30:00Z"),
 ])
 def test_10_14_warc_dates_in_the_wild_are_parsed_to_utc(raw, want):
     assert normalise_date(raw) == (want, False)
 
 
 @pytest.mark.parametrize("raw", ["2008-10-294T05:21:46-0700", "06/07/2024", "yesterday", "2024-13-01",
-                                 "0001-01-01T00:00:00Z"])
+                                 "0001-01-01T00:00:00Z",
+                                 # no zone is a day or more off UTC: +99:00 moved 2022-11-30 into the pre-LLM era
+                                 "2022-11-30T01:00:00+99:00", "2022-11-30T01:00:00+05:99", "2022-11-30T01:00:00-2400",
+                                 "Wed, 30 Nov 2022 01:00:00 +9999"])
 def test_10_14_unparseable_dates_are_null_and_flagged(raw):
     assert normalise_date(raw) == (None, True)
 
