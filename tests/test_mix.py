@@ -15,6 +15,8 @@ from fractions import Fraction
 from pathlib import Path
 
 import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
@@ -87,6 +89,21 @@ def test_config_errors_name_the_key(cfg, message):
     with pytest.raises(ConfigError) as e:
         parse(cfg)
     assert message in str(e.value)
+
+
+def test_one_file_under_two_names_is_refused_as_two_sources(tmp_path):
+    """`d/x.parquet`, `d/../d/x.parquet` and a symlink are one file: its documents would enter the mix twice."""
+    from pipeline.mix import match_inputs
+    from pipeline.options import UserError
+
+    (tmp_path / "d").mkdir()
+    pq.write_table(pa.table({"id": ["a"], "text": ["t"]}), tmp_path / "d" / "x.parquet")
+    (tmp_path / "link").symlink_to(tmp_path / "d")
+    for alias in (tmp_path / "d" / ".." / "d" / "x.parquet", tmp_path / "link" / "x.parquet"):
+        cfg = parse({**BASE, "sources": [{"name": "a", "inputs": [str(tmp_path / "d" / "*.parquet")], "weight": 1},
+                                         {"name": "b", "inputs": [str(alias)], "weight": 1}]})
+        with pytest.raises(UserError, match="is also an input of source a"):
+            match_inputs(cfg)
 
 
 def test_ceiling_is_exact_from_strings():

@@ -22,6 +22,8 @@ import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from transforms.io.files import canonical
+
 MARKER = ".synthcap-output"
 COMPLETE = "COMPLETE.json"
 STAGING = ".tmp-"
@@ -202,13 +204,9 @@ def complete_outputs(shards) -> dict[str, dict]:
     return {root: require_complete(root) for root in roots}
 
 
-def _canonical(path: str) -> str:
-    return os.path.realpath(path) if _is_local(path) else path.rstrip("/")
-
-
 def inside(path: str, folder: str) -> bool:
     """True when `path` lies in `folder` (symlinks and relative paths resolved locally)."""
-    p, f = _canonical(path), _canonical(folder)
+    p, f = canonical(path), canonical(folder)
     return p == f or p.startswith(f.rstrip("/") + "/")
 
 

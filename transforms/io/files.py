@@ -60,6 +60,12 @@ def extension(path: str) -> str:
     return "." + ".".join(parts[-keep:])
 
 
+def canonical(path: str) -> str:
+    """The stored file or folder a path names: local paths resolved (`./`, `..`, `//`, symlinks), others as given
+    without a trailing slash. One file reached under two names is one input."""
+    return os.path.realpath(path) if "://" not in path else path.rstrip("/")
+
+
 def _is_glob(pattern: str) -> bool:
     return any(c in pattern for c in "*?[")
 
@@ -81,8 +87,9 @@ def match_shards(patterns: list[str]) -> list[Shard]:
 
     Files a glob matches that no reader handles become UNSUPPORTED shards (each counted as one dropped record,
     so the summary reports them); an explicit path of such a file, or a glob matching only such files, is an
-    InputError that lists the supported extensions."""
-    found: dict[str, Shard] = {}
+    InputError that lists the supported extensions. A file matched under several names (`d/a.jsonl`,
+    `./d/a.jsonl`, a symlink) is one shard, named by the smallest of them, so it is read once."""
+    found: dict[str, Shard] = {}  # canonical path -> shard
     for pattern in patterns:
         try:
             results = match(pattern)
@@ -97,8 +104,10 @@ def match_shards(patterns: list[str]) -> list[Shard]:
             skipped = f" ({len(results)} files with unsupported extensions {', '.join(exts)})" if results else ""
             raise InputError(f"no crawl shards match {pattern}{skipped}; supported extensions: {SUPPORTED}")
         for m in results:
-            found[m.path] = Shard(m.path, m.size_in_bytes, detect_format(m.path) or UNSUPPORTED)
-    return [found[k] for k in sorted(found)]
+            key = canonical(m.path)
+            if key not in found or m.path < found[key].path:
+                found[key] = Shard(m.path, m.size_in_bytes, detect_format(m.path) or UNSUPPORTED)
+    return sorted(found.values(), key=lambda shard: shard.path)
 
 
 def open_raw(path: str):
