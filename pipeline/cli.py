@@ -62,6 +62,9 @@ def parse(verb: str, argv: list[str]):
         if getattr(ns, name) in (None, []):
             raise UserError(f"--{name} is required (see synthcap {verb} --help)")
     _check_runner(getattr(ns, "runner", None))
+    workers = getattr(ns, "direct_num_workers", None)
+    if workers is not None and workers < 0:  # Beam takes it and fails inside the run (an IndexError)
+        raise UserError(f"--direct_num_workers: expected a whole number >= 0 (0: one per CPU), got '{workers}'")
     return ns, [a for a in argv if a != "--json"]
 
 

@@ -56,6 +56,26 @@ def integer(value: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
 
 
+MAX_SEED = (1 << 31) - 1  # numpy's RandomState takes < 2**32 and fastText a C int
+
+
+def seed(value: str) -> int:
+    n = integer(value)
+    if not 0 <= n <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to {MAX_SEED:,}, got {value!r}")
+    return n
+
+
+MAX_PERMUTATIONS = 4096  # a 32 KiB signature per document; 10**12 allocated terabytes before anything ran
+
+
+def permutations(value: str) -> int:
+    n = positive_int(value)
+    if n > MAX_PERMUTATIONS:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to {MAX_PERMUTATIONS:,}, got {value!r}")
+    return n
+
+
 def normalization(value: str) -> str:
     try:
         Normalization.parse(value)
@@ -89,14 +109,14 @@ class CurateOptions(PipelineOptions):
                             help="records or texts larger than this many bytes are dropped as too_large")
         parser.add_argument("--split_bytes", type=positive_int, default=DEFAULT_SPLIT_BYTES,
                             help="compressed bytes per unit of reading work for WARC.gz and plain JSONL")
-        parser.add_argument("--seed", type=integer, default=1, help="seed of every hash permutation and sample")
+        parser.add_argument("--seed", type=seed, default=1, help="seed of every hash permutation and sample")
         parser.add_argument("--run_id", help="run identity in provenance (default: derived from the config hash)")
         parser.add_argument("--no_exact_dedup", action="store_true", help="skip exact deduplication")
         parser.add_argument("--exact_normalization", type=normalization, default="nfkc,casefold,whitespace",
                             help="steps before the exact-dedup hash: any of nfkc, casefold, whitespace, or none")
         parser.add_argument("--no_near_dedup", action="store_true", help="skip near-duplicate removal")
         parser.add_argument("--ngram", type=positive_int, default=5, help="words per MinHash shingle")
-        parser.add_argument("--num_perm", type=positive_int, default=128, help="MinHash permutations")
+        parser.add_argument("--num_perm", type=permutations, default=128, help="MinHash permutations")
         parser.add_argument("--threshold", type=fraction, default=0.8, help="near-duplicate Jaccard threshold")
         parser.add_argument("--bands", type=positive_int, help="LSH bands (default: derived from --threshold)")
         parser.add_argument("--rows", type=positive_int, help="LSH rows per band (give with --bands)")
@@ -139,7 +159,7 @@ def _inspect_args(parser):
 def _train_detector_args(parser):
     parser.add_argument("--data", nargs="+", help="labelled JSONL.gz files (text, label, domain, ...)")
     parser.add_argument("--out", help="folder for model.ftz and model_card.json")
-    parser.add_argument("--seed", type=integer, default=1, help="seed of the split and of fastText")
+    parser.add_argument("--seed", type=seed, default=1, help="seed of the split and of fastText")
     parser.add_argument("--no_lodo", action="store_true", help="skip the leave-one-dataset-out evaluation")
     parser.add_argument("--limit_per_file", type=positive_int, help="read at most this many records per file")
     parser.add_argument("--human_reference", nargs="+",

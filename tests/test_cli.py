@@ -15,7 +15,7 @@ import pytest
 from pipeline import run_summary
 from pipeline.cli import main
 from pipeline.flag_tables import README, regenerate, verbs_in
-from pipeline.options import VERBS, count, fraction, integer, normalization, own_actions, positive_int
+from pipeline.options import VERBS, count, fraction, normalization, own_actions, permutations, positive_int, seed
 from tests.helpers import tree_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +53,8 @@ def _one_line(err: str) -> str:
     return err.strip()
 
 
-_BAD = {fraction: ["1.5", "0", "abc"], positive_int: ["0", "-3", "abc"], count: ["-1", "x"], integer: ["1.5"],
+_BAD = {fraction: ["1.5", "0", "abc"], positive_int: ["0", "-3", "abc"], count: ["-1", "x"],
+        seed: ["1.5", "-5", "2147483648"], permutations: ["0", "4097", "x"],
         normalization: ["nfkc,upper"]}
 
 
@@ -184,17 +185,30 @@ def test_unwritable_and_nonempty_outputs(tmp_path, sample_crawl, capsys):
     assert "is not empty and is not a synthcap output" in _one_line(capsys.readouterr().err)
 
 
-def test_a_failure_at_run_time_is_one_line_and_a_log(tmp_path, capsys):
+def test_a_failure_at_run_time_is_one_line_and_a_log(tmp_path, capsys, monkeypatch):
+    import transforms.io.jsonl
+
+    def broken(*_):  # a fault no input can cause (every bad record is a dead letter): a bug, or a failing disk
+        raise RuntimeError("injected reader fault")
+
     (tmp_path / "in.jsonl").write_text('{"id": "a", "text": "hello there"}\n')
-    # Beam accepts a negative worker count and fails inside the run (an IndexError deep in the runner)
-    rc = main(["curate", "--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "o"), "--no_score",
-               "--direct_num_workers=-3"])
+    monkeypatch.setattr(transforms.io.jsonl, "to_document", broken)  # the in-process runner runs this process's code
+    rc = main(["curate", "--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "o"), "--no_score"])
     line = _one_line(capsys.readouterr().err)
-    assert rc == 1 and line.startswith("synthcap curate: failed: IndexError")
+    assert rc == 1 and line.startswith("synthcap curate: failed: RuntimeError: injected reader fault")
     log = line.rsplit("(traceback in ", 1)[1].rstrip(")")
     text = Path(log).read_text()
-    assert "Traceback (most recent call last)" in text and "IndexError" in text
+    assert "Traceback (most recent call last)" in text and "injected reader fault" in text
     os.remove(log)
+
+
+def test_bad_beam_flag_values_are_user_errors(capsys):
+    """Beam takes a negative worker count and fails inside the run (an IndexError deep in the runner)."""
+    for args in (["--direct_num_workers=-3"], ["--direct_running_mode=multi_processing", "--direct_num_workers=-1"]):
+        assert main(["curate", "--input", "x", "--output", "o", *args]) == 2
+        assert _one_line(capsys.readouterr().err) == \
+            f"synthcap curate: error: --direct_num_workers: expected a whole number >= 0 (0: one per CPU), got " \
+            f"'{args[-1].split('=')[1]}'"
 
 
 def _jsonl_crawl(path: Path) -> None:
