@@ -76,6 +76,16 @@ def permutations(value: str) -> int:
     return n
 
 
+MAX_ROUNDS = 64  # each round is a few transforms in the graph: 10**9 rounds never finished building it
+
+
+def rounds(value: str) -> int:
+    n = count(value)
+    if n > MAX_ROUNDS:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to {MAX_ROUNDS}, got {value!r}")
+    return n
+
+
 def normalization(value: str) -> str:
     try:
         Normalization.parse(value)
@@ -122,7 +132,7 @@ class CurateOptions(PipelineOptions):
         parser.add_argument("--rows", type=positive_int, help="LSH rows per band (give with --bands)")
         parser.add_argument("--max_bucket_size", type=positive_int, default=5000,
                             help="LSH buckets larger than this are counted and contribute no candidate pairs")
-        parser.add_argument("--cc_rounds", type=count, default=6, help="large-star/small-star rounds before union-find")
+        parser.add_argument("--cc_rounds", type=rounds, default=6, help="large-star/small-star rounds before union-find")
         parser.add_argument("--max_residual_edges", type=positive_int, default=1_000_000,
                             help="fail if connected components leave more residual edges than this")
         parser.add_argument("--no_score", action="store_true", help="skip AI-likelihood scoring")
