@@ -179,6 +179,9 @@ def test_unwritable_and_nonempty_outputs(tmp_path, sample_crawl, capsys):
     blocker.write_text("x")
     assert main(["curate", "--input", str(sample_crawl / "*.wet.gz"), "--output", str(blocker / "out")]) == 2
     assert "cannot write to output folder" in _one_line(capsys.readouterr().err)
+    for not_a_folder in (blocker, "/dev/null"):  # /dev/null was "claimed by another run just now"
+        assert main(["curate", "--input", str(sample_crawl / "*.wet.gz"), "--output", str(not_a_folder)]) == 2
+        assert _one_line(capsys.readouterr().err).endswith(f"output folder {not_a_folder} is a file, not a folder")
     full = tmp_path / "full"
     full.mkdir()
     (full / "something").write_text("x")

@@ -219,8 +219,8 @@ def claim_output(output: str, verb: str, run_id: str, key: str, overwrite: bool,
     configuration (a rerun after a crash) and the verb is `resumable`. Only the named `parts`, `COMPLETE.json`
     and staging folders are ever deleted; a non-empty folder without a marker is never touched.
     """
-    if _is_local(output) and os.path.isfile(output):
-        raise OutputClaimError(f"output folder {output} is a file")
+    if _is_local(output) and os.path.exists(output) and not os.path.isdir(output):
+        raise OutputClaimError(f"output folder {output} is a file, not a folder")  # or a device: /dev/null
     marker = read_marker(output)
     if marker is None:
         if _non_empty(output):
