@@ -296,6 +296,26 @@ def test_missing_human_reference_is_one_line(tmp_path, capsys):
     assert rc == 2 and "--human_reference: no files match" in err and "\n" not in err
 
 
+def test_a_parquet_reference_that_is_not_curated_is_one_line(tmp_path, capsys):
+    """A .parquet reference is read as curated Documents: one that is not Parquet failed the run (exit 1), one
+    of `id, text` rows served nothing and the run went on without a word."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.cli import main
+
+    (tmp_path / "in.jsonl").write_text('{"id": "1", "text": "hello world"}\n')
+    (tmp_path / "junk.parquet").write_bytes(b"PAR1 not parquet at all")
+    pq.write_table(pa.table({"id": ["a"], "text": ["human words"]}), tmp_path / "plain.parquet")
+    for name, message in (("junk.parquet", "is not a readable Parquet file (ArrowInvalid)"),
+                          ("plain.parquet", "is not curated Parquet (no column source, offset, url, ...)")):
+        rc = main(["curate", "--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "o"),
+                   "--human_reference", str(tmp_path / name)])
+        err = capsys.readouterr().err
+        assert rc == 2 and err.count("\n") == 1 and f"--human_reference: {tmp_path / name} {message}" in err
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.slow
 def test_a_reference_file_no_reader_handles_is_one_line(tmp_path, capsys):
     from pipeline.cli import main
