@@ -258,6 +258,29 @@ def test_swapped_model_and_broken_cards_are_one_line(tmp_path):
     assert "unreadable model_card.json" in _load_error(tmp_path / "missing")
 
 
+def test_a_card_whose_metrics_or_split_are_malformed_is_one_line(tmp_path, capsys):
+    """Scoring reads the card's TPR figures and a domain-adapted model's reference split: a list or a NaN there
+    failed inside the run (AttributeError, exit 1) or made NaN intervals; refused when the model loads."""
+    from pipeline.cli import main
+
+    out = _model_dir(tmp_path)
+    good = json.loads((out / "model_card.json").read_text())
+    (tmp_path / "in.jsonl").write_text('{"id": "1", "text": "hello world"}\n')
+    for change, expect in (({"leave_one_dataset_out": [1, 2]}, "no valid leave_one_dataset_out"),
+                           ({"leave_one_dataset_out": {k: {"tpr_at_5pct_fpr": float("nan")} for k in "abc"}},
+                            "no valid leave_one_dataset_out"),
+                           ({"test": [1]}, "no valid test"), ({"test": {"overall": {"tpr_at_5pct_fpr": -1}}},
+                                                              "no valid test"),
+                           ({"reference": [1]}, "no valid reference"), ({"reference": {"split": [1]}},
+                                                                       "no valid reference")):
+        (out / "model_card.json").write_text(json.dumps({**good, **change}))
+        assert expect in _load_error(out)
+        rc = main(["curate", "--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "o"),
+                   "--detector_model", str(out)])
+        err = capsys.readouterr().err
+        assert rc == 2 and err.count("\n") == 1 and expect in err
+
+
 def test_cli_refuses_a_truncated_model_in_one_line(tmp_path, capsys):
     from pipeline.cli import main
 
