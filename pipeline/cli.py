@@ -118,7 +118,7 @@ def _demo(ns, argv):
 def _inspect(ns, argv):
     from pipeline import inspect_doc
 
-    inspect_doc.run(argv)
+    inspect_doc.run(ns.doc_id, ns.output)
 
 
 def _train_detector(ns, argv):
