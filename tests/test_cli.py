@@ -189,6 +189,23 @@ def test_unwritable_and_nonempty_outputs(tmp_path, sample_crawl, capsys):
     assert "is not empty and is not a synthcap output" in _one_line(capsys.readouterr().err)
 
 
+def test_sample_and_demo_outputs_they_cannot_use_are_user_errors(tmp_path, capsys):
+    """They failed with a FileExistsError / NotADirectoryError traceback (exit 1); and the demo replaces
+    OUT/index, which deleted whatever a user kept there."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for verb, message in (("sample", f"cannot write to output folder {blocker}: File exists"),
+                          ("demo", f"cannot write to output folder {blocker}/sample_crawl: Not a directory")):
+        assert main([verb, "--output", str(blocker)]) == 2
+        assert _one_line(capsys.readouterr().err) == f"synthcap {verb}: error: {message}"
+    (tmp_path / "mine" / "index").mkdir(parents=True)
+    (tmp_path / "mine" / "index" / "thesis.txt").write_text("precious")
+    assert main(["demo", "--output", str(tmp_path / "mine")]) == 2
+    assert "is not the refresh index of an earlier demo" in _one_line(capsys.readouterr().err)
+    assert (tmp_path / "mine" / "index" / "thesis.txt").read_text() == "precious"
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["index"]
+
+
 def test_a_failure_at_run_time_is_one_line_and_a_log(tmp_path, capsys, monkeypatch):
     import transforms.io.jsonl
 
