@@ -189,6 +189,23 @@ def test_unwritable_and_nonempty_outputs(tmp_path, sample_crawl, capsys):
     assert "is not empty and is not a synthcap output" in _one_line(capsys.readouterr().err)
 
 
+def test_train_detector_data_that_is_not_labelled_jsonl_gz_is_a_user_error(tmp_path, capsys):
+    """A folder, plain JSON Lines, bytes that are not gzip or a line that is not an object failed with a
+    traceback (exit 1)."""
+    import gzip
+
+    (tmp_path / "plain.jsonl").write_text('{"text": "t", "label": "ai"}\n')
+    (tmp_path / "junk.jsonl.gz").write_bytes(b"not gzip")
+    (tmp_path / "array.jsonl.gz").write_bytes(gzip.compress(b'{"text": "t", "label": "ai"}\n[1, 2]\n'))
+    for data, message in ((tmp_path, "is not readable JSON Lines in gzip (IsADirectoryError"),
+                          (tmp_path / "plain.jsonl", "is not readable JSON Lines in gzip (BadGzipFile"),
+                          (tmp_path / "junk.jsonl.gz", "is not readable JSON Lines in gzip (BadGzipFile"),
+                          (tmp_path / "array.jsonl.gz", "line 2: expected a JSON object with a string `text`")):
+        assert main(["train-detector", "--data", str(data), "--out", str(tmp_path / "m")]) == 2
+        assert _one_line(capsys.readouterr().err).startswith(f"synthcap train-detector: error: --data: {data} {message}")
+    assert not (tmp_path / "m").exists()
+
+
 def test_sample_and_demo_outputs_they_cannot_use_are_user_errors(tmp_path, capsys):
     """They failed with a FileExistsError / NotADirectoryError traceback (exit 1); and the demo replaces
     OUT/index, which deleted whatever a user kept there."""
