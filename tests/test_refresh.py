@@ -245,6 +245,17 @@ def test_13_3_refresh_refuses_an_index_that_is_not_one(sample_crawl, tmp_path, c
     (broken / "generations" / "gen-000001.json").write_text("[1, 2]")
     cases = {a_file: "is a file", curated: "is a synthcap output folder", photos: "non-index content (cat.jpg)",
              broken: "not a valid index pointer", tmp_path / "out" / "index": "overlap"}
+    # pointers of the right outline with parts of the wrong shape failed the run (TypeError, KeyError), or
+    # committed generation 0 over a negative one
+    ok = {"generation": 1, "segments": ["segments/seg-000001-k"], "params": {},
+          "files": {"segments/seg-000001-k": [{"path": "exact-0.parquet", "size": 1, "sha256": "x"}]}}
+    for i, bad in enumerate([{"files": [1]}, {"files": {"segments/seg-000001-k": [1]}}, {"segments": [1]},
+                             {"files": {"segments/seg-000001-k": [{"size": 1}]}}, {"generation": -1},
+                             {"generation": True}]):
+        shaped = tmp_path / f"shaped{i}"
+        (shaped / "generations").mkdir(parents=True)
+        (shaped / "generations" / "gen-000001.json").write_text(json.dumps({**ok, **bad}))
+        cases[shaped] = "not a valid index pointer"
     for index, message in cases.items():
         assert main(["refresh", *FAST, "--input", shard, "--index", str(index), "--output", str(tmp_path / "out")]) == 2
         err = capsys.readouterr().err.strip()
