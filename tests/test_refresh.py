@@ -246,12 +246,12 @@ def test_13_3_refresh_refuses_an_index_that_is_not_one(sample_crawl, tmp_path, c
     cases = {a_file: "is a file", curated: "is a synthcap output folder", photos: "non-index content (cat.jpg)",
              broken: "not a valid index pointer", tmp_path / "out" / "index": "overlap"}
     # pointers of the right outline with parts of the wrong shape failed the run (TypeError, KeyError), or
-    # committed generation 0 over a negative one
+    # committed generation 0 over a negative one, or failed at the commit (documents "many" + n)
     ok = {"generation": 1, "segments": ["segments/seg-000001-k"], "params": {},
           "files": {"segments/seg-000001-k": [{"path": "exact-0.parquet", "size": 1, "sha256": "x"}]}}
     for i, bad in enumerate([{"files": [1]}, {"files": {"segments/seg-000001-k": [1]}}, {"segments": [1]},
                              {"files": {"segments/seg-000001-k": [{"size": 1}]}}, {"generation": -1},
-                             {"generation": True}]):
+                             {"generation": True}, {"documents": "many"}]):
         shaped = tmp_path / f"shaped{i}"
         (shaped / "generations").mkdir(parents=True)
         (shaped / "generations" / "gen-000001.json").write_text(json.dumps({**ok, **bad}))

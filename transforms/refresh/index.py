@@ -123,6 +123,7 @@ def _valid(pointer, where: str) -> dict:
           and not isinstance(pointer["generation"], bool) and pointer["generation"] >= 1
           and isinstance(pointer.get("segments"), list) and all(isinstance(seg, str) for seg in pointer["segments"])
           and isinstance(pointer.get("params"), dict)
+          and isinstance(pointer.get("documents", 0), int) and not isinstance(pointer.get("documents"), bool)
           and isinstance(pointer.get("files", {}), dict)
           and all(isinstance(seg, str) and _file_entries(files) for seg, files in pointer.get("files", {}).items()))
     if not ok:
