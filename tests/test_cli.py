@@ -56,7 +56,7 @@ def _one_line(err: str) -> str:
 
 _BAD = {fraction: ["1.5", "0", "abc"], positive_int: ["0", "-3", "abc"], count: ["-1", "x"],
         seed: ["1.5", "-5", "2147483648"], permutations: ["0", "4097", "x"], rounds: ["-1", "65", "x"],
-        normalization: ["nfkc,upper"]}
+        normalization: ["nfkc,upper", "", "none,nfkc"]}
 
 
 def _bad_value_calls() -> list[tuple[list[str], str]]:
