@@ -195,6 +195,22 @@ def test_a_file_matched_under_several_names_is_one_shard(tmp_path, monkeypatch):
     assert [s.path for s in match_shards(patterns[1:])] == [str(tmp_path / "d/a.jsonl")]
 
 
+def test_a_file_name_that_is_not_utf8_is_one_line_at_launch(tmp_path, capsys):
+    """`café.jsonl` saved under Latin-1: its name reached the writers as a lone surrogate and failed the whole run
+    (UnicodeEncodeError, exit 1). Every output names the file it read, so it is refused before anything runs."""
+    from pipeline.cli import main
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "ok.jsonl").write_text('{"text": "fine"}\n')
+    with open(bytes(tmp_path / "in") + b"/caf\xe9.jsonl", "wb") as f:
+        f.write(b'{"text": "fine too"}\n')
+    for args in (["--no_score", "--input"], ["--input", str(tmp_path / "in" / "ok.jsonl"), "--human_reference"]):
+        assert main(["curate", *args, str(tmp_path / "in" / "*"), "--output", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "caf\\xe9.jsonl': the file name is not valid UTF-8" in err, err
+    assert not (tmp_path / "out").exists()
+
+
 def _mutate(rng, data: bytes) -> bytes:
     """One random damage of the kinds a broken crawler, disk or transfer leaves: cut, flipped bytes, inserted
     junk, a repeated or missing span, absurd header values, the whole file twice."""

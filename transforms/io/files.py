@@ -79,6 +79,12 @@ def match(pattern: str) -> list:
         results = FileSystems.match(["./" + pattern])[0].metadata_list
         for m in results:
             m.path = m.path[2:] if m.path.startswith("./") else m.path
+    for m in results:
+        try:
+            m.path.encode("utf-8")
+        except UnicodeEncodeError:  # undecodable bytes in a local name: no output (JSON, Parquet) can record it
+            raise InputError(f"{os.fsencode(m.path)!r}: the file name is not valid UTF-8, and every output names "
+                             f"the file it read; rename it") from None
     return results
 
 
@@ -93,6 +99,8 @@ def match_shards(patterns: list[str]) -> list[Shard]:
     for pattern in patterns:
         try:
             results = match(pattern)
+        except InputError:
+            raise
         except Exception as e:  # Beam raises BeamIOError for unreachable schemes and buckets
             raise InputError(f"cannot list {pattern}: {e}") from None
         known = [m for m in results if detect_format(m.path)]

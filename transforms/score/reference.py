@@ -209,12 +209,14 @@ def match_reference(patterns: list[str]) -> list[str]:
     outputs may serve (a half-written one would calibrate against whatever survived the crash). ValueError
     (one line) otherwise."""
     from transforms.io.commit import IncompleteOutputError, complete_outputs
-    from transforms.io.files import match
+    from transforms.io.files import InputError, match
 
     files = []
     for pattern in patterns:
         try:
             matched = match(pattern)
+        except InputError as e:
+            raise ValueError(f"--human_reference: {e}") from None
         except Exception:
             matched = []
         if not matched:
