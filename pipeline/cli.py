@@ -54,6 +54,12 @@ def _refuse_extras(verb: str, extras: list[str], parser) -> None:
 
 def parse(verb: str, argv: list[str]):
     """The verb's flags, validated; returns them and the argv for the pipeline (our flags and Beam's)."""
+    for arg in argv:  # bytes that are not UTF-8 arrive as lone surrogates, which no output (JSON, Parquet) can hold
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UserError(f"argument {os.fsencode(arg)!r} is not valid UTF-8; synthcap records its flags and paths "
+                            f"in UTF-8 outputs") from None
     spec = VERBS[verb]
     parser = verb_parser(spec)
     ns, extras = parser.parse_known_args(argv)

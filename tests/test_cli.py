@@ -142,6 +142,18 @@ def test_user_errors_are_one_line_and_exit_2(args, message, capsys):
     assert message in _one_line(captured.err) and captured.out == ""
 
 
+def test_arguments_that_are_not_utf8_are_one_line(tmp_path):
+    """Undecodable bytes in argv arrive as lone surrogates: an --output of them failed the run in a writer
+    (UnicodeEncodeError, exit 1), a --run_id of them was blamed on the output folder."""
+    for flag in ("--output=o\udcff", "--run_id=r\udcff"):
+        r = subprocess.run([sys.executable, "-m", "pipeline.cli", "curate", "--input", "x.jsonl", "--output", "o",
+                            os.fsencode(flag)], capture_output=True, text=True, cwd=tmp_path, env=ENV)
+        assert r.returncode == 2 and r.stdout == ""
+        assert _one_line(r.stderr).endswith("\\xff' is not valid UTF-8; synthcap records its flags and paths in "
+                                            "UTF-8 outputs")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_the_real_entry_point_prints_one_line(tmp_path):
     r = _cli("curate", "--input", "x", "--output", "o", "--threshold", "1.5", cwd=tmp_path)
     assert r.returncode == 2 and r.stdout == ""
