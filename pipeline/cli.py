@@ -67,6 +67,11 @@ def parse(verb: str, argv: list[str]):
     for name in spec.required:
         if getattr(ns, name) in (None, []):
             raise UserError(f"--{name} is required (see synthcap {verb} --help)")
+    if getattr(ns, "no_score", False):
+        given = [flag for flag, value in (("--human_reference", getattr(ns, "human_reference", None)),
+                                          ("--detector_model", getattr(ns, "detector_model", None))) if value]
+        if given:  # both serve scoring only: the run would silently go without what the user asked for
+            raise UserError(f"{given[0]} is for scoring, which --no_score switches off: drop one of them")
     _check_runner(getattr(ns, "runner", None))
     workers = getattr(ns, "direct_num_workers", None)
     if workers is not None and workers < 0:  # Beam takes it and fails inside the run (an IndexError)

@@ -135,6 +135,11 @@ def test_every_validated_flag_rejects_a_bad_value_in_one_line(batch):
     (["curate", "--input", "x", "--output", "o", "--runner", "NoSuchRunner"], "unknown --runner NoSuchRunner"),
     (["mix", "--config", "m.yaml", "--output", "o", "--runner=no.such.Runner"], "unknown --runner no.such.Runner"),
     (["curate", "--input", "x", "--output", "o", "--runner=collections.OrderedDict"], "is not a Beam pipeline runner"),
+    # flags that serve scoring only, with scoring switched off: silently ignored before
+    (["curate", "--input", "x", "--output", "o", "--no_score", "--human_reference", "r.parquet"],
+     "synthcap curate: error: --human_reference is for scoring, which --no_score switches off: drop one of them"),
+    (["refresh", "--input", "x", "--index", "i", "--output", "o", "--detector_model=m", "--no_score"],
+     "synthcap refresh: error: --detector_model is for scoring, which --no_score switches off"),
 ])
 def test_user_errors_are_one_line_and_exit_2(args, message, capsys):
     assert main(args) == 2
