@@ -262,3 +262,11 @@ def test_13_3_refresh_refuses_an_index_that_is_not_one(sample_crawl, tmp_path, c
         assert message in err and "\n" not in err and "Traceback" not in err, err
     assert a_file.read_text() == "{}" and sorted(os.listdir(curated)) == [MARKER, "summary.json"]
     assert not (tmp_path / "out").exists()
+    # an input glob reaching into the index read its segments as crawl files (a schema_error each) and went on
+    (tmp_path / "idx" / "segments").mkdir(parents=True)
+    (tmp_path / "idx" / "segments" / "stray.jsonl").write_text('{"text": "t"}\n')
+    assert main(["refresh", *FAST, "--input", shard, str(tmp_path / "idx" / "segments" / "*"), "--index",
+                 str(tmp_path / "idx"), "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "stray.jsonl is inside the refresh index" in err
+    assert not (tmp_path / "out").exists()
