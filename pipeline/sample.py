@@ -26,10 +26,9 @@ from importlib import resources
 from pathlib import Path
 
 from apache_beam.io.filesystems import FileSystems
-
-from pipeline.options import UserError
 from pydoc_data.topics import topics
 
+from pipeline.options import UserError
 from transforms.dedup.minhash import jaccard
 from transforms.io.write import write_bytes
 

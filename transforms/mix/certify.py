@@ -57,9 +57,9 @@ def parse_ai_share(folder: str, summary: dict, pre_llm_is_human: bool = True) ->
     hold every AI token: the share is rescaled to them (`estimate.outside_reference`), or else it would be diluted
     by the reference."""
     usable, reasons = {}, {}
-    ai_share = summary.get("ai_share") if isinstance(summary, dict) else None  # a hand-edited summary: any JSON
-    groups = (ai_share.get("by_reference") if isinstance(ai_share, dict) else None) or {}
-    if not isinstance(groups, dict) or not isinstance(summary, dict) or not isinstance(ai_share or {}, dict):
+    ai_share = (summary.get("ai_share") or {}) if isinstance(summary, dict) else None  # hand-edited: any JSON
+    groups = (ai_share.get("by_reference") or {}) if isinstance(ai_share, dict) else None
+    if not isinstance(groups, dict):
         return usable, {group_key(folder, "*"): "ai_share.by_reference is not a mapping"}
     for group, s in sorted(groups.items()):
         key = group_key(folder, str(group))
