@@ -158,7 +158,7 @@ def write_graph(p, run: Run, g: Graph, written_before: tuple = ()) -> tuple[list
     documents, drops, extra = g.documents, list(g.drops), dict(g.extra)
     dead_parts = [g.dead]
     if not opts.no_score:
-        model_dir = common.detector_model or DEFAULT_MODEL_DIR
+        model_dir = opts.detector_model or DEFAULT_MODEL_DIR
         try:
             card = Detector.load(model_dir).card
         except ModelLoadError as e:

@@ -105,7 +105,7 @@ def normalization(value: str) -> str:
 
 
 class CommonOptions(PipelineOptions):
-    """Where outputs go and which detector scores: shared by curate, refresh and mix."""
+    """Where outputs go: shared by curate, refresh and mix."""
 
     @classmethod
     def _add_argparse_args(cls, parser):
@@ -114,9 +114,6 @@ class CommonOptions(PipelineOptions):
                             help="replace the outputs of an earlier run in a non-empty output folder")
         parser.add_argument("--rows_per_shard", type=positive_int, default=100_000,
                             help="rows per output Parquet/JSONL shard (bounds a writer's memory)")
-        parser.add_argument("--detector_model", default=None,
-                            help="folder with model.ftz and model_card.json, local or gs:// (default: the bundled "
-                                 "model)")
 
 
 class CurateOptions(PipelineOptions):
@@ -149,6 +146,9 @@ class CurateOptions(PipelineOptions):
         parser.add_argument("--human_reference", nargs="+",
                             help="human documents (globs, local or gs://) used as reference besides this run's "
                                  "pre-LLM documents: curated Parquet of an earlier run, or raw crawl files")
+        parser.add_argument("--detector_model", default=None,
+                            help="folder with model.ftz and model_card.json, local or gs:// (default: the bundled "
+                                 "model)")
 
 
 class MixOptions(PipelineOptions):
@@ -243,7 +243,7 @@ def _own_keys(cls) -> frozenset[str]:
     return frozenset(a.dest for a in parser._actions if a.dest != "help")
 
 
-CURATE_KEYS = _own_keys(CurateOptions) | {"detector_model"}
+CURATE_KEYS = _own_keys(CurateOptions)
 
 
 def beam_options() -> list[type]:

@@ -124,6 +124,9 @@ def test_every_validated_flag_rejects_a_bad_value_in_one_line(batch):
     (["mix", "--config", "m.yaml", "--output", "o", "--seed", "3"], "--seed is a flag of curate, refresh and "
                                                                      "train-detector, not of mix"),
     (["mix", "--config", "m.yaml", "--output", "o", "--no_score"], "--no_score is a flag of curate and refresh"),
+    # the mixer reads the scores curate wrote: a model given to it was silently ignored
+    (["mix", "--config", "m.yaml", "--output", "o", "--detector_model=m"],
+     "--detector_model is a flag of curate and refresh, not of mix"),
     (["curate", "--input", "x", "--output", "o", "--config", "m.yaml"], "--config is a flag of mix, not of curate"),
     (["curate", "--input", "x", "--output", "o", "--index=i"], "--index is a flag of refresh, not of curate"),
     (["curate", "--output", "o"], "synthcap curate: error: --input is required"),
