@@ -333,6 +333,17 @@ def test_10_8_dolma_lines_with_wrong_types_are_dead_letters(tmp_path, change, fi
     assert letter.reason == "schema_error" and field in letter.message
 
 
+def test_10_8_dolma_lines_without_a_source_are_where_they_were_read(tmp_path):
+    """Lines with `metadata.offset` but no `source` all had the identity ('', metadata.offset): unrelated texts
+    sharing an id then shared one dedup rank, and a near duplicate of one of them was kept."""
+    lines = [json.dumps({"id": "a", "text": f"text {i}", "metadata": {"offset": 1}}).encode() for i in range(3)]
+    lines.append(dolma_line(Document(id="a", text="kept lineage", source="s.warc.gz", offset=1)).encode())
+    out = _jsonl(tmp_path, "dolma.jsonl", lines)
+    path = str(tmp_path / "dolma.jsonl")
+    starts = [0, len(lines[0]) + 1, len(lines[0]) + len(lines[1]) + 2]
+    assert [(d.source, d.offset) for d in docs(out)] == [(path, o) for o in starts] + [("s.warc.gz", 1)]
+
+
 def test_10_8_parquet_with_document_columns_of_other_types_is_a_dead_letter(tmp_path):
     good = to_table([Document(id="a", text="typed", source="s", offset=1)])
     bad = good.set_column(good.schema.get_field_index("offset"), "offset", pa.array(["not a number"]))
