@@ -54,6 +54,12 @@ def _refuse_extras(verb: str, extras: list[str], parser) -> None:
 
 def parse(verb: str, argv: list[str]):
     """The verb's flags, validated; returns them and the argv for the pipeline (our flags and Beam's)."""
+    for arg in argv:  # bytes that are not UTF-8 arrive as lone surrogates, which no output (JSON, Parquet) can hold
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UserError(f"argument {os.fsencode(arg)!r} is not valid UTF-8; synthcap records its flags and paths "
+                            f"in UTF-8 outputs") from None
     spec = VERBS[verb]
     parser = verb_parser(spec)
     ns, extras = parser.parse_known_args(argv)
@@ -61,7 +67,15 @@ def parse(verb: str, argv: list[str]):
     for name in spec.required:
         if getattr(ns, name) in (None, []):
             raise UserError(f"--{name} is required (see synthcap {verb} --help)")
+    if getattr(ns, "no_score", False):
+        given = [flag for flag, value in (("--human_reference", getattr(ns, "human_reference", None)),
+                                          ("--detector_model", getattr(ns, "detector_model", None))) if value]
+        if given:  # both serve scoring only: the run would silently go without what the user asked for
+            raise UserError(f"{given[0]} is for scoring, which --no_score switches off: drop one of them")
     _check_runner(getattr(ns, "runner", None))
+    workers = getattr(ns, "direct_num_workers", None)
+    if workers is not None and workers < 0:  # Beam takes it and fails inside the run (an IndexError)
+        raise UserError(f"--direct_num_workers: expected a whole number >= 0 (0: one per CPU), got '{workers}'")
     return ns, [a for a in argv if a != "--json"]
 
 
@@ -115,7 +129,7 @@ def _demo(ns, argv):
 def _inspect(ns, argv):
     from pipeline import inspect_doc
 
-    inspect_doc.run(argv)
+    inspect_doc.run(ns.doc_id, ns.output)
 
 
 def _train_detector(ns, argv):

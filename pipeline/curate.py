@@ -100,9 +100,9 @@ def _reference_files(patterns: list[str]) -> list[str]:
         raise UserError(str(e)) from None
 
 
-def input_shards(patterns: list[str], output: str) -> tuple[list, dict]:
+def input_shards(patterns: list[str], output: str, index: str | None = None) -> tuple[list, dict]:
     """Matched shards minus the files of synthcap output folders (skipped by their marker, counted); refuses
-    any input inside OUT, which the run is about to replace."""
+    any input inside OUT, which the run is about to replace, or inside a refresh's --index, which it adds to."""
     try:
         shards = match_shards(patterns)
     except InputError as e:
@@ -111,6 +111,9 @@ def input_shards(patterns: list[str], output: str) -> tuple[list, dict]:
     if inner:
         raise UserError(f"input {inner} is inside the output folder {output}: refusing to read what this run "
                         f"replaces")
+    inner = next((s.path for s in shards if index and inside(s.path, index)), None)
+    if inner:  # its segments have no text: each file was a schema_error dead letter, and the run went on
+        raise UserError(f"input {inner} is inside the refresh index {index}: give the crawl shards")
     cache: dict = {}
     roots = {s.path: output_root(s.path, cache) for s in shards}
     kept = [s for s in shards if roots[s.path] is None]
@@ -122,10 +125,10 @@ def input_shards(patterns: list[str], output: str) -> tuple[list, dict]:
     return kept, info
 
 
-def dedup_graph(p, run: Run) -> Graph:
-    """read -> provenance -> exact dedup -> near dedup, on pipeline `p`."""
+def dedup_graph(p, run: Run, index: str | None = None) -> Graph:
+    """read -> provenance -> exact dedup -> near dedup, on pipeline `p` (`index`: a refresh's, never read)."""
     opts = run.opts
-    shards, skipped = input_shards(opts.input, run.output)
+    shards, skipped = input_shards(opts.input, run.output, index)
     read = p | "Read" >> ReadCrawl(shards=shards, max_document_bytes=opts.max_document_bytes,
                                    split_bytes=opts.split_bytes)
     documents = read[DOCUMENTS] | "Provenance" >> TagProvenance()
@@ -155,7 +158,7 @@ def write_graph(p, run: Run, g: Graph, written_before: tuple = ()) -> tuple[list
     documents, drops, extra = g.documents, list(g.drops), dict(g.extra)
     dead_parts = [g.dead]
     if not opts.no_score:
-        model_dir = common.detector_model or DEFAULT_MODEL_DIR
+        model_dir = opts.detector_model or DEFAULT_MODEL_DIR
         try:
             card = Detector.load(model_dir).card
         except ModelLoadError as e:

@@ -8,6 +8,8 @@ import shutil
 import yaml
 
 from pipeline import curate, mix, refresh, sample
+from pipeline.options import UserError
+from transforms.refresh.index import IndexPathError, check_index_path
 
 MIX = {
     "seed": 7,
@@ -19,6 +21,12 @@ MIX = {
 
 
 def run(output: str) -> None:
+    index = os.path.join(output, "index")
+    try:
+        check_index_path(index, "")
+    except IndexPathError:  # the demo replaces OUT/index (it deleted whatever was there)
+        raise UserError(f"{index} exists and is not the refresh index of an earlier demo, which the demo replaces: "
+                        f"give another --output") from None
     crawl = os.path.join(output, "sample_crawl")
     sample.write_sample(crawl)
     sources = []
@@ -54,7 +62,6 @@ def run(output: str) -> None:
     print(f"manifest:      {mixed}/manifest.json")
     print(f"report:        {mixed}/report.html")
     print(f"provenance:    synthcap inspect DOC_ID --output {sources[1]}")
-    index = os.path.join(output, "index")
     if os.path.exists(index):
         shutil.rmtree(index)
     for crawl_id, _ in sample.SNAPSHOTS:

@@ -58,16 +58,9 @@ def render(row: dict) -> str:
     return "\n".join(lines)
 
 
-def run(argv: list[str]) -> None:
-    positional = [a for a in argv if not a.startswith("--")]
-    output = None
-    for i, a in enumerate(argv):
-        if a == "--output" and i + 1 < len(argv):
-            output = argv[i + 1]
-            positional = [p for p in positional if p != output]
-    if len(positional) != 1 or not output:
-        raise UserError("usage: synthcap inspect DOC_ID --output OUT")
-    row = find(positional[0], output)
+def run(doc_id: str, output: str) -> None:
+    """The CLI's parsed DOC_ID and --output (in any form argparse takes: `--output=OUT` too)."""
+    row = find(doc_id, output)
     if row is None:
-        raise UserError(f"document {positional[0]} is not in {output}")
+        raise UserError(f"document {doc_id} is not in {output}")
     print(render(row))

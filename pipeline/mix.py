@@ -20,7 +20,7 @@ from pipeline.runner import make_pipeline, prepare_output
 from transforms.accounting import DEAD_LETTERS, DOCUMENTS, DROPPED, Summarize, Tally, require_reconciled
 from transforms.io.commit import (CommitOutputs, IncompleteOutputError, complete_outputs, file_entry, require_complete,
                                   run_key, staging_dir)
-from transforms.io.files import InputError, match_shards
+from transforms.io.files import InputError, canonical, match_shards
 from transforms.io.read import ReadCrawl, can_read_again
 from transforms.io.write import WriteJsonRecords, write_bytes, write_json
 from transforms.mix import certify
@@ -244,11 +244,12 @@ def match_inputs(cfg: MixConfig) -> dict:
             except (InputError, IncompleteOutputError) as e:
                 raise UserError(f"source {s.name}: {e}") from None
             for sh in shards:
-                if sh.path in owner:
-                    where = "another of its inputs" if owner[sh.path] == s.name else f"source {owner[sh.path]}"
+                key = canonical(sh.path)  # `d/x.parquet` and `d/../d/x.parquet` are one file
+                if key in owner:
+                    where = "another of its inputs" if owner[key] == s.name else f"source {owner[key]}"
                     raise UserError(f"source {s.name}: {sh.path} is also an input of {where}; a document may enter "
                                     f"a mix once, through one source")
-                owner[sh.path] = s.name
+                owner[key] = s.name
             out[s.name].append((folder, shards))
     return out
 

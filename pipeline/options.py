@@ -56,6 +56,46 @@ def integer(value: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
 
 
+MAX_SEED = (1 << 31) - 1  # numpy's RandomState takes < 2**32 and fastText a C int
+
+
+def seed(value: str) -> int:
+    n = integer(value)
+    if not 0 <= n <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to {MAX_SEED:,}, got {value!r}")
+    return n
+
+
+MAX_PERMUTATIONS = 4096  # a 32 KiB signature per document; 10**12 allocated terabytes before anything ran
+
+
+def permutations(value: str) -> int:
+    n = positive_int(value)
+    if n > MAX_PERMUTATIONS:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to {MAX_PERMUTATIONS:,}, got {value!r}")
+    return n
+
+
+MIN_SPLIT_BYTES = 4096  # a unit of work per few bytes: --split_bytes=1 read a 289 KB file in 3 minutes, not 8 s
+
+
+def split_size(value: str) -> int:
+    n = positive_int(value)
+    if n < MIN_SPLIT_BYTES:
+        raise argparse.ArgumentTypeError(f"expected a whole number of bytes >= {MIN_SPLIT_BYTES:,}, got {value!r}")
+    return n
+
+
+MAX_ROUNDS = 64  # each round is a few transforms in the graph: 10**9 rounds never finished building it
+
+
+def rounds(value: str) -> int:
+    n = count(value)
+    if n > MAX_ROUNDS:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to {MAX_ROUNDS}, got {value!r}")
+    return n
+
+
 def normalization(value: str) -> str:
     try:
         Normalization.parse(value)
@@ -65,7 +105,7 @@ def normalization(value: str) -> str:
 
 
 class CommonOptions(PipelineOptions):
-    """Where outputs go and which detector scores: shared by curate, refresh and mix."""
+    """Where outputs go: shared by curate, refresh and mix."""
 
     @classmethod
     def _add_argparse_args(cls, parser):
@@ -74,9 +114,6 @@ class CommonOptions(PipelineOptions):
                             help="replace the outputs of an earlier run in a non-empty output folder")
         parser.add_argument("--rows_per_shard", type=positive_int, default=100_000,
                             help="rows per output Parquet/JSONL shard (bounds a writer's memory)")
-        parser.add_argument("--detector_model", default=None,
-                            help="folder with model.ftz and model_card.json, local or gs:// (default: the bundled "
-                                 "model)")
 
 
 class CurateOptions(PipelineOptions):
@@ -87,28 +124,31 @@ class CurateOptions(PipelineOptions):
                                  "(.warc[.gz], .wet[.gz], .jsonl/.json/.ndjson[.gz/.zst], .parquet)")
         parser.add_argument("--max_document_bytes", type=positive_int, default=DEFAULT_MAX_DOCUMENT_BYTES,
                             help="records or texts larger than this many bytes are dropped as too_large")
-        parser.add_argument("--split_bytes", type=positive_int, default=DEFAULT_SPLIT_BYTES,
+        parser.add_argument("--split_bytes", type=split_size, default=DEFAULT_SPLIT_BYTES,
                             help="compressed bytes per unit of reading work for WARC.gz and plain JSONL")
-        parser.add_argument("--seed", type=integer, default=1, help="seed of every hash permutation and sample")
+        parser.add_argument("--seed", type=seed, default=1, help="seed of every hash permutation and sample")
         parser.add_argument("--run_id", help="run identity in provenance (default: derived from the config hash)")
         parser.add_argument("--no_exact_dedup", action="store_true", help="skip exact deduplication")
         parser.add_argument("--exact_normalization", type=normalization, default="nfkc,casefold,whitespace",
                             help="steps before the exact-dedup hash: any of nfkc, casefold, whitespace, or none")
         parser.add_argument("--no_near_dedup", action="store_true", help="skip near-duplicate removal")
         parser.add_argument("--ngram", type=positive_int, default=5, help="words per MinHash shingle")
-        parser.add_argument("--num_perm", type=positive_int, default=128, help="MinHash permutations")
+        parser.add_argument("--num_perm", type=permutations, default=128, help="MinHash permutations")
         parser.add_argument("--threshold", type=fraction, default=0.8, help="near-duplicate Jaccard threshold")
         parser.add_argument("--bands", type=positive_int, help="LSH bands (default: derived from --threshold)")
         parser.add_argument("--rows", type=positive_int, help="LSH rows per band (give with --bands)")
         parser.add_argument("--max_bucket_size", type=positive_int, default=5000,
                             help="LSH buckets larger than this are counted and contribute no candidate pairs")
-        parser.add_argument("--cc_rounds", type=count, default=6, help="large-star/small-star rounds before union-find")
+        parser.add_argument("--cc_rounds", type=rounds, default=6, help="large-star/small-star rounds before union-find")
         parser.add_argument("--max_residual_edges", type=positive_int, default=1_000_000,
                             help="fail if connected components leave more residual edges than this")
         parser.add_argument("--no_score", action="store_true", help="skip AI-likelihood scoring")
         parser.add_argument("--human_reference", nargs="+",
                             help="human documents (globs, local or gs://) used as reference besides this run's "
                                  "pre-LLM documents: curated Parquet of an earlier run, or raw crawl files")
+        parser.add_argument("--detector_model", default=None,
+                            help="folder with model.ftz and model_card.json, local or gs:// (default: the bundled "
+                                 "model)")
 
 
 class MixOptions(PipelineOptions):
@@ -139,9 +179,9 @@ def _inspect_args(parser):
 def _train_detector_args(parser):
     parser.add_argument("--data", nargs="+", help="labelled JSONL.gz files (text, label, domain, ...)")
     parser.add_argument("--out", help="folder for model.ftz and model_card.json")
-    parser.add_argument("--seed", type=integer, default=1, help="seed of the split and of fastText")
-    parser.add_argument("--no_lodo", action="store_true", help="skip the leave-one-dataset-out evaluation (the card then bounds no "
-                        "out-of-domain TPR: every share interval made with the model reaches 1)")
+    parser.add_argument("--seed", type=seed, default=1, help="seed of the split and of fastText")
+    parser.add_argument("--no_lodo", action="store_true", help="skip the leave-one-dataset-out evaluation (the card "
+                        "then bounds no out-of-domain TPR: every share interval made with the model reaches 1)")
     parser.add_argument("--limit_per_file", type=positive_int, help="read at most this many records per file")
     parser.add_argument("--human_reference", nargs="+",
                         help="curated Parquet (globs, local or gs://) whose documents join training as human examples")
@@ -204,7 +244,7 @@ def _own_keys(cls) -> frozenset[str]:
     return frozenset(a.dest for a in parser._actions if a.dest != "help")
 
 
-CURATE_KEYS = _own_keys(CurateOptions) | {"detector_model"}
+CURATE_KEYS = _own_keys(CurateOptions)
 
 
 def beam_options() -> list[type]:

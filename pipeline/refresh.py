@@ -86,7 +86,7 @@ def run(argv: list[str]) -> dict:
     commit = IndexCommit(index, base, segment, generation, params.as_dict(), run_.key, output, gcs_generation)
 
     p = make_pipeline(run_.options)
-    g = curate.dedup_graph(p, run_)
+    g = curate.dedup_graph(p, run_, index)
     matched = g.documents | "MatchIndex" >> MatchIndex(files["exact"], files["bands"], files["shingles"], params,
                                                        opts.max_bucket_size)
     g = replace(g, documents=matched[DOCUMENTS], drops=[*g.drops, matched[DROPPED]])

@@ -28,6 +28,7 @@ from pathlib import Path
 from apache_beam.io.filesystems import FileSystems
 from pydoc_data.topics import topics
 
+from pipeline.options import UserError
 from transforms.dedup.minhash import jaccard
 from transforms.io.write import write_bytes
 
@@ -291,7 +292,10 @@ def write_sample(out_dir: str | Path) -> list[str]:
     machine."""
     out = str(out_dir).rstrip("/")
     if FileSystems.get_scheme(out) is None:
-        Path(out).mkdir(parents=True, exist_ok=True)
+        try:
+            Path(out).mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # a file in the way, a read-only or missing parent: the user's to fix
+            raise UserError(f"cannot write to output folder {out}: {e.strerror or e}") from None
     crawls, planted = build_pages()
     paths = []
     for k, (crawl_id, _) in enumerate(SNAPSHOTS):

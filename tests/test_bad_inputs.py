@@ -181,6 +181,36 @@ def test_a_glob_without_a_folder_matches_in_the_working_directory(tmp_path, monk
     assert match_reference(["?.jsonl"]) == ["a.jsonl", "b.jsonl"]
 
 
+def test_a_file_matched_under_several_names_is_one_shard(tmp_path, monkeypatch):
+    """`d/a.jsonl`, `./d/a.jsonl`, `d/../d/a.jsonl`, `d//a.jsonl` and a symlink name one file: read once, under
+    the smallest name, whatever the order of the patterns."""
+    from transforms.io.files import match_shards
+
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a.jsonl").write_text('{"text": "x"}\n')
+    (tmp_path / "link").symlink_to(tmp_path / "d")
+    monkeypatch.chdir(tmp_path)
+    patterns = ["./d/*.jsonl", "d/../d/a.jsonl", "d//a.jsonl", "link/a.jsonl", "d/a.jsonl", str(tmp_path / "d/a.jsonl")]
+    assert [s.path for s in match_shards(patterns)] == [s.path for s in match_shards(patterns[::-1])] == ["./d/a.jsonl"]
+    assert [s.path for s in match_shards(patterns[1:])] == [str(tmp_path / "d/a.jsonl")]
+
+
+def test_a_file_name_that_is_not_utf8_is_one_line_at_launch(tmp_path, capsys):
+    """`café.jsonl` saved under Latin-1: its name reached the writers as a lone surrogate and failed the whole run
+    (UnicodeEncodeError, exit 1). Every output names the file it read, so it is refused before anything runs."""
+    from pipeline.cli import main
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "ok.jsonl").write_text('{"text": "fine"}\n')
+    with open(bytes(tmp_path / "in") + b"/caf\xe9.jsonl", "wb") as f:
+        f.write(b'{"text": "fine too"}\n')
+    for args in (["--no_score", "--input"], ["--input", str(tmp_path / "in" / "ok.jsonl"), "--human_reference"]):
+        assert main(["curate", *args, str(tmp_path / "in" / "*"), "--output", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "caf\\xe9.jsonl': the file name is not valid UTF-8" in err, err
+    assert not (tmp_path / "out").exists()
+
+
 def _mutate(rng, data: bytes) -> bytes:
     """One random damage of the kinds a broken crawler, disk or transfer leaves: cut, flipped bytes, inserted
     junk, a repeated or missing span, absurd header values, the whole file twice."""

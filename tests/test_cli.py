@@ -15,7 +15,8 @@ import pytest
 from pipeline import run_summary
 from pipeline.cli import main
 from pipeline.flag_tables import README, regenerate, verbs_in
-from pipeline.options import VERBS, count, fraction, integer, normalization, own_actions, positive_int
+from pipeline.options import (VERBS, count, fraction, normalization, own_actions, permutations, positive_int,
+                              rounds, seed, split_size)
 from tests.helpers import tree_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,8 +54,10 @@ def _one_line(err: str) -> str:
     return err.strip()
 
 
-_BAD = {fraction: ["1.5", "0", "abc"], positive_int: ["0", "-3", "abc"], count: ["-1", "x"], integer: ["1.5"],
-        normalization: ["nfkc,upper"]}
+_BAD = {fraction: ["1.5", "0", "abc"], positive_int: ["0", "-3", "abc"], count: ["-1", "x"],
+        seed: ["1.5", "-5", "2147483648"], permutations: ["0", "4097", "x"], rounds: ["-1", "65", "x"],
+        split_size: ["1", "4095", "x"],
+        normalization: ["nfkc,upper", "", "none,nfkc"]}
 
 
 def _bad_value_calls() -> list[tuple[list[str], str]]:
@@ -121,6 +124,9 @@ def test_every_validated_flag_rejects_a_bad_value_in_one_line(batch):
     (["mix", "--config", "m.yaml", "--output", "o", "--seed", "3"], "--seed is a flag of curate, refresh and "
                                                                      "train-detector, not of mix"),
     (["mix", "--config", "m.yaml", "--output", "o", "--no_score"], "--no_score is a flag of curate and refresh"),
+    # the mixer reads the scores curate wrote: a model given to it was silently ignored
+    (["mix", "--config", "m.yaml", "--output", "o", "--detector_model=m"],
+     "--detector_model is a flag of curate and refresh, not of mix"),
     (["curate", "--input", "x", "--output", "o", "--config", "m.yaml"], "--config is a flag of mix, not of curate"),
     (["curate", "--input", "x", "--output", "o", "--index=i"], "--index is a flag of refresh, not of curate"),
     (["curate", "--output", "o"], "synthcap curate: error: --input is required"),
@@ -133,11 +139,28 @@ def test_every_validated_flag_rejects_a_bad_value_in_one_line(batch):
     (["curate", "--input", "x", "--output", "o", "--runner", "NoSuchRunner"], "unknown --runner NoSuchRunner"),
     (["mix", "--config", "m.yaml", "--output", "o", "--runner=no.such.Runner"], "unknown --runner no.such.Runner"),
     (["curate", "--input", "x", "--output", "o", "--runner=collections.OrderedDict"], "is not a Beam pipeline runner"),
+    # flags that serve scoring only, with scoring switched off: silently ignored before
+    (["curate", "--input", "x", "--output", "o", "--no_score", "--human_reference", "r.parquet"],
+     "synthcap curate: error: --human_reference is for scoring, which --no_score switches off: drop one of them"),
+    (["refresh", "--input", "x", "--index", "i", "--output", "o", "--detector_model=m", "--no_score"],
+     "synthcap refresh: error: --detector_model is for scoring, which --no_score switches off"),
 ])
 def test_user_errors_are_one_line_and_exit_2(args, message, capsys):
     assert main(args) == 2
     captured = capsys.readouterr()
     assert message in _one_line(captured.err) and captured.out == ""
+
+
+def test_arguments_that_are_not_utf8_are_one_line(tmp_path):
+    """Undecodable bytes in argv arrive as lone surrogates: an --output of them failed the run in a writer
+    (UnicodeEncodeError, exit 1), a --run_id of them was blamed on the output folder."""
+    for flag in ("--output=o\udcff", "--run_id=r\udcff"):
+        r = subprocess.run([sys.executable, "-m", "pipeline.cli", "curate", "--input", "x.jsonl", "--output", "o",
+                            os.fsencode(flag)], capture_output=True, text=True, cwd=tmp_path, env=ENV)
+        assert r.returncode == 2 and r.stdout == ""
+        assert _one_line(r.stderr).endswith("\\xff' is not valid UTF-8; synthcap records its flags and paths in "
+                                            "UTF-8 outputs")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_the_real_entry_point_prints_one_line(tmp_path):
@@ -177,6 +200,9 @@ def test_unwritable_and_nonempty_outputs(tmp_path, sample_crawl, capsys):
     blocker.write_text("x")
     assert main(["curate", "--input", str(sample_crawl / "*.wet.gz"), "--output", str(blocker / "out")]) == 2
     assert "cannot write to output folder" in _one_line(capsys.readouterr().err)
+    for not_a_folder in (blocker, "/dev/null"):  # /dev/null was "claimed by another run just now"
+        assert main(["curate", "--input", str(sample_crawl / "*.wet.gz"), "--output", str(not_a_folder)]) == 2
+        assert _one_line(capsys.readouterr().err).endswith(f"output folder {not_a_folder} is a file, not a folder")
     full = tmp_path / "full"
     full.mkdir()
     (full / "something").write_text("x")
@@ -184,17 +210,64 @@ def test_unwritable_and_nonempty_outputs(tmp_path, sample_crawl, capsys):
     assert "is not empty and is not a synthcap output" in _one_line(capsys.readouterr().err)
 
 
-def test_a_failure_at_run_time_is_one_line_and_a_log(tmp_path, capsys):
+def test_train_detector_data_that_is_not_labelled_jsonl_gz_is_a_user_error(tmp_path, capsys):
+    """A folder, plain JSON Lines, bytes that are not gzip or a line that is not an object failed with a
+    traceback (exit 1)."""
+    import gzip
+
+    (tmp_path / "plain.jsonl").write_text('{"text": "t", "label": "ai"}\n')
+    (tmp_path / "junk.jsonl.gz").write_bytes(b"not gzip")
+    (tmp_path / "array.jsonl.gz").write_bytes(gzip.compress(b'{"text": "t", "label": "ai"}\n[1, 2]\n'))
+    for data, message in ((tmp_path, "is not readable JSON Lines in gzip (IsADirectoryError"),
+                          (tmp_path / "plain.jsonl", "is not readable JSON Lines in gzip (BadGzipFile"),
+                          (tmp_path / "junk.jsonl.gz", "is not readable JSON Lines in gzip (BadGzipFile"),
+                          (tmp_path / "array.jsonl.gz", "line 2: expected a JSON object with a string `text`")):
+        assert main(["train-detector", "--data", str(data), "--out", str(tmp_path / "m")]) == 2
+        assert _one_line(capsys.readouterr().err).startswith(f"synthcap train-detector: error: --data: {data} {message}")
+    assert not (tmp_path / "m").exists()
+
+
+def test_sample_and_demo_outputs_they_cannot_use_are_user_errors(tmp_path, capsys):
+    """They failed with a FileExistsError / NotADirectoryError traceback (exit 1); and the demo replaces
+    OUT/index, which deleted whatever a user kept there."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for verb, message in (("sample", f"cannot write to output folder {blocker}: File exists"),
+                          ("demo", f"cannot write to output folder {blocker}/sample_crawl: Not a directory")):
+        assert main([verb, "--output", str(blocker)]) == 2
+        assert _one_line(capsys.readouterr().err) == f"synthcap {verb}: error: {message}"
+    (tmp_path / "mine" / "index").mkdir(parents=True)
+    (tmp_path / "mine" / "index" / "thesis.txt").write_text("precious")
+    assert main(["demo", "--output", str(tmp_path / "mine")]) == 2
+    assert "is not the refresh index of an earlier demo" in _one_line(capsys.readouterr().err)
+    assert (tmp_path / "mine" / "index" / "thesis.txt").read_text() == "precious"
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["index"]
+
+
+def test_a_failure_at_run_time_is_one_line_and_a_log(tmp_path, capsys, monkeypatch):
+    import transforms.io.jsonl
+
+    def broken(*_):  # a fault no input can cause (every bad record is a dead letter): a bug, or a failing disk
+        raise RuntimeError("injected reader fault")
+
     (tmp_path / "in.jsonl").write_text('{"id": "a", "text": "hello there"}\n')
-    # Beam accepts a negative worker count and fails inside the run (an IndexError deep in the runner)
-    rc = main(["curate", "--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "o"), "--no_score",
-               "--direct_num_workers=-3"])
+    monkeypatch.setattr(transforms.io.jsonl, "to_document", broken)  # the in-process runner runs this process's code
+    rc = main(["curate", "--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "o"), "--no_score"])
     line = _one_line(capsys.readouterr().err)
-    assert rc == 1 and line.startswith("synthcap curate: failed: IndexError")
+    assert rc == 1 and line.startswith("synthcap curate: failed: RuntimeError: injected reader fault")
     log = line.rsplit("(traceback in ", 1)[1].rstrip(")")
     text = Path(log).read_text()
-    assert "Traceback (most recent call last)" in text and "IndexError" in text
+    assert "Traceback (most recent call last)" in text and "injected reader fault" in text
     os.remove(log)
+
+
+def test_bad_beam_flag_values_are_user_errors(capsys):
+    """Beam takes a negative worker count and fails inside the run (an IndexError deep in the runner)."""
+    for args in (["--direct_num_workers=-3"], ["--direct_running_mode=multi_processing", "--direct_num_workers=-1"]):
+        assert main(["curate", "--input", "x", "--output", "o", *args]) == 2
+        assert _one_line(capsys.readouterr().err) == \
+            f"synthcap curate: error: --direct_num_workers: expected a whole number >= 0 (0: one per CPU), got " \
+            f"'{args[-1].split('=')[1]}'"
 
 
 def _jsonl_crawl(path: Path) -> None:

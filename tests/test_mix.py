@@ -15,6 +15,8 @@ from fractions import Fraction
 from pathlib import Path
 
 import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
@@ -54,6 +56,9 @@ def _with(**changes):
     (_with(max_synthetic_fraction="ten percent"), "max_synthetic_fraction: 'ten percent' is not a decimal"),
     (_with(max_synthetic_fraction="3/2"), "between 0 and 1"),
     (_with(max_synthetic_fraction=[1]), "max_synthetic_fraction: expected a number"),
+    # Fraction("1e-999999999") computes 10**999999999 (minutes of CPU, gigabytes): refused before it is parsed
+    (_with(max_synthetic_fraction="1e-999999999"), "max_synthetic_fraction: '1e-999999999' is too long or too fine"),
+    (_with(source_weight="1/" + "9" * 5000), "sources[0].weight: '1/999999999999999999'... (5,002 characters) is too"),
     (_with(synthetic={"rule": "vibes"}),
      "synthetic.rule: 'vibes' is not allowed; allowed: certified, threshold, expected"),
     (_with(synthetic={"rule": "certified", "threshold": 0.5}), "synthetic.threshold: only with rule: threshold"),
@@ -84,6 +89,21 @@ def test_config_errors_name_the_key(cfg, message):
     with pytest.raises(ConfigError) as e:
         parse(cfg)
     assert message in str(e.value)
+
+
+def test_one_file_under_two_names_is_refused_as_two_sources(tmp_path):
+    """`d/x.parquet`, `d/../d/x.parquet` and a symlink are one file: its documents would enter the mix twice."""
+    from pipeline.mix import match_inputs
+    from pipeline.options import UserError
+
+    (tmp_path / "d").mkdir()
+    pq.write_table(pa.table({"id": ["a"], "text": ["t"]}), tmp_path / "d" / "x.parquet")
+    (tmp_path / "link").symlink_to(tmp_path / "d")
+    for alias in (tmp_path / "d" / ".." / "d" / "x.parquet", tmp_path / "link" / "x.parquet"):
+        cfg = parse({**BASE, "sources": [{"name": "a", "inputs": [str(tmp_path / "d" / "*.parquet")], "weight": 1},
+                                         {"name": "b", "inputs": [str(alias)], "weight": 1}]})
+        with pytest.raises(UserError, match="is also an input of source a"):
+            match_inputs(cfg)
 
 
 def test_ceiling_is_exact_from_strings():
@@ -290,6 +310,9 @@ i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
      "line 3: duplicate key 'max_synthetic_fraction'"),
     ("a: &a [*a]\n", "refers to itself"),
     ("seed: [unclosed\n", "is not valid YAML"),
+    # scalars YAML resolves but cannot build raise ValueError, not YAMLError
+    ("seed: 2024-13-45\n", "holds a value that cannot be read: month must be in 1..12"),
+    ("seed: " + "9" * 4400 + "\n", "holds a value that cannot be read: Exceeds the limit (4300 digits)"),
 ])
 def test_yaml_bombs_and_duplicate_keys_refused_in_one_line(tmp_path, text, message):
     path = tmp_path / "mix.yaml"

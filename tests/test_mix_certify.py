@@ -444,6 +444,16 @@ def test_a_share_diluted_by_the_in_run_reference_is_rescaled_to_the_other_docume
         assert usable == {} and "reference_tokens" in reasons["F#g"]
 
 
+def test_a_summary_that_is_not_a_mapping_makes_its_folder_unusable_not_a_crash():
+    """`COMPLETE.json` checks sizes, so a same-size hand edit of summary.json reaches the mixer: JSON that is not
+    an object (or an `ai_share` that is not) failed the mix with an AttributeError (exit 1)."""
+    from transforms.mix.certify import parse_ai_share
+
+    for summary in ([1, 2], "text", 5, {"ai_share": [1]}, {"ai_share": {"by_reference": [1]}}):
+        assert parse_ai_share("F", summary) == ({}, {"F#*": "ai_share.by_reference is not a mapping"})
+    assert parse_ai_share("F", {}) == ({}, {})  # an unscored curate run: no groups, nothing wrong
+
+
 def test_a_source_whose_new_pages_cannot_be_certified_gives_its_pre_llm_pages_and_spends_their_slack():
     """Pre-LLM pages pass a level no p-value reaches: a source mixing them with pages the detector cannot bound
     keeps every pre-LLM page (charged nothing, the `under` stream) and spends the slack they leave on its newer

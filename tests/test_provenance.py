@@ -192,4 +192,8 @@ def test_inspect_prints_one_document(tmp_path, sample_crawl, capsys):
     assert main(["inspect", doc.id, "--output", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert doc.id in out and "registered_domain" in out and "pre_llm                  True" in out
+    # argparse's other forms: `--output=OUT` was refused as bad usage, a DOC_ID equal to OUT was dropped
+    assert main(["inspect", f"--output={tmp_path}", doc.id]) == 0 and capsys.readouterr().out == out
+    assert main(["inspect", str(tmp_path), "--output", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"synthcap inspect: error: document {tmp_path} is not in {tmp_path}\n"
     assert main(["inspect", "nope", "--output", str(tmp_path)]) == 2

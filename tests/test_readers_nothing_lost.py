@@ -247,6 +247,45 @@ def test_10_8_parquet_values_python_cannot_hold_are_a_dead_letter(tmp_path):
     assert [x.reason for x in dead(read_parquet(tmp_path / "twice.parquet"))] == ["schema_error"]
 
 
+def _utf8_unchecked(values: list[bytes]) -> pa.Array:
+    """A string array over raw bytes, as a foreign writer can leave it (Arrow does not check UTF-8 here)."""
+    import array
+
+    ends = array.array("i", [0])
+    for v in values:
+        ends.append(ends[-1] + len(v))
+    return pa.Array.from_buffers(pa.string(), len(values), [None, pa.py_buffer(ends.tobytes()),
+                                                            pa.py_buffer(b"".join(values))])
+
+
+@pytest.mark.parametrize("typed", [False, True])
+def test_10_8_one_bad_parquet_value_costs_its_row_not_the_row_group(tmp_path, typed):
+    """Invalid UTF-8 in one row's text (or a year-10000 timestamp in one row) made the whole row group one
+    dead letter: its good rows were never read. Now each bad row is a dead letter at its own offset, the others
+    are documents, and the mixer's second read finds the same documents."""
+    from transforms.document import identity_hash
+    from transforms.io.parquet import _ReadAgainFn
+
+    text = _utf8_unchecked([b"first good row", b"bad \xff\xfe row", b"third good row", b"\xed\xa0\x80 surrogate"])
+    if typed:  # a curated-schema file: text is checked as the rows are converted
+        table = to_table([Document(id=f"d{i}", text="x", source="s", offset=i) for i in range(4)])
+        table = table.set_column(table.schema.get_field_index("text"), "text", text)
+        bad, good = [1, 3], ["first good row", "third good row"]
+    else:  # any other table, with a year-10000 timestamp in the third row
+        when = pa.array([1, 1, 253402300800 * 1_000_000, 1], pa.timestamp("us"))
+        table = pa.table({"id": ["d0", "d1", "d2", "d3"], "text": text, "when": when})
+        bad, good = [1, 2, 3], ["first good row"]
+    pq.write_table(table, tmp_path / "rows.parquet")
+    out = read_parquet(tmp_path / "rows.parquet")
+    assert [(x.reason, x.offset) for x in dead(out)] == [("schema_error", i) for i in bad]
+    kept = docs(out)
+    assert [d.text for d in kept] == good
+    assert all("row" in x.message and "of row group 0" in x.message for x in dead(out))
+    wanted = {identity_hash(d.id, d.source, d.offset) for d in kept}
+    again = list(_ReadAgainFn(16 * MiB).process((str(tmp_path / "rows.parquet"), 0), wanted))
+    assert again == kept
+
+
 def _jsonl(tmp_path, name, lines: list[bytes]):
     path = tmp_path / name
     path.write_bytes(b"\n".join(lines) + b"\n")
@@ -292,6 +331,17 @@ def test_10_8_dolma_lines_with_wrong_types_are_dead_letters(tmp_path, change, fi
     assert [d.id for d in docs(out)] == ["d2"]
     [letter] = dead(out)
     assert letter.reason == "schema_error" and field in letter.message
+
+
+def test_10_8_dolma_lines_without_a_source_are_where_they_were_read(tmp_path):
+    """Lines with `metadata.offset` but no `source` all had the identity ('', metadata.offset): unrelated texts
+    sharing an id then shared one dedup rank, and a near duplicate of one of them was kept."""
+    lines = [json.dumps({"id": "a", "text": f"text {i}", "metadata": {"offset": 1}}).encode() for i in range(3)]
+    lines.append(dolma_line(Document(id="a", text="kept lineage", source="s.warc.gz", offset=1)).encode())
+    out = _jsonl(tmp_path, "dolma.jsonl", lines)
+    path = str(tmp_path / "dolma.jsonl")
+    starts = [0, len(lines[0]) + 1, len(lines[0]) + len(lines[1]) + 2]
+    assert [(d.source, d.offset) for d in docs(out)] == [(path, o) for o in starts] + [("s.warc.gz", 1)]
 
 
 def test_10_8_parquet_with_document_columns_of_other_types_is_a_dead_letter(tmp_path):
@@ -385,13 +435,18 @@ def test_10_10_deeply_nested_html_is_dropped_before_extraction(tmp_path):
     ("2024-06-01", "2024-06-01T00:00:00Z"),
     ("20240601100000", "2024-06-01T10:00:00Z"),
     ("2024-06-01 10:00:00", "2024-06-01T10:00:00Z"),
+    ("2022-11-29T23:30:00-05:00", "2022-11-30T04:30:00Z"),  # local time before the cut-off, UTC after it
+    ("Tue, 29 Nov 2022 23:30:00 -0500", "2022-11-30T04:30:00Z"),
 ])
 def test_10_14_warc_dates_in_the_wild_are_parsed_to_utc(raw, want):
     assert normalise_date(raw) == (want, False)
 
 
 @pytest.mark.parametrize("raw", ["2008-10-294T05:21:46-0700", "06/07/2024", "yesterday", "2024-13-01",
-                                 "0001-01-01T00:00:00Z"])
+                                 "0001-01-01T00:00:00Z",
+                                 # no zone is a day or more off UTC: +99:00 moved 2022-11-30 into the pre-LLM era
+                                 "2022-11-30T01:00:00+99:00", "2022-11-30T01:00:00+05:99", "2022-11-30T01:00:00-2400",
+                                 "Wed, 30 Nov 2022 01:00:00 +9999"])
 def test_10_14_unparseable_dates_are_null_and_flagged(raw):
     assert normalise_date(raw) == (None, True)
 

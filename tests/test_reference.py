@@ -277,6 +277,29 @@ def test_swapped_model_and_broken_cards_are_one_line(tmp_path):
     assert "unreadable model_card.json" in _load_error(tmp_path / "missing")
 
 
+def test_a_card_whose_metrics_or_split_are_malformed_is_one_line(tmp_path, capsys):
+    """Scoring reads the card's TPR figures and a domain-adapted model's reference split: a list or a NaN there
+    failed inside the run (AttributeError, exit 1) or made NaN intervals; refused when the model loads."""
+    from pipeline.cli import main
+
+    out = _model_dir(tmp_path)
+    good = json.loads((out / "model_card.json").read_text())
+    (tmp_path / "in.jsonl").write_text('{"id": "1", "text": "hello world"}\n')
+    for change, expect in (({"leave_one_dataset_out": [1, 2]}, "no valid leave_one_dataset_out"),
+                           ({"leave_one_dataset_out": {k: {"tpr_at_5pct_fpr": float("nan")} for k in "abc"}},
+                            "no valid leave_one_dataset_out"),
+                           ({"test": [1]}, "no valid test"), ({"test": {"overall": {"tpr_at_5pct_fpr": -1}}},
+                                                              "no valid test"),
+                           ({"reference": [1]}, "no valid reference"), ({"reference": {"split": [1]}},
+                                                                       "no valid reference")):
+        (out / "model_card.json").write_text(json.dumps({**good, **change}))
+        assert expect in _load_error(out)
+        rc = main(["curate", "--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "o"),
+                   "--detector_model", str(out)])
+        err = capsys.readouterr().err
+        assert rc == 2 and err.count("\n") == 1 and expect in err
+
+
 def test_cli_refuses_a_truncated_model_in_one_line(tmp_path, capsys):
     from pipeline.cli import main
 
@@ -313,6 +336,26 @@ def test_missing_human_reference_is_one_line(tmp_path, capsys):
                "--human_reference", str(tmp_path / "nothing" / "*.parquet")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "--human_reference: no files match" in err and "\n" not in err
+
+
+def test_a_parquet_reference_that_is_not_curated_is_one_line(tmp_path, capsys):
+    """A .parquet reference is read as curated Documents: one that is not Parquet failed the run (exit 1), one
+    of `id, text` rows served nothing and the run went on without a word."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.cli import main
+
+    (tmp_path / "in.jsonl").write_text('{"id": "1", "text": "hello world"}\n')
+    (tmp_path / "junk.parquet").write_bytes(b"PAR1 not parquet at all")
+    pq.write_table(pa.table({"id": ["a"], "text": ["human words"]}), tmp_path / "plain.parquet")
+    for name, message in (("junk.parquet", "is not a readable Parquet file (ArrowInvalid)"),
+                          ("plain.parquet", "is not curated Parquet (no column source, offset, url, ...)")):
+        rc = main(["curate", "--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "o"),
+                   "--human_reference", str(tmp_path / name)])
+        err = capsys.readouterr().err
+        assert rc == 2 and err.count("\n") == 1 and f"--human_reference: {tmp_path / name} {message}" in err
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.slow

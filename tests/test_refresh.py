@@ -245,9 +245,28 @@ def test_13_3_refresh_refuses_an_index_that_is_not_one(sample_crawl, tmp_path, c
     (broken / "generations" / "gen-000001.json").write_text("[1, 2]")
     cases = {a_file: "is a file", curated: "is a synthcap output folder", photos: "non-index content (cat.jpg)",
              broken: "not a valid index pointer", tmp_path / "out" / "index": "overlap"}
+    # pointers of the right outline with parts of the wrong shape failed the run (TypeError, KeyError), or
+    # committed generation 0 over a negative one, or failed at the commit (documents "many" + n)
+    ok = {"generation": 1, "segments": ["segments/seg-000001-k"], "params": {},
+          "files": {"segments/seg-000001-k": [{"path": "exact-0.parquet", "size": 1, "sha256": "x"}]}}
+    for i, bad in enumerate([{"files": [1]}, {"files": {"segments/seg-000001-k": [1]}}, {"segments": [1]},
+                             {"files": {"segments/seg-000001-k": [{"size": 1}]}}, {"generation": -1},
+                             {"generation": True}, {"documents": "many"}]):
+        shaped = tmp_path / f"shaped{i}"
+        (shaped / "generations").mkdir(parents=True)
+        (shaped / "generations" / "gen-000001.json").write_text(json.dumps({**ok, **bad}))
+        cases[shaped] = "not a valid index pointer"
     for index, message in cases.items():
         assert main(["refresh", *FAST, "--input", shard, "--index", str(index), "--output", str(tmp_path / "out")]) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and "\n" not in err and "Traceback" not in err, err
     assert a_file.read_text() == "{}" and sorted(os.listdir(curated)) == [MARKER, "summary.json"]
+    assert not (tmp_path / "out").exists()
+    # an input glob reaching into the index read its segments as crawl files (a schema_error each) and went on
+    (tmp_path / "idx" / "segments").mkdir(parents=True)
+    (tmp_path / "idx" / "segments" / "stray.jsonl").write_text('{"text": "t"}\n')
+    assert main(["refresh", *FAST, "--input", shard, str(tmp_path / "idx" / "segments" / "*"), "--index",
+                 str(tmp_path / "idx"), "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "stray.jsonl is inside the refresh index" in err
     assert not (tmp_path / "out").exists()

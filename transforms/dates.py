@@ -51,15 +51,22 @@ _SLASHED = re.compile(r"(\d{1,2})[/.](\d{1,2})[/.](\d{4})")  # 15/06/2024, 15.06
 _YEAR_FIRST = re.compile(r"(\d{4})/(\d{1,2})/(\d{1,2})")
 
 
-def _offset(tz: Optional[str]) -> timedelta:
+_MAX_OFFSET = timedelta(hours=24)  # zone offsets are under a day (RFC 3339: hours 00-23, minutes 00-59)
+
+
+def _offset(tz: Optional[str]) -> Optional[timedelta]:
+    """The zone offset, or None when it is no real one (`+99:00` would move the date, and the era, by days)."""
     if not tz or tz.upper() in ("Z", "UTC", "GMT"):
         return timedelta(0)
     sign = -1 if tz[0] == "-" else 1
     digits = tz[1:].replace(":", "")
-    return sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:4] or 0))
+    hours, minutes = int(digits[:2]), int(digits[2:4] or 0)
+    return None if hours > 23 or minutes > 59 else sign * timedelta(hours=hours, minutes=minutes)
 
 
 def _instant(y, mo, d, h=0, mi=0, s=0, offset=timedelta(0)) -> Optional[datetime]:
+    if offset is None or abs(offset) >= _MAX_OFFSET:
+        return None
     try:
         dt = datetime(int(y), int(mo), int(d), int(h or 0), int(mi or 0), int(s or 0), tzinfo=timezone.utc)
     except ValueError:

@@ -18,7 +18,10 @@ class Normalization:
     @classmethod
     def parse(cls, spec: str) -> "Normalization":
         """From a comma list such as "nfkc,casefold,whitespace" ("none" for raw text)."""
-        steps = {s.strip() for s in spec.split(",") if s.strip()} - {"none"}
+        named = {s.strip() for s in spec.split(",") if s.strip()}
+        if not named or ("none" in named and len(named) > 1):  # `--exact_normalization=$UNSET` meant no steps
+            raise ValueError(f"expected nfkc, casefold and/or whitespace, or none alone, got {spec!r}")
+        steps = named - {"none"}
         unknown = steps - {"nfkc", "casefold", "whitespace"}
         if unknown:
             raise ValueError(f"unknown normalisation step(s) {sorted(unknown)}; allowed: nfkc, casefold, whitespace")

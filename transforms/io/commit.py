@@ -22,6 +22,8 @@ import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from transforms.io.files import canonical
+
 MARKER = ".synthcap-output"
 COMPLETE = "COMPLETE.json"
 STAGING = ".tmp-"
@@ -202,13 +204,9 @@ def complete_outputs(shards) -> dict[str, dict]:
     return {root: require_complete(root) for root in roots}
 
 
-def _canonical(path: str) -> str:
-    return os.path.realpath(path) if _is_local(path) else path.rstrip("/")
-
-
 def inside(path: str, folder: str) -> bool:
     """True when `path` lies in `folder` (symlinks and relative paths resolved locally)."""
-    p, f = _canonical(path), _canonical(folder)
+    p, f = canonical(path), canonical(folder)
     return p == f or p.startswith(f.rstrip("/") + "/")
 
 
@@ -221,8 +219,8 @@ def claim_output(output: str, verb: str, run_id: str, key: str, overwrite: bool,
     configuration (a rerun after a crash) and the verb is `resumable`. Only the named `parts`, `COMPLETE.json`
     and staging folders are ever deleted; a non-empty folder without a marker is never touched.
     """
-    if _is_local(output) and os.path.isfile(output):
-        raise OutputClaimError(f"output folder {output} is a file")
+    if _is_local(output) and os.path.exists(output) and not os.path.isdir(output):
+        raise OutputClaimError(f"output folder {output} is a file, not a folder")  # or a device: /dev/null
     marker = read_marker(output)
     if marker is None:
         if _non_empty(output):

@@ -60,6 +60,12 @@ def extension(path: str) -> str:
     return "." + ".".join(parts[-keep:])
 
 
+def canonical(path: str) -> str:
+    """The stored file or folder a path names: local paths resolved (`./`, `..`, `//`, symlinks), others as given
+    without a trailing slash. One file reached under two names is one input."""
+    return os.path.realpath(path) if "://" not in path else path.rstrip("/")
+
+
 def _is_glob(pattern: str) -> bool:
     return any(c in pattern for c in "*?[")
 
@@ -73,6 +79,12 @@ def match(pattern: str) -> list:
         results = FileSystems.match(["./" + pattern])[0].metadata_list
         for m in results:
             m.path = m.path[2:] if m.path.startswith("./") else m.path
+    for m in results:
+        try:
+            m.path.encode("utf-8")
+        except UnicodeEncodeError:  # undecodable bytes in a local name: no output (JSON, Parquet) can record it
+            raise InputError(f"{os.fsencode(m.path)!r}: the file name is not valid UTF-8, and every output names "
+                             f"the file it read; rename it") from None
     return results
 
 
@@ -81,11 +93,14 @@ def match_shards(patterns: list[str]) -> list[Shard]:
 
     Files a glob matches that no reader handles become UNSUPPORTED shards (each counted as one dropped record,
     so the summary reports them); an explicit path of such a file, or a glob matching only such files, is an
-    InputError that lists the supported extensions."""
-    found: dict[str, Shard] = {}
+    InputError that lists the supported extensions. A file matched under several names (`d/a.jsonl`,
+    `./d/a.jsonl`, a symlink) is one shard, named by the smallest of them, so it is read once."""
+    found: dict[str, Shard] = {}  # canonical path -> shard
     for pattern in patterns:
         try:
             results = match(pattern)
+        except InputError:
+            raise
         except Exception as e:  # Beam raises BeamIOError for unreachable schemes and buckets
             raise InputError(f"cannot list {pattern}: {e}") from None
         known = [m for m in results if detect_format(m.path)]
@@ -97,8 +112,10 @@ def match_shards(patterns: list[str]) -> list[Shard]:
             skipped = f" ({len(results)} files with unsupported extensions {', '.join(exts)})" if results else ""
             raise InputError(f"no crawl shards match {pattern}{skipped}; supported extensions: {SUPPORTED}")
         for m in results:
-            found[m.path] = Shard(m.path, m.size_in_bytes, detect_format(m.path) or UNSUPPORTED)
-    return [found[k] for k in sorted(found)]
+            key = canonical(m.path)
+            if key not in found or m.path < found[key].path:
+                found[key] = Shard(m.path, m.size_in_bytes, detect_format(m.path) or UNSUPPORTED)
+    return sorted(found.values(), key=lambda shard: shard.path)
 
 
 def open_raw(path: str):

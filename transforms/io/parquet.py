@@ -59,6 +59,33 @@ def _as_read(table: pa.Table) -> tuple[pa.Table, bool]:
     return pa.Table.from_arrays(columns, schema=SCHEMA), True
 
 
+_VALUE_ERRORS = (pa.ArrowException, ValueError, OverflowError, TypeError, KeyError)
+
+
+def python_rows(table: pa.Table) -> list:
+    """The table's rows as dicts; a row holding a value Python cannot take (invalid UTF-8 in a string, a
+    year-10000 timestamp) is its exception instead, so one bad value costs its row, not the row group."""
+    try:
+        return table.to_pylist()
+    except _VALUE_ERRORS:
+        pass
+    rows: list = []
+    for i in range(table.num_rows):
+        try:
+            rows.append(table.slice(i, 1).to_pylist()[0])
+        except _VALUE_ERRORS as e:
+            rows.append(e)
+    return rows
+
+
+def _values(table: pa.Table, name: str) -> list:
+    """One column's values, None where a row's value cannot be taken (that row was a dead letter)."""
+    try:
+        return table.column(name).to_pylist()
+    except _VALUE_ERRORS:
+        return [None if isinstance(row, Exception) else row[name] for row in python_rows(table.select([name]))]
+
+
 def _row_groups(path: str) -> int:
     try:
         with open_raw(path) as f:
@@ -111,14 +138,16 @@ class ReadParquetFn(ShardReader):
             return
         try:
             table, typed = _as_read(table)
-            rows = table.to_pylist()
         except (_ColumnTypeError, pa.ArrowException, ValueError, KeyError, TypeError, OverflowError) as e:
-            # a column that cannot be cast, a value Python cannot hold (a year-10000 timestamp), a repeated name
+            # a column that cannot be cast, a repeated name: the row group has no rows to speak of
             yield dead_letter(shard.path, first_row, "schema_error", f"row group {group} ({table.num_rows} rows): {e}",
                               STAGE)
             return
-        for i, row in enumerate(rows):
+        for i, row in enumerate(python_rows(table)):
             offset = first_row + i
+            if isinstance(row, Exception):
+                yield dead_letter(shard.path, offset, "schema_error", f"row {i} of row group {group}: {row}", STAGE)
+                continue
             doc, reason = self._document(row, shard.path, offset, typed)
             if doc is None:
                 yield dead_letter(shard.path, offset, reason.reason, reason, STAGE)
@@ -158,14 +187,16 @@ class _ReadAgainFn(ReadParquetFn):
                 first_row = sum(pf.metadata.row_group(i).num_rows for i in range(group))
                 table, typed = _as_read(pf.read_row_group(group))
             if typed:
-                ids, sources, offsets = (table.column(name).to_pylist() for name in ("id", "source", "offset"))
-                rows = [i for i, key in enumerate(zip(ids, sources, offsets)) if identity_hash(*key) in wanted]
-                values = table.take(rows).to_pylist() if rows else []
+                keys = zip(*(_values(table, name) for name in ("id", "source", "offset")))
+                rows = [i for i, key in enumerate(keys) if None not in key and identity_hash(*key) in wanted]
+                values = python_rows(table.take(rows)) if rows else []
             else:
-                rows, values = range(table.num_rows), table.to_pylist()
+                rows, values = range(table.num_rows), python_rows(table)
         except Exception:  # any filesystem's or Arrow's error: the wanted records are reported missing by the caller
             return
         for i, row in zip(rows, values):
+            if isinstance(row, Exception):
+                continue  # a dead letter of the first read
             doc, reason = self._document(row, path, first_row + i, typed)
             if doc is not None and reason is None and identity_hash(doc.id, doc.source, doc.offset) in wanted:
                 yield doc

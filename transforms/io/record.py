@@ -88,13 +88,17 @@ def check_unicode(obj: Any) -> None:
             stack.extend(v)
 
 
-def _normalised_dolma(obj: dict) -> dict:
-    """A Dolma line (our own JSONL output) checked field by field; `extra` values become strings."""
+def _normalised_dolma(obj: dict, source: str, offset: int) -> dict:
+    """A Dolma line (our own JSONL output) checked field by field; `extra` values become strings. One without a
+    `source` has no lineage to keep: it is where it was read (`source`, `offset`), or else every such line
+    would share one identity ('', metadata.offset) and near dedup could not tell them apart."""
     if not isinstance(obj["id"], str) or not obj["id"]:
         raise RecordError("schema_error", f"Dolma `id` is {describe(obj['id'])}, expected a non-empty string")
     if obj.get("source") is not None and not isinstance(obj["source"], str):
         raise RecordError("schema_error", f"Dolma `source` is {describe(obj['source'])}, expected a string")
     meta = dict(obj["metadata"])
+    if not obj.get("source"):
+        obj, meta["offset"] = {**obj, "source": source}, offset
     if not _fits(meta["offset"], pa.int64()) or meta["offset"] is None or meta["offset"] < 0:
         raise RecordError("schema_error",
                           f"Dolma `metadata.offset` is {describe(meta['offset'])}, expected an integer >= 0")
@@ -129,7 +133,7 @@ def to_document(obj: Any, source: str, offset: int, typed: bool = False) -> Docu
     if typed:
         _check_required(obj)
     elif isinstance(obj.get("metadata"), dict) and "offset" in obj["metadata"] and "id" in obj:
-        obj = _normalised_dolma(obj)
+        obj = _normalised_dolma(obj, source, offset)
     elif "provenance" in obj and all(name in obj for name in COLUMNS):
         _check_fields(obj, COLUMNS)
         _check_required(obj)

@@ -57,7 +57,8 @@ def parse_ai_share(folder: str, summary: dict, pre_llm_is_human: bool = True) ->
     hold every AI token: the share is rescaled to them (`estimate.outside_reference`), or else it would be diluted
     by the reference."""
     usable, reasons = {}, {}
-    groups = ((summary or {}).get("ai_share") or {}).get("by_reference") or {}
+    ai_share = (summary.get("ai_share") or {}) if isinstance(summary, dict) else None  # hand-edited: any JSON
+    groups = (ai_share.get("by_reference") or {}) if isinstance(ai_share, dict) else None
     if not isinstance(groups, dict):
         return usable, {group_key(folder, "*"): "ai_share.by_reference is not a mapping"}
     for group, s in sorted(groups.items()):

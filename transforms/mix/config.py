@@ -16,6 +16,7 @@ that expand beyond a small bound (an alias bomb is refused before it grows).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Optional
@@ -68,14 +69,27 @@ class MixConfig:
     raw: dict = field(default_factory=dict, compare=False, hash=False)
 
 
+MAX_NUMBER_CHARS = 40  # an exact ceiling or weight is a few digits; Fraction("1e-999999999") would compute 10**1e9
+_EXPONENT = re.compile(r"[eE]([+-]?\d+)")
+
+
 def _exact(value: Any, key: str) -> Fraction:
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise ConfigError(f"{key}: expected a number or a string such as \"0.1\" or \"1/20\", got {value!r}")
     try:
-        x = Fraction(str(value).strip())
+        text = str(value).strip()
+    except ValueError:  # an int of more digits than Python converts
+        text = None
+    exponent = _EXPONENT.search(text or "")
+    if text is None or len(text) > MAX_NUMBER_CHARS or (exponent and abs(int(exponent.group(1))) > MAX_NUMBER_CHARS):
+        shown = "a number of over 4,300 digits" if text is None else (
+            repr(value) if len(text) <= MAX_NUMBER_CHARS else f"{text[:20]!r}... ({len(text):,} characters)")
+        raise ConfigError(f"{key}: {shown} is too long or too fine; give a decimal or fraction such as \"0.1\" or "
+                          f"\"1/20\" (at most {MAX_NUMBER_CHARS} characters, exponent at most {MAX_NUMBER_CHARS})")
+    try:
+        return Fraction(text)
     except (ValueError, ZeroDivisionError):
         raise ConfigError(f"{key}: {value!r} is not a decimal or fraction such as \"0.1\" or \"1/20\"") from None
-    return x
 
 
 def _check_keys(obj: dict, allowed: set[str], where: str) -> None:
@@ -258,4 +272,8 @@ def load(path: str) -> MixConfig:
         raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
     except RecursionError:
         raise ConfigError(f"{path} nests too deeply") from None
+    except ConfigError:
+        raise
+    except ValueError as e:  # a scalar YAML resolves but cannot build: 2024-13-45 as a date, an int over 4300 digits
+        raise ConfigError(f"{path} holds a value that cannot be read: {str(e).splitlines()[0][:120]}") from None
     return parse(obj)

@@ -110,9 +110,22 @@ def check_index_path(index: str, output: str) -> None:
                              f"existing index")
 
 
+def _file_entries(files) -> bool:
+    return isinstance(files, list) and all(
+        isinstance(f, dict) and isinstance(f.get("path"), str) and isinstance(f.get("size"), int)
+        and not isinstance(f["size"], bool) for f in files)
+
+
 def _valid(pointer, where: str) -> dict:
+    """The pointer's shape, as every reader of it relies on (a hand-edited or foreign file failed the run with a
+    TypeError or KeyError, or committed a generation below 1)."""
     ok = (isinstance(pointer, dict) and isinstance(pointer.get("generation"), int)
-          and isinstance(pointer.get("segments"), list) and isinstance(pointer.get("params"), dict))
+          and not isinstance(pointer["generation"], bool) and pointer["generation"] >= 1
+          and isinstance(pointer.get("segments"), list) and all(isinstance(seg, str) for seg in pointer["segments"])
+          and isinstance(pointer.get("params"), dict)
+          and isinstance(pointer.get("documents", 0), int) and not isinstance(pointer.get("documents"), bool)
+          and isinstance(pointer.get("files", {}), dict)
+          and all(isinstance(seg, str) and _file_entries(files) for seg, files in pointer.get("files", {}).items()))
     if not ok:
         raise IndexPathError(f"{where} is not a valid index pointer")
     return pointer

@@ -62,11 +62,40 @@ def read_card(model_dir: str) -> dict:
     thr = card.get("threshold")
     if not (isinstance(thr, (int, float)) and 0 <= thr <= 1):
         problems.append("threshold not in [0, 1]")
-    if sorted(card.get("labels") or []) != sorted(LABELS):
+    labels = card.get("labels")
+    if not isinstance(labels, list) or sorted(map(str, labels)) != sorted(LABELS):
         problems.append(f"labels must be {list(LABELS)}")
+    problems += _metric_problems(card)
     if problems:
         raise ModelLoadError(f"cannot load detector from {model_dir}: {CARD_FILE} has " + ", ".join(problems))
     return card
+
+
+def _is_rate(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1
+
+
+def _metric_problems(card: dict) -> list[str]:
+    """The parts of the card that scoring reads besides the calibration: the TPR figures the share intervals
+    assume (leave-one-dataset-out, else test) and a domain-adapted model's reference split. A hand-edited card
+    with a list or a NaN there failed inside the run."""
+    problems = []
+    lodo = card.get("leave_one_dataset_out")
+    if lodo is not None and not (isinstance(lodo, dict) and all(
+            not isinstance(m, dict) or m.get("tpr_at_5pct_fpr") is None or _is_rate(m["tpr_at_5pct_fpr"])
+            for m in lodo.values())):
+        problems.append("no valid leave_one_dataset_out {dataset: {tpr_at_5pct_fpr: a rate in [0, 1]}}")
+    test = card.get("test")
+    overall = test.get("overall") if isinstance(test, dict) else None
+    if test is not None and not (isinstance(test, dict) and (overall is None or (isinstance(overall, dict) and (
+            overall.get("tpr_at_5pct_fpr") is None or _is_rate(overall["tpr_at_5pct_fpr"]))))):
+        problems.append("no valid test {overall: {tpr_at_5pct_fpr: a rate in [0, 1]}}")
+    ref = card.get("reference")
+    split = ref.get("split") if isinstance(ref, dict) else None
+    if ref is not None and not (isinstance(ref, dict) and (split is None or (
+            isinstance(split, dict) and _is_rate(split.get("train_fraction")) and "seed" in split))):
+        problems.append("no valid reference {split: {seed, train_fraction in [0, 1]}}")
+    return problems
 
 
 def local_model_copy(model_dir: str, sha256: str) -> str:

@@ -209,12 +209,14 @@ def match_reference(patterns: list[str]) -> list[str]:
     outputs may serve (a half-written one would calibrate against whatever survived the crash). ValueError
     (one line) otherwise."""
     from transforms.io.commit import IncompleteOutputError, complete_outputs
-    from transforms.io.files import match
+    from transforms.io.files import InputError, match
 
     files = []
     for pattern in patterns:
         try:
             matched = match(pattern)
+        except InputError as e:
+            raise ValueError(f"--human_reference: {e}") from None
         except Exception:
             matched = []
         if not matched:
@@ -224,6 +226,8 @@ def match_reference(patterns: list[str]) -> list[str]:
         except IncompleteOutputError as e:
             raise ValueError(f"--human_reference: {e}") from None
         files += [m.path for m in matched]
+    for path in sorted({f for f in files if is_curated(f)}):
+        _require_curated_parquet(path)
     raw = sorted({f for f in files if not is_curated(f)})
     if raw:
         from transforms.io.files import InputError, match_shards
@@ -233,6 +237,26 @@ def match_reference(patterns: list[str]) -> list[str]:
         except InputError as e:
             raise ValueError(f"--human_reference: {e}") from None
     return sorted(set(files))
+
+
+def _require_curated_parquet(path: str) -> None:
+    """A .parquet reference is read as curated Documents: one that is not Parquet failed the run, and one with
+    other columns (`id, text` alone) had every row counted unreadable, so the run went on without its reference."""
+    import pyarrow.parquet as pq
+
+    from transforms.document import COLUMNS
+    from transforms.io.files import open_raw
+
+    try:
+        with open_raw(path) as f:
+            names = set(pq.ParquetFile(f).schema_arrow.names)
+    except Exception as e:  # Arrow's and every filesystem's errors
+        raise ValueError(f"--human_reference: {path} is not a readable Parquet file ({type(e).__name__})") from None
+    missing = [name for name in COLUMNS if name not in names]
+    if missing:
+        raise ValueError(f"--human_reference: {path} is not curated Parquet (no column {', '.join(missing[:3])}"
+                         f"{', ...' if len(missing) > 3 else ''}); give the documents/*.parquet of a synthcap curate "
+                         f"output, or raw crawl files (.jsonl, .warc.gz, ...)")
 
 
 class ReadReference(beam.PTransform):

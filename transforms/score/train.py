@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import tempfile
+import zlib
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterable
@@ -48,24 +49,41 @@ class Example:
 
 
 def load(paths: Iterable[str], limit_per_file: int | None = None) -> list[Example]:
+    """Labelled examples of JSON Lines in gzip files; ValueError (one line naming the file and line) for a file
+    that is not one: a folder, plain JSON Lines, damaged gzip, a line that is not a JSON object."""
     out = []
     for path in sorted(paths):
         dataset = os.path.basename(path).split(".")[0]
-        with gzip.open(path, "rt") as f:
-            n = 0
-            for line in f:
+        try:
+            out += _load_file(path, dataset, limit_per_file)
+        except (OSError, EOFError, UnicodeDecodeError, zlib.error) as e:
+            raise ValueError(f"--data: {path} is not readable JSON Lines in gzip ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0][:120] if str(e) else 'no detail'})") from None
+    return out
+
+
+def _load_file(path: str, dataset: str, limit_per_file: int | None) -> list[Example]:
+    out = []
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
                 r = json.loads(line)
-                if r.get("label") not in ("human", "ai") or (r.get("language") or "en") != "en":
-                    continue
-                text = (r.get("text") or "").strip()
-                if not text:
-                    continue
-                out.append(Example(text, int(r["label"] == "ai"), dataset, str(r.get("domain") or "?"),
-                                   str(r.get("generator") or "human"),
-                                   f"{dataset}:{r['pair_id']}" if r.get("pair_id") is not None else ""))
-                n += 1
-                if limit_per_file and n >= limit_per_file:
-                    break
+            except ValueError as e:
+                raise ValueError(f"--data: {path} line {number}: not JSON ({e})") from None
+            if not isinstance(r, dict) or not isinstance(r.get("text") or "", str):
+                raise ValueError(f"--data: {path} line {number}: expected a JSON object with a string `text`")
+            if r.get("label") not in ("human", "ai") or (r.get("language") or "en") != "en":
+                continue
+            text = (r.get("text") or "").strip()
+            if not text:
+                continue
+            out.append(Example(text, int(r["label"] == "ai"), dataset, str(r.get("domain") or "?"),
+                               str(r.get("generator") or "human"),
+                               f"{dataset}:{r['pair_id']}" if r.get("pair_id") is not None else ""))
+            if limit_per_file and len(out) >= limit_per_file:
+                break
     return out
 
 
