@@ -288,6 +288,8 @@ def test_a_card_whose_metrics_or_split_are_malformed_is_one_line(tmp_path, capsy
     for change, expect in (({"leave_one_dataset_out": [1, 2]}, "no valid leave_one_dataset_out"),
                            ({"leave_one_dataset_out": {k: {"tpr_at_5pct_fpr": float("nan")} for k in "abc"}},
                             "no valid leave_one_dataset_out"),
+                           ({"leave_one_dataset_out_unadapted": {"a": {"tpr_at_5pct_fpr": [0.1]}}},
+                            "no valid leave_one_dataset_out_unadapted"),
                            ({"test": [1]}, "no valid test"), ({"test": {"overall": {"tpr_at_5pct_fpr": -1}}},
                                                               "no valid test"),
                            ({"reference": [1]}, "no valid reference"), ({"reference": {"split": [1]}},

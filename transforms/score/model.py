@@ -80,11 +80,12 @@ def _metric_problems(card: dict) -> list[str]:
     assume (leave-one-dataset-out, else test) and a domain-adapted model's reference split. A hand-edited card
     with a list or a NaN there failed inside the run."""
     problems = []
-    lodo = card.get("leave_one_dataset_out")
-    if lodo is not None and not (isinstance(lodo, dict) and all(
-            not isinstance(m, dict) or m.get("tpr_at_5pct_fpr") is None or _is_rate(m["tpr_at_5pct_fpr"])
-            for m in lodo.values())):
-        problems.append("no valid leave_one_dataset_out {dataset: {tpr_at_5pct_fpr: a rate in [0, 1]}}")
+    for key in ("leave_one_dataset_out", "leave_one_dataset_out_unadapted"):
+        lodo = card.get(key)
+        if lodo is not None and not (isinstance(lodo, dict) and all(
+                not isinstance(m, dict) or m.get("tpr_at_5pct_fpr") is None or _is_rate(m["tpr_at_5pct_fpr"])
+                for m in lodo.values())):
+            problems.append(f"no valid {key} {{dataset: {{tpr_at_5pct_fpr: a rate in [0, 1]}}}}")
     test = card.get("test")
     overall = test.get("overall") if isinstance(test, dict) else None
     if test is not None and not (isinstance(test, dict) and (overall is None or (isinstance(overall, dict) and (
