@@ -75,7 +75,7 @@ def test_flex_template_curate_then_mix_all_on_gs(gcs_emulator, sample_crawl, cap
               "sources": [{"name": "web-2022", "inputs": [f"{bucket}/curated/documents/*.parquet"], "weight": 1}]}
     write_bytes(f"{bucket}/mix.yaml", yaml.safe_dump(config).encode())
     rc = flex_main.run(["--verb=mix", f"--config={bucket}/mix.yaml", f"--output={bucket}/mix",
-                        f"--detector_model={bucket}/model", "--runner=DirectRunner"])
+                        "--runner=DirectRunner"])
     assert rc == 0
     text = capsys.readouterr().out
     manifest = _json(f"{bucket}/mix/manifest.json")
