@@ -289,6 +289,10 @@ def flag_rates(docs: list[dict], labels: dict) -> dict:
         pv = [d["ai_pvalue"] for d in docs if not d["pre_llm"] and labels[d["id"]] == lab]
         have = [p for p in pv if p is not None]
         out[lab] = (sum(p <= PVALUE_CUT for p in have) / len(have) if have else None, len(have), len(pv))
+    new = [d for d in docs if not d["pre_llm"]]
+    tok = sum(d["tokens"] for d in new)
+    out["truth"] = sum(d["tokens"] for d in new if labels[d["id"]] == "ai") / tok if tok else None
+    out["groups"] = sorted({d["ai_reference"] for d in new if d["ai_reference"]})
     return out
 
 
@@ -298,17 +302,24 @@ def mix(folders: list[Path], ceiling: str, out: Path, seed: int, log: Path) -> d
     cfg = {"seed": seed, "target_tokens": 10 ** 9, "max_synthetic_fraction": ceiling,
            "sources": [{"name": f.name, "curated": [str(f)], "weight": 1} for f in folders]}
     out.parent.mkdir(parents=True, exist_ok=True)
-    config = out.parent / f"{out.name}.yaml"
-    config.write_text(yaml.safe_dump(cfg))
-    r = synthcap(["mix", "--config", str(config), "--output", str(out), "--overwrite", "--json"], log)
-    if r.returncode not in (0, 3):
-        raise SystemExit(f"mix {out.name}: synthcap exited {r.returncode}: {r.stderr.strip()[-400:]}")
-    printed = json.loads(r.stdout)
+    config, saved = out.parent / f"{out.name}.yaml", out.parent / f"{out.name}.result.json"
+    text = yaml.safe_dump(cfg)
+    if (saved.exists() and (out / "COMPLETE.json").exists() and config.read_text() == text
+            and saved.stat().st_mtime >= max((f / "COMPLETE.json").stat().st_mtime for f in folders)):
+        r = json.loads(saved.read_text())  # a rerun: the same mix of the same folders, as the CLI left it
+    else:
+        config.write_text(text)
+        p = synthcap(["mix", "--config", str(config), "--output", str(out), "--overwrite", "--json"], log)
+        if p.returncode not in (0, 3):
+            raise SystemExit(f"mix {out.name}: synthcap exited {p.returncode}: {p.stderr.strip()[-400:]}")
+        r = {"exit": p.returncode, "stdout": p.stdout, "stderr": p.stderr}
+        saved.write_text(json.dumps(r))
+    printed = json.loads(r["stdout"])
     manifest = json.loads((out / "manifest.json").read_text())
     rows = []
     for f in sorted((out / "train").glob("*.parquet")):
         rows += pq.read_table(f, columns=["id", "text"]).to_pylist()
-    return {"exit": r.returncode, "stderr": r.stderr.strip(), "printed": printed, "manifest": manifest, "rows": rows}
+    return {"exit": r["exit"], "stderr": r["stderr"].strip(), "printed": printed, "manifest": manifest, "rows": rows}
 
 
 def mix_row(res: dict, ceiling: str, labels: dict, offered_human: int) -> dict:
@@ -414,12 +425,13 @@ def report(results: list[dict]) -> int:
         print(f"| {name} | {e['run']} | {e['folder']} | {e['kind']} {e['key']} | {e['documents']:,} | "
               f"{_f(e['truth'])} | {shown} | {cov} |")
     print("\n### Flags at ai_pvalue <= 0.05 on the 2024 pages (scored / all)\n")
-    print("| held-out set | run | source | test humans flagged | AI flagged (TPR) |")
-    print("|---|---|---|---:|---:|")
+    print("| held-out set | run | source | TRUE AI token share | served by | test humans flagged | AI flagged (TPR) |")
+    print("|---|---|---|---:|---|---:|---:|")
     for r in results:
         for f in r["flags"]:
             h, a = f["human"], f["ai"]
-            print(f"| {r['name']} | {f['run']} | {f['source']} | {_f(h[0])} ({h[1]:,}/{h[2]:,}) | "
+            print(f"| {r['name']} | {f['run']} | {f['source']} | {_f(f['truth'])} | {', '.join(f['groups'])} | "
+                  f"{_f(h[0])} ({h[1]:,}/{h[2]:,}) | "
                   f"{_f(a[0])} ({a[1]:,}/{a[2]:,}) |")
     print("\n### Mixes (`synthcap mix`, certified rule, target 10^9 tokens)\n")
     print("| held-out set | sources | ceiling | TRUE AI token share | certified bound | bound covers | "
