@@ -82,7 +82,8 @@ def must(r: subprocess.CompletedProcess, what: str) -> None:
 def train_model(held: str, work: Path, limit: int, seed: int) -> Path:
     """`synthcap train-detector` on every set but `held`, cached by (files, limit, seed)."""
     files = sorted(p.name for p in DATA.glob("*.jsonl.gz") if p.name != f"{held}.jsonl.gz")
-    key = hashlib.sha256(json.dumps({"files": files, "limit_per_file": limit, "seed": seed},
+    # "sample": train-detector's --limit_per_file takes a keyed-hash sample of each file (it took the first lines)
+    key = hashlib.sha256(json.dumps({"files": files, "limit_per_file": limit, "seed": seed, "sample": "keyed"},
                                     sort_keys=True).encode()).hexdigest()[:12]
     out = work / "models" / f"without-{held}-{key}"
     if (out / "model_card.json").exists() and (out / "model.ftz").exists():

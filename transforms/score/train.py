@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import gzip
 import hashlib
+import heapq
 import json
 import os
 import tempfile
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 import numpy as np
+import xxhash
 
 from transforms.score.calibration import Platt
 from transforms.score.model import AI_LABEL, CARD_FILE, MODEL_FILE, sha256_file
@@ -46,25 +48,35 @@ class Example:
     weight: int = 1  # lines in the training file: how domain-adaptation up-weights the human reference
 
 
-def load(paths: Iterable[str], limit_per_file: int | None = None) -> list[Example]:
+def load(paths: Iterable[str], limit_per_file: int | None = None, seed: int = 1) -> list[Example]:
+    """Labelled English human / AI texts of every file. With `limit_per_file`, a file gives the records with the
+    smallest keyed hashes of (seed, file, id): a sample spread over the whole file, whose first lines are often one
+    label or one domain (comnets_courses' first 2,000 texts are all AI), in file order."""
     out = []
     for path in sorted(paths):
         dataset = os.path.basename(path).split(".")[0]
+        kept = []  # a max-heap by key (keys negated): the `limit_per_file` smallest keys seen so far
         with gzip.open(path, "rt") as f:
-            n = 0
-            for line in f:
+            for line_no, line in enumerate(f):
                 r = json.loads(line)
                 if r.get("label") not in ("human", "ai") or (r.get("language") or "en") != "en":
                     continue
                 text = (r.get("text") or "").strip()
                 if not text:
                     continue
-                out.append(Example(text, int(r["label"] == "ai"), dataset, str(r.get("domain") or "?"),
-                                   str(r.get("generator") or "human"),
-                                   f"{dataset}:{r['pair_id']}" if r.get("pair_id") is not None else ""))
-                n += 1
-                if limit_per_file and n >= limit_per_file:
-                    break
+                example = Example(text, int(r["label"] == "ai"), dataset, str(r.get("domain") or "?"),
+                                  str(r.get("generator") or "human"),
+                                  f"{dataset}:{r['pair_id']}" if r.get("pair_id") is not None else "")
+                if not limit_per_file:
+                    out.append(example)
+                    continue
+                key = xxhash.xxh64_intdigest(f"{seed}\x00{dataset}\x00{r.get('id', line_no)}".encode())
+                item = (-key, -line_no, example)
+                if len(kept) < limit_per_file:
+                    heapq.heappush(kept, item)
+                elif item[:2] > kept[0][:2]:
+                    heapq.heapreplace(kept, item)
+        out += [e for _, _, e in sorted(kept, key=lambda t: -t[1])]
     return out
 
 
@@ -236,7 +248,7 @@ def train_detector(paths: list[str], out_dir: str, seed: int = 1, lodo: bool = T
     adaptation); calibration and evaluation stay on the labelled data and the reference's held-out half."""
     import fasttext  # noqa: F401  (fail early with a clear import error)
 
-    examples = load(paths, limit_per_file)
+    examples = load(paths, limit_per_file, seed)
     if not examples:
         raise ValueError("no labelled human/ai English texts in the given files")
     parts = split(examples, seed)
