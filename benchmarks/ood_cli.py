@@ -370,6 +370,9 @@ def run_set(name: str, args, work: Path) -> dict:
     src = [str(p) for p in plan["sources"]]
     tags = [p.stem.split("-")[1] for p in plan["sources"]]  # ai05, ai30, ai80
     res = {"name": name, "counts": plan["counts"], "estimates": [], "flags": [], "invariants": [], "mixes": []}
+    lodo = json.loads((model / "model_card.json").read_text()).get("leave_one_dataset_out") or {}
+    tprs = {k: m["tpr_at_5pct_fpr"] for k, m in lodo.items() if k != "mean" and m.get("tpr_at_5pct_fpr") is not None}
+    res["floor"] = min(tprs.items(), key=lambda kv: kv[1]) if tprs else None  # the interval's upper end assumes it
 
     def check(run: str, folder: Path, summary: dict, by_source: bool, ref_docs: list | None = None) -> list[dict]:
         docs = read_docs(folder)
@@ -415,6 +418,17 @@ def _f(x, nd=3) -> str:
 
 def report(results: list[dict]) -> int:
     est = [(r["name"], e) for r in results for e in r["estimates"]]
+    print("\n### Detectors (train-detector without the held-out set) and the crawls\n")
+    print("| held-out set | reference docs | 2024 human / AI docs per source (ai05, ai30, ai80) | card's lowest "
+          "LODO TPR@5%FPR (the interval's TPR floor) | AI flagged at p <= 0.05 on the held-out set (run B) |")
+    print("|---|---:|---|---|---:|")
+    for r in results:
+        c = r["counts"]
+        srcs = ", ".join(f"{v[0]}/{v[1]}" for k, v in c.items() if k != "reference")
+        fl = [f["ai"] for f in r["flags"] if f["run"] == "B" and f["ai"][0] is not None]
+        seen = sum(x[0] * x[1] for x in fl) / max(sum(x[1] for x in fl), 1) if fl else None
+        floor = f"{r['floor'][1]:.3f} ({r['floor'][0]})" if r["floor"] else "—"
+        print(f"| {r['name']} | {c['reference']:,} | {srcs} | {floor} | {_f(seen)} |")
     print("\n### Share estimates against the truth of the 2024 pages they cover\n")
     print("| held-out set | run | folder | estimate | 2024 docs | TRUE AI token share | estimate [ci95] | covers |")
     print("|---|---|---|---|---:|---:|---|---|")
