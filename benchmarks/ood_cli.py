@@ -230,16 +230,19 @@ def invariants(summary: dict, docs: list[dict], ref_docs: list[dict]) -> list[st
     if n:
         bad.append(f"{n} documents whose ai_reference names no group of the summary")
     scoring = summary.get("scoring") or {}
-    nulls = sum((scoring.get("null") or {}).values())
-    if sum(d["p_ai"] is None for d in docs) != nulls or scoring.get("scored", 0) + nulls != len(docs):
-        bad.append(f"p_ai null in {sum(d['p_ai'] is None for d in docs)} documents; the summary counts {nulls} "
-                   f"nulls and {scoring.get('scored')} scored of {len(docs)}")
+    null = scoring.get("null") or {}
+    counted = (sum(d["p_ai"] is None for d in docs), sum(d["ai_score"] is not None for d in docs),
+               sum(d["ai_score"] is None for d in docs))
+    if counted != (sum(null.values()), scoring.get("scored"), null.get("unsupported_language")):
+        bad.append(f"documents: p_ai null / ai_score set / ai_score null {counted}; the summary counts "
+                   f"{sum(null.values())} nulls, {scoring.get('scored')} scored, "
+                   f"{null.get('unsupported_language')} unsupported_language")
     n = sum(d["ai_pvalue"] is not None and d["ai_reference"] is None for d in docs)
     if n:
         bad.append(f"{n} documents with an ai_pvalue but no ai_reference")
     for kind, entries in (("by_reference", groups), ("by_crawl", shares.get("by_crawl") or {})):
         for key, s in entries.items():
-            cov = covered(docs, kind, key)
+            cov = covered(docs, kind, key, s.get("estimate") is None)
             if s.get("documents") != len(cov) or s.get("tokens") != sum(d["tokens"] for d in cov):
                 bad.append(f"{kind} {key}: summary says {s.get('documents')} documents / {s.get('tokens')} tokens, "
                            f"the documents say {len(cov)} / {sum(d['tokens'] for d in cov)}")
@@ -255,11 +258,12 @@ def invariants(summary: dict, docs: list[dict], ref_docs: list[dict]) -> list[st
     return bad
 
 
-def covered(docs: list[dict], kind: str, key: str) -> list[dict]:
-    """The documents an estimate is about: a group's are those it served, a crawl's its documents with a group."""
+def covered(docs: list[dict], kind: str, key: str, null: bool = False) -> list[dict]:
+    """The documents an estimate is about: a group's are those it served, a crawl's its documents with a group
+    (all of them when its estimate is null: the summary counts what could not be estimated)."""
     if kind == "by_reference":
         return [d for d in docs if d["ai_reference"] == key]
-    return [d for d in docs if d["ai_reference"] is not None and (d["crawl_id"] or "unknown") == key]
+    return [d for d in docs if (null or d["ai_reference"] is not None) and (d["crawl_id"] or "unknown") == key]
 
 
 def estimate_rows(summary: dict, docs: list[dict], labels: dict) -> list[dict]:
@@ -268,7 +272,7 @@ def estimate_rows(summary: dict, docs: list[dict], labels: dict) -> list[dict]:
     shares = summary.get("ai_share") or {}
     for kind in ("by_reference", "by_crawl"):
         for key, s in sorted((shares.get(kind) or {}).items()):
-            new = [d for d in covered(docs, kind, key) if not d["pre_llm"]]
+            new = [d for d in covered(docs, kind, key, s.get("estimate") is None) if not d["pre_llm"]]
             if not new:  # a reference snapshot's own estimate: no 2024 page to compare with
                 continue
             tok = sum(d["tokens"] for d in new)
