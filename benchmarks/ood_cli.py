@@ -462,6 +462,22 @@ def report(results: list[dict]) -> int:
               f"{'yes' if m['bound_covers'] else '**NO**'} | {'**NO**' if m['exceeds'] else 'yes'} | "
               f"{m['yield']:.3f} | {m['documents']:,} | {m['exit']} | {'yes' if m['agree'] else '**NO**'} | "
               f"{m['cuts']} |")
+    print("\n### Per held-out set\n")
+    print("| held-out set | TPR floor on the card | AI flagged at p <= 0.05 | intervals covering the truth (null) | "
+          "mixes <= ceiling + 0.01 | human-token yield, B / A mixes | invariants | verdicts agree |")
+    print("|---|---:|---:|---|---|---|---|---|")
+    for r in results:
+        fl = [f["ai"] for f in r["flags"] if f["run"] == "B" and f["ai"][0] is not None]
+        seen = sum(x[0] * x[1] for x in fl) / max(sum(x[1] for x in fl), 1) if fl else None
+        judged = [e for e in r["estimates"] if e["covers"] is not None]
+        yb = [m["yield"] for m in r["mixes"] if m["mix"].startswith("B")]
+        ya = [m["yield"] for m in r["mixes"] if m["mix"].startswith("A")]
+        print(f"| {r['name']} | {_f(r['floor'][1] if r['floor'] else None)} | {_f(seen)} | "
+              f"{sum(e['covers'] for e in judged)}/{len(judged)} ({sum(e['estimate'] is None for e in r['estimates'])})"
+              f" | {sum(not m['exceeds'] for m in r['mixes'])}/{len(r['mixes'])} | "
+              f"{sum(yb) / max(len(yb), 1):.3f} / {sum(ya) / max(len(ya), 1):.3f} | "
+              f"{'hold' if not r['invariants'] else str(len(r['invariants'])) + ' broken'} | "
+              f"{sum(m['agree'] for m in r['mixes'])}/{len(r['mixes'])} |")
     bad_inv = [line for r in results for line in r["invariants"]]
     judged = [e for _, e in est if e["covers"] is not None]
     missed = [f"{n} {e['run']} {e['folder']} {e['key']}" for n, e in est if e["covers"] is False]
