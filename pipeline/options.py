@@ -182,7 +182,9 @@ def _train_detector_args(parser):
     parser.add_argument("--seed", type=seed, default=1, help="seed of the split and of fastText")
     parser.add_argument("--no_lodo", action="store_true", help="skip the leave-one-dataset-out evaluation (the card "
                         "then bounds no out-of-domain TPR: every share interval made with the model reaches 1)")
-    parser.add_argument("--limit_per_file", type=positive_int, help="read at most this many records per file")
+    parser.add_argument("--limit_per_file", type=positive_int,
+                        help="use a keyed-hash sample (by --seed) of at most this many records per file, spread over "
+                             "the file (not its first lines)")
     parser.add_argument("--human_reference", nargs="+",
                         help="curated Parquet (globs, local or gs://) whose documents join training as human examples")
     parser.add_argument("--reference_weight", type=positive_int, default=REFERENCE_WEIGHT,

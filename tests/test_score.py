@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import glob
+import gzip
 import json
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from tests.conftest import TINY_PARAMS
 from transforms.score.calibration import Platt
 from transforms.score.normalize import for_scoring
-from transforms.score.train import DEFAULT_PARAMS, Example, assign_groups, auroc, split, tpr_at_fpr
+from transforms.score.train import DEFAULT_PARAMS, Example, assign_groups, auroc, load, split, tpr_at_fpr
 from transforms.tokens import count_tokens
 
 
@@ -40,6 +41,28 @@ def test_groups_never_straddle_splits():
     where = {id(e): k for k, v in parts.items() for e in v}
     assert where[id(ex[0])] == where[id(ex[1])] and where[id(ex[2])] == where[id(ex[3])]
     assert all(len(v) > 5 for v in parts.values())
+
+
+def test_limit_per_file_samples_the_whole_file_not_its_first_lines(tmp_path):
+    """A labelled set sorted by label (comnets_courses' first 2,000 texts are all AI) must still give both labels:
+    `--limit_per_file` once took a file's first lines, so a detector trained with it saw no human text of that set
+    and its card had no leave-one-dataset-out figure for it."""
+    path = tmp_path / "sorted.jsonl.gz"
+    with gzip.open(path, "wt") as f:
+        for i in range(600):
+            label = "ai" if i < 300 else "human"
+            f.write(json.dumps({"id": f"r{i}", "text": f"{label} text number {i}", "label": label,
+                                "domain": "d0" if i % 300 < 150 else "d1"}) + "\n")
+    sample = load([str(path)], limit_per_file=100, seed=1)
+    assert len(sample) == 100 and len({e.text for e in sample}) == 100
+    labels = [e.label for e in sample]
+    assert 30 <= sum(labels) <= 70  # both labels, near their 50/50 share in the file
+    assert {e.domain for e in sample if e.label == 0} == {"d0", "d1"}
+    numbers = [int(e.text.rsplit(" ", 1)[1]) for e in sample]
+    assert numbers == sorted(numbers)  # in file order
+    assert [e.text for e in load([str(path)], limit_per_file=100, seed=1)] == [e.text for e in sample]
+    assert [e.text for e in load([str(path)], limit_per_file=100, seed=2)] != [e.text for e in sample]
+    assert len(load([str(path)])) == 600 and len(load([str(path)], limit_per_file=1000)) == 600
 
 
 def test_normalisation_for_scoring():

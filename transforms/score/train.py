@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import gzip
 import hashlib
+import heapq
 import json
 import os
 import tempfile
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 import numpy as np
+import xxhash
 
 from transforms.score.calibration import Platt
 from transforms.score.estimate import LODO_MIN_DATASETS
@@ -48,42 +50,54 @@ class Example:
     weight: int = 1  # lines in the training file: how domain-adaptation up-weights the human reference
 
 
-def load(paths: Iterable[str], limit_per_file: int | None = None) -> list[Example]:
-    """Labelled examples of JSON Lines in gzip files; ValueError (one line naming the file and line) for a file
-    that is not one: a folder, plain JSON Lines, damaged gzip, a line that is not a JSON object."""
+def load(paths: Iterable[str], limit_per_file: int | None = None, seed: int = 1) -> list[Example]:
+    """Labelled English human / AI texts of every file; ValueError (one line naming the file and line) for a file
+    that is not JSON Lines in gzip: a folder, plain JSON Lines, damaged gzip, a line that is not a JSON object.
+    With `limit_per_file`, a file gives the records with the smallest keyed hashes of (seed, file, id): a sample
+    spread over the whole file, whose first lines are often one label or one domain (comnets_courses' first 2,000
+    texts are all AI), in file order."""
     out = []
     for path in sorted(paths):
         dataset = os.path.basename(path).split(".")[0]
         try:
-            out += _load_file(path, dataset, limit_per_file)
+            out += _load_file(path, dataset, limit_per_file, seed)
         except (OSError, EOFError, UnicodeDecodeError, zlib.error) as e:
             raise ValueError(f"--data: {path} is not readable JSON Lines in gzip ({type(e).__name__}: "
                              f"{str(e).splitlines()[0][:120] if str(e) else 'no detail'})") from None
     return out
 
 
-def _load_file(path: str, dataset: str, limit_per_file: int | None) -> list[Example]:
+def _load_file(path: str, dataset: str, limit_per_file: int | None, seed: int) -> list[Example]:
     out = []
+    kept = []  # with a limit: a max-heap by key (keys negated) of the `limit_per_file` smallest keys seen so far
     with gzip.open(path, "rt", encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
+        for line_no, line in enumerate(f):
             if not line.strip():
                 continue
             try:
                 r = json.loads(line)
             except ValueError as e:
-                raise ValueError(f"--data: {path} line {number}: not JSON ({e})") from None
+                raise ValueError(f"--data: {path} line {line_no + 1}: not JSON ({e})") from None
             if not isinstance(r, dict) or not isinstance(r.get("text") or "", str):
-                raise ValueError(f"--data: {path} line {number}: expected a JSON object with a string `text`")
+                raise ValueError(f"--data: {path} line {line_no + 1}: expected a JSON object with a string `text`")
             if r.get("label") not in ("human", "ai") or (r.get("language") or "en") != "en":
                 continue
             text = (r.get("text") or "").strip()
             if not text:
                 continue
-            out.append(Example(text, int(r["label"] == "ai"), dataset, str(r.get("domain") or "?"),
-                               str(r.get("generator") or "human"),
-                               f"{dataset}:{r['pair_id']}" if r.get("pair_id") is not None else ""))
-            if limit_per_file and len(out) >= limit_per_file:
-                break
+            example = Example(text, int(r["label"] == "ai"), dataset, str(r.get("domain") or "?"),
+                              str(r.get("generator") or "human"),
+                              f"{dataset}:{r['pair_id']}" if r.get("pair_id") is not None else "")
+            if not limit_per_file:
+                out.append(example)
+                continue
+            key = xxhash.xxh64_intdigest(f"{seed}\x00{dataset}\x00{r.get('id', line_no)}".encode())
+            item = (-key, -line_no, example)
+            if len(kept) < limit_per_file:
+                heapq.heappush(kept, item)
+            elif item[:2] > kept[0][:2]:
+                heapq.heapreplace(kept, item)
+    return out if not limit_per_file else [e for _, _, e in sorted(kept, key=lambda t: -t[1])]
     return out
 
 
@@ -255,7 +269,7 @@ def train_detector(paths: list[str], out_dir: str, seed: int = 1, lodo: bool = T
     adaptation); calibration and evaluation stay on the labelled data and the reference's held-out half."""
     import fasttext  # noqa: F401  (fail early with a clear import error)
 
-    examples = load(paths, limit_per_file)
+    examples = load(paths, limit_per_file, seed)
     if not examples:
         raise ValueError("no labelled human/ai English texts in the given files")
     parts = split(examples, seed)
