@@ -37,7 +37,7 @@ import numpy as np
 import xxhash
 
 from transforms.score.calibration import Platt
-from transforms.score.estimate import DRAWS, TprPrior, interval, one_group, share_draws
+from transforms.score.estimate import DRAWS, FLOOR_MIN_DATASETS, TprPrior, interval, one_group, share_draws
 from transforms.score.model import DEFAULT_MODEL_DIR, Detector, read_card
 from transforms.score.reference import conformal_threshold
 from transforms.score.train import DEFAULT_PARAMS, Example, fit, load, raw_scores, split
@@ -158,8 +158,9 @@ def run_sets(sets, examples, card, args, log):
     for held in sets:
         others = [t for h, t in adapted_tpr.items() if h != held]
         shipped = TprPrior.from_card(card, exclude=(held,))
+        floor = min(min(others), shipped.low) if len(others) >= FLOOR_MIN_DATASETS else 0.0
         priors = {"shipped+ref": shipped,
-                  "adapted": TprPrior(float(np.mean(others)), min(min(others), shipped.low)) if len(others) >= 3
+                  "adapted": TprPrior(float(np.mean(others)), floor) if len(others) >= 3
                   else TprPrior.from_card({"test": card["test"]})}
         for name in ("shipped+ref", "adapted"):
             v = scored[held][name]
