@@ -37,7 +37,7 @@ import numpy as np
 import xxhash
 
 from transforms.score.calibration import Platt
-from transforms.score.estimate import DRAWS, FLOOR_MIN_DATASETS, TprPrior, interval, one_group, share_draws
+from transforms.score.estimate import DRAWS, TprPrior, interval, one_group, share_draws
 from transforms.score.model import DEFAULT_MODEL_DIR, Detector, read_card
 from transforms.score.reference import conformal_threshold
 from transforms.score.train import DEFAULT_PARAMS, Example, fit, load, raw_scores, split
@@ -156,12 +156,10 @@ def run_sets(sets, examples, card, args, log):
     adapted_tpr = {h: tpr_at_reference(v["adapted"]) for h, v in scored.items()}
     rows = []
     for held in sets:
-        others = [t for h, t in adapted_tpr.items() if h != held]
-        shipped = TprPrior.from_card(card, exclude=(held,))
-        floor = min(min(others), shipped.low) if len(others) >= FLOOR_MIN_DATASETS else 0.0
-        priors = {"shipped+ref": shipped,
-                  "adapted": TprPrior(float(np.mean(others)), floor) if len(others) >= 3
-                  else TprPrior.from_card({"test": card["test"]})}
+        adapted_card = {"leave_one_dataset_out": {h: {"tpr_at_5pct_fpr": t} for h, t in adapted_tpr.items()},
+                        "leave_one_dataset_out_unadapted": card["leave_one_dataset_out"], "test": card["test"]}
+        priors = {"shipped+ref": TprPrior.from_card(card, exclude=(held,)),
+                  "adapted": TprPrior.from_card(adapted_card, exclude=(held,))}
         for name in ("shipped+ref", "adapted"):
             v = scored[held][name]
             ai_p, ref_p, test_p = v["scores"]

@@ -56,44 +56,25 @@ def integer(value: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
 
 
+def _within(parse, low: int, high: int | None = None, unit: str = ""):
+    """An argparse type: `parse`, then refused outside [low, high] (no upper end when `high` is None)."""
+    def check(value: str) -> int:
+        n = parse(value)
+        if n < low or (high is not None and n > high):
+            span = f"from {low:,} to {high:,}" if high is not None else f">= {low:,}"
+            raise argparse.ArgumentTypeError(f"expected a whole number{unit} {span}, got {value!r}")
+        return n
+    return check
+
+
 MAX_SEED = (1 << 31) - 1  # numpy's RandomState takes < 2**32 and fastText a C int
-
-
-def seed(value: str) -> int:
-    n = integer(value)
-    if not 0 <= n <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to {MAX_SEED:,}, got {value!r}")
-    return n
-
-
 MAX_PERMUTATIONS = 4096  # a 32 KiB signature per document; 10**12 allocated terabytes before anything ran
-
-
-def permutations(value: str) -> int:
-    n = positive_int(value)
-    if n > MAX_PERMUTATIONS:
-        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to {MAX_PERMUTATIONS:,}, got {value!r}")
-    return n
-
-
 MIN_SPLIT_BYTES = 4096  # a unit of work per few bytes: --split_bytes=1 read a 289 KB file in 3 minutes, not 8 s
-
-
-def split_size(value: str) -> int:
-    n = positive_int(value)
-    if n < MIN_SPLIT_BYTES:
-        raise argparse.ArgumentTypeError(f"expected a whole number of bytes >= {MIN_SPLIT_BYTES:,}, got {value!r}")
-    return n
-
-
 MAX_ROUNDS = 64  # each round is a few transforms in the graph: 10**9 rounds never finished building it
-
-
-def rounds(value: str) -> int:
-    n = count(value)
-    if n > MAX_ROUNDS:
-        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to {MAX_ROUNDS}, got {value!r}")
-    return n
+seed = _within(integer, 0, MAX_SEED)
+permutations = _within(positive_int, 1, MAX_PERMUTATIONS)
+split_size = _within(positive_int, MIN_SPLIT_BYTES, unit=" of bytes")
+rounds = _within(count, 0, MAX_ROUNDS)
 
 
 def normalization(value: str) -> str:

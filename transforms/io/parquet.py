@@ -138,7 +138,7 @@ class ReadParquetFn(ShardReader):
             return
         try:
             table, typed = _as_read(table)
-        except (_ColumnTypeError, pa.ArrowException, ValueError, KeyError, TypeError, OverflowError) as e:
+        except (_ColumnTypeError, *_VALUE_ERRORS) as e:
             # a column that cannot be cast, a repeated name: the row group has no rows to speak of
             yield dead_letter(shard.path, first_row, "schema_error", f"row group {group} ({table.num_rows} rows): {e}",
                               STAGE)

@@ -98,7 +98,6 @@ def _load_file(path: str, dataset: str, limit_per_file: int | None, seed: int) -
             elif item[:2] > kept[0][:2]:
                 heapq.heapreplace(kept, item)
     return out if not limit_per_file else [e for _, _, e in sorted(kept, key=lambda t: -t[1])]
-    return out
 
 
 def assign_groups(examples: list[Example]) -> list[str]:
@@ -313,7 +312,7 @@ def train_detector(paths: list[str], out_dir: str, seed: int = 1, lodo: bool = T
     if lodo and datasets < LODO_MIN_DATASETS:
         log(f"  leave-one-dataset-out skipped: {datasets} labelled set(s), at least {LODO_MIN_DATASETS} needed; "
             "without it the card bounds no out-of-domain TPR, so share intervals reach 1")
-    if lodo and datasets >= LODO_MIN_DATASETS:
+    elif lodo:
         card["leave_one_dataset_out"] = leave_one_dataset_out(examples, best, seed, log,
                                                               reference.weight if reference is not None else None)
         if reference is not None:  # the floor is the worst of both protocols (estimate.TprPrior.from_card)
