@@ -7,8 +7,8 @@ OUT/manifest.json and OUT/report.html. The verdict (`manifest["verdict"]`) is th
 from __future__ import annotations
 
 import json
+import operator
 from fractions import Fraction
-from typing import Tuple
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
@@ -17,7 +17,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.options import CommonOptions, MixOptions, UserError
 from pipeline.runner import make_pipeline, prepare_output
-from transforms.accounting import DEAD_LETTERS, DOCUMENTS, DROPPED, Summarize, Tally, require_reconciled
+from transforms.accounting import DEAD_LETTERS, DOCUMENTS, DROPPED, Summarize, require_reconciled
 from transforms.io.commit import (CommitOutputs, IncompleteOutputError, complete_outputs, file_entry, require_complete,
                                   run_key, staging_dir)
 from transforms.io.files import InputError, canonical, match_shards
@@ -25,6 +25,7 @@ from transforms.io.read import ReadCrawl, can_read_again
 from transforms.io.write import WriteJsonRecords, write_bytes, write_json
 from transforms.mix import certify
 from transforms.mix.config import ConfigError, MixConfig, load
+from transforms.mix.drops import DropCounts, by_reason
 from transforms.mix.report import SourceStats, empty_stats, render
 from transforms.mix.rows import JoinRows, WriteRows
 from transforms.mix.select import MIXER_DROP_REASONS, SELECTED, MixWithCeiling
@@ -87,27 +88,28 @@ def build(p, cfg: MixConfig, output: str, staging: str, key: str, rows_per_shard
     rows = (mixed[SELECTED], mixed[DOCUMENTS]) | "Rows" >> JoinRows(cfg, frozenset(groups), [
         (name, folder, shards) for name, folder, shards in parts if shards is not None])
     train_files = rows | "WriteTrain" >> WriteRows(train, rows_per_shard)
-    dropped = mixed[DROPPED]
     dead = (read_all[DEAD_LETTERS], mixed[DEAD_LETTERS]) | "Dead" >> beam.Flatten()
-    # drops go to their writer as (sort key, JSON line): strings shuffle fast and the writer's group holds no objects
-    w_drop = (dropped | "DropLines" >> beam.Map(
-        lambda d: (f"{d.reason}\x00{d.id}\x00{d.source}\x00{d.offset:020d}", d.to_json())).with_output_types(
-        Tuple[str, str])
-        | "WriteDropped" >> WriteJsonRecords(FileSystems.join(staging, "dropped"), "dropped", lambda kv: kv[0],
-                                             encode_item=lambda kv: kv[1]))
+    # drops come in batches of (sort key, JSON line) with their counts: one tally serves the summary, the
+    # manifest and the writer's shard count, and the writer assigns shards batch by batch
+    drop_counts = mixed[DROPPED] | "DropCounts" >> DropCounts()
+    w_drop = (mixed[DROPPED] | "DropLines" >> beam.Map(lambda b: b.lines).with_output_types(list)
+              | "WriteDropped" >> WriteJsonRecords(
+                  FileSystems.join(staging, "dropped"), "dropped", operator.itemgetter(0),
+                  encode_item=operator.itemgetter(1), batched=True,
+                  count=drop_counts | "DropTotal" >> beam.Map(lambda c: sum(c.values()))))
     w_dead = dead | "WriteDead" >> WriteJsonRecords(
         FileSystems.join(staging, "dead_letters"), "dead_letters",
         lambda d: f"{d.source}\x00{d.offset:020d}\x00{d.message}")
     firsts = mixed[SELECTED] | "FirstCopies" >> beam.Filter(lambda i: i.epoch == 0)
-    summary = p | "Summary" >> Summarize(read_all, firsts, dropped, dead)
+    summary = p | "Summary" >> Summarize(read_all, firsts, None, dead, extra={
+        "dropped": drop_counts | "DropsByReason" >> beam.Map(by_reason)})
     sides = {
         "summary": summary,
         "selected": mixed[SELECTED] | "SelectedStats" >> beam.CombineGlobally(SourceStats()),
         "offered": mixed["offered"],
         "plan": mixed["plan"],
         # (mix source, reason); the reader's drops (their detail is no source) count under ""
-        "drops": dropped | "DropCounts" >> Tally(
-            lambda d: (d.detail if d.reason in MIXER_DROP_REASONS else "", d.reason)),
+        "drops": drop_counts | "DropsBySource" >> beam.Map(by_source),
     }
     shard_paths = sorted({sh.path for parts in inputs.values() for _, shards in parts for sh in shards})
     sides["input_sha256"] = p | "InputPaths" >> beam.Create(shard_paths) | "HashInputs" >> HashFiles()
@@ -131,6 +133,16 @@ def build(p, cfg: MixConfig, output: str, staging: str, key: str, rows_per_shard
     (written
      | "Manifest" >> beam.FlatMap(finish, *[beam.pvalue.AsSingleton(sides[n]) for n in names])
      | "Commit" >> CommitOutputs(output, staging, key))
+
+
+def by_source(counts: dict) -> dict:
+    """{(detail, reason): n} -> {(mix source, reason): n}: the mixer's drops carry their source as detail, the
+    reader's count under ""."""
+    out = {}
+    for (detail, reason), n in counts.items():
+        k = (detail if reason in MIXER_DROP_REASONS else "", reason)
+        out[k] = out.get(k, 0) + n
+    return dict(sorted(out.items()))
 
 
 def _source_entry(cfg: MixConfig, s, v: dict) -> dict:

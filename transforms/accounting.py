@@ -13,6 +13,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 NAMESPACE = "synthcap"
+_json_str = json.encoder.encode_basestring  # a JSON string as json.dumps(..., ensure_ascii=False) writes it
 
 # Records deliberately not kept, and why.
 DROP_REASONS = {
@@ -78,7 +79,14 @@ class Dropped:
             raise ValueError(f"unknown drop reason {self.reason!r}")
 
     def to_json(self) -> str:
-        return json.dumps(vars(self), ensure_ascii=False, sort_keys=True)  # the fields (asdict would deep-copy)
+        """`json.dumps(vars(self), ensure_ascii=False, sort_keys=True)`, formatted directly when every field has
+        its declared type: a mix writes a line per document it does not select, and this is several times faster
+        (tests/test_accounting.py: the same strings)."""
+        if type(self.offset) is not int or not all(type(x) is str for x in (self.id, self.reason, self.source,
+                                                                               self.detail)):
+            return json.dumps(vars(self), ensure_ascii=False, sort_keys=True)  # the fields (asdict would deep-copy)
+        return (f'{{"detail": {_json_str(self.detail)}, "id": {_json_str(self.id)}, "offset": {self.offset}, '
+                f'"reason": {_json_str(self.reason)}, "source": {_json_str(self.source)}}}')
 
 
 class DroppedCoder(beam.coders.Coder):

@@ -1,0 +1,95 @@
+"""The mixer's drops as batches: each step that drops documents hands on, per input batch (or bundle), their
+`dropped/` lines and their counts, not one element per drop.
+
+Most documents of a ceiling-limited mix end as drops; as elements each one paid Beam's per-element cost in the
+drops' Flatten, two tallies, the writer's count and its shard assignment. A `DropBatch` carries the writer's
+(sort key, JSON line) pairs and the counts by (mix source or reader detail, reason) that the summary and the
+manifest read, so the books are kept per batch. Each drop is still counted on the Beam counter where it is made
+(`accounting.drop`).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import apache_beam as beam
+
+from transforms.accounting import Dropped
+from transforms.mix.classify import PlainTupleCoder
+
+
+def drop_key(d: Dropped) -> str:
+    """The order of `dropped/` files: by reason, then the record's identity."""
+    return f"{d.reason}\x00{d.id}\x00{d.source}\x00{d.offset:020d}"
+
+
+class DropBatch(NamedTuple):
+    lines: list  # (drop_key, Dropped.to_json()) per drop
+    counts: dict  # (Dropped.detail, reason) -> drops
+
+
+beam.coders.registry.register_coder(DropBatch, PlainTupleCoder)
+
+
+class Ledger:
+    """Drops gathered by one step; `batch()` hands them on and starts afresh."""
+
+    def __init__(self):
+        self._lines, self._counts = [], {}
+
+    def __bool__(self) -> bool:
+        return bool(self._lines)
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    def add(self, d: Dropped) -> None:
+        self._lines.append((drop_key(d), d.to_json()))
+        k = (d.detail, d.reason)
+        self._counts[k] = self._counts.get(k, 0) + 1
+
+    def batch(self) -> DropBatch:
+        out = DropBatch(self._lines, self._counts)
+        self._lines, self._counts = [], {}
+        return out
+
+
+def batch_of(d: Dropped) -> DropBatch:
+    """One drop made elsewhere (the reader's) as a batch."""
+    ledger = Ledger()
+    ledger.add(d)
+    return ledger.batch()
+
+
+class _SumCounts(beam.CombineFn):
+    def create_accumulator(self):
+        return {}
+
+    def add_input(self, acc, batch: DropBatch):
+        for k, n in batch.counts.items():
+            acc[k] = acc.get(k, 0) + n
+        return acc
+
+    def merge_accumulators(self, accs):
+        out = {}
+        for a in accs:
+            for k, n in a.items():
+                out[k] = out.get(k, 0) + n
+        return out
+
+    def extract_output(self, acc):
+        return dict(sorted(acc.items()))
+
+
+class DropCounts(beam.PTransform):
+    """DropBatches -> {(detail, reason): drops}, one dict (a singleton PCollection)."""
+
+    def expand(self, batches):
+        return batches | "Sum" >> beam.CombineGlobally(_SumCounts())
+
+
+def by_reason(counts: dict) -> dict:
+    """{(detail, reason): n} -> {reason: n}, as `accounting.Tally(by_reason)` gives it."""
+    out = {}
+    for (_, reason), n in counts.items():
+        out[reason] = out.get(reason, 0) + n
+    return dict(sorted(out.items()))
