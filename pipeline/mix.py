@@ -76,10 +76,9 @@ def build(p, cfg: MixConfig, output: str, staging: str, key: str, rows_per_shard
                     reads.append(read)
                     docs.append(read[DOCUMENTS])
                     parts.append((s.name, folder, mine if again else None))
-    # the summary counts what was read: one small marker per document, not the document, crosses the Flatten
-    read_all = {tag: [r[tag] if tag != DOCUMENTS else r[tag] | f"Marker[{j}]" >> beam.Map(lambda _: 0)
-                      for j, r in enumerate(reads)] | f"All[{tag}]" >> beam.Flatten()
-                for tag in (DOCUMENTS, DROPPED, DEAD_LETTERS)}
+    # the summary counts what was read: each read's documents where they are read (no document crosses a Flatten)
+    read_all = {tag: [r[tag] for r in reads] | f"All[{tag}]" >> beam.Flatten() for tag in (DROPPED, DEAD_LETTERS)}
+    read_docs = [r[DOCUMENTS] | f"CountRead[{j}]" >> beam.combiners.Count.Globally() for j, r in enumerate(reads)]
     # the reader's drops join the mixer's one Flatten of drops (each Flatten copies what crosses it)
     mixed = tuple(docs) | "Mix" >> MixWithCeiling(cfg, [(name, folder, shards is not None) for name, folder, shards
                                                         in parts], groups, dropped=[r[DROPPED] for r in reads])
@@ -102,7 +101,7 @@ def build(p, cfg: MixConfig, output: str, staging: str, key: str, rows_per_shard
         lambda d: f"{d.source}\x00{d.offset:020d}\x00{d.message}")
     firsts = mixed[SELECTED] | "FirstCopies" >> beam.Filter(lambda i: i.epoch == 0)
     summary = p | "Summary" >> Summarize(read_all, firsts, None, dead, extra={
-        "dropped": drop_counts | "DropsByReason" >> beam.Map(by_reason)})
+        "dropped": drop_counts | "DropsByReason" >> beam.Map(by_reason)}, read_counted=read_docs)
     sides = {
         "summary": summary,
         "selected": mixed[SELECTED] | "SelectedStats" >> beam.CombineGlobally(SourceStats()),

@@ -224,21 +224,28 @@ class Summarize(beam.PTransform):
     """Folds the run's ledgers into one summary dict (a singleton PCollection).
 
     `read` holds the reader's three outputs (what was read); `documents`, `dropped` and `dead_letters` are the
-    run's final outputs. `extra` maps summary keys to singleton PCollections computed by other stages; a caller
+    run's final outputs. `read_counted`: singleton PCollections of records read counted where they are read (a
+    reader's documents, by a `Count` lifted into the read's stage), instead of passing them in `read`. `extra` maps summary keys to singleton PCollections computed by other stages; a caller
     that counts the outputs already (for its writers) passes its counts there as "documents_out" (a number),
     "dropped" and "dead_letters" (`Tally` by reason), and they are not counted again. What was read is always
     counted here: it is the side the outputs must reconcile with.
     """
 
-    def __init__(self, read: dict, documents, dropped, dead_letters, extra: dict | None = None):
+    def __init__(self, read: dict, documents, dropped, dead_letters, extra: dict | None = None,
+                 read_counted: tuple = ()):
         super().__init__()
         self._read, self._docs, self._dropped, self._dead = read, documents, dropped, dead_letters
         self._extra = extra or {}
+        self._read_counted = tuple(read_counted)
 
     def expand(self, pbegin):
         # counted as 1s: a Flatten of mixed element types is materialised with a generic coder (pickled records)
-        read_parts = [self._read[k] | f"Ones{k}" >> beam.Map(lambda _: 1) for k in (DOCUMENTS, DROPPED, DEAD_LETTERS)]
+        read_parts = [self._read[k] | f"Ones{k}" >> beam.Map(lambda _: 1)
+                      for k in (DOCUMENTS, DROPPED, DEAD_LETTERS) if k in self._read]
         read = read_parts | "AllRead" >> beam.Flatten() | "CountRead" >> beam.combiners.Count.Globally()
+        if self._read_counted:
+            read = ((read, *self._read_counted) | "ReadParts" >> beam.Flatten()
+                    | "SumRead" >> beam.CombineGlobally(sum))
         sides = {"records_read": read, **self._extra}
         if "documents_out" not in sides:
             sides["documents_out"] = self._docs | "CountOut" >> beam.combiners.Count.Globally()

@@ -182,7 +182,7 @@ def invalid_score(doc: Document) -> Optional[str]:
     """Why a score entering the mixer cannot be trusted (NaN, infinite, outside [0, 1], not a number), or None."""
     for name in SCORE_FIELDS:
         v = getattr(doc, name)
-        if v is None:
+        if v is None or (type(v) is float and 0.0 <= v <= 1.0):  # NaN and infinities fail the range
             continue
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 <= v <= 1:
             return f"{name} = {v!r} is not a number in [0, 1]"

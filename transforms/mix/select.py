@@ -184,7 +184,7 @@ def _streams(item: Item, plan, cfg: MixConfig):
         yield item
         return
     for k in range(plan.epochs.get(item.source, 1)):
-        yield beam.pvalue.TaggedOutput(item.stream, item._replace(epoch=k))
+        yield beam.pvalue.TaggedOutput(item.stream, item._replace(epoch=k) if k else item)
 
 
 def _gather(outputs, keyed_main: bool = False):
