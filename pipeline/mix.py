@@ -7,7 +7,6 @@ OUT/manifest.json and OUT/report.html. The verdict (`manifest["verdict"]`) is th
 from __future__ import annotations
 
 import json
-import operator
 from fractions import Fraction
 
 import apache_beam as beam
@@ -25,7 +24,7 @@ from transforms.io.read import ReadCrawl, can_read_again
 from transforms.io.write import WriteJsonRecords, write_bytes, write_json
 from transforms.mix import certify
 from transforms.mix.config import ConfigError, MixConfig, load
-from transforms.mix.drops import DropCounts, by_reason
+from transforms.mix.drops import DropCounts, by_reason, drop_key, drop_line
 from transforms.mix.report import SourceStats, empty_stats, render
 from transforms.mix.rows import JoinRows, WriteRows
 from transforms.mix.select import MIXER_DROP_REASONS, SELECTED, MixWithCeiling
@@ -88,13 +87,12 @@ def build(p, cfg: MixConfig, output: str, staging: str, key: str, rows_per_shard
         (name, folder, shards) for name, folder, shards in parts if shards is not None])
     train_files = rows | "WriteTrain" >> WriteRows(train, rows_per_shard)
     dead = (read_all[DEAD_LETTERS], mixed[DEAD_LETTERS]) | "Dead" >> beam.Flatten()
-    # drops come in batches of (sort key, JSON line) with their counts: one tally serves the summary, the
-    # manifest and the writer's shard count, and the writer assigns shards batch by batch
+    # drops come in batches with their counts: one tally serves the summary, the manifest and the writer's shard
+    # count, and the writer assigns shards batch by batch
     drop_counts = mixed[DROPPED] | "DropCounts" >> DropCounts()
-    w_drop = (mixed[DROPPED] | "DropLines" >> beam.Map(lambda b: b.lines).with_output_types(list)
+    w_drop = (mixed[DROPPED] | "DropRecords" >> beam.Map(lambda b: b.records).with_output_types(list)
               | "WriteDropped" >> WriteJsonRecords(
-                  FileSystems.join(staging, "dropped"), "dropped", operator.itemgetter(0),
-                  encode_item=operator.itemgetter(1), batched=True,
+                  FileSystems.join(staging, "dropped"), "dropped", drop_key, encode_item=drop_line, batched=True,
                   count=drop_counts | "DropTotal" >> beam.Map(lambda c: sum(c.values()))))
     w_dead = dead | "WriteDead" >> WriteJsonRecords(
         FileSystems.join(staging, "dead_letters"), "dead_letters",

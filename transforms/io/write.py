@@ -47,7 +47,7 @@ class WriteSharded(beam.PTransform):
     PCollection holding the number of elements, when the caller counts them already (one count can serve
     several writers of the same documents); counted here otherwise. `batched`: each element of the PCollection
     is a list of elements, assigned to shards list by list (the same files as the elements one by one, without
-    a shuffle element per record).
+    a shuffle element per record; the keys are computed again where a shard is sorted, not shuffled).
     """
 
     def __init__(self, prefix: str, suffix: str, key_fn: Callable[[Any], str], encode: Callable[[list], bytes],
@@ -85,15 +85,17 @@ class WriteSharded(beam.PTransform):
         def assign_batch(batch, n):
             shards = {}
             for e in batch:
-                k = key_fn(e)
-                shards.setdefault(_shard_of(k, n), []).append((k, e))
+                shards.setdefault(_shard_of(key_fn(e), n), []).append(e)
             yield from shards.items()
 
         def write(kv, n):
             i, items = kv
-            items = sorted(itertools.chain.from_iterable(items) if batched else items, key=lambda ke: ke[0])
+            if batched:
+                elements = sorted(itertools.chain.from_iterable(items), key=key_fn)
+            else:
+                elements = [e for _, e in sorted(items, key=lambda ke: ke[0])]
             path = path_of(i, n)
-            write_bytes(path, encode([e for _, e in items]))
+            write_bytes(path, encode(elements))
             return path
 
         def write_empty(c):

@@ -2,10 +2,10 @@
 `dropped/` lines and their counts, not one element per drop.
 
 Most documents of a ceiling-limited mix end as drops; as elements each one paid Beam's per-element cost in the
-drops' Flatten, two tallies, the writer's count and its shard assignment. A `DropBatch` carries the writer's
-(sort key, JSON line) pairs and the counts by (mix source or reader detail, reason) that the summary and the
-manifest read, so the books are kept per batch. Each drop is still counted on the Beam counter where it is made
-(`accounting.drop`).
+drops' Flatten, two tallies, the writer's count and its shard assignment. A `DropBatch` carries the drops as
+plain tuples (the writer formats each line when it writes its shard, so no stage holds the lines) and their
+counts by (mix source or reader detail, reason) that the summary and the manifest read, so the books are kept
+per batch. Each drop is still counted on the Beam counter where it is made (`accounting.drop`).
 """
 from __future__ import annotations
 
@@ -13,18 +13,24 @@ from typing import NamedTuple
 
 import apache_beam as beam
 
-from transforms.accounting import Dropped
+from transforms.accounting import Dropped, drop_json
 from transforms.mix.classify import PlainTupleCoder
 
 
-def drop_key(d: Dropped) -> str:
-    """The order of `dropped/` files: by reason, then the record's identity."""
-    return f"{d.reason}\x00{d.id}\x00{d.source}\x00{d.offset:020d}"
+def drop_key(record: tuple) -> str:
+    """The order of `dropped/` files, of a `DropBatch` record: by reason, then the record's identity."""
+    doc_id, reason, source, offset, _ = record
+    return f"{reason}\x00{doc_id}\x00{source}\x00{offset:020d}"
+
+
+def drop_line(record: tuple) -> str:
+    """A `DropBatch` record's line in `dropped/`: `Dropped.to_json()`."""
+    return drop_json(*record)
 
 
 class DropBatch(NamedTuple):
-    lines: list  # (drop_key, Dropped.to_json()) per drop
-    counts: dict  # (Dropped.detail, reason) -> drops
+    records: list  # (id, reason, source, offset, detail): a Dropped's fields
+    counts: dict  # (detail, reason) -> drops
 
 
 beam.coders.registry.register_coder(DropBatch, PlainTupleCoder)
@@ -34,22 +40,22 @@ class Ledger:
     """Drops gathered by one step; `batch()` hands them on and starts afresh."""
 
     def __init__(self):
-        self._lines, self._counts = [], {}
+        self._records, self._counts = [], {}
 
     def __bool__(self) -> bool:
-        return bool(self._lines)
+        return bool(self._records)
 
     def __len__(self) -> int:
-        return len(self._lines)
+        return len(self._records)
 
     def add(self, d: Dropped) -> None:
-        self._lines.append((drop_key(d), d.to_json()))
+        self._records.append((d.id, d.reason, d.source, d.offset, d.detail))
         k = (d.detail, d.reason)
         self._counts[k] = self._counts.get(k, 0) + 1
 
     def batch(self) -> DropBatch:
-        out = DropBatch(self._lines, self._counts)
-        self._lines, self._counts = [], {}
+        out = DropBatch(self._records, self._counts)
+        self._records, self._counts = [], {}
         return out
 
 
