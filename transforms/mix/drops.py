@@ -5,7 +5,8 @@ Most documents of a ceiling-limited mix end as drops; as elements each one paid 
 drops' Flatten, two tallies, the writer's count and its shard assignment. A `DropBatch` carries the drops as
 plain tuples (the writer formats each line when it writes its shard, so no stage holds the lines) and their
 counts by (mix source or reader detail, reason) that the summary and the manifest read, so the books are kept
-per batch. Each drop is still counted on the Beam counter where it is made (`accounting.drop`).
+per batch. The mixer's own drops are `DropRecord`s (no `Dropped` object, no counter call each): the Ledger
+counts them on the Beam counters, once per reason, when it hands their batch on.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import NamedTuple
 
 import apache_beam as beam
 
-from transforms.accounting import Dropped, drop_json
+from transforms.accounting import DROP_REASONS, Dropped, count, drop_json
 from transforms.mix.classify import PlainTupleCoder
 
 
@@ -28,6 +29,16 @@ def drop_line(record: tuple) -> str:
     return drop_json(*record)
 
 
+class DropRecord(NamedTuple):
+    """A drop made by the mixer: a `Dropped`'s fields."""
+
+    id: str
+    reason: str
+    source: str
+    offset: int
+    detail: str
+
+
 class DropBatch(NamedTuple):
     records: list  # (id, reason, source, offset, detail): a Dropped's fields
     counts: dict  # (detail, reason) -> drops
@@ -40,7 +51,7 @@ class Ledger:
     """Drops gathered by one step; `batch()` hands them on and starts afresh."""
 
     def __init__(self):
-        self._records, self._counts = [], {}
+        self._records, self._counts, self._uncounted = [], {}, {}
 
     def __bool__(self) -> bool:
         return bool(self._records)
@@ -49,13 +60,25 @@ class Ledger:
         return len(self._records)
 
     def add(self, d: Dropped) -> None:
+        """A drop already counted where it was made (`accounting.drop`)."""
         self._records.append((d.id, d.reason, d.source, d.offset, d.detail))
         k = (d.detail, d.reason)
         self._counts[k] = self._counts.get(k, 0) + 1
 
+    def drop(self, r: DropRecord) -> None:
+        """A drop made here: counted on its Beam counter by `batch()`."""
+        self._records.append(tuple(r))
+        k = (r.detail, r.reason)
+        self._counts[k] = self._counts.get(k, 0) + 1
+        self._uncounted[r.reason] = self._uncounted.get(r.reason, 0) + 1
+
     def batch(self) -> DropBatch:
+        for reason, n in self._uncounted.items():
+            if reason not in DROP_REASONS:
+                raise ValueError(f"unknown drop reason {reason!r}")
+            count(f"dropped_{reason}", n)
         out = DropBatch(self._records, self._counts)
-        self._records, self._counts = [], {}
+        self._records, self._counts, self._uncounted = [], {}, {}
         return out
 
 

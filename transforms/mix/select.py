@@ -22,11 +22,11 @@ from typing import Any, Tuple
 import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindows
 
-from transforms.accounting import DEAD_LETTERS, DROPPED, DeadLetter, dead_letter, drop
+from transforms.accounting import DEAD_LETTERS, DROPPED, DeadLetter, dead_letter
 from transforms.mix import certify
 from transforms.document import Document
 from transforms.mix.classify import ANCHOR, BATCH, OVER, UNDER, Batch, Item, classify, excess_of, stream_of
-from transforms.mix.drops import DropBatch, Ledger, batch_of
+from transforms.mix.drops import DropBatch, DropRecord, Ledger, batch_of
 from transforms.mix.config import MixConfig
 from transforms.mix.plan import Supply, boundary, charge, make_certified_plan, make_plan
 from transforms.mix.report import SourceStats
@@ -70,7 +70,7 @@ class _Classify(beam.DoFn):
                 yield self._items
                 self._items = Batch()
         elif out[0] == "drop":
-            self._drops.add(drop(doc.id, out[1], doc.source, doc.offset, self._source).value)
+            self._drops.drop(DropRecord(doc.id, out[1], doc.source, doc.offset, self._source))
             if len(self._drops) >= BATCH:
                 yield beam.pvalue.TaggedOutput(DROPPED, self._drops.batch())
         else:
@@ -175,7 +175,7 @@ def _streams(item: Item, plan, cfg: MixConfig):
         level = plan.level.get(item.source)
         if level is None or item.level < level:
             reason = "over_ceiling" if item.source in plan.limited else "over_quota"
-            yield drop(item.id, reason, item.src, item.offset, item.source)
+            yield _drop(item, reason)
             return
         rate = charge(plan, item.source, item.group)
         item = item._replace(rate=rate, excess=excess_of(item.tokens, rate, cfg.ceiling),
@@ -194,7 +194,7 @@ def _gather(outputs, keyed_main: bool = False):
     for o in outputs:
         if type(o) is beam.pvalue.TaggedOutput:
             if o.tag == DROPPED:
-                drops.add(o.value)
+                drops.drop(o.value)
             else:
                 outs.setdefault(o.tag, Batch()).append(o.value)
         elif keyed_main:
@@ -220,6 +220,11 @@ def _greedy_batch(kv, bounds, plan):
     return _gather(_greedy(kv, bounds, plan), keyed_main=True)
 
 
+def _drop(item: Item, reason: str) -> beam.pvalue.TaggedOutput:
+    """An item not selected, for `_gather`'s Ledger (which counts it)."""
+    return beam.pvalue.TaggedOutput(DROPPED, DropRecord(item.id, reason, item.src, item.offset, item.source))
+
+
 def _reason(item: Item, plan, excess_fits: bool) -> str:
     return "over_ceiling" if not excess_fits or item.source in plan.limited else "over_quota"
 
@@ -240,10 +245,10 @@ def _route(item: Item, bounds, plan):
         yield beam.pvalue.TaggedOutput(SELECTED, item)
     elif excess is not None and item.excess > excess:
         if item.epoch == 0:
-            yield drop(item.id, "over_ceiling", item.src, item.offset, item.source)
+            yield _drop(item, "over_ceiling")
     elif item.units > units and (excess is None or item.source in plan.limited):
         if item.epoch == 0:
-            yield drop(item.id, _reason(item, plan, True), item.src, item.offset, item.source)
+            yield _drop(item, _reason(item, plan, True))
     else:
         yield beam.pvalue.TaggedOutput("tail", item)
 
@@ -260,7 +265,7 @@ def _greedy(kv, bounds, plan):
                 excess -= item.excess
             yield beam.pvalue.TaggedOutput(SELECTED, item)
         elif item.epoch == 0:
-            yield drop(item.id, _reason(item, plan, fits_e), item.src, item.offset, item.source)
+            yield _drop(item, _reason(item, plan, fits_e))
     yield key, (units, excess)
 
 
@@ -271,7 +276,7 @@ def _fits_left(item: Item, left, plan):
     if item.units <= units and fits_e:
         yield item
     elif item.epoch == 0:
-        yield drop(item.id, _reason(item, plan, fits_e), item.src, item.offset, item.source)
+        yield _drop(item, _reason(item, plan, fits_e))
 
 
 def _select(items, label: str, limits_side, plan_side):
