@@ -28,5 +28,6 @@ def test_drop_line_of_unusual_values_is_still_json_dumps():
     class Name(str):
         pass
 
-    for d in (Dropped("a\"\\\n\u2028\ud800é", "over_quota", "s", True, ""), Dropped(Name("x"), "over_ceiling", "s", 3)):
+    for d in (Dropped("a\"\\\n\u2028\ud800é", "over_quota", "s", True, ""),
+              Dropped(Name("x"), "over_ceiling", "s", 3)):
         assert d.to_json() == _dumps(d)

@@ -229,10 +229,12 @@ class Summarize(beam.PTransform):
 
     `read` holds the reader's three outputs (what was read); `documents`, `dropped` and `dead_letters` are the
     run's final outputs. `read_counted`: singleton PCollections of records read counted where they are read (a
-    reader's documents, by a `Count` lifted into the read's stage), instead of passing them in `read`. `extra` maps summary keys to singleton PCollections computed by other stages; a caller
-    that counts the outputs already (for its writers) passes its counts there as "documents_out" (a number),
-    "dropped" and "dead_letters" (`Tally` by reason), and they are not counted again. What was read is always
-    counted here: it is the side the outputs must reconcile with.
+    reader's documents, by a `Count` lifted into the read's stage), instead of passing them in `read`. `extra`
+    maps summary keys to singleton PCollections computed by other stages; a caller that counts the outputs
+    already (for its writers) passes its counts there as "documents_out" (a number), "dropped" and
+    "dead_letters" (`Tally` by reason), and they are not counted again. What was read is always counted from the
+    reader's outputs (here or in `read_counted`), never taken from a later stage: it is the side the outputs
+    must reconcile with.
     """
 
     def __init__(self, read: dict, documents, dropped, dead_letters, extra: dict | None = None,
