@@ -1,7 +1,8 @@
 """`MixWithCeiling`: exact, certified selection without a worker holding a source.
 
 1. Every Document of every input part (source, curated folder) becomes an Item (classify.py); invalid scores are
-   dead letters, excluded and unestimable documents named drops.
+   dead letters, excluded and unestimable documents named drops. Items travel in Batches and drops in DropBatches
+   (drops.py): each step below takes a batch, so Beam's per-element cost is paid per batch, not per document.
 2. Supply totals -> the plan (plan.py), a side input: per source the p-value cut, its certified AI rate and a
    unit budget (certified), or under/over budgets (rule counts). Documents below their source's cut are dropped.
 3. A 2^12-bucket histogram of priority top bits per (source, stream) -> the boundary bucket: buckets below are
@@ -330,9 +331,8 @@ class MixWithCeiling(beam.PTransform):
     documents waiting for a Flatten), with `parts`: per PCollection (source name, curated folder or "", whether its
     files are read again after the selection) -> {"selected": Item (one per output row, repeats included),
     "dropped" (`drops.DropBatch`es of the mixer's drops and of the `Dropped` passed in `dropped`, in one
-    Flatten), "dead_letters", "plan",
-    "offered" (`report.SourceStats` of every item that passed exclusions, one dict), "documents" (`rows.waiting`
-    documents of the parts not read again, for `rows.JoinRows`)}. Anchors are selected whole; the ceiling
+    Flatten), "dead_letters", "plan", "offered" (`report.SourceStats` of every item that passed exclusions, one
+    dict), "documents" (`rows.waiting` documents of the parts not read again, for `rows.JoinRows`)}. Anchors are selected whole; the ceiling
     (certified bound, or the opt-in rule count) holds exactly on the selected rows. `groups`: reference group key
     -> (estimate, ci95 low, ci95 high, reference documents), from the curated folders' summaries
     (`certify.parse_ai_share`)."""
