@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from fractions import Fraction
-from typing import Tuple
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
@@ -17,7 +16,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.options import CommonOptions, MixOptions, UserError
 from pipeline.runner import make_pipeline, prepare_output
-from transforms.accounting import DEAD_LETTERS, DOCUMENTS, DROPPED, Summarize, Tally, require_reconciled
+from transforms.accounting import DEAD_LETTERS, DOCUMENTS, DROPPED, Summarize, require_reconciled
 from transforms.io.commit import (CommitOutputs, IncompleteOutputError, complete_outputs, file_entry, require_complete,
                                   run_key, staging_dir)
 from transforms.io.files import InputError, canonical, match_shards
@@ -25,6 +24,7 @@ from transforms.io.read import ReadCrawl, can_read_again
 from transforms.io.write import WriteJsonRecords, write_bytes, write_json
 from transforms.mix import certify
 from transforms.mix.config import ConfigError, MixConfig, load
+from transforms.mix.drops import DropCounts, by_reason, drop_key, drop_line
 from transforms.mix.report import SourceStats, empty_stats, render
 from transforms.mix.rows import JoinRows, WriteRows
 from transforms.mix.select import MIXER_DROP_REASONS, SELECTED, MixWithCeiling
@@ -75,10 +75,9 @@ def build(p, cfg: MixConfig, output: str, staging: str, key: str, rows_per_shard
                     reads.append(read)
                     docs.append(read[DOCUMENTS])
                     parts.append((s.name, folder, mine if again else None))
-    # the summary counts what was read: one small marker per document, not the document, crosses the Flatten
-    read_all = {tag: [r[tag] if tag != DOCUMENTS else r[tag] | f"Marker[{j}]" >> beam.Map(lambda _: 0)
-                      for j, r in enumerate(reads)] | f"All[{tag}]" >> beam.Flatten()
-                for tag in (DOCUMENTS, DROPPED, DEAD_LETTERS)}
+    # the summary counts what was read: each read's documents where they are read (no document crosses a Flatten)
+    read_all = {tag: [r[tag] for r in reads] | f"All[{tag}]" >> beam.Flatten() for tag in (DROPPED, DEAD_LETTERS)}
+    read_docs = [r[DOCUMENTS] | f"CountRead[{j}]" >> beam.combiners.Count.Globally() for j, r in enumerate(reads)]
     # the reader's drops join the mixer's one Flatten of drops (each Flatten copies what crosses it)
     mixed = tuple(docs) | "Mix" >> MixWithCeiling(cfg, [(name, folder, shards is not None) for name, folder, shards
                                                         in parts], groups, dropped=[r[DROPPED] for r in reads])
@@ -87,27 +86,27 @@ def build(p, cfg: MixConfig, output: str, staging: str, key: str, rows_per_shard
     rows = (mixed[SELECTED], mixed[DOCUMENTS]) | "Rows" >> JoinRows(cfg, frozenset(groups), [
         (name, folder, shards) for name, folder, shards in parts if shards is not None])
     train_files = rows | "WriteTrain" >> WriteRows(train, rows_per_shard)
-    dropped = mixed[DROPPED]
     dead = (read_all[DEAD_LETTERS], mixed[DEAD_LETTERS]) | "Dead" >> beam.Flatten()
-    # drops go to their writer as (sort key, JSON line): strings shuffle fast and the writer's group holds no objects
-    w_drop = (dropped | "DropLines" >> beam.Map(
-        lambda d: (f"{d.reason}\x00{d.id}\x00{d.source}\x00{d.offset:020d}", d.to_json())).with_output_types(
-        Tuple[str, str])
-        | "WriteDropped" >> WriteJsonRecords(FileSystems.join(staging, "dropped"), "dropped", lambda kv: kv[0],
-                                             encode_item=lambda kv: kv[1]))
+    # drops come in batches with their counts: one tally serves the summary, the manifest and the writer's shard
+    # count, and the writer assigns shards batch by batch
+    drop_counts = mixed[DROPPED] | "DropCounts" >> DropCounts()
+    w_drop = (mixed[DROPPED] | "DropRecords" >> beam.Map(lambda b: b.records).with_output_types(list)
+              | "WriteDropped" >> WriteJsonRecords(
+                  FileSystems.join(staging, "dropped"), "dropped", drop_key, encode_item=drop_line, batched=True,
+                  count=drop_counts | "DropTotal" >> beam.Map(lambda c: sum(c.values()))))
     w_dead = dead | "WriteDead" >> WriteJsonRecords(
         FileSystems.join(staging, "dead_letters"), "dead_letters",
         lambda d: f"{d.source}\x00{d.offset:020d}\x00{d.message}")
     firsts = mixed[SELECTED] | "FirstCopies" >> beam.Filter(lambda i: i.epoch == 0)
-    summary = p | "Summary" >> Summarize(read_all, firsts, dropped, dead)
+    summary = p | "Summary" >> Summarize(read_all, firsts, None, dead, extra={
+        "dropped": drop_counts | "DropsByReason" >> beam.Map(by_reason)}, read_counted=read_docs)
     sides = {
         "summary": summary,
         "selected": mixed[SELECTED] | "SelectedStats" >> beam.CombineGlobally(SourceStats()),
         "offered": mixed["offered"],
         "plan": mixed["plan"],
         # (mix source, reason); the reader's drops (their detail is no source) count under ""
-        "drops": dropped | "DropCounts" >> Tally(
-            lambda d: (d.detail if d.reason in MIXER_DROP_REASONS else "", d.reason)),
+        "drops": drop_counts | "DropsBySource" >> beam.Map(by_source),
     }
     shard_paths = sorted({sh.path for parts in inputs.values() for _, shards in parts for sh in shards})
     sides["input_sha256"] = p | "InputPaths" >> beam.Create(shard_paths) | "HashInputs" >> HashFiles()
@@ -131,6 +130,16 @@ def build(p, cfg: MixConfig, output: str, staging: str, key: str, rows_per_shard
     (written
      | "Manifest" >> beam.FlatMap(finish, *[beam.pvalue.AsSingleton(sides[n]) for n in names])
      | "Commit" >> CommitOutputs(output, staging, key))
+
+
+def by_source(counts: dict) -> dict:
+    """{(detail, reason): n} -> {(mix source, reason): n}: the mixer's drops carry their source as detail, the
+    reader's count under ""."""
+    out = {}
+    for (detail, reason), n in counts.items():
+        k = (detail if reason in MIXER_DROP_REASONS else "", reason)
+        out[k] = out.get(k, 0) + n
+    return dict(sorted(out.items()))
 
 
 def _source_entry(cfg: MixConfig, s, v: dict) -> dict:

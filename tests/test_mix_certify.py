@@ -475,3 +475,18 @@ def test_a_source_whose_new_pages_cannot_be_certified_gives_its_pre_llm_pages_an
     newer_only = {k: v for k, v in supply.items() if k[1] != certify.PRE_LLM}
     plan = make_certified_plan(cfg, bounds, newer_only)
     assert plan.level["web"] is None and plan.budget[("web", "over")] == 0
+
+
+def test_grid_index_is_the_largest_level_the_pvalue_reaches():
+    """At, just below and just above every grid value, and in between: the level is the last one <= the p-value."""
+    import math
+
+    from transforms.mix import certify
+
+    grid = certify.PVALUE_GRID
+    for i, g in enumerate(grid):
+        for p in (g, math.nextafter(g, 2.0), (g + (grid[i + 1] if i + 1 < len(grid) else 1.0)) / 2):
+            assert certify.grid_index(p) == i, p
+        if i:
+            assert certify.grid_index(math.nextafter(g, -1.0)) == i - 1
+    assert certify.grid_index(1.0) == len(grid) - 1 and certify.grid_index(None) == 0

@@ -7,6 +7,7 @@ unit a worker holds, so `rows_per_shard` bounds worker memory, not the corpus si
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import math
 import operator
@@ -44,12 +45,16 @@ class WriteSharded(beam.PTransform):
 
     `encode` turns a sorted list of elements into file bytes. Returns the written paths. `count`: a singleton
     PCollection holding the number of elements, when the caller counts them already (one count can serve
-    several writers of the same documents); counted here otherwise.
+    several writers of the same documents); counted here otherwise. `batched`: each element of the PCollection
+    is a list of elements, assigned to shards list by list (the same files as the elements one by one, without
+    a shuffle element per record; the keys are computed again where a shard is sorted, not shuffled).
     """
 
     def __init__(self, prefix: str, suffix: str, key_fn: Callable[[Any], str], encode: Callable[[list], bytes],
-                 rows_per_shard: int = 100_000, write_empty: bool = True, element_type: Any = Any, count=None):
+                 rows_per_shard: int = 100_000, write_empty: bool = True, element_type: Any = Any, count=None,
+                 batched: bool = False):
         super().__init__()
+        self._batched = batched
         self._type = element_type  # the elements' coder on the shuffle to their shard
         self._prefix, self._suffix = prefix, suffix
         self._key_fn, self._encode = key_fn, encode
@@ -64,18 +69,33 @@ class WriteSharded(beam.PTransform):
         def path_of(i: int, n: int) -> str:
             return f"{prefix}-{i:05d}-of-{n:05d}{suffix}"
 
-        counted = self._count if self._count is not None else pcoll | "Count" >> beam.combiners.Count.Globally()
+        batched = self._batched
+        if self._count is not None:
+            counted = self._count
+        elif batched:
+            counted = pcoll | "Sizes" >> beam.Map(len) | "Count" >> beam.CombineGlobally(sum)
+        else:
+            counted = pcoll | "Count" >> beam.combiners.Count.Globally()
         n_shards = counted | "Shards" >> beam.Map(lambda c: max(1, math.ceil(c / rows)))
 
         def assign(e, n):
             k = key_fn(e)
             return _shard_of(k, n), (k, e)
 
+        def assign_batch(batch, n):
+            shards = {}
+            for e in batch:
+                shards.setdefault(_shard_of(key_fn(e), n), []).append(e)
+            yield from shards.items()
+
         def write(kv, n):
             i, items = kv
-            items = sorted(items, key=lambda ke: ke[0])
+            if batched:
+                elements = sorted(itertools.chain.from_iterable(items), key=key_fn)
+            else:
+                elements = [e for _, e in sorted(items, key=lambda ke: ke[0])]
             path = path_of(i, n)
-            write_bytes(path, encode([e for _, e in items]))
+            write_bytes(path, encode(elements))
             return path
 
         def write_empty(c):
@@ -85,9 +105,13 @@ class WriteSharded(beam.PTransform):
                 yield path
 
         n_side = beam.pvalue.AsSingleton(n_shards)
+        if batched:
+            assigned = pcoll | "Assign" >> beam.FlatMap(assign_batch, n_side).with_output_types(tuple[int, list])
+        else:
+            assigned = pcoll | "Assign" >> beam.Map(assign, n_side).with_output_types(
+                tuple[int, tuple[str, self._type]])
         written = (
-            pcoll
-            | "Assign" >> beam.Map(assign, n_side).with_output_types(tuple[int, tuple[str, self._type]])
+            assigned
             | "Group" >> beam.GroupByKey()
             | "Write" >> beam.Map(write, n_side)
         )
@@ -136,11 +160,12 @@ class WriteJsonRecords(WriteSharded):
     """Records as sorted JSON lines (by default through their `to_json()`: drops, dead letters)."""
 
     def __init__(self, directory: str, name: str, key_fn: Callable[[Any], str], rows_per_shard: int = 500_000,
-                 encode_item: Callable[[Any], str] = _to_json, count=None):
+                 encode_item: Callable[[Any], str] = _to_json, count=None, batched: bool = False):
         def encode(items: list) -> bytes:
             return "".join(encode_item(i) + "\n" for i in items).encode("utf-8", "backslashreplace")
 
-        super().__init__(FileSystems.join(directory, name), ".jsonl", key_fn, encode, rows_per_shard, count=count)
+        super().__init__(FileSystems.join(directory, name), ".jsonl", key_fn, encode, rows_per_shard, count=count,
+                         batched=batched)
 
 
 def write_json(path: str, obj: Any) -> None:

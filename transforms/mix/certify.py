@@ -17,6 +17,7 @@ input, and every verdict (CLI, manifest, report) comes from `verdict`.
 """
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import math
 from dataclasses import dataclass
@@ -146,14 +147,7 @@ def grid_index(pvalue: Optional[float]) -> int:
     kept only when nothing is cut."""
     if pvalue is None:
         return 0
-    lo, hi = 0, len(PVALUE_GRID) - 1
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if pvalue >= GRID[mid]:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
+    return max(0, bisect.bisect_right(PVALUE_GRID, pvalue) - 1)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """`MixWithCeiling`: exact, certified selection without a worker holding a source.
 
 1. Every Document of every input part (source, curated folder) becomes an Item (classify.py); invalid scores are
-   dead letters, excluded and unestimable documents named drops.
+   dead letters, excluded and unestimable documents named drops. Items travel in Batches and drops in DropBatches
+   (drops.py): each step below takes a batch, so Beam's per-element cost is paid per batch, not per document.
 2. Supply totals -> the plan (plan.py), a side input: per source the p-value cut, its certified AI rate and a
    unit budget (certified), or under/over budgets (rule counts). Documents below their source's cut are dropped.
 3. A 2^12-bucket histogram of priority top bits per (source, stream) -> the boundary bucket: buckets below are
@@ -22,10 +23,11 @@ from typing import Any, Tuple
 import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindows
 
-from transforms.accounting import DEAD_LETTERS, DROPPED, DeadLetter, Dropped, dead_letter, drop
+from transforms.accounting import DEAD_LETTERS, DROPPED, DeadLetter, dead_letter
 from transforms.mix import certify
 from transforms.document import Document
-from transforms.mix.classify import ANCHOR, OVER, UNDER, Item, classify, excess_of, stream_of
+from transforms.mix.classify import ANCHOR, BATCH, OVER, UNDER, Batch, Item, classify, excess_of, stream_of
+from transforms.mix.drops import DropBatch, DropRecord, Ledger, batch_of
 from transforms.mix.config import MixConfig
 from transforms.mix.plan import Supply, boundary, charge, make_certified_plan, make_plan
 from transforms.mix.report import SourceStats
@@ -40,9 +42,10 @@ MIXER_DROP_REASONS = frozenset({"excluded_opt_out", "excluded_filter", "unestima
 
 
 class _Classify(beam.DoFn):
-    """A part's Document -> its Item, a drop or a dead letter; and once per bundle the bundle's accumulators of
-    `totals_fns` (folded here, item by item, rather than by a combiner's steps per document). A document of a
-    file that is not read again after the selection also goes on, packed, to wait for it (rows.py)."""
+    """A part's Documents -> their Items (in Batches), drops (in DropBatches) or dead letters; and once per bundle
+    the bundle's accumulators of `totals_fns` (folded here, item by item, rather than by a combiner's steps per
+    document). A document of a file that is not read again after the selection also goes on, packed, to wait for
+    it (rows.py)."""
 
     def __init__(self, cfg: MixConfig, usable: frozenset, source: str, folder: str, read_again: bool):
         self._cfg, self._usable = cfg, usable
@@ -54,21 +57,31 @@ class _Classify(beam.DoFn):
 
     def start_bundle(self):
         self._totals = (self._stats.create_accumulator(), self._supply.create_accumulator())
+        self._items, self._drops = Batch(), Ledger()
 
     def process(self, doc: Document):
         out = classify(doc, self._source, self._folder, self._cfg, self._usable, self._anchor)
         if type(out) is Item:
             self._stats.add_input(self._totals[0], out)
             self._supply.add_input(self._totals[1], out)
-            yield out
+            self._items.append(out)
             if not self._again:
                 yield beam.pvalue.TaggedOutput(DOCUMENTS, waiting(doc, out))
+            if len(self._items) >= BATCH:
+                yield self._items
+                self._items = Batch()
         elif out[0] == "drop":
-            yield drop(doc.id, out[1], doc.source, doc.offset, self._source)
+            self._drops.drop(DropRecord(doc.id, out[1], doc.source, doc.offset, self._source))
+            if len(self._drops) >= BATCH:
+                yield beam.pvalue.TaggedOutput(DROPPED, self._drops.batch())
         else:
             yield dead_letter(doc.source, doc.offset, out[0], out[1], "mix")
 
     def finish_bundle(self):
+        if self._items:
+            yield GlobalWindows.windowed_value(self._items)
+        if self._drops:
+            yield beam.pvalue.TaggedOutput(DROPPED, GlobalWindows.windowed_value(self._drops.batch()))
         yield beam.pvalue.TaggedOutput(TOTALS, GlobalWindows.windowed_value(self._totals))
 
 
@@ -103,15 +116,16 @@ class _SumSupply(beam.CombineFn):
 
 
 class _Histograms(beam.CombineFn):
-    """Items -> {(source, stream): {bucket: (units, excess)}}."""
+    """Batches of items -> {(source, stream): {bucket: (units, excess)}}."""
 
     def create_accumulator(self):
         return {}
 
-    def add_input(self, acc, item: Item):
-        h = acc.setdefault(_key(item), {})
-        u, e = h.get(item.bucket, (0, 0))
-        h[item.bucket] = (u + item.units, e + item.excess)
+    def add_input(self, acc, batch: Batch):
+        for item in batch:
+            h = acc.setdefault(_key(item), {})
+            u, e = h.get(item.bucket, (0, 0))
+            h[item.bucket] = (u + item.units, e + item.excess)
         return acc
 
     def merge_accumulators(self, accs):
@@ -162,7 +176,7 @@ def _streams(item: Item, plan, cfg: MixConfig):
         level = plan.level.get(item.source)
         if level is None or item.level < level:
             reason = "over_ceiling" if item.source in plan.limited else "over_quota"
-            yield drop(item.id, reason, item.src, item.offset, item.source)
+            yield _drop(item, reason)
             return
         rate = charge(plan, item.source, item.group)
         item = item._replace(rate=rate, excess=excess_of(item.tokens, rate, cfg.ceiling),
@@ -171,7 +185,45 @@ def _streams(item: Item, plan, cfg: MixConfig):
         yield item
         return
     for k in range(plan.epochs.get(item.source, 1)):
-        yield beam.pvalue.TaggedOutput(item.stream, item._replace(epoch=k))
+        yield beam.pvalue.TaggedOutput(item.stream, item._replace(epoch=k) if k else item)
+
+
+def _gather(outputs, keyed_main: bool = False):
+    """A step's outputs for a batch -> one Batch per tag, the drops as one DropBatch; with `keyed_main`, the main
+    outputs (keyed, for a GroupByKey) go on one by one."""
+    outs, drops = {}, Ledger()
+    for o in outputs:
+        if type(o) is beam.pvalue.TaggedOutput:
+            if o.tag == DROPPED:
+                drops.drop(o.value)
+            else:
+                outs.setdefault(o.tag, Batch()).append(o.value)
+        elif keyed_main:
+            yield o
+        else:
+            outs.setdefault(None, Batch()).append(o)
+    for tag, batch in outs.items():
+        yield batch if tag is None else beam.pvalue.TaggedOutput(tag, batch)
+    if drops:
+        yield beam.pvalue.TaggedOutput(DROPPED, drops.batch())
+
+
+def _per_batch(fn, keyed_main: bool = False):
+    """A per-item step (`fn(item, *sides)` yields the item's outputs) applied to a Batch (see `_gather`)."""
+
+    def run(batch: Batch, *sides):
+        return _gather((o for item in batch for o in fn(item, *sides)), keyed_main)
+
+    return run
+
+
+def _greedy_batch(kv, bounds, plan):
+    return _gather(_greedy(kv, bounds, plan), keyed_main=True)
+
+
+def _drop(item: Item, reason: str) -> beam.pvalue.TaggedOutput:
+    """An item not selected, for `_gather`'s Ledger (which counts it)."""
+    return beam.pvalue.TaggedOutput(DROPPED, DropRecord(item.id, reason, item.src, item.offset, item.source))
 
 
 def _reason(item: Item, plan, excess_fits: bool) -> str:
@@ -194,10 +246,10 @@ def _route(item: Item, bounds, plan):
         yield beam.pvalue.TaggedOutput(SELECTED, item)
     elif excess is not None and item.excess > excess:
         if item.epoch == 0:
-            yield drop(item.id, "over_ceiling", item.src, item.offset, item.source)
+            yield _drop(item, "over_ceiling")
     elif item.units > units and (excess is None or item.source in plan.limited):
         if item.epoch == 0:
-            yield drop(item.id, _reason(item, plan, True), item.src, item.offset, item.source)
+            yield _drop(item, _reason(item, plan, True))
     else:
         yield beam.pvalue.TaggedOutput("tail", item)
 
@@ -214,7 +266,7 @@ def _greedy(kv, bounds, plan):
                 excess -= item.excess
             yield beam.pvalue.TaggedOutput(SELECTED, item)
         elif item.epoch == 0:
-            yield drop(item.id, _reason(item, plan, fits_e), item.src, item.offset, item.source)
+            yield _drop(item, _reason(item, plan, fits_e))
     yield key, (units, excess)
 
 
@@ -225,7 +277,7 @@ def _fits_left(item: Item, left, plan):
     if item.units <= units and fits_e:
         yield item
     elif item.epoch == 0:
-        yield drop(item.id, _reason(item, plan, fits_e), item.src, item.offset, item.source)
+        yield _drop(item, _reason(item, plan, fits_e))
 
 
 def _select(items, label: str, limits_side, plan_side):
@@ -234,7 +286,8 @@ def _select(items, label: str, limits_side, plan_side):
     goes to the next round only if it still fits what is left. The last round walks every remaining candidate
     (by then only documents smaller than the leftover, typically a handful). Returns (selected, dropped) as lists
     of PCollections, for the caller's one Flatten each (every Flatten copies its input on some runners). Tagged
-    outputs are typed, so Items and drops cross stage boundaries with their own coders rather than pickled."""
+    outputs are typed, so Batches and DropBatches cross stage boundaries with their own coders rather than
+    pickled."""
     selected, dropped = [], []
     candidates = items
     for r in range(ROUNDS):
@@ -246,12 +299,13 @@ def _select(items, label: str, limits_side, plan_side):
         else:
             bounds = beam.pvalue.AsSingleton(_one(candidates, tag) | f"Bounds{tag}" >> beam.Map(
                 lambda _, lim: {k: (-1, *v) for k, v in lim.items()}, limits_side))
-        routed = candidates | f"Route{tag}" >> beam.FlatMap(_route, bounds, plan_side).with_output_types(
-            KeyedItem, selected=Item, tail=Item, dropped=Dropped).with_outputs(SELECTED, "tail", DROPPED,
-                                                                               main="boundary")
+        routed = candidates | f"Route{tag}" >> beam.FlatMap(
+            _per_batch(_route, keyed_main=True), bounds, plan_side).with_output_types(
+            KeyedItem, selected=Batch, tail=Batch, dropped=DropBatch).with_outputs(SELECTED, "tail", DROPPED,
+                                                                                   main="boundary")
         cut = (routed["boundary"] | f"Group{tag}" >> beam.GroupByKey()
-               | f"Greedy{tag}" >> beam.FlatMap(_greedy, bounds, plan_side).with_output_types(
-                   Any, selected=Item, dropped=Dropped).with_outputs(
+               | f"Greedy{tag}" >> beam.FlatMap(_greedy_batch, bounds, plan_side).with_output_types(
+                   Any, selected=Batch, dropped=DropBatch).with_outputs(
                    SELECTED, DROPPED, main="left"))
         selected += [routed[SELECTED], cut[SELECTED]]
         dropped += [routed[DROPPED], cut[DROPPED]]
@@ -259,8 +313,9 @@ def _select(items, label: str, limits_side, plan_side):
             break
         limits_side = beam.pvalue.AsSingleton(cut["left"] | f"Left{tag}" >> beam.combiners.ToList()
                                               | f"LeftDict{tag}" >> beam.Map(dict))
-        nxt = routed["tail"] | f"Fits{tag}" >> beam.FlatMap(_fits_left, limits_side, plan_side).with_output_types(
-            Item, dropped=Dropped).with_outputs(DROPPED, main="next")
+        nxt = routed["tail"] | f"Fits{tag}" >> beam.FlatMap(
+            _per_batch(_fits_left), limits_side, plan_side).with_output_types(
+            Batch, dropped=DropBatch).with_outputs(DROPPED, main="next")
         dropped.append(nxt[DROPPED])
         candidates = nxt["next"]
     return selected, dropped
@@ -275,9 +330,9 @@ class MixWithCeiling(beam.PTransform):
     """A tuple of Document PCollections, one per input part (each is classified where it is read, so no stage holds
     documents waiting for a Flatten), with `parts`: per PCollection (source name, curated folder or "", whether its
     files are read again after the selection) -> {"selected": Item (one per output row, repeats included),
-    "dropped" (the mixer's drops and those passed in `dropped`, in one Flatten), "dead_letters", "plan",
-    "offered" (`report.SourceStats` of every item that passed exclusions, one dict), "documents" (`rows.waiting`
-    documents of the parts not read again, for `rows.JoinRows`)}. Anchors are selected whole; the ceiling
+    "dropped" (`drops.DropBatch`es of the mixer's drops and of the `Dropped` passed in `dropped`, in one
+    Flatten), "dead_letters", "plan", "offered" (`report.SourceStats` of every item that passed exclusions, one
+    dict), "documents" (`rows.waiting` documents of the parts not read again, for `rows.JoinRows`)}. Anchors are selected whole; the ceiling
     (certified bound, or the opt-in rule count) holds exactly on the selected rows. `groups`: reference group key
     -> (estimate, ci95 low, ci95 high, reference documents), from the curated folders' summaries
     (`certify.parse_ai_share`)."""
@@ -294,7 +349,7 @@ class MixWithCeiling(beam.PTransform):
         bounds = certify.Bounds.of(self._groups)
         usable = frozenset(self._groups)
         per_part = [docs | f"Classify[{i}]" >> beam.ParDo(_Classify(cfg, usable, *part)).with_output_types(
-            Item, dropped=Dropped, dead_letters=DeadLetter, documents=Any, totals=Any).with_outputs(
+            Batch, dropped=DropBatch, dead_letters=DeadLetter, documents=Any, totals=Any).with_outputs(
             DROPPED, DEAD_LETTERS, DOCUMENTS, TOTALS, main="items")
             for i, (docs, part) in enumerate(zip(documents, self._parts))]
         part_items = [c["items"] for c in per_part]
@@ -310,8 +365,9 @@ class MixWithCeiling(beam.PTransform):
             plan = totals | "Plan" >> beam.Map(lambda t: make_plan(cfg, t[1]))
         plan_side = beam.pvalue.AsSingleton(plan)
         streams = (part_items | "Classified" >> beam.Flatten()
-                   | "Streams" >> beam.FlatMap(_streams, plan_side, cfg).with_output_types(
-                       Item, under=Item, over=Item, dropped=Dropped).with_outputs(UNDER, OVER, DROPPED, main=ANCHOR))
+                   | "Streams" >> beam.FlatMap(_per_batch(_streams), plan_side, cfg).with_output_types(
+                       Batch, under=Batch, over=Batch, dropped=DropBatch).with_outputs(UNDER, OVER, DROPPED,
+                                                                                        main=ANCHOR))
         anchors = streams[ANCHOR]
 
         u_limits = beam.pvalue.AsSingleton(plan | "UnderLimits" >> beam.Map(
@@ -319,7 +375,8 @@ class MixWithCeiling(beam.PTransform):
         u_selected, u_dropped = _select(streams[UNDER], "Under", u_limits, plan_side)
 
         slack = (
-            [sel | f"Excess[{i}]" >> beam.Map(lambda i: i.excess) for i, sel in enumerate((anchors, *u_selected))]
+            [sel | f"Excess[{i}]" >> beam.Map(lambda b: sum(i.excess for i in b))
+             for i, sel in enumerate((anchors, *u_selected))]
             | "SlackItems" >> beam.Flatten()
             | "SumExcess" >> beam.CombineGlobally(sum)
             | "Slack" >> beam.Map(lambda total: -total)
@@ -335,9 +392,12 @@ class MixWithCeiling(beam.PTransform):
                                                                           beam.pvalue.AsSingleton(slack)))
         o_selected, o_dropped = _select(streams[OVER], "Over", o_limits, plan_side)
 
-        selected = (anchors, *u_selected, *o_selected) | "AllSelected" >> beam.Flatten()
-        dropped = ([*self._earlier_drops, *[c[DROPPED] for c in per_part], streams[DROPPED], *u_dropped,
-                    *o_dropped] | "AllDropped" >> beam.Flatten().with_output_types(Dropped))
+        selected = ((anchors, *u_selected, *o_selected) | "AllSelected" >> beam.Flatten()
+                    | "Unbatch" >> beam.FlatMap(lambda batch: batch).with_output_types(Item))
+        earlier = [d | f"Earlier[{i}]" >> beam.Map(batch_of).with_output_types(DropBatch)
+                   for i, d in enumerate(self._earlier_drops)]
+        dropped = ([*earlier, *[c[DROPPED] for c in per_part], streams[DROPPED], *u_dropped, *o_dropped]
+                   | "AllDropped" >> beam.Flatten().with_output_types(DropBatch))
         waiting_docs = [c[DOCUMENTS] for c in per_part] | "Waiting" >> beam.Flatten()
         dead = [c[DEAD_LETTERS] for c in per_part] | "DeadLetters" >> beam.Flatten()
         return {SELECTED: selected, DOCUMENTS: waiting_docs, DROPPED: dropped, DEAD_LETTERS: dead, "plan": plan,
