@@ -14,6 +14,7 @@ from apache_beam.io.restriction_trackers import OffsetRange
 from transforms.accounting import dead_letter, drop
 from transforms.document import COLUMNS, SCHEMA, identity_hash
 from transforms.io.files import ByteRanges, Shard, open_raw
+from transforms.io.parquet_budget import PageHeaderError, decoded_bytes, dictionary_columns, oversize, row_group_budget
 from transforms.io.reader import ShardReader
 from transforms.io.record import RecordError, emitted, to_document
 
@@ -86,6 +87,28 @@ def _values(table: pa.Table, name: str) -> list:
         return [None if isinstance(row, Exception) else row[name] for row in python_rows(table.select([name]))]
 
 
+def read_bounded(pf, f, group: int, max_document_bytes: int) -> tuple[pa.Table | None, str | None]:
+    """(row group `group` as a table, None), or (None, why it is not read): nothing is decompressed or decoded
+    beyond `parquet_budget.row_group_budget` (see there). When only the dictionary bound is over, the row group is
+    read with its dictionaries kept and measured exactly before anything expands."""
+    budget = row_group_budget(pf.metadata.row_group(group).num_rows, max_document_bytes)
+    try:
+        f.seek(0, 2)
+        why, exact = oversize(pf, f, group, budget, f.tell())
+    except PageHeaderError as e:
+        return None, f"row group {group}: {e}"
+    if why is None:
+        return pf.read_row_group(group), None
+    if not exact:
+        return None, why
+    f.seek(0)
+    table = pq.ParquetFile(f, read_dictionary=dictionary_columns(pf, group)).read_row_group(group)
+    size = decoded_bytes(table)
+    if size > budget:
+        return None, f"row group {group}: its dictionaries expand to {size:,} bytes, over the read budget of {budget:,}"
+    return table, None
+
+
 def _row_groups(path: str) -> int:
     try:
         with open_raw(path) as f:
@@ -111,9 +134,10 @@ class ReadParquetFn(ShardReader):
         yield from self.read_shard(shard, tracker)
 
     def open(self, f, shard: Shard):
-        return pq.ParquetFile(f)
+        return pq.ParquetFile(f), f
 
-    def read(self, pf, shard: Shard, tracker):
+    def read(self, handle, shard: Shard, tracker):
+        pf, f = handle
         r = tracker.current_restriction()
         field = pf.schema_arrow.field("text") if pf.schema_arrow.names.count("text") == 1 else None
         bad_schema = field is None or not is_text_type(field.type)
@@ -126,15 +150,18 @@ class ReadParquetFn(ShardReader):
                                   f"row group {group} ({n} rows): no string `text` column; schema is "
                                   f"{pf.schema_arrow.to_string(show_schema_metadata=False)[:300]}", STAGE)
             elif n:
-                yield from self._rows(pf, group, first_row, shard)
+                yield from self._rows(pf, f, group, first_row, shard)
             first_row += n
             group += 1
 
-    def _rows(self, pf, group: int, first_row: int, shard: Shard):
+    def _rows(self, pf, f, group: int, first_row: int, shard: Shard):
         try:
-            table = pf.read_row_group(group)
+            table, over = read_bounded(pf, f, group, self._limit)
         except Exception as e:
             yield dead_letter(shard.path, first_row, "read_error", e, STAGE)
+            return
+        if over:
+            yield dead_letter(shard.path, first_row, "over_read_budget", over, STAGE)
             return
         try:
             table, typed = _as_read(table)
@@ -185,7 +212,10 @@ class _ReadAgainFn(ReadParquetFn):
             with open_raw(path) as f:
                 pf = pq.ParquetFile(f)
                 first_row = sum(pf.metadata.row_group(i).num_rows for i in range(group))
-                table, typed = _as_read(pf.read_row_group(group))
+                table, over = read_bounded(pf, f, group, self._limit)
+                if over:
+                    return  # the first read made it a dead letter
+                table, typed = _as_read(table)
             if typed:
                 keys = zip(*(_values(table, name) for name in ("id", "source", "offset")))
                 rows = [i for i, key in enumerate(keys) if None not in key and identity_hash(*key) in wanted]
