@@ -138,6 +138,11 @@ def _train_detector(ns, argv):
     missing = [p for p in ns.data if not os.path.exists(p)]
     if missing:
         raise UserError(f"--data: no such file: {missing[0]}")
+    from transforms.io.files import not_regular
+
+    special = [problem for problem in map(not_regular, ns.data) if problem]
+    if special:
+        raise UserError(f"--data: {special[0]}")
     log = (lambda *a: print(*a, file=sys.stderr)) if ns.json else print
     try:
         reference = load_reference(ns.human_reference, ns.seed, ns.reference_weight) if ns.human_reference else None
@@ -253,6 +258,7 @@ class _Ticker:
         self.seconds = time.monotonic() - self.start
 
 
+USER_FAILURES = ("CommittedFileChanged: ",)  # raised inside the graph, on the user's inputs
 _RAISED = re.compile(r"^(?:[\w.]+\.)?(\w+): (.+)$")
 _WHERE = re.compile(r" \[while running '[^']*'\]$")
 
@@ -332,7 +338,11 @@ def _main(argv: list[str]) -> int:
         except Exception as e:  # a failure at run time: one line here, the traceback in the log
             logging.getLogger("synthcap").error("synthcap %s failed\n%s", verb, traceback.format_exc())
             log.quiet = True
-            print(f"synthcap {verb}: failed: {failure_line(e, argv)} (traceback in {log.path})", file=sys.stderr)
+            line = failure_line(e, argv)
+            if line.startswith(USER_FAILURES):  # found by the graph, but the user's to fix: a user error
+                print(f"synthcap {verb}: error: {line.split(': ', 1)[1]}", file=sys.stderr)
+                return 2
+            print(f"synthcap {verb}: failed: {line} (traceback in {log.path})", file=sys.stderr)
             return 1
     if run is not None:
         print(run_summary.as_json(run) if getattr(ns, "json", False) else run_summary.render(run, ticker.seconds))

@@ -47,7 +47,7 @@ def _lie_in_footer(data: bytes, true: int, claimed: int) -> bytes:
 def parquet_bombs(tmp_path_factory):
     d = tmp_path_factory.mktemp("bombs")
     rows = 4
-    text = "a" * (4 * LIMIT)  # 4 rows of 64 KiB: 256 KiB decompressed against a budget of 64 KiB
+    text = "a" * (1 << 20)  # 4 rows of 1 MiB: 4 MiB decompressed against a budget of 4 x (16 + 64) KiB + 1 MiB
     bomb = pa.table({"id": [f"b{i}" for i in range(rows)], "text": [text] * rows})
     pq.write_table(bomb, d / "honest.parquet", compression="brotli", use_dictionary=False)
     # the same bomb, but its footer claims 100 bytes per column chunk: only the page headers tell the truth
@@ -59,8 +59,8 @@ def parquet_bombs(tmp_path_factory):
     lying = _lie_in_footer(data, size, 100)
     assert pq.ParquetFile(io.BytesIO(lying)).metadata.row_group(0).column(1).total_uncompressed_size == 100
     (d / "lying.parquet").write_bytes(lying)
-    # a dictionary bomb: one 64 KiB string referenced by 1,000 rows decodes to 64 MiB from a few KiB
-    many = 1000
+    # a dictionary bomb: one 256 KiB string referenced by 1,000 rows decodes to 256 MiB from a few KiB
+    many, text = 1000, "a" * (256 << 10)
     pq.write_table(pa.table({"text": pa.array([text] * many).dictionary_encode()}), d / "dictionary.parquet",
                    compression="zstd", dictionary_pagesize_limit=1 << 20)
     # the dictionary bound trips, but the exact decoded size fits: read, the long row dropped as too_large
@@ -96,7 +96,7 @@ def test_a_footer_that_lies_is_caught_by_the_page_headers(parquet_bombs):
 def test_a_dictionary_bomb_is_measured_without_expanding_it(parquet_bombs):
     _, out, _, _ = parquet_bombs
     (reason, offset, message), = _dead(out, "dictionary.parquet")
-    assert (reason, offset) == ("over_read_budget", 0) and "dictionaries expand to 65,5" in message
+    assert (reason, offset) == ("over_read_budget", 0) and "dictionaries expand to 262,1" in message
 
 
 def test_a_dictionary_that_fits_is_read(parquet_bombs):
@@ -123,3 +123,125 @@ def test_page_headers_are_parsed_as_arrow_writes_them(tmp_path):
         total += length + header["uncompressed"]
         pos += length + header["compressed"]
     assert pos == end and total == column.total_uncompressed_size  # the footer counts headers with pages
+
+
+def _flip_a_byte(path) -> None:
+    """Changes the file's bytes and keeps its size: what a size check cannot see."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def _cli(capsys, *argv) -> tuple[int, list[str]]:
+    from pipeline.cli import main
+
+    capsys.readouterr()
+    status = main(list(argv))
+    return status, capsys.readouterr().err.strip().splitlines()
+
+
+def _jsonl(path, n: int, tag: str) -> None:
+    import json
+
+    path.write_text("".join(json.dumps({"id": f"{tag}{i}", "text": f"document {tag} number {i} " + "words " * i})
+                            + "\n" for i in range(n)))
+
+
+def test_inspect_refuses_a_provenance_file_changed_after_the_commit(tmp_path, capsys):
+    _jsonl(tmp_path / "in.jsonl", 5, "d")
+    out = tmp_path / "cur"
+    curate.run(["--input", str(tmp_path / "in.jsonl"), "--output", str(out), "--no_score"])
+    assert _cli(capsys, "inspect", "d1", "--output", str(out))[0] == 0
+    shard, = (out / "provenance").glob("*.parquet")
+    _flip_a_byte(shard)
+    status, err = _cli(capsys, "inspect", "d1", "--output", str(out))
+    assert status == 2 and len(err) == 1 and "changed after its output was committed" in err[0]
+
+
+def test_mix_refuses_an_input_changed_after_its_commit(tmp_path, capsys):
+    import yaml
+
+    from transforms.document import Document, to_table
+    from transforms.io.write import parquet_bytes
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    docs = [Document(id=f"r{i}", text=" ".join(["word"] * (20 + i)), source="r.parquet", offset=i, p_ai=0.1,
+                     provenance={"declared_ai": False, "tdm_reservation": None, "robots_noai": False})
+            for i in range(20)]
+    (raw / "part-0.parquet").write_bytes(parquet_bytes(to_table(docs)))
+
+    def mix(inputs: str, out: str):
+        cfg = {"seed": 1, "target_tokens": 200, "max_synthetic_fraction": "0.5",
+               "synthetic": {"rule": "threshold", "threshold": 0.5}, "sources": [{"name": "a", "inputs": [inputs], "weight": 1}]}
+        (tmp_path / f"{out}.yaml").write_text(yaml.safe_dump(cfg))
+        return _cli(capsys, "mix", "--config", str(tmp_path / f"{out}.yaml"), "--output", str(tmp_path / out))
+
+    first = mix(str(raw / "*.parquet"), "first")
+    assert first[0] == 0, first
+    second = mix(str(tmp_path / "first" / "train" / "*.parquet"), "second")
+    assert second[0] == 0, second  # a complete output reads
+    train, = (tmp_path / "first" / "train").glob("*.parquet")
+    _flip_a_byte(train)
+    status, err = mix(str(tmp_path / "first" / "train" / "*.parquet"), "third")
+    assert status == 2 and len(err) == 1 and "changed after its output was committed" in err[0], err
+    assert not (tmp_path / "third" / "COMPLETE.json").exists()
+
+
+def test_refresh_refuses_an_index_segment_changed_after_its_commit(tmp_path, capsys):
+    _jsonl(tmp_path / "a.jsonl", 5, "a")
+    _jsonl(tmp_path / "b.jsonl", 5, "b")
+    index = tmp_path / "index"
+    assert _cli(capsys, "refresh", "--input", str(tmp_path / "a.jsonl"), "--index", str(index), "--output",
+                str(tmp_path / "r1"), "--no_score")[0] == 0
+    segment = sorted((index / "segments").glob("*/exact-*.parquet"))[0]
+    _flip_a_byte(segment)
+    status, err = _cli(capsys, "refresh", "--input", str(tmp_path / "b.jsonl"), "--index", str(index), "--output",
+                       str(tmp_path / "r2"), "--no_score")
+    assert status == 2 and len(err) == 1 and "changed after its output was committed" in err[0], err
+    assert not (tmp_path / "r2" / "COMPLETE.json").exists()
+
+
+def _special_files(tmp_path):
+    import os
+    import shutil
+
+    from transforms.score.model import DEFAULT_MODEL_DIR
+
+    os.mkfifo(tmp_path / "fifo.yaml")
+    os.mkfifo(tmp_path / "fifo.jsonl")
+    os.mkfifo(tmp_path / "fifo.jsonl.gz")
+    os.symlink("/dev/zero", tmp_path / "zero.jsonl")
+    os.symlink(tmp_path / "loop.jsonl", tmp_path / "loop.jsonl")
+    model = tmp_path / "model"
+    model.mkdir()
+    shutil.copy(os.path.join(DEFAULT_MODEL_DIR, "model_card.json"), model)
+    os.mkfifo(model / "model.ftz")
+    (tmp_path / "index" / "generations").mkdir(parents=True)
+    os.mkfifo(tmp_path / "index" / "CURRENT.json")
+    _jsonl(tmp_path / "in.jsonl", 3, "s")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["mix", "--config", "fifo.yaml", "--output", "o"], "fifo.yaml is a named pipe (FIFO), not a regular file"),
+    (["mix", "--config", "/dev/zero", "--output", "o"], "/dev/zero is a device, not a regular file"),
+    (["mix", "--config", ".", "--output", "o"], ". is a folder, not a regular file"),
+    (["curate", "--input", "fifo.jsonl", "--output", "o"], "fifo.jsonl is a named pipe (FIFO)"),
+    (["curate", "--input", "*.jsonl", "--output", "o"], "not a regular file (reading it could block or never end)"),
+    (["curate", "--input", "zero.jsonl", "--output", "o"], "zero.jsonl is a device, not a regular file"),
+    (["curate", "--input", "loop.jsonl", "--output", "o"], "no crawl shards match loop.jsonl"),
+    (["curate", "--input", "in.jsonl", "--output", "o", "--detector_model", "model"], "no readable model.ftz"),
+    (["curate", "--input", "in.jsonl", "--output", "o", "--human_reference", "fifo.jsonl"], "named pipe"),
+    (["refresh", "--input", "in.jsonl", "--index", "index", "--output", "o"], "CURRENT.json is a named pipe"),
+    (["train-detector", "--data", "fifo.jsonl.gz", "--out", "m"], "fifo.jsonl.gz is a named pipe (FIFO)"),
+])
+def test_special_files_in_file_flags_are_refused_in_one_line_before_anything_is_claimed(tmp_path, argv, message):
+    import subprocess
+    import sys
+
+    _special_files(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", *argv], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(err) == 1 and message in err[0], proc.stderr
+    assert not (tmp_path / "o").exists() and not (tmp_path / "m").exists()

@@ -213,8 +213,8 @@ class _ReadAgainFn(ReadParquetFn):
                 pf = pq.ParquetFile(f)
                 first_row = sum(pf.metadata.row_group(i).num_rows for i in range(group))
                 table, over = read_bounded(pf, f, group, self._limit)
-                if over:
-                    return  # the first read made it a dead letter
+                if over:  # the first read made it a dead letter
+                    return
                 table, typed = _as_read(table)
             if typed:
                 keys = zip(*(_values(table, name) for name in ("id", "source", "offset")))

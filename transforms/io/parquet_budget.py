@@ -18,14 +18,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 MAX_ROW_GROUP_BYTES = 1 << 30  # the documented cap on one row group's decompressed (and decoded) bytes
+ROW_ALLOWANCE = 64 << 10  # per row, for the columns besides the text (id, url, metadata, provenance)
+GROUP_ALLOWANCE = 1 << 20  # per row group, for page headers and dictionaries
 MAX_HEADER_BYTES = 16 << 20  # Arrow's own limit on one page header
 _DICTIONARY_ENCODINGS = {2, 8}  # PLAIN_DICTIONARY, RLE_DICTIONARY
 _DATA_PAGE, _DICTIONARY_PAGE, _DATA_PAGE_V2 = 0, 2, 3
 
 
 def row_group_budget(rows: int, max_document_bytes: int) -> int:
-    """At most `--max_document_bytes` per row, and never over MAX_ROW_GROUP_BYTES (nor under one document)."""
-    return min(max(rows, 1) * max_document_bytes, max(MAX_ROW_GROUP_BYTES, max_document_bytes))
+    """`--max_document_bytes` (plus ROW_ALLOWANCE) per row and GROUP_ALLOWANCE, never over MAX_ROW_GROUP_BYTES
+    (nor under one document)."""
+    return min(max(rows, 1) * (max_document_bytes + ROW_ALLOWANCE) + GROUP_ALLOWANCE,
+               max(MAX_ROW_GROUP_BYTES, max_document_bytes))
 
 
 class PageHeaderError(ValueError):
