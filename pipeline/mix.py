@@ -18,9 +18,9 @@ from pipeline.options import CommonOptions, MixOptions, UserError
 from pipeline.runner import make_pipeline, prepare_output
 from transforms.accounting import DEAD_LETTERS, DOCUMENTS, DROPPED, Summarize, Tally, require_reconciled
 from transforms.io.commit import (CommitOutputs, CommittedFileChanged, IncompleteOutputError, committed_entries,
-                                  complete_outputs, file_entry, read_committed, require_complete, run_key,
-                                  staging_dir, verify_entry)
-from transforms.io.files import InputError, canonical, match_shards
+                                  complete_outputs, file_entry, read_committed, read_marker, require_complete,
+                                  run_key, staging_dir, verify_entry)
+from transforms.io.files import InputError, canonical, match_shards, read_bytes
 from transforms.io.read import ReadCrawl, can_read_again
 from transforms.io.write import WriteJsonRecords, write_bytes, write_json
 from transforms.mix import certify
@@ -56,14 +56,18 @@ class HashFiles(beam.PTransform):
                 | "Dict" >> beam.combiners.ToDict())
 
 
+MAX_SUMMARY_BYTES = 256 << 20  # a curated summary is a few KiB; a device or a huge file is refused, not read
+
+
 def read_estimates(cfg: MixConfig) -> tuple[dict, dict]:
     """Every curated folder's `ai_share.by_reference` -> (usable groups, {group: why unusable})."""
     usable, reasons = {}, {}
     for s in cfg.sources:
         for folder in s.curated:
             path = FileSystems.join(folder, "summary.json")
-            try:
-                summary = json.loads(read_committed(folder, "summary.json", require_complete(folder)))
+            try:  # a synthcap output's summary is read checked against its completion record
+                summary = json.loads(read_committed(folder, "summary.json", require_complete(folder))
+                                     if read_marker(folder) else read_bytes(path, MAX_SUMMARY_BYTES))
             except (IncompleteOutputError, CommittedFileChanged) as e:
                 raise UserError(f"source {s.name}: {e}") from None
             except Exception as e:  # any scheme's not-found / read error, or bad JSON: one line

@@ -320,12 +320,13 @@ def test_summary_text_for_refresh_and_mix_and_unestimable_shares():
     assert "reference domain:a.example" in text and "not estimated (too few documents; 4 documents)" in text
     line = "CEILING NOT MET: certified 95% upper bound on the true AI token share 0.1500 > 0.1000"
     manifest = {"accounting": base, "max_synthetic_fraction": "1/10", "synthetic_rule": "certified",
-                "verdict": {"within_ceiling": False, "line": line},
+                "verdict": {"within_ceiling": False, "line": line}, "target": 2000, "unit": "tokens",
                 "output": {"documents": 5, "rows": 7, "tokens": 1234, "ai_share_estimate": 0.04,
-                           "ai_share_interval": [0.01, 0.15]}}
+                           "ai_share_interval": [0.01, 0.15], "shortfall": 766}}
     run = run_summary.mix(manifest, "m")
     text = run_summary.render(run)
     assert "5 documents, 7 rows, 1,234 tokens" in text and line in text
+    assert "766 of the target 2,000 tokens" in text
     assert "output all" in text and "0.040 [0.010, 0.150] of 1,234 tokens in 5 docs (certified mix)" in text
     assert run_summary.failure(run) == line
     manifest["verdict"] = {"within_ceiling": True, "line": "within the ceiling: ..."}

@@ -245,3 +245,18 @@ def test_special_files_in_file_flags_are_refused_in_one_line_before_anything_is_
     err = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(err) == 1 and message in err[0], proc.stderr
     assert not (tmp_path / "o").exists() and not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--runner", "DataflowRunner"], "--runner DataflowRunner needs --project, --region, --temp_location"),
+    (["--runner", "DataflowRunner", "--project", "p", "--region", "us-central1"], "needs --temp_location"),
+    (["--runner", "DataflowRunner", "--project", "p", "--region", "r", "--temp_location", "/tmp/t"],
+     "--temp_location /tmp/t: Dataflow needs a gs:// path"),
+])
+def test_dataflow_without_its_flags_is_refused_offline_before_the_output_is_claimed(tmp_path, capsys, flags,
+                                                                                       message):
+    _jsonl(tmp_path / "in.jsonl", 2, "f")
+    for argv in (["curate", "--input", str(tmp_path / "in.jsonl")], ["mix", "--config", str(tmp_path / "m.yaml")]):
+        status, err = _cli(capsys, *argv, "--output", str(tmp_path / "o"), *flags)
+        assert status == 2 and len(err) == 1 and message in err[0], err
+        assert not (tmp_path / "o").exists()
