@@ -260,3 +260,29 @@ def test_dataflow_without_its_flags_is_refused_offline_before_the_output_is_clai
         status, err = _cli(capsys, *argv, "--output", str(tmp_path / "o"), *flags)
         assert status == 2 and len(err) == 1 and message in err[0], err
         assert not (tmp_path / "o").exists()
+
+
+def test_records_sharing_id_source_and_offset_get_one_outcome_whatever_the_file_order(tmp_path):
+    """Dolma lines carry their own source and offset, so lines of different files can share (id, source, offset):
+    their ranks differ by text, the near duplicate is found (not taken for the same node) and the survivor does
+    not depend on which file is read first."""
+    from tests.helpers import summary, tree_bytes
+    from transforms.document import Document, dolma_line
+
+    base = "the quick brown fox jumps over the lazy dog while the cat sleeps on the warm mat by the door " * 3
+    texts = [base + "alpha", base + "beta", base + "Alpha"]  # near duplicates; the first and last exactly so
+    outs = []
+    for n, order in enumerate((texts, texts[::-1], texts[1:] + texts[:1])):
+        d = tmp_path / f"in{n}"
+        d.mkdir()
+        for i, text in enumerate(order):
+            line = dolma_line(Document(id="same", text=text, source="crawl.warc.gz", offset=7,
+                                       capture_date="2024-01-01T00:00:00Z"))
+            (d / f"{i}.jsonl").write_text(line + "\n")
+        out = tmp_path / f"out{n}"
+        curate.run(["--input", str(d / "*.jsonl"), "--output", str(out), "--no_score"])
+        s = summary(out)
+        assert s["records_read"] == 3 and s["documents_out"] == 1
+        assert s["dropped"] == {"duplicate_exact": 1, "duplicate_near": 1}
+        outs.append((tree_bytes(out, "documents"), tree_bytes(out, "duplicates")))
+    assert outs[0] == outs[1] == outs[2]
