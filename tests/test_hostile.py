@@ -286,3 +286,34 @@ def test_records_sharing_id_source_and_offset_get_one_outcome_whatever_the_file_
         assert s["dropped"] == {"duplicate_exact": 1, "duplicate_near": 1}
         outs.append((tree_bytes(out, "documents"), tree_bytes(out, "duplicates")))
     assert outs[0] == outs[1] == outs[2]
+
+
+def test_utf16_and_utf32_jsonl_are_one_dead_letter_per_file_at_any_split(tmp_path):
+    import gzip
+    import json
+
+    import zstandard
+
+    lines = "".join(json.dumps({"id": f"u{i}", "text": f"line {i} café"}, ensure_ascii=False) + "\n"
+                    for i in range(2000)).encode("utf-8")
+    text = lines.decode("utf-8")
+    (tmp_path / "le.jsonl").write_bytes(text.encode("utf-16"))  # with its byte-order mark, ~100 ranges
+    (tmp_path / "be.jsonl").write_bytes(b"\xfe\xff" + text.encode("utf-16-be"))
+    (tmp_path / "nobom.jsonl").write_bytes(text.encode("utf-16-le"))
+    (tmp_path / "wide.jsonl").write_bytes(text.encode("utf-32"))
+    (tmp_path / "le.jsonl.gz").write_bytes(gzip.compress(text.encode("utf-16")))
+    (tmp_path / "be.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(text.encode("utf-16-be")))
+    (tmp_path / "bom8.jsonl").write_bytes(b"\xef\xbb\xbf" + lines)  # UTF-8 with a BOM is read
+    out = tmp_path / "out"
+    s, c = curate.run(["--input", str(tmp_path / "*.jsonl*"), "--output", str(out), "--no_score", "--no_exact_dedup",
+                       "--no_near_dedup", "--split_bytes", "4096"])
+    dead = sorted((r["source"].rsplit("/", 1)[-1], r["reason"], r["offset"], r["message"].split(";")[0])
+                  for r in read_jsonl(out, "dead_letters"))
+    assert dead == [("be.jsonl", "decode_error", 0, "the file is UTF-16BE (byte-order mark fe ff) text"),
+                    ("be.jsonl.zst", "decode_error", 0, "the file is UTF-16BE (no byte-order mark) text"),
+                    ("le.jsonl", "decode_error", 0, "the file is UTF-16LE (byte-order mark ff fe) text"),
+                    ("le.jsonl.gz", "decode_error", 0, "the file is UTF-16LE (byte-order mark ff fe) text"),
+                    ("nobom.jsonl", "decode_error", 0, "the file is UTF-16LE (no byte-order mark) text"),
+                    ("wide.jsonl", "decode_error", 0, "the file is UTF-32LE (byte-order mark ff fe 00 00) text")]
+    assert s["documents_out"] == 2000 and s["records_read"] == 2006 and s["reconciles"]
+    assert c["records_read"] == 2006
