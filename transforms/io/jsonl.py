@@ -232,14 +232,17 @@ def wide_encoding(head: bytes) -> str | None:
                        (b"\xfe\xff", "UTF-16BE")):
         if head.startswith(mark):
             return f"{name} (byte-order mark {mark.hex(' ')})"
-    if len(head) >= 4 and head[0] and not any(head[1:4]):
-        return "UTF-32LE (no byte-order mark)"
-    if len(head) >= 4 and not any(head[:3]) and head[3]:
-        return "UTF-32BE (no byte-order mark)"
-    if len(head) >= 4 and head[0] and head[2] and not head[1] and not head[3]:
-        return "UTF-16LE (no byte-order mark)"
-    if len(head) >= 4 and head[1] and head[3] and not head[0] and not head[2]:
-        return "UTF-16BE (no byte-order mark)"
+    # without a mark: the first characters are ASCII ({"...), each padded with NULs; a run of NULs (a zeroed
+    # region) or binary garbage matches none of these, so such a file is still read line by line
+    head = head[:16]
+    if len(head) < 16:
+        return None
+    for width, name in ((4, "UTF-32"), (2, "UTF-16")):
+        units = [head[i:i + width] for i in range(0, 16, width)]
+        if all(0 < u[0] < 0x80 and not any(u[1:]) for u in units):
+            return f"{name}LE (no byte-order mark)"
+        if all(0 < u[-1] < 0x80 and not any(u[:-1]) for u in units):
+            return f"{name}BE (no byte-order mark)"
     return None
 
 
