@@ -321,3 +321,22 @@ def test_utf16_and_utf32_jsonl_are_one_dead_letter_per_file_at_any_split(tmp_pat
                     ("wide.jsonl", "decode_error", 0, "the file is UTF-32LE (byte-order mark ff fe 00 00) text")]
     assert s["documents_out"] == 2001 and s["records_read"] == 2008 and s["reconciles"]
     assert c["records_read"] == 2008
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["curate", "--input", "gs://synthcap-test/missing/*.jsonl", "--output", "{o}"], "no crawl shards match gs://"),
+    (["curate", "--input", "gs://no-such-bucket/a.jsonl", "--output", "{o}"], "no crawl shards match gs://"),
+    (["mix", "--config", "gs://synthcap-test/missing.yaml", "--output", "{o}"], "cannot read gs://"),
+    (["curate", "--input", "{t}/in.jsonl", "--output", "{o}", "--detector_model", "gs://synthcap-test/nomodel"],
+     "unreadable model_card.json"),
+    (["curate", "--input", "{t}/in.jsonl", "--output", "{o}", "--human_reference", "gs://synthcap-test/r/*.parquet"],
+     "--human_reference: no files match gs://"),
+    (["inspect", "x", "--output", "gs://synthcap-test/nothing"], "is not a synthcap output"),
+    (["curate", "--input", "{t}/in.jsonl", "--output", "gs://no-such-bucket/out", "--no_score"],
+     "cannot write to output folder gs://no-such-bucket/out"),
+])
+def test_missing_gs_objects_are_one_line_user_errors(gcs_emulator, tmp_path, capsys, argv, message):
+    _jsonl(tmp_path / "in.jsonl", 2, "g")
+    status, err = _cli(capsys, *[a.format(o=str(tmp_path / "o"), t=str(tmp_path)) for a in argv])
+    assert status == 2 and len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "o").exists()
