@@ -340,3 +340,18 @@ def test_missing_gs_objects_are_one_line_user_errors(gcs_emulator, tmp_path, cap
     status, err = _cli(capsys, *[a.format(o=str(tmp_path / "o"), t=str(tmp_path)) for a in argv])
     assert status == 2 and len(err) == 1 and message in err[0], err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_curated_file_passes_the_bound_without_the_exact_measure(tmp_path):
+    """Unique urls fill a dictionary page referenced once per row: the bound uses the longest entry, not the page
+    size, so an ordinary curated file is read directly (no second, dictionary-keeping read)."""
+    from transforms.document import Document, to_table
+    from transforms.io.write import parquet_bytes
+
+    docs = [Document(id=f"id-{i:05d}", text=f"text number {i} " * 50, source="s.warc.gz", offset=i,
+                     url=f"https://example.com/page/{i}", domain="example.com") for i in range(3000)]
+    path = tmp_path / "documents.parquet"
+    path.write_bytes(parquet_bytes(to_table(docs)))
+    with open(path, "rb") as f:
+        pf = pq.ParquetFile(f)
+        assert oversize(pf, f, 0, row_group_budget(3000, 16 << 10), path.stat().st_size) == (None, False)

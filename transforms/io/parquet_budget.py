@@ -7,7 +7,8 @@ header announces and decodes every row group whole, so the reader checks first:
 1. the footer's uncompressed column-chunk sizes (cheap, but written by whoever made the file);
 2. the page headers themselves, which are what Arrow allocates by: each column chunk's byte range (the range Arrow
    reads) is walked header by header (Thrift compact protocol), summing `uncompressed_page_size`; a dictionary-
-   encoded data page counts `num_values` × its dictionary page's size, an upper bound on what it decodes to.
+   encoded data page counts `num_values` × its dictionary's longest entry (the dictionary page, already counted,
+   is decompressed to find it), an upper bound on what it decodes to.
 
 A row group whose size is over the budget by (1) or (2) is not read. When only the dictionary bound is over, the
 caller may measure the decoded size exactly (`decoded_bytes`, reading the dictionaries without expanding them).
@@ -160,13 +161,39 @@ def chunk_range(column) -> tuple[int, int]:
     return start, start + column.total_compressed_size
 
 
-def page_sizes(f, column, file_size: int) -> tuple[int, int]:
+_CODECS = {"SNAPPY": "snappy", "GZIP": "gzip", "BROTLI": "brotli", "ZSTD": "zstd", "LZ4_RAW": "lz4_raw"}
+
+
+def _longest_entry(f, column, pos: int, header: dict, limit: int) -> int:
+    """The longest value of a dictionary page (whose header starts at `pos`): its size when the page is larger
+    than `limit` or its codec is not one Arrow decompresses on its own (a bound that still holds)."""
+    unc, comp, entries = header["uncompressed"], header["compressed"], max(header.get("num_values", 0), 1)
+    if column.physical_type != "BYTE_ARRAY":
+        return -(-unc // entries)  # fixed width: every entry is as long
+    codec = _CODECS.get(column.compression, "" if column.compression == "UNCOMPRESSED" else None)
+    if unc > limit or codec is None:
+        return unc
+    f.seek(pos)
+    data = f.read(comp)
+    try:
+        data = pa.Codec(codec).decompress(data, decompressed_size=unc).to_pybytes() if codec else data
+    except (pa.ArrowException, ValueError):
+        return unc
+    longest, i, n = 0, 0, len(data)
+    while i + 4 <= n:  # PLAIN byte arrays: a 4-byte little-endian length, then the bytes
+        size = int.from_bytes(data[i:i + 4], "little")
+        longest, i = max(longest, size), i + 4 + size
+    return min(longest, unc)
+
+
+def page_sizes(f, column, file_size: int, limit: int = MAX_ROW_GROUP_BYTES) -> tuple[int, int]:
     """(bytes the pages of a column chunk decompress to, an upper bound on what its dictionary-encoded pages decode
-    to beyond that), from the page headers in the chunk's byte range."""
+    to beyond that), from the page headers in the chunk's byte range; no dictionary page over `limit` is
+    decompressed."""
     start, end = chunk_range(column)
     if start < 0 or end > file_size or end < start:
         raise PageHeaderError(f"column chunk at bytes {start}-{end} lies outside the file ({file_size} bytes)")
-    pos, decompressed, expansion, dictionary = start, 0, 0, 0
+    pos, decompressed, expansion, longest = start, 0, 0, 0
     while pos < end:
         header, length = _read_header(f, pos)
         unc, comp = header.get("uncompressed", -1), header.get("compressed", -1)
@@ -175,9 +202,9 @@ def page_sizes(f, column, file_size: int) -> tuple[int, int]:
         decompressed += unc
         kind = header.get("type")
         if kind == _DICTIONARY_PAGE:
-            dictionary = unc
+            longest = _longest_entry(f, column, pos + length, header, limit)
         elif kind in (_DATA_PAGE, _DATA_PAGE_V2) and header.get("encoding") in _DICTIONARY_ENCODINGS:
-            expansion += max(header.get("num_values", 0), 0) * dictionary
+            expansion += max(header.get("num_values", 0), 0) * longest
         pos += length + comp
     return decompressed, expansion
 
@@ -220,7 +247,7 @@ def oversize(pf, f, group: int, budget: int, file_size: int) -> tuple[str | None
                 f"the read budget of {budget:,}"), False
     decompressed = expansion = 0
     for i in range(md.num_columns):
-        d, e = page_sizes(f, md.column(i), file_size)
+        d, e = page_sizes(f, md.column(i), file_size, budget)
         decompressed, expansion = decompressed + d, expansion + e
     if decompressed > budget:
         return (f"row group {group} ({md.num_rows} rows): its page headers declare {decompressed:,} decompressed "
