@@ -359,11 +359,13 @@ def _main(argv: list[str]) -> int:
                 return 2
             print(f"synthcap {verb}: failed: {line} (traceback in {log.path})", file=sys.stderr)
             return 1
+        failed = run_summary.failure(run) if run is not None else None
+        log.quiet = bool(failed)  # the verdict line names the log itself: stderr gets that one line
     if run is not None:
         print(run_summary.as_json(run) if getattr(ns, "json", False) else run_summary.render(run, ticker.seconds))
-        failed = run_summary.failure(run)
         if failed:  # the run finished and wrote its outputs, but its verdict is a failure: say so, exit 3
-            print(f"synthcap {verb}: {failed}", file=sys.stderr)
+            logged = f" (warnings in {log.path})" if os.path.exists(log.path) else ""
+            print(f"synthcap {verb}: {failed}{logged}", file=sys.stderr)
             return 3
     return 0
 
