@@ -106,7 +106,8 @@ class CurateOptions(PipelineOptions):
         parser.add_argument("--max_document_bytes", type=positive_int, default=DEFAULT_MAX_DOCUMENT_BYTES,
                             help="records or texts larger than this many bytes are dropped as too_large")
         parser.add_argument("--split_bytes", type=split_size, default=DEFAULT_SPLIT_BYTES,
-                            help="compressed bytes per unit of reading work for WARC.gz and plain JSONL")
+                            help="compressed bytes per unit of reading work for WARC.gz, plain JSONL and Parquet "
+                                 "(whole row groups)")
         parser.add_argument("--seed", type=seed, default=1, help="seed of every hash permutation and sample")
         parser.add_argument("--run_id", help="run identity in provenance (default: derived from the config hash)")
         parser.add_argument("--no_exact_dedup", action="store_true", help="skip exact deduplication")
