@@ -380,3 +380,19 @@ def test_many_tiny_row_groups_are_few_units_of_work(tmp_path):
                        "--no_near_dedup", "--split_bytes", "4096"])
     assert s["records_read"] == s["documents_out"] == n
     assert sorted(d.offset for d in read_documents(out)) == list(range(n))
+
+
+def test_train_detector_data_with_an_endless_line_or_deep_nesting_is_one_line(tmp_path, capsys):
+    """A gzip bomb without a newline is refused at the cap, not read into one string; deep nesting is named."""
+    import gzip
+
+    from transforms.score.train import MAX_LINE_CHARS
+
+    endless = gzip.compress(b'{"text": "' + b"a" * (MAX_LINE_CHARS + 10))
+    (tmp_path / "endless.jsonl.gz").write_bytes(endless)
+    (tmp_path / "deep.jsonl.gz").write_bytes(gzip.compress(b"[" * 100_000 + b"\n"))
+    for name, message in (("endless", "line 1: longer than 16,777,216 characters"),
+                          ("deep", "line 1: JSON nested too deep to parse")):
+        status, err = _cli(capsys, "train-detector", "--data", str(tmp_path / f"{name}.jsonl.gz"), "--out",
+                           str(tmp_path / f"m-{name}"))
+        assert status == 2 and len(err) == 1 and message in err[0], err

@@ -50,6 +50,9 @@ class Example:
     weight: int = 1  # lines in the training file: how domain-adaptation up-weights the human reference
 
 
+MAX_LINE_CHARS = 16 << 20  # one labelled text per line: a line longer than this is refused, never read whole
+
+
 def load(paths: Iterable[str], limit_per_file: int | None = None, seed: int = 1) -> list[Example]:
     """Labelled English human / AI texts of every file; ValueError (one line naming the file and line) for a file
     that is not JSON Lines in gzip: a folder, plain JSON Lines, damaged gzip, a line that is not a JSON object.
@@ -71,11 +74,15 @@ def _load_file(path: str, dataset: str, limit_per_file: int | None, seed: int) -
     out = []
     kept = []  # with a limit: a max-heap by key (keys negated) of the `limit_per_file` smallest keys seen so far
     with gzip.open(path, "rt", encoding="utf-8") as f:
-        for line_no, line in enumerate(f):
+        for line_no, line in enumerate(iter(lambda: f.readline(MAX_LINE_CHARS + 1), "")):
+            if len(line) > MAX_LINE_CHARS:  # a line is never held whole past the cap (a gzip bomb has no newline)
+                raise ValueError(f"--data: {path} line {line_no + 1}: longer than {MAX_LINE_CHARS:,} characters")
             if not line.strip():
                 continue
             try:
                 r = json.loads(line)
+            except RecursionError:
+                raise ValueError(f"--data: {path} line {line_no + 1}: JSON nested too deep to parse") from None
             except ValueError as e:
                 raise ValueError(f"--data: {path} line {line_no + 1}: not JSON ({e})") from None
             if not isinstance(r, dict) or not isinstance(r.get("text") or "", str):
