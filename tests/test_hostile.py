@@ -396,3 +396,10 @@ def test_train_detector_data_with_an_endless_line_or_deep_nesting_is_one_line(tm
         status, err = _cli(capsys, "train-detector", "--data", str(tmp_path / f"{name}.jsonl.gz"), "--out",
                            str(tmp_path / f"m-{name}"))
         assert status == 2 and len(err) == 1 and message in err[0], err
+
+
+def test_max_document_bytes_is_bounded_so_every_reader_is(capsys, tmp_path):
+    status, err = _cli(capsys, "curate", "--input", "x.jsonl", "--output", str(tmp_path / "o"),
+                       "--max_document_bytes", str(1 << 50))
+    assert status == 2 and err == ["synthcap curate: error: --max_document_bytes: expected a whole number of bytes "
+                                   "from 1 to 1,073,741,824, got '1125899906842624'"]
