@@ -15,8 +15,8 @@ import pytest
 from pipeline import run_summary
 from pipeline.cli import main
 from pipeline.flag_tables import README, regenerate, verbs_in
-from pipeline.options import (VERBS, count, fraction, normalization, own_actions, permutations, positive_int,
-                              rounds, seed, split_size)
+from pipeline.options import (VERBS, count, document_bytes, fraction, normalization, own_actions, permutations,
+                              positive_int, rounds, seed, split_size)
 from tests.helpers import tree_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,7 +56,7 @@ def _one_line(err: str) -> str:
 
 _BAD = {fraction: ["1.5", "0", "abc"], positive_int: ["0", "-3", "abc"], count: ["-1", "x"],
         seed: ["1.5", "-5", "2147483648"], permutations: ["0", "4097", "x"], rounds: ["-1", "65", "x"],
-        split_size: ["1", "4095", "x"],
+        split_size: ["1", "4095", "x"], document_bytes: ["0", "1073741825", "x"],
         normalization: ["nfkc,upper", "", "none,nfkc"]}
 
 
