@@ -102,7 +102,8 @@ def test_a_dictionary_bomb_is_measured_without_expanding_it(parquet_bombs):
 def test_a_dictionary_that_fits_is_read(parquet_bombs):
     d, out, _, _ = parquet_bombs
     with open(d / "fits.parquet", "rb") as f:  # the bound alone would refuse it: the exact measure admits it
-        why, exact = oversize(pq.ParquetFile(f), f, 0, row_group_budget(1000, LIMIT), (d / "fits.parquet").stat().st_size)
+        size = (d / "fits.parquet").stat().st_size
+        why, exact = oversize(pq.ParquetFile(f), f, 0, row_group_budget(1000, LIMIT), size)
     assert why and exact
     assert _dead(out, "fits.parquet") == []
     assert len([d for d in read_documents(out) if d.source.endswith("fits.parquet")]) == 999
@@ -173,7 +174,8 @@ def test_mix_refuses_an_input_changed_after_its_commit(tmp_path, capsys):
 
     def mix(inputs: str, out: str):
         cfg = {"seed": 1, "target_tokens": 200, "max_synthetic_fraction": "0.5",
-               "synthetic": {"rule": "threshold", "threshold": 0.5}, "sources": [{"name": "a", "inputs": [inputs], "weight": 1}]}
+               "synthetic": {"rule": "threshold", "threshold": 0.5},
+               "sources": [{"name": "a", "inputs": [inputs], "weight": 1}]}
         (tmp_path / f"{out}.yaml").write_text(yaml.safe_dump(cfg))
         return _cli(capsys, "mix", "--config", str(tmp_path / f"{out}.yaml"), "--output", str(tmp_path / out))
 

@@ -235,9 +235,9 @@ def verify_entry(path: str, size: int, sha256: str) -> int:
     """Raises CommittedFileChanged unless the bytes at `path` are those committed; returns 1."""
     found = file_entry(path, path)
     if found["size"] != size or found["sha256"] != sha256:
-        raise CommittedFileChanged(f"{path} was changed after its output was committed (sha256 {found['sha256'][:12]}…"
-                                   f", {found['size']} bytes; the completion record says {sha256[:12]}…, {size} "
-                                   f"bytes): rerun the verb that wrote it")
+        raise CommittedFileChanged(f"{path} was changed after its output was committed (sha256 "
+                                   f"{found['sha256'][:12]}…, {found['size']} bytes; the completion record says "
+                                   f"{sha256[:12]}…, {size} bytes): rerun the verb that wrote it")
     return 1
 
 
