@@ -405,3 +405,33 @@ def test_max_document_bytes_is_bounded_so_every_reader_is(capsys, tmp_path):
                        "--max_document_bytes", str(1 << 50))
     assert status == 2 and err == ["synthcap curate: error: --max_document_bytes: expected a whole number of bytes "
                                    "from 1 to 1,073,741,824, got '1125899906842624'"]
+
+
+def test_a_mix_keeps_records_that_share_id_source_and_offset_apart(tmp_path, capsys):
+    """Three records naming one (id, source, offset) with three texts: each selected copy joins its own text (they
+    were one text thrice), in the same bytes whatever the file order."""
+    import yaml
+
+    from transforms.document import Document, to_table
+    from transforms.io.write import parquet_bytes
+
+    def doc(i):
+        return Document(id="x", text=" ".join(f"word{i * j}" for j in range(30)), source="s.warc.gz", offset=1,
+                        p_ai=0.1, provenance={"declared_ai": False, "tdm_reservation": None, "robots_noai": False})
+
+    outs = []
+    for n, order in enumerate(([1, 2, 3], [3, 2, 1])):
+        raw = tmp_path / f"raw{n}"
+        raw.mkdir()
+        for k, i in enumerate(order):
+            (raw / f"part-{k}.parquet").write_bytes(parquet_bytes(to_table([doc(i)])))
+        cfg = {"seed": 1, "target_tokens": 1000, "max_synthetic_fraction": "0.5",
+               "synthetic": {"rule": "threshold", "threshold": 0.5},
+               "sources": [{"name": "a", "inputs": [str(raw / "*.parquet")], "weight": 1}]}
+        (tmp_path / f"m{n}.yaml").write_text(yaml.safe_dump(cfg))
+        status, _ = _cli(capsys, "mix", "--config", str(tmp_path / f"m{n}.yaml"), "--output", str(tmp_path / f"o{n}"))
+        assert status == 0
+        train, = (tmp_path / f"o{n}" / "train").glob("*.parquet")
+        assert sorted(pq.read_table(train)["text"].to_pylist()) == sorted(doc(i).text for i in (1, 2, 3))
+        outs.append([p.read_bytes() for p in sorted((tmp_path / f"o{n}" / "train").iterdir())])
+    assert outs[0] == outs[1]
