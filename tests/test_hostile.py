@@ -376,7 +376,7 @@ def test_many_tiny_row_groups_are_few_units_of_work(tmp_path):
     assert len(units) <= -(-shard.size // 4096) < n and units[0].start == 0 and units[-1].stop == n
     assert all(a.stop == b.start for a, b in zip(units, units[1:]))
     again = _units(shard)
-    assert [(s, e) for _, s, e in again] == [(u.start, u.stop) for u in units]
+    assert [(s, e) for _, _, s, e in again] == [(u.start, u.stop) for u in units]
     out = tmp_path / "out"
     s, _ = curate.run(["--input", str(path), "--output", str(out), "--no_score", "--no_exact_dedup",
                        "--no_near_dedup", "--split_bytes", "4096"])

@@ -87,14 +87,13 @@ def _values(table: pa.Table, name: str) -> list:
         return [None if isinstance(row, Exception) else row[name] for row in python_rows(table.select([name]))]
 
 
-def read_bounded(pf, f, group: int, max_document_bytes: int) -> tuple[pa.Table | None, str | None]:
+def read_bounded(pf, f, size: int, group: int, max_document_bytes: int) -> tuple[pa.Table | None, str | None]:
     """(row group `group` as a table, None), or (None, why it is not read): nothing is decompressed or decoded
     beyond `parquet_budget.row_group_budget` (see there). When only the dictionary bound is over, the row group is
     read with its dictionaries kept and measured exactly before anything expands."""
     budget = row_group_budget(pf.metadata.row_group(group).num_rows, max_document_bytes)
     try:
-        f.seek(0, 2)
-        why, exact = oversize(pf, f, group, budget, f.tell())
+        why, exact = oversize(pf, f, group, budget, size)
     except PageHeaderError as e:
         return None, f"row group {group}: {e}"
     if why is None:
@@ -166,7 +165,7 @@ class ReadParquetFn(ShardReader):
 
     def _rows(self, pf, f, group: int, first_row: int, shard: Shard):
         try:
-            table, over = read_bounded(pf, f, group, self._limit)
+            table, over = read_bounded(pf, f, shard.size, group, self._limit)
         except Exception as e:
             yield dead_letter(shard.path, first_row, "read_error", e, STAGE)
             return
@@ -217,20 +216,20 @@ class _ReadAgainFn(ReadParquetFn):
     wanted records missing."""
 
     def process(self, element, wanted):
-        path, start, stop = element
+        path, size, start, stop = element
         try:
             with open_raw(path) as f:
                 pf = pq.ParquetFile(f)
                 first_row = sum(pf.metadata.row_group(i).num_rows for i in range(start))
                 for group in range(start, stop):
-                    yield from self._group(pf, f, path, group, first_row, wanted)
+                    yield from self._group(pf, f, path, size, group, first_row, wanted)
                     first_row += pf.metadata.row_group(group).num_rows
         except Exception:  # any filesystem's or Arrow's error: the wanted records are reported missing by the caller
             pass
 
-    def _group(self, pf, f, path: str, group: int, first_row: int, wanted):
+    def _group(self, pf, f, path: str, size: int, group: int, first_row: int, wanted):
         try:
-            table, over = read_bounded(pf, f, group, self._limit)
+            table, over = read_bounded(pf, f, size, group, self._limit)
             if over:  # the first read made it a dead letter
                 return
             table, typed = _as_read(table)
@@ -250,10 +249,10 @@ class _ReadAgainFn(ReadParquetFn):
                 yield doc
 
 
-def _units(shard: Shard) -> list[tuple[str, int, int]]:
+def _units(shard: Shard) -> list[tuple[str, int, int, int]]:
     n = _row_groups(shard.path)
     per = per_unit(shard, n)
-    return [(shard.path, start, min(start + per, n)) for start in range(0, n, per)]
+    return [(shard.path, shard.size, start, min(start + per, n)) for start in range(0, n, per)]
 
 
 class ReadParquetAgain(beam.PTransform):
