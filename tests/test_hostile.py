@@ -29,13 +29,16 @@ def _zigzag(n: int) -> bytes:
     return _varint((n << 1) ^ (n >> 63))
 
 
+def _padded(n: int, length: int) -> bytes:
+    """The zigzag varint of `n` stretched to `length` bytes (non-canonical, which Thrift readers accept)."""
+    short = _zigzag(n)
+    return bytes(b | 0x80 for b in short) + b"\x80" * (length - len(short) - 1) + b"\x00"
+
+
 def _lie_in_footer(data: bytes, true: int, claimed: int) -> bytes:
-    """Every footer field that says `true` bytes says `claimed` instead (a non-canonical varint of the same
-    length, which Thrift readers accept)."""
+    """Every footer field that says `true` bytes says `claimed` instead."""
     old = _zigzag(true)
-    new = bytearray(_zigzag(claimed))
-    new = bytes(b | 0x80 for b in new[:-1]) + bytes([new[-1] | 0x80]) + b"\x80" * (len(old) - len(new) - 1) + b"\x00"
-    assert len(new) == len(old)
+    new = _padded(claimed, len(old))
     footer_len = int.from_bytes(data[-8:-4], "little")
     start = len(data) - 8 - footer_len
     footer = data[start:-8]
@@ -59,6 +62,14 @@ def parquet_bombs(tmp_path_factory):
     lying = _lie_in_footer(data, size, 100)
     assert pq.ParquetFile(io.BytesIO(lying)).metadata.row_group(0).column(1).total_uncompressed_size == 100
     (d / "lying.parquet").write_bytes(lying)
+    # the page header lies too, claiming 1,000 bytes: Arrow decompresses into what the header says, and fails
+    column = pq.ParquetFile(io.BytesIO(data)).metadata.row_group(0).column(1)
+    start, _ = chunk_range(column)
+    header, _ = _page_header(data[start:start + 1024])
+    at = data.index(_zigzag(header["uncompressed"]), start)
+    small = bytearray(data)
+    small[at:at + len(_zigzag(header["uncompressed"]))] = _padded(1000, len(_zigzag(header["uncompressed"])))
+    (d / "header_lies.parquet").write_bytes(_lie_in_footer(bytes(small), size, 2000))
     # a dictionary bomb: one 256 KiB string referenced by 1,000 rows decodes to 256 MiB from a few KiB
     many, text = 1000, "a" * (256 << 10)
     pq.write_table(pa.table({"text": pa.array([text] * many).dictionary_encode()}), d / "dictionary.parquet",
@@ -91,6 +102,12 @@ def test_a_footer_that_lies_is_caught_by_the_page_headers(parquet_bombs):
     _, out, _, _ = parquet_bombs
     (reason, offset, message), = _dead(out, "lying.parquet")
     assert (reason, offset) == ("over_read_budget", 0) and "page headers declare" in message
+
+
+def test_a_page_header_that_lies_small_fails_in_arrow_not_past_it(parquet_bombs):
+    _, out, _, _ = parquet_bombs
+    (reason, offset, message), = _dead(out, "header_lies.parquet")
+    assert (reason, offset) == ("read_error", 0) and "Corrupt brotli compressed data" in message
 
 
 def test_a_dictionary_bomb_is_measured_without_expanding_it(parquet_bombs):
