@@ -452,3 +452,17 @@ def test_a_mix_keeps_records_that_share_id_source_and_offset_apart(tmp_path, cap
         assert sorted(pq.read_table(train)["text"].to_pylist()) == sorted(doc(i).text for i in (1, 2, 3))
         outs.append([p.read_bytes() for p in sorted((tmp_path / f"o{n}" / "train").iterdir())])
     assert outs[0] == outs[1]
+
+
+def test_train_detector_refuses_a_reference_changed_after_its_commit(tmp_path, capsys):
+    import gzip
+
+    _jsonl(tmp_path / "in.jsonl", 5, "t")
+    out = tmp_path / "cur"
+    curate.run(["--input", str(tmp_path / "in.jsonl"), "--output", str(out), "--no_score"])
+    (tmp_path / "data.jsonl.gz").write_bytes(gzip.compress(b'{"text": "x", "label": "human"}\n'))
+    shard, = (out / "documents").glob("*.parquet")
+    _flip_a_byte(shard)
+    status, err = _cli(capsys, "train-detector", "--data", str(tmp_path / "data.jsonl.gz"), "--out",
+                       str(tmp_path / "m"), "--human_reference", str(shard))
+    assert status == 2 and len(err) == 1 and "changed after its output was committed" in err[0], err

@@ -242,9 +242,12 @@ class Reference:
 
 def load_reference(patterns: list[str], seed: int, weight: int, train_fraction: float = 0.5) -> Reference:
     """Curated Parquet files (local or gs://, through Beam FileSystems) split by a keyed hash of each record."""
-    import pyarrow.parquet as pq
-    from apache_beam.io.filesystems import FileSystems
+    import io
 
+    import pyarrow.parquet as pq
+
+    from transforms.io.commit import CommittedFileChanged, output_root, read_committed, require_complete
+    from transforms.io.files import read_bytes
     from transforms.score.reference import is_curated, match_reference, trained_on
 
     split_rule = {"seed": seed, "train_fraction": train_fraction}
@@ -255,8 +258,13 @@ def load_reference(patterns: list[str], seed: int, weight: int, train_fraction: 
                 raise ValueError(f"--human_reference: {path} is not curated Parquet; train-detector splits the "
                                  "reference by curated record keys: run synthcap curate on it and pass "
                                  "OUT/documents/*.parquet")
-            with FileSystems.open(path) as f:
-                table = pq.read_table(f, columns=["id", "text", "source", "offset"])
+            root = output_root(path)
+            try:  # read whole anyway: a synthcap output's file is checked against its completion record
+                data = (read_committed(root, path[len(root) + 1:], require_complete(root)) if root
+                        else read_bytes(path))
+            except CommittedFileChanged as e:
+                raise ValueError(f"--human_reference: {e}") from None
+            table = pq.read_table(io.BytesIO(data), columns=["id", "text", "source", "offset"])
             for row in table.to_pylist():
                 if not isinstance(row.get("text"), str) or not row["text"].strip():
                     continue
