@@ -72,15 +72,17 @@ def parse(verb: str, argv: list[str]):
                                           ("--detector_model", getattr(ns, "detector_model", None))) if value]
         if given:  # both serve scoring only: the run would silently go without what the user asked for
             raise UserError(f"{given[0]} is for scoring, which --no_score switches off: drop one of them")
-    _check_runner(getattr(ns, "runner", None))
+    _check_runner(getattr(ns, "runner", None), argv)
     workers = getattr(ns, "direct_num_workers", None)
     if workers is not None and workers < 0:  # Beam takes it and fails inside the run (an IndexError)
         raise UserError(f"--direct_num_workers: expected a whole number >= 0 (0: one per CPU), got '{workers}'")
     return ns, [a for a in argv if a != "--json"]
 
 
-def _check_runner(name) -> None:
-    """An unknown --runner is the user's typo: say so before anything runs (Beam would fail at run time)."""
+def _check_runner(name, argv: list[str]) -> None:
+    """An unknown --runner is the user's typo: say so before anything runs (Beam would fail at run time). For
+    Dataflow, the flags it cannot run without are checked here, offline, before the output is claimed: Beam's
+    own check looks for a default bucket over the network and fails after the claim."""
     if not name or not isinstance(name, str):
         return
     from apache_beam.runners.runner import PipelineRunner, create_runner
@@ -91,6 +93,19 @@ def _check_runner(name) -> None:
         raise UserError(f"unknown --runner {name}: {str(e).splitlines()[0][:200]}") from None
     if not isinstance(runner, PipelineRunner):
         raise UserError(f"--runner {name} is not a Beam pipeline runner")
+    if type(runner).__name__ in ("DataflowRunner", "TestDataflowRunner"):
+        from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
+
+        gcp = PipelineOptions(argv).view_as(GoogleCloudOptions)
+        missing = [flag for flag, value in (("--project", gcp.project), ("--region", gcp.region),
+                                            ("--temp_location", gcp.temp_location or gcp.staging_location))
+                   if not value]
+        if missing:
+            raise UserError(f"--runner {name} needs {', '.join(missing)} (e.g. --project P --region us-central1 "
+                            f"--temp_location gs://BUCKET/tmp)")
+        for flag, value in (("--temp_location", gcp.temp_location), ("--staging_location", gcp.staging_location)):
+            if value and not value.startswith("gs://"):
+                raise UserError(f"{flag} {value}: Dataflow needs a gs:// path")
 
 
 def _curate(ns, argv):
@@ -138,6 +153,11 @@ def _train_detector(ns, argv):
     missing = [p for p in ns.data if not os.path.exists(p)]
     if missing:
         raise UserError(f"--data: no such file: {missing[0]}")
+    from transforms.io.files import not_regular
+
+    special = [problem for problem in (not_regular(p) for p in ns.data if not os.path.isdir(p)) if problem]
+    if special:
+        raise UserError(f"--data: {special[0]}")
     log = (lambda *a: print(*a, file=sys.stderr)) if ns.json else print
     try:
         reference = load_reference(ns.human_reference, ns.seed, ns.reference_weight) if ns.human_reference else None
@@ -253,6 +273,7 @@ class _Ticker:
         self.seconds = time.monotonic() - self.start
 
 
+USER_FAILURES = ("CommittedFileChanged: ",)  # raised inside the graph, on the user's inputs
 _RAISED = re.compile(r"^(?:[\w.]+\.)?(\w+): (.+)$")
 _WHERE = re.compile(r" \[while running '[^']*'\]$")
 
@@ -332,13 +353,19 @@ def _main(argv: list[str]) -> int:
         except Exception as e:  # a failure at run time: one line here, the traceback in the log
             logging.getLogger("synthcap").error("synthcap %s failed\n%s", verb, traceback.format_exc())
             log.quiet = True
-            print(f"synthcap {verb}: failed: {failure_line(e, argv)} (traceback in {log.path})", file=sys.stderr)
+            line = failure_line(e, argv)
+            if line.startswith(USER_FAILURES):  # found by the graph, but the user's to fix: a user error
+                print(f"synthcap {verb}: error: {line.split(': ', 1)[1]}", file=sys.stderr)
+                return 2
+            print(f"synthcap {verb}: failed: {line} (traceback in {log.path})", file=sys.stderr)
             return 1
+        failed = run_summary.failure(run) if run is not None else None
+        log.quiet = bool(failed)  # the verdict line names the log itself: stderr gets that one line
     if run is not None:
         print(run_summary.as_json(run) if getattr(ns, "json", False) else run_summary.render(run, ticker.seconds))
-        failed = run_summary.failure(run)
         if failed:  # the run finished and wrote its outputs, but its verdict is a failure: say so, exit 3
-            print(f"synthcap {verb}: {failed}", file=sys.stderr)
+            logged = f" (warnings in {log.path})" if os.path.exists(log.path) else ""
+            print(f"synthcap {verb}: {failed}{logged}", file=sys.stderr)
             return 3
     return 0
 

@@ -19,14 +19,14 @@ from transforms.dedup.lsh import LshParams
 from transforms.dedup.near import NearDedup
 from transforms.dedup.normalize import Normalization
 from transforms.dedup.rank import IdCollisions
-from transforms.io.commit import (CommitOutputs, IncompleteOutputError, inside,
+from transforms.io.commit import (CommitOutputs, IncompleteOutputError, VerifyCommitted, committed_entries, inside,
                                   output_root, require_complete, run_key, staging_dir)
-from transforms.io.files import InputError, match_shards
+from transforms.io.files import InputError, Shard, match_shards
 from transforms.io.read import ReadCrawl
 from transforms.io.write import WriteDocuments, WriteJsonRecords, write_json
 from transforms.provenance.lineage import RunInfo, WriteProvenance
 from transforms.score.model import DEFAULT_MODEL_DIR, Detector, ModelLoadError
-from transforms.score.reference import ReadReference, match_reference
+from transforms.score.reference import ReadReference, is_curated, match_reference
 from transforms.score.stage import ScoreAgainstReference
 from transforms.provenance.summary import SignalCounts, documents_counted
 from transforms.provenance.tag import TagProvenance
@@ -93,6 +93,13 @@ def lsh_params(opts: CurateOptions) -> LshParams:
         raise UserError(str(e)) from None
 
 
+def _committed(paths: list[str]) -> list[tuple[str, int, str]]:
+    try:
+        return committed_entries([Shard(p, 0, "") for p in paths])
+    except IncompleteOutputError as e:
+        raise UserError(str(e)) from None
+
+
 def _reference_files(patterns: list[str]) -> list[str]:
     try:
         return match_reference(patterns)
@@ -151,10 +158,13 @@ def dedup_graph(p, run: Run, index: str | None = None) -> Graph:
     return Graph(read, documents, drops, read[DEAD_LETTERS], extra, skipped)
 
 
-def write_graph(p, run: Run, g: Graph, written_before: tuple = ()) -> tuple[list, Any]:
+def write_graph(p, run: Run, g: Graph, written_before: tuple = (), committed: list = ()) -> tuple[list, Any]:
     """score -> write -> summary, into the staging folder. `written_before`: more PCollections of written paths
-    that the summary waits for. Returns (the staged paths to commit, the summary)."""
+    that the summary waits for; `committed`: (path, size, sha256) of files read from complete synthcap outputs,
+    hashed while the run goes (VerifyCommitted) before the summary is staged, so a changed file stops the commit.
+    Returns (the staged paths to commit, the summary)."""
     opts, common = run.opts, run.common
+    committed = list(committed)
     documents, drops, extra = g.documents, list(g.drops), dict(g.extra)
     dead_parts = [g.dead]
     if not opts.no_score:
@@ -165,7 +175,9 @@ def write_graph(p, run: Run, g: Graph, written_before: tuple = ()) -> tuple[list
             raise UserError(str(e)) from None
         reference = None
         if opts.human_reference:
-            reference = p | "HumanReference" >> ReadReference(_reference_files(opts.human_reference))
+            files = _reference_files(opts.human_reference)
+            committed += _committed([f for f in files if is_curated(f)])
+            reference = p | "HumanReference" >> ReadReference(files)
         try:
             stage = ScoreAgainstReference(model_dir, card, opts.seed, reference)
         except ValueError as e:
@@ -213,13 +225,15 @@ def write_graph(p, run: Run, g: Graph, written_before: tuple = ()) -> tuple[list
     summary = p | "Summary" >> Summarize(g.read, documents, dropped, dead, extra=extra)
     writers = [*written_before, *written] | "AllWritten" >> beam.Flatten()
     summary_path = staged("summary.json")
+    verified = p | "VerifyCommitted" >> VerifyCommitted(sorted(set(committed)))
 
-    def write_summary(s, _written):
+    def write_summary(s, _written, _verified):
         require_reconciled(s)
-        write_json(summary_path, s)  # only once every writer has finished (the side input)
+        write_json(summary_path, s)  # only once every writer has finished and the inputs checked (side inputs)
         return summary_path
 
-    summary_written = summary | "WriteSummary" >> beam.Map(write_summary, beam.pvalue.AsList(writers))
+    summary_written = summary | "WriteSummary" >> beam.Map(write_summary, beam.pvalue.AsList(writers),
+                                                           beam.pvalue.AsList(verified))
     return written + [summary_written], summary
 
 

@@ -1,12 +1,14 @@
 """`synthcap inspect DOC_ID --output OUT`: one document's full provenance, readably."""
 from __future__ import annotations
 
+import io
+
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.options import UserError
-from transforms.io.commit import IncompleteOutputError, require_complete
+from transforms.io.commit import CommittedFileChanged, IncompleteOutputError, read_committed, require_complete
 
 _SECTIONS = (
     ("Lineage", ("source", "offset", "warc_record_id", "refers_to", "url", "registered_domain", "crawl_id",
@@ -23,7 +25,7 @@ _SECTIONS = (
 
 def find(doc_id: str, output: str) -> dict | None:
     try:
-        require_complete(output)
+        record = require_complete(output)
     except IncompleteOutputError as e:
         raise UserError(str(e)) from None
     pattern = FileSystems.join(output, "provenance", "*.parquet")
@@ -33,9 +35,12 @@ def find(doc_id: str, output: str) -> dict | None:
         files = []
     if not files:
         raise UserError(f"no provenance under {output} (expected {pattern})")
+    root = output.rstrip("/")
     for path in sorted(files):
-        with FileSystems.open(path) as f:
-            table = pq.read_table(f)
+        try:  # each file read whole anyway: its sha256 is checked against the completion record on the way
+            table = pq.read_table(io.BytesIO(read_committed(root, path[len(root) + 1:], record)))
+        except CommittedFileChanged as e:
+            raise UserError(str(e)) from None
         hit = table.filter(pc.equal(table["id"], doc_id))
         if hit.num_rows:
             return hit.to_pylist()[0]

@@ -10,16 +10,16 @@ import json
 from fractions import Fraction
 
 import apache_beam as beam
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.options import CommonOptions, MixOptions, UserError
 from pipeline.runner import make_pipeline, prepare_output
 from transforms.accounting import DEAD_LETTERS, DOCUMENTS, DROPPED, Summarize, require_reconciled
-from transforms.io.commit import (CommitOutputs, IncompleteOutputError, complete_outputs, file_entry, require_complete,
-                                  run_key, staging_dir)
-from transforms.io.files import InputError, canonical, match_shards
+from transforms.io.commit import (CommitOutputs, CommittedFileChanged, IncompleteOutputError, committed_entries,
+                                  complete_outputs, file_entry, read_committed, read_marker, require_complete,
+                                  run_key, staging_dir, verify_entry)
+from transforms.io.files import InputError, canonical, match_shards, read_bytes
 from transforms.io.read import ReadCrawl, can_read_again
 from transforms.io.write import WriteJsonRecords, write_bytes, write_json
 from transforms.mix import certify
@@ -34,12 +34,29 @@ TOKEN_DEFINITION = "synthcap tokens: words and punctuation marks (\\w+|[^\\w\\s]
 
 
 class HashFiles(beam.PTransform):
-    """Paths -> {path: sha256 of the bytes stored}, one file per element, spread over the workers."""
+    """Paths -> {path: sha256 of the bytes stored}, one file per element, spread over the workers. A path in
+    `committed` ({path: (size, sha256)}, from its completion record) must hash to what was committed, else the run
+    fails with CommittedFileChanged before anything is committed: the check costs no read of its own."""
+
+    def __init__(self, committed: dict | None = None):
+        super().__init__()
+        self._committed = committed or {}
 
     def expand(self, paths):
+        committed = self._committed
+
+        def digest(path):
+            if path in committed:
+                verify_entry(path, *committed[path])
+                return path, committed[path][1]
+            return path, file_entry(path, "")["sha256"]
+
         return (paths | "Spread" >> beam.Reshuffle()
-                | "Hash" >> beam.Map(lambda path: (path, file_entry(path, "")["sha256"]))
+                | "Hash" >> beam.Map(digest)
                 | "Dict" >> beam.combiners.ToDict())
+
+
+MAX_SUMMARY_BYTES = 256 << 20  # a curated summary is a few KiB; a device or a huge file is refused, not read
 
 
 def read_estimates(cfg: MixConfig) -> tuple[dict, dict]:
@@ -48,9 +65,11 @@ def read_estimates(cfg: MixConfig) -> tuple[dict, dict]:
     for s in cfg.sources:
         for folder in s.curated:
             path = FileSystems.join(folder, "summary.json")
-            try:
-                with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-                    summary = json.loads(f.read())
+            try:  # a synthcap output's summary is read checked against its completion record
+                summary = json.loads(read_committed(folder, "summary.json", require_complete(folder))
+                                     if read_marker(folder) else read_bytes(path, MAX_SUMMARY_BYTES))
+            except (IncompleteOutputError, CommittedFileChanged) as e:
+                raise UserError(f"source {s.name}: {e}") from None
             except Exception as e:  # any scheme's not-found / read error, or bad JSON: one line
                 raise UserError(f"source {s.name}: cannot read {path} ({type(e).__name__}); `curated` takes "
                                 f"synthcap curate output folders") from None
@@ -109,7 +128,9 @@ def build(p, cfg: MixConfig, output: str, staging: str, key: str, rows_per_shard
         "drops": drop_counts | "DropsBySource" >> beam.Map(by_source),
     }
     shard_paths = sorted({sh.path for parts in inputs.values() for _, shards in parts for sh in shards})
-    sides["input_sha256"] = p | "InputPaths" >> beam.Create(shard_paths) | "HashInputs" >> HashFiles()
+    committed = {path: (size, sha) for parts in inputs.values() for _, shards in parts
+                 for path, size, sha in committed_entries(shards)}
+    sides["input_sha256"] = p | "InputPaths" >> beam.Create(shard_paths) | "HashInputs" >> HashFiles(committed)
     sides["train_sha256"] = train_files | "HashTrain" >> HashFiles()
     written = ((train_files, w_drop, w_dead) | "Written" >> beam.Flatten()
                | "Outputs" >> beam.combiners.ToList())
@@ -195,9 +216,12 @@ def manifest(cfg: MixConfig, v: dict, groups: dict, unusable: dict, staging: str
     n_unest = sum(s["dropped"].get("unestimable", 0) for s in sources)
     if cfg.rule == "certified" and cfg.unestimable == "fail" and n_unest:
         failures.append(f"{n_unest:,} documents have no usable AI-share estimate (unestimable: fail)")
-    ok, line = certify.verdict(share, cfg.ceiling, failures, cfg.rule == "certified", tokens)
+    shortfall = sum(s["shortfall"] for s in sources)
+    ok, line = certify.verdict(share, cfg.ceiling, failures, cfg.rule == "certified", tokens,
+                               f"{shortfall:,} of the target {cfg.target:,} {cfg.unit}")
     sel_docs = sum(s["selected"]["documents"] for s in sources)
-    output = {"documents": sel_docs, "rows": sum(s["selected"]["rows"] for s in sources), "tokens": tokens}
+    output = {"documents": sel_docs, "rows": sum(s["selected"]["rows"] for s in sources), "tokens": tokens,
+              "shortfall": shortfall}
     if cfg.rule == "certified":
         def total(i):
             return (sum(s["selected"]["tokens"] * (s["certified"].get("ai_share_interval") or [0, 0])[i]

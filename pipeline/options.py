@@ -71,10 +71,12 @@ MAX_SEED = (1 << 31) - 1  # numpy's RandomState takes < 2**32 and fastText a C i
 MAX_PERMUTATIONS = 4096  # a 32 KiB signature per document; 10**12 allocated terabytes before anything ran
 MIN_SPLIT_BYTES = 4096  # a unit of work per few bytes: --split_bytes=1 read a 289 KB file in 3 minutes, not 8 s
 MAX_ROUNDS = 64  # each round is a few transforms in the graph: 10**9 rounds never finished building it
+MAX_DOCUMENT_BYTES = 1 << 30  # every reader holds up to this much of one record: a petabyte bounds nothing
 seed = _within(integer, 0, MAX_SEED)
 permutations = _within(positive_int, 1, MAX_PERMUTATIONS)
 split_size = _within(positive_int, MIN_SPLIT_BYTES, unit=" of bytes")
 rounds = _within(count, 0, MAX_ROUNDS)
+document_bytes = _within(positive_int, 1, MAX_DOCUMENT_BYTES, unit=" of bytes")
 
 
 def normalization(value: str) -> str:
@@ -103,10 +105,12 @@ class CurateOptions(PipelineOptions):
         parser.add_argument("--input", nargs="+",
                             help="crawl shard paths or globs, local or gs://; the format comes from the extension "
                                  "(.warc[.gz], .wet[.gz], .jsonl/.json/.ndjson[.gz/.zst], .parquet)")
-        parser.add_argument("--max_document_bytes", type=positive_int, default=DEFAULT_MAX_DOCUMENT_BYTES,
-                            help="records or texts larger than this many bytes are dropped as too_large")
+        parser.add_argument("--max_document_bytes", type=document_bytes, default=DEFAULT_MAX_DOCUMENT_BYTES,
+                            help="records or texts larger than this many bytes are dropped as too_large (at most "
+                                 "1 GiB)")
         parser.add_argument("--split_bytes", type=split_size, default=DEFAULT_SPLIT_BYTES,
-                            help="compressed bytes per unit of reading work for WARC.gz and plain JSONL")
+                            help="compressed bytes per unit of reading work for WARC.gz, plain JSONL and Parquet "
+                                 "(whole row groups)")
         parser.add_argument("--seed", type=seed, default=1, help="seed of every hash permutation and sample")
         parser.add_argument("--run_id", help="run identity in provenance (default: derived from the config hash)")
         parser.add_argument("--no_exact_dedup", action="store_true", help="skip exact deduplication")

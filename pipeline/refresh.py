@@ -91,7 +91,10 @@ def run(argv: list[str]) -> dict:
                                                        opts.max_bucket_size)
     g = replace(g, documents=matched[DOCUMENTS], drops=[*g.drops, matched[DROPPED]])
     written_segment = g.documents | "WriteSegment" >> WriteSegment(FileSystems.join(index, segment), params)
-    staged, summary = curate.write_graph(p, run_, g, written_before=(written_segment,))
+    indexed = sorted((FileSystems.join(index, seg, f["path"]), f["size"], f["sha256"])
+                     for seg, listed in base.get("files", {}).items() if seg in segments for f in listed
+                     if isinstance(f.get("sha256"), str))
+    staged, summary = curate.write_graph(p, run_, g, written_before=(written_segment,), committed=indexed)
     curate.commit_graph(run_, staged, (commit, _index_commit_input(p, summary, written_segment)))
     try:
         summary, _ = curate.execute(p, run_, verb="refresh")

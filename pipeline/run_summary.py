@@ -55,6 +55,7 @@ def mix(manifest: dict, output: str) -> dict:
     out = {"verb": "mix", **accounting(manifest["accounting"])}
     o = manifest["output"]
     out["mix"] = {"documents": o["documents"], "rows": o["rows"], "tokens": o["tokens"],
+                  "target": manifest["target"], "unit": manifest["unit"], "shortfall": o["shortfall"],
                   "rule": manifest["synthetic_rule"], "ceiling": manifest["max_synthetic_fraction"],
                   "within_ceiling": manifest["verdict"]["within_ceiling"], "verdict": manifest["verdict"]["line"]}
     if o.get("ai_share_estimate") is not None:
@@ -107,6 +108,7 @@ def _rows(run: dict) -> list[tuple[int, str, str]]:
     if "mix" in run:
         m = run["mix"]
         rows += [(0, "mix", f"{_n(m['documents'])} documents, {_n(m['rows'])} rows, {_n(m['tokens'])} tokens"),
+                 (0, "shortfall", f"{_n(m['shortfall'])} of the target {_n(m['target'])} {m['unit']}"),
                  (0, "verdict", m["verdict"])]
     if "ai_share" in run:
         rows.append((0, "AI share (tokens, 95% CI)", ""))

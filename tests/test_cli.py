@@ -15,8 +15,8 @@ import pytest
 from pipeline import run_summary
 from pipeline.cli import main
 from pipeline.flag_tables import README, regenerate, verbs_in
-from pipeline.options import (VERBS, count, fraction, normalization, own_actions, permutations, positive_int,
-                              rounds, seed, split_size)
+from pipeline.options import (VERBS, count, document_bytes, fraction, normalization, own_actions, permutations,
+                              positive_int, rounds, seed, split_size)
 from tests.helpers import tree_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,7 +56,7 @@ def _one_line(err: str) -> str:
 
 _BAD = {fraction: ["1.5", "0", "abc"], positive_int: ["0", "-3", "abc"], count: ["-1", "x"],
         seed: ["1.5", "-5", "2147483648"], permutations: ["0", "4097", "x"], rounds: ["-1", "65", "x"],
-        split_size: ["1", "4095", "x"],
+        split_size: ["1", "4095", "x"], document_bytes: ["0", "1073741825", "x"],
         normalization: ["nfkc,upper", "", "none,nfkc"]}
 
 
@@ -320,12 +320,13 @@ def test_summary_text_for_refresh_and_mix_and_unestimable_shares():
     assert "reference domain:a.example" in text and "not estimated (too few documents; 4 documents)" in text
     line = "CEILING NOT MET: certified 95% upper bound on the true AI token share 0.1500 > 0.1000"
     manifest = {"accounting": base, "max_synthetic_fraction": "1/10", "synthetic_rule": "certified",
-                "verdict": {"within_ceiling": False, "line": line},
+                "verdict": {"within_ceiling": False, "line": line}, "target": 2000, "unit": "tokens",
                 "output": {"documents": 5, "rows": 7, "tokens": 1234, "ai_share_estimate": 0.04,
-                           "ai_share_interval": [0.01, 0.15]}}
+                           "ai_share_interval": [0.01, 0.15], "shortfall": 766}}
     run = run_summary.mix(manifest, "m")
     text = run_summary.render(run)
     assert "5 documents, 7 rows, 1,234 tokens" in text and line in text
+    assert "766 of the target 2,000 tokens" in text
     assert "output all" in text and "0.040 [0.010, 0.150] of 1,234 tokens in 5 docs (certified mix)" in text
     assert run_summary.failure(run) == line
     manifest["verdict"] = {"within_ceiling": True, "line": "within the ceiling: ..."}

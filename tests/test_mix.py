@@ -207,6 +207,24 @@ def test_targets_met_when_supply_allows_and_shortfall_reported_when_not(tmp_path
     cfg["sources"] = [{"name": "syn", "inputs": [_write_source(tmp_path, "syn", synthetic)], "weight": 1}]
     m, rows = _run_mix(tmp_path, cfg)
     assert rows == [] and m["sources"][0]["shortfall"] == 1000  # shrinks rather than break the ceiling
+    # an empty mix is no success: the manifest, the report and the CLI say so with one verdict
+    assert m["output"]["shortfall"] == 1000 and not m["within_ceiling"]
+    assert m["verdict"]["line"].startswith("NOTHING SELECTED: the mix is empty (shortfall 1,000 of the target")
+    assert html.escape(m["verdict"]["line"]) in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_an_empty_mix_exits_3_with_the_verdict_and_its_shortfall(tmp_path):
+    synthetic = [_doc("syn", i, 20, 0.99) for i in range(50)]
+    cfg = {"seed": 3, "target_tokens": 1000, "max_synthetic_fraction": "0.1", "synthetic": RULE,
+           "sources": [{"name": "syn", "inputs": [_write_source(tmp_path, "syn", synthetic)], "weight": 1}]}
+    (tmp_path / "mix.yaml").write_text(yaml.safe_dump(cfg))
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "mix", "--config", str(tmp_path / "mix.yaml"),
+                           "--output", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 3, proc.stderr
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("synthcap mix: NOTHING SELECTED: the mix is empty (shortfall 1,000")
+    assert "shortfall" in proc.stdout and "1,000 of the target 1,000 tokens" in proc.stdout
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["verdict"]["line"] in err[0]
 
 
 @pytest.mark.slow

@@ -65,14 +65,15 @@ def test_choose_cuts_the_ai_heavy_source_and_keeps_the_human_one():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("shares, separation, ceiling, seed", [([1.0, 0.3], 3.0, "1/10", 567),
-                                                              ([0.8, 0.05, 0.05], 1.0, "1/20", 499)])
+@pytest.mark.parametrize("shares, separation, ceiling, seed", [([1.0, 0.3, 0.0], 3.0, "1/10", 567),
+                                                              ([0.8, 0.05, 0.05, 0.0], 1.0, "1/20", 499)])
 def test_certified_bound_covers_the_true_share_on_synthetic_scores(tmp_path_factory, shares, separation, ceiling,
                                                                     seed):
     """Where the truth is known: the certified bound is at most the ceiling, the verdict is yes, and the true AI
     token share of the rows written stays within the ceiling (+0.01 for sampling noise on a few hundred docs).
-    Two whole pipelines (a wholly-AI source; scores that cannot tell AI from human); the property over many
-    populations is `test_plan_certifies_the_truth_on_synthetic_populations`, on the plan itself."""
+    Two whole pipelines (a wholly-AI source; scores that cannot tell AI from human), each with a human source
+    (alone, the AI ones certify nothing: an empty mix, which is no success); the property over many populations
+    is `test_plan_certifies_the_truth_on_synthetic_populations`, on the plan itself."""
     tmp = tmp_path_factory.mktemp("cert")
     n_ref = 400
     ref = reference(n_ref, seed)
@@ -84,7 +85,7 @@ def test_certified_bound_covers_the_true_share_on_synthetic_scores(tmp_path_fact
     cfg = {"seed": seed, "target_tokens": 10 ** 6, "max_synthetic_fraction": ceiling, "sources": sources}
     m, rows = _mix(tmp, cfg)
     c = float(eval(ceiling))
-    assert m["verdict"]["within_ceiling"] and m["output"]["ai_share_bound"] <= c
+    assert rows and m["verdict"]["within_ceiling"] and m["output"]["ai_share_bound"] <= c
     assert true_share(rows) <= c + 0.01, (true_share(rows), m["output"])
     assert m["accounting"]["reconciles"]
     for s in m["sources"]:  # the certified bound of each source covers its true share in the rows written

@@ -282,7 +282,8 @@ def test_10_8_one_bad_parquet_value_costs_its_row_not_the_row_group(tmp_path, ty
     assert [d.text for d in kept] == good
     assert all("row" in x.message and "of row group 0" in x.message for x in dead(out))
     wanted = {identity_hash(d.id, d.source, d.offset) for d in kept}
-    again = list(_ReadAgainFn(16 * MiB).process((str(tmp_path / "rows.parquet"), 0), wanted))
+    path = tmp_path / "rows.parquet"
+    again = list(_ReadAgainFn(16 * MiB).process((str(path), path.stat().st_size, 0, 1), wanted))
     assert again == kept
 
 

@@ -47,6 +47,8 @@ DEAD_LETTER_REASONS = {
     "json_error": "malformed JSON line",
     "schema_error": "record or file without the required fields (e.g. Parquet without a string `text` column)",
     "read_error": "file that cannot be opened or read",
+    "over_read_budget": "Parquet row group whose pages would decompress or decode to more than the read budget "
+                        "(--max_document_bytes per row, at most 1 GiB): a decompression bomb is never read",
     "extract_error": "HTML text extraction failed",
     "score_error": "the detector failed on this document",
     "invalid_score": "a score entering the mixer that is NaN, infinite or outside [0, 1]",

@@ -9,7 +9,9 @@ from transforms.accounting import DOCUMENTS, DROPPED, drop
 from transforms.dedup.normalize import Normalization
 from transforms.dates import as_first_seen, seen_date
 from transforms.dedup.rank import describe, rank
-from transforms.document import Document, replace
+from transforms.document import Document, DocumentCoder, replace
+
+_CODER = DocumentCoder()
 
 
 class _Survivor(beam.DoFn):
@@ -21,8 +23,8 @@ class _Survivor(beam.DoFn):
             size += d.dup_cluster_size or 1
             seen = seen_date(d)
             first = seen if first is None or seen < first else first
-            if best is None or r < best_rank:
-                best, best_i, best_rank = d, i, r
+            if best is None or r < best_rank or (r == best_rank and _CODER.encode(d) < _CODER.encode(best)):
+                best, best_i, best_rank = d, i, r  # a full tie (the same record twice) is broken by every field
         if i > 0:  # nearly every group is one document: no copies, no detail to write
             detail = json.dumps(describe(best_rank, "survivor"), sort_keys=True)
             for i, d in enumerate(docs):  # a re-iteration: positions are stable, object identity is not

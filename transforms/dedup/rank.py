@@ -1,23 +1,28 @@
 """Record identity and who survives a duplicate cluster.
 
 Ids are the user's and need not be unique (JSONL and Parquet exports often restart them at "0" in every file), so
-every internal key is the rank: (first seen or capture date, id, source, offset), unique per record read. Its
-order is the survivor rule: the copy seen first (earliest capture date), then the smallest id, then source and
-offset. Records sharing an id are both kept unless their texts are duplicates; `IdCollisions` counts them.
+every internal key is the rank: (first seen or capture date, id, source, offset, text hash). Its order is the
+survivor rule: the copy seen first (earliest capture date), then the smallest id, then source and offset, then
+the text. Source and offset are the record's own when a Dolma line or a curated row carries them, so two records
+read from different files can share all four: the text hash keeps their ranks apart (and their order independent
+of which file was read first), instead of near dedup taking them for one node. Records sharing an id are both
+kept unless their texts are duplicates; `IdCollisions` counts them.
 """
 from __future__ import annotations
 
 import apache_beam as beam
+import xxhash
 
 from transforms.accounting import count
 from transforms.dates import seen_date
 from transforms.document import Document
 
-Rank = tuple[str, str, str, int]
+Rank = tuple[str, str, str, int, str]
 
 
 def rank(doc: Document) -> Rank:
-    return seen_date(doc), doc.id, doc.source, doc.offset
+    return (seen_date(doc), doc.id, doc.source, doc.offset,
+            xxhash.xxh3_128_hexdigest(doc.text.encode("utf-8", "surrogatepass")))
 
 
 def describe(r: Rank, prefix: str) -> dict:

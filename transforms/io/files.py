@@ -4,6 +4,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import stat
 import tempfile
 from typing import NamedTuple
 
@@ -85,6 +86,9 @@ def match(pattern: str) -> list:
         except UnicodeEncodeError:  # undecodable bytes in a local name: no output (JSON, Parquet) can record it
             raise InputError(f"{os.fsencode(m.path)!r}: the file name is not valid UTF-8, and every output names "
                              f"the file it read; rename it") from None
+        problem = not_regular(m.path)
+        if problem and not problem.endswith("a folder, not a regular file"):
+            raise InputError(f"{problem} (reading it could block or never end); synthcap reads regular files")
     return results
 
 
@@ -152,19 +156,46 @@ def _unreadable(path: str, e: Exception) -> OSError:
     return e if isinstance(e, OSError) else OSError(f"cannot read {path}: {str(e).splitlines()[0]}")
 
 
-def read_bytes(path: str) -> bytes:
-    """The stored bytes of one file, local or on any registered scheme (gs://, ...); OSError when unreadable."""
+def not_regular(path: str) -> str | None:
+    """Why a local `path` cannot be read as a file, or None: opening a named pipe blocks until someone writes,
+    a device may never end, a folder or a symlink loop has no bytes. Objects of other schemes are files."""
+    if FileSystems.get_scheme(path) is not None:
+        return None
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        return f"{path} is a symlink loop" if e.errno == errno.ELOOP else None  # missing: the open says so
+    if stat.S_ISREG(mode):
+        return None
+    kind = ("a folder" if stat.S_ISDIR(mode) else "a named pipe (FIFO)" if stat.S_ISFIFO(mode) else
+            "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else
+            "a special file")
+    return f"{path} is {kind}, not a regular file"
+
+
+def read_bytes(path: str, limit: int | None = None) -> bytes:
+    """The stored bytes of one file, local or on any registered scheme (gs://, ...); OSError when unreadable, not a
+    regular file, or (given `limit`) larger than `limit` bytes, which are all that is ever read."""
+    problem = not_regular(path)
+    if problem:
+        raise OSError(problem)
     try:
         with open_raw(path) as f:
-            return f.read()
+            data = f.read() if limit is None else f.read(limit + 1)
     except Exception as e:  # gcsio and other filesystems raise their own types for a missing object
         raise _unreadable(path, e) from None
+    if limit is not None and len(data) > limit:
+        raise OSError(f"{path} is larger than {limit:,} bytes")
+    return data
 
 
 def local_copy(path: str) -> str:
     """A local file with `path`'s bytes, for libraries that only open local files (fastText). Local paths are
     returned as they are; others are copied once per content into the temp folder, keyed by their sha256."""
     if FileSystems.get_scheme(path) is None:
+        problem = not_regular(path)
+        if problem:
+            raise OSError(problem)
         return path
     cache = os.path.join(tempfile.gettempdir(), "synthcap-files")
     os.makedirs(cache, exist_ok=True)

@@ -7,6 +7,7 @@ bomb, is skipped as it streams and dropped as `too_large`.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import zlib
@@ -224,6 +225,58 @@ def spread_json(first_line: bytes) -> str | None:
     return {b"[": "array", b"{": "object"}.get(first_line.strip(_WHITESPACE))
 
 
+def wide_encoding(head: bytes) -> str | None:
+    """"UTF-16" or "UTF-32" (with the byte order) when a file starts with their byte-order mark, or with the NUL
+    bytes they put around ASCII (JSON text holds no raw NUL, so UTF-8 JSON Lines never starts so)."""
+    for mark, name in ((b"\xff\xfe\x00\x00", "UTF-32LE"), (b"\x00\x00\xfe\xff", "UTF-32BE"), (b"\xff\xfe", "UTF-16LE"),
+                       (b"\xfe\xff", "UTF-16BE")):
+        if head.startswith(mark):
+            return f"{name} (byte-order mark {mark.hex(' ')})"
+    # without a mark: the first characters are ASCII ({"...), each padded with NULs; a run of NULs (a zeroed
+    # region) or binary garbage matches none of these, so such a file is still read line by line
+    head = head[:16]
+    if len(head) < 16:
+        return None
+    for width, name in ((4, "UTF-32"), (2, "UTF-16")):
+        units = [head[i:i + width] for i in range(0, 16, width)]
+        if all(0 < u[0] < 0x80 and not any(u[1:]) for u in units):
+            return f"{name}LE (no byte-order mark)"
+        if all(0 < u[-1] < 0x80 and not any(u[:-1]) for u in units):
+            return f"{name}BE (no byte-order mark)"
+    return None
+
+
+def _wide_file(shard: Shard, encoding: str):
+    """One dead letter for the whole file: its lines cannot be split on the byte 0x0A, nor read as UTF-8."""
+    code = encoding.split(" ")[0]
+    return dead_letter(shard.path, 0, "decode_error", f"the file is {encoding} text; JSON Lines must be UTF-8: "
+                       f"convert it (e.g. `iconv -f {code} -t UTF-8`)", STAGE)
+
+
+def _peek(blocks: Iterator[bytes]) -> tuple[bytes, Iterator[bytes]]:
+    """The first block of a stream (b"" when it is empty or broken at once) and the stream, whole again."""
+    try:
+        head = next(blocks)
+    except StopIteration:
+        return b"", iter(())
+    except StreamError as e:
+        return b"", _Broken(e)
+    return head, itertools.chain([head], blocks)
+
+
+class _Broken:
+    """A stream whose first read failed: raises that failure where `iter_lines` reads it."""
+
+    def __init__(self, error: StreamError):
+        self._error = error
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        raise self._error
+
+
 def _json_error_message(line: bytes, e: Exception) -> str:
     crs = line.count(b"\r")
     if crs:
@@ -280,10 +333,22 @@ class ReadJsonlFn(ShardReader):
             # Offsets are into the decompressed stream: the range is claimed once, as a whole.
             if not tracker.try_claim(0):
                 return
-            blocks, first = (_gunzip_blocks if lower.endswith(".gz") else _zstd_blocks)(f), 0
+            head, blocks = _peek((_gunzip_blocks if lower.endswith(".gz") else _zstd_blocks)(f))
+            first, wide = 0, wide_encoding(head)
+            if wide:
+                yield _wide_file(shard, wide)
+                tracker.try_claim(shard.size + 1)
+                return
         else:
             f.seek(0)
-            head = f.read(1 << 16).lstrip(_WHITESPACE)
+            head = f.read(1 << 16)
+            wide = wide_encoding(head)
+            if wide:  # every range sees it; the one holding the file's start reports it
+                if start == 0 and tracker.try_claim(0):
+                    yield _wide_file(shard, wide)
+                tracker.try_claim(shard.size + 1)
+                return
+            head = head.lstrip(_WHITESPACE)
             spread = spread_json(head[: head.index(b"\n")]) if b"\n" in head else None
             if spread:
                 if start == 0 and tracker.try_claim(0):

@@ -357,15 +357,18 @@ def fixed_rate(ai: float, tokens: float) -> int:
     return min(SCALE, math.ceil(ai / tokens * SCALE))
 
 
-def verdict(share: Fraction, ceiling: Fraction, failures: list[str], certified: bool, tokens: int) -> tuple[bool, str]:
+def verdict(share: Fraction, ceiling: Fraction, failures: list[str], certified: bool, tokens: int,
+            shortfall: str = "") -> tuple[bool, str]:
     """The one verdict (CLI line, manifest `within_ceiling`, report): within iff the certified bound (or, opt-in,
-    the rule count) is <= the ceiling and no `unestimable: fail` policy tripped."""
+    the rule count) is <= the ceiling, no `unestimable: fail` policy tripped and something was selected (an empty
+    mix certifies nothing a user could train on: it fails, naming its `shortfall`)."""
     what = "certified 95% upper bound on the true AI token share" if certified else \
         "opt-in rule count of the synthetic token share (not a bound on the true share)"
     if failures:
         return False, f"NOT CERTIFIED: {failures[0]}"
     if not tokens:
-        return True, "within the ceiling, but the mix is empty: nothing could be selected (see each source's shortfall)"
+        return False, (f"NOTHING SELECTED: the mix is empty{f' (shortfall {shortfall})' if shortfall else ''}; no "
+                       f"source offered a document the ceiling admits (see each source's shortfall and drops)")
     if share <= ceiling:
         return True, f"within the ceiling: {what} {float(share):.4f} <= {float(ceiling):.4f}"
     return False, f"CEILING NOT MET: {what} {float(share):.4f} > {float(ceiling):.4f}"

@@ -47,14 +47,15 @@ class Item(NamedTuple):
     expected: int  # the `expected` rule's charge, for the manifest's reference count
     group: str = ""  # certified: reference group key (or a pseudo-group)
     level: int = 0  # certified: grid level of the document's p-value
+    text_hash: int = 0  # records of two files may share (id, src, offset): the text tells them apart
 
     @property
     def bucket(self) -> int:
         return (self.epoch << BUCKET_BITS) | (self.priority >> (64 - BUCKET_BITS))
 
     @property
-    def order(self) -> tuple[int, int, str, str, int]:
-        return self.epoch, self.priority, self.id, self.src, self.offset
+    def order(self) -> tuple[int, int, str, str, int, int]:
+        return self.epoch, self.priority, self.id, self.src, self.offset, self.text_hash
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -125,7 +126,7 @@ beam.coders.registry.register_coder(Batch, BatchCoder)
 def fingerprint(item: Item) -> tuple:
     """What selection used of a document besides its identity, as classification made it (selection changes only
     the stream, copy, charge and excess): a second read of the document must give the same."""
-    return item.units, item.tokens, item.p_ai, item.pvalue, item.expected, item.group, item.level
+    return item.units, item.tokens, item.p_ai, item.pvalue, item.expected, item.group, item.level, item.text_hash
 
 
 def stream_of(rate: int, ceiling: Fraction) -> str:
@@ -169,7 +170,8 @@ def classify(doc: Document, source: str, folder: str, cfg: MixConfig, usable: fr
 def make_item(doc: Document, source: str, stream: str, order: int, units: int, tokens: int, rate: int, excess: int,
               group: str = "", level: int = 0) -> Item:
     return Item(source, stream, 0, order, units, tokens, rate, excess, doc.id, doc.source, doc.offset, doc.p_ai,
-                doc.ai_pvalue, tokens * rule_rate(doc, "expected"), group, level)
+                doc.ai_pvalue, tokens * rule_rate(doc, "expected"), group, level,
+                xxhash.xxh3_64_intdigest(doc.text.encode("utf-8", "surrogatepass")))
 
 
 def priority(seed: int, doc: Document) -> int:

@@ -25,6 +25,8 @@ import yaml
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from transforms.io.files import not_regular
+
 RULES = ("certified", "threshold", "expected")
 UNESTIMABLE = ("drop", "treat_as_synthetic", "fail")
 MAX_CONFIG_BYTES = 1 << 20
@@ -257,6 +259,9 @@ def _expanded_size(root) -> None:
 
 def load(path: str) -> MixConfig:
     """Reads the config through Beam's FileSystems (local, gs://, any registered scheme)."""
+    problem = not_regular(path)
+    if problem:  # a named pipe would block the launch for ever
+        raise ConfigError(problem)
     try:
         with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
             data = f.read(MAX_CONFIG_BYTES + 1)

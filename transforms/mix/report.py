@@ -224,7 +224,7 @@ figcaption{{font-size:12px;max-width:330px;overflow-wrap:anywhere}}</style>
 <p id="verdict" class="{'ok' if v['within_ceiling'] else 'bad'}"><b>{_esc(v['line'])}</b></p>
 {head}
 <p>{out['documents']:,} documents, {out['rows']:,} rows, {out['tokens']:,} tokens ({_esc(m['token_definition'])});
-target {m['target']:,} {m['unit']}; shortfall {sum(s['shortfall'] for s in sources):,} {m['unit']}.</p>
+target {m['target']:,} {m['unit']}; shortfall {out['shortfall']:,} {m['unit']}.</p>
 {rule_line}
 <h2>Sources</h2><table><tr><th>source</th><th></th><th>offered docs</th><th>selected docs</th><th>rows</th>
 <th>tokens</th><th>AI share bound</th><th>AI share estimate</th><th>cut</th><th>limited by</th>

@@ -9,8 +9,9 @@ decoded; one bytes object per document is about a third less memory than a keyed
 identity (id, where read, offset), so two records sharing an id never meet. The second read must find what the
 first classified: each selected copy carries its `classify.fingerprint`, the document read again is classified
 again, and a copy whose document is missing or different fails the run (`InputChanged`): the selection, and the
-certified bound, were made on the first read's text. (The fingerprint also keeps two records of one identity,
-one crawl in two curated folders, from being taken for each other.) Each selected copy becomes a `Row` that still carries the
+certified bound, were made on the first read's text. (The fingerprint, which holds a hash of the text, also keeps
+two records of one identity, one crawl in two curated folders or two files of Dolma lines that name the same
+source and offset, from being taken for each other.) Each selected copy becomes a `Row` that still carries the
 packed document: the writers unpack it only when they encode a shard, so no stage holds Document objects for
 the whole mix.
 """
@@ -183,14 +184,16 @@ class JoinRows(beam.PTransform):
 
 
 def _parquet(rows: list[Row]) -> bytes:
-    """Copies of one document share the Parquet key: the Dolma key (which ends with the copy) breaks the tie."""
+    """Copies of one document share the Parquet key: the Dolma key (which ends with the copy) breaks the tie, and
+    the document's bytes break a tie of records of two files that share their identity (id, source, offset)."""
     count("documents_out", sum(1 for r in rows if r.epoch == 0))  # documents, as the summary counts them
     count("rows_out", len(rows))  # with their upsampled copies
-    return parquet_bytes(to_table([r.document() for r in sorted(rows, key=lambda r: (r.parquet_key, r.dolma_key))]))
+    return parquet_bytes(to_table([r.document() for r in sorted(rows, key=lambda r: (r.parquet_key, r.dolma_key,
+                                                                                       r.packed))]))
 
 
 def _dolma_gz(rows: list[Row]) -> bytes:
-    docs = [r.document() for r in rows]  # sorted by the Dolma key, which is unique
+    docs = [r.document() for r in sorted(rows, key=lambda r: (r.dolma_key, r.packed))]  # see _parquet
     return gzip.compress("".join(dolma_line(d) + "\n" for d in docs).encode("utf-8", "backslashreplace"), mtime=0)
 
 

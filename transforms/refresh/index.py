@@ -31,8 +31,10 @@ from dataclasses import asdict, dataclass
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.dedup.lsh import LshParams
+from transforms.io.files import not_regular
 
 POINTER = "CURRENT.json"
+MAX_POINTER_BYTES = 256 << 20  # a pointer lists its segments' files: a few KiB per generation
 GENERATIONS = "generations"
 SEGMENTS = "segments"
 _INDEX_ENTRIES = {POINTER, GENERATIONS, SEGMENTS, "claims"}  # claims/: left by older versions, ignored
@@ -148,8 +150,13 @@ def read_pointer(index: str) -> tuple[dict | None, int]:
             path = os.path.join(index, GENERATIONS, f"gen-{max(gens):06d}.json")
         elif not os.path.exists(path):  # an index made before generations/ existed keeps only CURRENT.json
             return None, 0
+        problem = not_regular(path)
+        if problem:  # a named pipe would block; the pointer is a small JSON file
+            raise IndexPathError(f"index {index} is damaged: {problem}")
         with open(path, "rb") as f:
-            data = f.read()
+            data = f.read(MAX_POINTER_BYTES + 1)
+        if len(data) > MAX_POINTER_BYTES:
+            raise IndexPathError(f"index {index} is damaged: {path} is larger than {MAX_POINTER_BYTES:,} bytes")
         generation = 0
     try:
         pointer = json.loads(data)

@@ -26,6 +26,7 @@ HUMAN_LABEL = "__label__human"
 LABELS = (AI_LABEL, HUMAN_LABEL)
 MODEL_FILE = "model.ftz"
 CARD_FILE = "model_card.json"
+MAX_CARD_BYTES = 16 << 20  # a card is a few KiB; a device or a huge file is refused, not read
 DEFAULT_MODEL_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default_model")
 
 
@@ -45,7 +46,7 @@ def read_card(model_dir: str) -> dict:
     """The card, with the fields loading relies on checked (one-line ModelLoadError otherwise)."""
     path = FileSystems.join(model_dir, CARD_FILE)
     try:
-        card = json.loads(read_bytes(path).decode("utf-8"))
+        card = json.loads(read_bytes(path, MAX_CARD_BYTES).decode("utf-8"))
     except (OSError, ValueError, UnicodeDecodeError) as e:
         raise ModelLoadError(f"cannot load detector from {model_dir}: unreadable {CARD_FILE} "
                              f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from None

@@ -50,6 +50,9 @@ class Example:
     weight: int = 1  # lines in the training file: how domain-adaptation up-weights the human reference
 
 
+MAX_LINE_CHARS = 16 << 20  # one labelled text per line: a line longer than this is refused, never read whole
+
+
 def load(paths: Iterable[str], limit_per_file: int | None = None, seed: int = 1) -> list[Example]:
     """Labelled English human / AI texts of every file; ValueError (one line naming the file and line) for a file
     that is not JSON Lines in gzip: a folder, plain JSON Lines, damaged gzip, a line that is not a JSON object.
@@ -71,11 +74,15 @@ def _load_file(path: str, dataset: str, limit_per_file: int | None, seed: int) -
     out = []
     kept = []  # with a limit: a max-heap by key (keys negated) of the `limit_per_file` smallest keys seen so far
     with gzip.open(path, "rt", encoding="utf-8") as f:
-        for line_no, line in enumerate(f):
+        for line_no, line in enumerate(iter(lambda: f.readline(MAX_LINE_CHARS + 1), "")):
+            if len(line) > MAX_LINE_CHARS:  # a line is never held whole past the cap (a gzip bomb has no newline)
+                raise ValueError(f"--data: {path} line {line_no + 1}: longer than {MAX_LINE_CHARS:,} characters")
             if not line.strip():
                 continue
             try:
                 r = json.loads(line)
+            except RecursionError:
+                raise ValueError(f"--data: {path} line {line_no + 1}: JSON nested too deep to parse") from None
             except ValueError as e:
                 raise ValueError(f"--data: {path} line {line_no + 1}: not JSON ({e})") from None
             if not isinstance(r, dict) or not isinstance(r.get("text") or "", str):
@@ -235,9 +242,12 @@ class Reference:
 
 def load_reference(patterns: list[str], seed: int, weight: int, train_fraction: float = 0.5) -> Reference:
     """Curated Parquet files (local or gs://, through Beam FileSystems) split by a keyed hash of each record."""
-    import pyarrow.parquet as pq
-    from apache_beam.io.filesystems import FileSystems
+    import io
 
+    import pyarrow.parquet as pq
+
+    from transforms.io.commit import CommittedFileChanged, output_root, read_committed, require_complete
+    from transforms.io.files import read_bytes
     from transforms.score.reference import is_curated, match_reference, trained_on
 
     split_rule = {"seed": seed, "train_fraction": train_fraction}
@@ -248,8 +258,13 @@ def load_reference(patterns: list[str], seed: int, weight: int, train_fraction: 
                 raise ValueError(f"--human_reference: {path} is not curated Parquet; train-detector splits the "
                                  "reference by curated record keys: run synthcap curate on it and pass "
                                  "OUT/documents/*.parquet")
-            with FileSystems.open(path) as f:
-                table = pq.read_table(f, columns=["id", "text", "source", "offset"])
+            root = output_root(path)
+            try:  # read whole anyway: a synthcap output's file is checked against its completion record
+                data = (read_committed(root, path[len(root) + 1:], require_complete(root)) if root
+                        else read_bytes(path))
+            except CommittedFileChanged as e:
+                raise ValueError(f"--human_reference: {e}") from None
+            table = pq.read_table(io.BytesIO(data), columns=["id", "text", "source", "offset"])
             for row in table.to_pylist():
                 if not isinstance(row.get("text"), str) or not row["text"].strip():
                     continue
