@@ -251,12 +251,28 @@ def _require_curated_parquet(path: str) -> None:
         with open_raw(path) as f:
             names = set(pq.ParquetFile(f).schema_arrow.names)
     except Exception as e:  # Arrow's and every filesystem's errors
+        _require_unchanged(path)
         raise ValueError(f"--human_reference: {path} is not a readable Parquet file ({type(e).__name__})") from None
     missing = [name for name in COLUMNS if name not in names]
     if missing:
         raise ValueError(f"--human_reference: {path} is not curated Parquet (no column {', '.join(missing[:3])}"
                          f"{', ...' if len(missing) > 3 else ''}); give the documents/*.parquet of a synthcap curate "
                          f"output, or raw crawl files (.jsonl, .warc.gz, ...)")
+
+
+def _require_unchanged(path: str) -> None:
+    """A committed file that no longer parses was most likely changed after the commit: say so, not "unreadable"."""
+    from transforms.io.commit import CommittedFileChanged, output_root, require_complete, verify_entry
+
+    root = output_root(path)
+    if root is None:
+        return
+    entry = {f["path"]: f for f in require_complete(root)["files"]}.get(path[len(root) + 1:])
+    if entry is not None:
+        try:
+            verify_entry(path, int(entry["size"]), entry["sha256"])
+        except CommittedFileChanged as e:
+            raise ValueError(f"--human_reference: {e}") from None
 
 
 class ReadReference(beam.PTransform):
