@@ -17,7 +17,7 @@ from pipeline.options import CommonOptions, MixOptions, UserError
 from pipeline.runner import make_pipeline, prepare_output
 from transforms.accounting import DEAD_LETTERS, DOCUMENTS, DROPPED, Summarize, require_reconciled
 from transforms.io.commit import (CommitOutputs, CommittedFileChanged, IncompleteOutputError, committed_entries,
-                                  complete_outputs, file_entry, read_committed, read_marker, require_complete,
+                                  file_entry, read_committed, read_marker, require_complete,
                                   run_key, staging_dir, verify_entry)
 from transforms.io.files import InputError, canonical, match_shards, read_bytes
 from transforms.io.read import ReadCrawl, can_read_again
@@ -265,15 +265,16 @@ def _plain(obj):
 
 def match_inputs(cfg: MixConfig) -> dict:
     """source -> [(curated folder or "", shards)]; a file reached twice (by two sources, or two inputs of one) is
-    refused: its documents would be read, and could be mixed, twice."""
-    out, owner = {}, {}
+    refused: its documents would be read, and could be mixed, twice. So is a copy of a file: two synthcap files
+    whose completion records list the same sha256 hold the same documents (unless they hold none)."""
+    out, owner, copies = {}, {}, {}
     for s in cfg.sources:
         folders = s.curated or ("",) * len(s.inputs)
         out[s.name] = []
         for folder, pattern in zip(folders, s.inputs):
             try:
                 shards = match_shards([pattern])
-                complete_outputs(shards)
+                entries = committed_entries(shards)
             except (InputError, IncompleteOutputError) as e:
                 raise UserError(f"source {s.name}: {e}") from None
             for sh in shards:
@@ -283,8 +284,29 @@ def match_inputs(cfg: MixConfig) -> dict:
                     raise UserError(f"source {s.name}: {sh.path} is also an input of {where}; a document may enter "
                                     f"a mix once, through one source")
                 owner[key] = s.name
+            for path, _, sha in entries:
+                first = copies.setdefault(sha, (s.name, path))
+                if first[1] != path and canonical(first[1]) != canonical(path) and _has_rows(path):
+                    where = "another of its inputs" if first[0] == s.name else f"source {first[0]}"
+                    raise UserError(f"source {s.name}: {path} has the same bytes as {first[1]} ({where}); a "
+                                    f"document may enter a mix once, through one source")
             out[s.name].append((folder, shards))
     return out
+
+
+def _has_rows(path: str) -> bool:
+    """Whether a committed file holds any record: empty shards of two runs are byte-identical and hold nothing."""
+    if not path.endswith(".parquet"):
+        return True
+    import pyarrow.parquet as pq
+
+    from transforms.io.files import open_raw
+
+    try:
+        with open_raw(path) as f:
+            return pq.ParquetFile(f).metadata.num_rows > 0
+    except Exception:  # unreadable here: the reader will say so; a copy is a copy
+        return True
 
 
 def run(argv: list[str]) -> dict:

@@ -106,6 +106,31 @@ def test_one_file_under_two_names_is_refused_as_two_sources(tmp_path):
             match_inputs(cfg)
 
 
+
+def test_a_copy_of_a_curated_folder_is_refused_as_a_second_source(tmp_path):
+    """A copied curated folder holds the same documents under another path: its completion record lists the same
+    sha256, so mixing both would count every document twice. Two runs that kept nothing are not copies."""
+    from pipeline import curate
+    from pipeline.mix import match_inputs
+    from pipeline.options import UserError
+
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"id": f"d{i}", "text": f"document {i} " + "words " * i})
+                                               + "\n" for i in range(1, 6)))
+    curate.run(["--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "cur"), "--no_score"])
+    shutil.copytree(tmp_path / "cur", tmp_path / "copy")
+    cfg = parse({**BASE, "sources": [{"name": "a", "curated": [str(tmp_path / "cur")], "weight": 1},
+                                     {"name": "b", "curated": [str(tmp_path / "copy")], "weight": 1}]})
+    with pytest.raises(UserError, match=r"source b: .*copy/documents/.*\.parquet has the same bytes as .*cur/"
+                                         r"documents/.*\.parquet \(source a\)"):
+        match_inputs(cfg)
+
+    for name in ("e1", "e2"):  # an empty input: each run writes the same schema-only shard
+        (tmp_path / f"{name}.jsonl").write_text("")
+        curate.run(["--input", str(tmp_path / f"{name}.jsonl"), "--output", str(tmp_path / name), "--no_score"])
+    cfg = parse({**BASE, "sources": [{"name": "a", "curated": [str(tmp_path / "e1")], "weight": 1},
+                                     {"name": "b", "curated": [str(tmp_path / "e2")], "weight": 1}]})
+    assert set(match_inputs(cfg)) == {"a", "b"}
+
 def test_ceiling_is_exact_from_strings():
     assert parse(_with(max_synthetic_fraction="1/20")).ceiling == Fraction(1, 20)
     assert parse(_with(max_synthetic_fraction="0.1")).ceiling == Fraction(1, 10)  # not the float 0.1
