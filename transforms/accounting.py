@@ -170,7 +170,7 @@ def dead_letter(source: str, offset: int, reason: str, exc, stage: str) -> beam.
     return beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter.of(source, offset, reason, exc, stage))
 
 
-class _CountByKey(beam.CombineFn):
+class CountByKey(beam.CombineFn):
     """Sums (key, n) pairs into one sorted dict; a tiny accumulator, safe to combine anywhere."""
 
     def create_accumulator(self):
@@ -201,7 +201,7 @@ class Tally(beam.PTransform):
 
     def expand(self, pcoll):
         key_fn = self._key_fn
-        return pcoll | "Key" >> beam.Map(lambda e: (key_fn(e), 1)) | "Sum" >> beam.CombineGlobally(_CountByKey())
+        return pcoll | "Key" >> beam.Map(lambda e: (key_fn(e), 1)) | "Sum" >> beam.CombineGlobally(CountByKey())
 
 
 def reconcile(summary: dict) -> list[str]:

@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import apache_beam as beam
 
-from transforms.accounting import DROP_REASONS, Dropped, count, drop_json
+from transforms.accounting import DROP_REASONS, CountByKey, Dropped, count, drop_json
 from transforms.mix.classify import PlainTupleCoder
 
 
@@ -89,24 +89,13 @@ def batch_of(d: Dropped) -> DropBatch:
     return ledger.batch()
 
 
-class _SumCounts(beam.CombineFn):
-    def create_accumulator(self):
-        return {}
+class _SumCounts(CountByKey):
+    """CountByKey over the counts each DropBatch carries."""
 
     def add_input(self, acc, batch: DropBatch):
         for k, n in batch.counts.items():
             acc[k] = acc.get(k, 0) + n
         return acc
-
-    def merge_accumulators(self, accs):
-        out = {}
-        for a in accs:
-            for k, n in a.items():
-                out[k] = out.get(k, 0) + n
-        return out
-
-    def extract_output(self, acc):
-        return dict(sorted(acc.items()))
 
 
 class DropCounts(beam.PTransform):
