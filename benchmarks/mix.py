@@ -70,7 +70,11 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--docs", type=int, default=1_000_000)
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp())
+    with tempfile.TemporaryDirectory() as folder:  # 121 MB of generated inputs and outputs at 1M documents
+        run(Path(folder), args)
+
+
+def run(tmp: Path, args) -> None:
     n_anchor = args.docs // 10
     write_source(tmp / "anchor", n_anchor, "a", lambda i: 0.02, 0.02)
     write_source(tmp / "web", args.docs - n_anchor, "w", lambda i: (i * 7919 % 1000) / 1000, 0.3)
