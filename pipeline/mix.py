@@ -80,9 +80,10 @@ def read_estimates(cfg: MixConfig) -> tuple[dict, dict]:
 
 
 def build(p, cfg: MixConfig, output: str, staging: str, key: str, rows_per_shard: int, groups: dict,
-          unusable: dict, inputs: dict):
-    """`inputs`: source name -> [(folder or "", matched shards)]. Every file is written under `staging` and moved
-    into OUT by the commit, which writes OUT/COMPLETE.json last."""
+          unusable: dict, inputs: dict, committed: dict):
+    """`inputs`: source name -> [(folder or "", matched shards)]; `committed`: {path: (size, sha256)} of the inputs
+    that lie in synthcap outputs (both from `match_inputs`). Every file is written under `staging` and moved into
+    OUT by the commit, which writes OUT/COMPLETE.json last."""
     docs, reads, parts = [], [], []
     for s in cfg.sources:
         for i, (folder, shards) in enumerate(inputs[s.name]):
@@ -128,8 +129,6 @@ def build(p, cfg: MixConfig, output: str, staging: str, key: str, rows_per_shard
         "drops": drop_counts | "DropsBySource" >> beam.Map(by_source),
     }
     shard_paths = sorted({sh.path for parts in inputs.values() for _, shards in parts for sh in shards})
-    committed = {path: (size, sha) for parts in inputs.values() for _, shards in parts
-                 for path, size, sha in committed_entries(shards)}
     sides["input_sha256"] = p | "InputPaths" >> beam.Create(shard_paths) | "HashInputs" >> HashFiles(committed)
     sides["train_sha256"] = train_files | "HashTrain" >> HashFiles()
     written = ((train_files, w_drop, w_dead) | "Written" >> beam.Flatten()
@@ -263,11 +262,12 @@ def _plain(obj):
     return obj
 
 
-def match_inputs(cfg: MixConfig) -> dict:
-    """source -> [(curated folder or "", shards)]; a file reached twice (by two sources, or two inputs of one) is
-    refused: its documents would be read, and could be mixed, twice. So is a copy of a file: two synthcap files
+def match_inputs(cfg: MixConfig) -> tuple[dict, dict]:
+    """(source -> [(curated folder or "", shards)], {path: (size, sha256)} of the inputs that lie in synthcap
+    outputs, as their completion records list them). A file reached twice (by two sources, or two inputs of one)
+    is refused: its documents would be read, and could be mixed, twice. So is a copy of a file: two synthcap files
     whose completion records list the same sha256 hold the same documents (unless they hold none)."""
-    out, owner, copies = {}, {}, {}
+    out, owner, copies, committed = {}, {}, {}, {}
     for s in cfg.sources:
         folders = s.curated or ("",) * len(s.inputs)
         out[s.name] = []
@@ -284,14 +284,15 @@ def match_inputs(cfg: MixConfig) -> dict:
                     raise UserError(f"source {s.name}: {sh.path} is also an input of {where}; a document may enter "
                                     f"a mix once, through one source")
                 owner[key] = s.name
-            for path, _, sha in entries:
+            for path, size, sha in entries:
+                committed[path] = (size, sha)
                 first = copies.setdefault(sha, (s.name, path))
                 if first[1] != path and canonical(first[1]) != canonical(path) and _has_rows(path):
                     where = "another of its inputs" if first[0] == s.name else f"source {first[0]}"
                     raise UserError(f"source {s.name}: {path} has the same bytes as {first[1]} ({where}); a "
                                     f"document may enter a mix once, through one source")
             out[s.name].append((folder, shards))
-    return out
+    return out, committed
 
 
 def _has_rows(path: str) -> bool:
@@ -319,7 +320,7 @@ def run(argv: list[str]) -> dict:
         cfg = load(opts.config)
     except ConfigError as e:
         raise UserError(f"{opts.config}: {e}") from None
-    inputs = match_inputs(cfg)
+    inputs, committed = match_inputs(cfg)
     groups, unusable = read_estimates(cfg) if cfg.rule == "certified" else ({}, {})
     if cfg.unestimable == "fail" and unusable:
         key, why = next(iter(sorted(unusable.items())))
@@ -329,7 +330,8 @@ def run(argv: list[str]) -> dict:
     output = common.output.rstrip("/")
     key = run_key("mix", {"config": cfg.raw, "output": output, "rows_per_shard": common.rows_per_shard})
     p = make_pipeline(options)
-    build(p, cfg, output, staging_dir(output, key), key, common.rows_per_shard, groups, unusable, inputs)
+    build(p, cfg, output, staging_dir(output, key), key, common.rows_per_shard, groups, unusable, inputs,
+          committed)
     prepare_output(output, common.overwrite, OUTPUT_PARTS, verb="mix", key=key)
     p.run().wait_until_finish()
     try:

@@ -129,7 +129,7 @@ def test_a_copy_of_a_curated_folder_is_refused_as_a_second_source(tmp_path):
         curate.run(["--input", str(tmp_path / f"{name}.jsonl"), "--output", str(tmp_path / name), "--no_score"])
     cfg = parse({**BASE, "sources": [{"name": "a", "curated": [str(tmp_path / "e1")], "weight": 1},
                                      {"name": "b", "curated": [str(tmp_path / "e2")], "weight": 1}]})
-    assert set(match_inputs(cfg)) == {"a", "b"}
+    assert set(match_inputs(cfg)[0]) == {"a", "b"}
 
 def test_ceiling_is_exact_from_strings():
     assert parse(_with(max_synthetic_fraction="1/20")).ceiling == Fraction(1, 20)

@@ -127,9 +127,7 @@ def _page_header(data: bytes) -> tuple[dict, int]:
     def top(field, kind):
         if field in (1, 2, 3) and kind == 5:
             header[("type", "uncompressed", "compressed")[field - 1]] = r.zigzag()
-        elif field == 5 and kind == 12:
-            r.struct(sub({1: "num_values", 2: "encoding"}))
-        elif field == 7 and kind == 12:
+        elif field in (5, 7) and kind == 12:  # data page, dictionary page: the same two leading fields
             r.struct(sub({1: "num_values", 2: "encoding"}))
         elif field == 8 and kind == 12:
             r.struct(sub({1: "num_values", 4: "encoding"}))

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.dedup.lsh import LshParams
-from transforms.io.files import not_regular
+from transforms.io.files import read_bytes
 
 POINTER = "CURRENT.json"
 MAX_POINTER_BYTES = 256 << 20  # a pointer lists its segments' files: a few KiB per generation
@@ -150,13 +150,10 @@ def read_pointer(index: str) -> tuple[dict | None, int]:
             path = os.path.join(index, GENERATIONS, f"gen-{max(gens):06d}.json")
         elif not os.path.exists(path):  # an index made before generations/ existed keeps only CURRENT.json
             return None, 0
-        problem = not_regular(path)
-        if problem:  # a named pipe would block; the pointer is a small JSON file
-            raise IndexPathError(f"index {index} is damaged: {problem}")
-        with open(path, "rb") as f:
-            data = f.read(MAX_POINTER_BYTES + 1)
-        if len(data) > MAX_POINTER_BYTES:
-            raise IndexPathError(f"index {index} is damaged: {path} is larger than {MAX_POINTER_BYTES:,} bytes")
+        try:  # a named pipe would block; the pointer is a small JSON file
+            data = read_bytes(path, MAX_POINTER_BYTES)
+        except OSError as e:
+            raise IndexPathError(f"index {index} is damaged: {e}") from None
         generation = 0
     try:
         pointer = json.loads(data)

@@ -262,17 +262,16 @@ def _require_curated_parquet(path: str) -> None:
 
 def _require_unchanged(path: str) -> None:
     """A committed file that no longer parses was most likely changed after the commit: say so, not "unreadable"."""
-    from transforms.io.commit import CommittedFileChanged, output_root, require_complete, verify_entry
+    from transforms.io.commit import CommittedFileChanged, IncompleteOutputError, committed_entries, verify_entry
+    from transforms.io.files import Shard
 
-    root = output_root(path)
-    if root is None:
+    try:
+        for entry in committed_entries([Shard(path, 0, "")]):
+            verify_entry(*entry)
+    except IncompleteOutputError:  # not listed by its output: the caller's "unreadable" stands
         return
-    entry = {f["path"]: f for f in require_complete(root)["files"]}.get(path[len(root) + 1:])
-    if entry is not None:
-        try:
-            verify_entry(path, int(entry["size"]), entry["sha256"])
-        except CommittedFileChanged as e:
-            raise ValueError(f"--human_reference: {e}") from None
+    except CommittedFileChanged as e:
+        raise ValueError(f"--human_reference: {e}") from None
 
 
 class ReadReference(beam.PTransform):
