@@ -176,6 +176,7 @@ def test_inspect_refuses_a_provenance_file_changed_after_the_commit(tmp_path, ca
     assert status == 2 and len(err) == 1 and "changed after its output was committed" in err[0]
 
 
+@pytest.mark.slow
 def test_mix_refuses_an_input_changed_after_its_commit(tmp_path, capsys):
     import yaml
 
@@ -207,6 +208,7 @@ def test_mix_refuses_an_input_changed_after_its_commit(tmp_path, capsys):
     assert not (tmp_path / "third" / "COMPLETE.json").exists()
 
 
+@pytest.mark.slow
 def test_refresh_refuses_an_index_segment_changed_after_its_commit(tmp_path, capsys):
     _jsonl(tmp_path / "a.jsonl", 5, "a")
     _jsonl(tmp_path / "b.jsonl", 5, "b")
@@ -281,6 +283,7 @@ def test_dataflow_without_its_flags_is_refused_offline_before_the_output_is_clai
         assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_records_sharing_id_source_and_offset_get_one_outcome_whatever_the_file_order(tmp_path):
     """Dolma lines carry their own source and offset, so lines of different files can share (id, source, offset):
     their ranks differ by text, the near duplicate is found (not taken for the same node) and the survivor does
@@ -424,6 +427,7 @@ def test_max_document_bytes_is_bounded_so_every_reader_is(capsys, tmp_path):
                                    "from 1 to 1,073,741,824, got '1125899906842624'"]
 
 
+@pytest.mark.slow
 def test_a_mix_keeps_records_that_share_id_source_and_offset_apart(tmp_path, capsys):
     """Three records naming one (id, source, offset) with three texts: each selected copy joins its own text (they
     were one text thrice), in the same bytes whatever the file order."""

@@ -107,6 +107,7 @@ def test_one_file_under_two_names_is_refused_as_two_sources(tmp_path):
 
 
 
+@pytest.mark.slow
 def test_a_copy_of_a_curated_folder_is_refused_as_a_second_source(tmp_path):
     """A copied curated folder holds the same documents under another path: its completion record lists the same
     sha256, so mixing both would count every document twice. Two runs that kept nothing are not copies."""
@@ -238,6 +239,7 @@ def test_targets_met_when_supply_allows_and_shortfall_reported_when_not(tmp_path
     assert html.escape(m["verdict"]["line"]) in (tmp_path / "out" / "report.html").read_text()
 
 
+@pytest.mark.slow
 def test_an_empty_mix_exits_3_with_the_verdict_and_its_shortfall(tmp_path):
     synthetic = [_doc("syn", i, 20, 0.99) for i in range(50)]
     cfg = {"seed": 3, "target_tokens": 1000, "max_synthetic_fraction": "0.1", "synthetic": RULE,
