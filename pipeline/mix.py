@@ -25,6 +25,7 @@ from transforms.io.write import WriteJsonRecords, write_bytes, write_json
 from transforms.mix import certify
 from transforms.mix.config import ConfigError, MixConfig, load
 from transforms.mix.drops import DropCounts, by_reason, drop_key, drop_line
+from transforms.mix.read import READ, ClassifyDocuments, ReadClassified
 from transforms.mix.report import SourceStats, empty_stats, render
 from transforms.mix.rows import JoinRows, WriteRows
 from transforms.mix.select import MIXER_DROP_REASONS, SELECTED, MixWithCeiling
@@ -84,27 +85,33 @@ def build(p, cfg: MixConfig, output: str, staging: str, key: str, rows_per_shard
     """`inputs`: source name -> [(folder or "", matched shards)]; `committed`: {path: (size, sha256)} of the inputs
     that lie in synthcap outputs (both from `match_inputs`). Every file is written under `staging` and moved into
     OUT by the commit, which writes OUT/COMPLETE.json last."""
-    docs, reads, parts = [], [], []
+    usable = frozenset(groups)
+    classified, reads, read_docs, parts = [], [], [], []
     for s in cfg.sources:
         for i, (folder, shards) in enumerate(inputs[s.name]):
-            # files that can be read again after the selection are read apart from those whose documents wait for it
-            for again in (True, False):
-                mine = [sh for sh in shards if can_read_again(sh.path) == again]
-                if mine:
-                    read = p | f"Read[{s.name}][{i}]{'' if again else '[waiting]'}" >> ReadCrawl(shards=mine)
-                    reads.append(read)
-                    docs.append(read[DOCUMENTS])
-                    parts.append((s.name, folder, mine if again else None))
-    # the summary counts what was read: each read's documents where they are read (no document crosses a Flatten)
+            # Parquet is read and classified in one step, and read again after the selection; the documents of
+            # other files wait for it
+            again = [sh for sh in shards if can_read_again(sh.path)]
+            if again:
+                read, part = p | f"Read[{s.name}][{i}]" >> ReadClassified(again, cfg, usable, s.name, folder)
+                read_docs.append(read[READ] | f"CountRead[{len(reads)}]" >> beam.CombineGlobally(sum))
+                reads.append(read)
+                classified.append(part)
+                parts.append((s.name, folder, again))
+            waiting = [sh for sh in shards if not can_read_again(sh.path)]
+            if waiting:
+                read = p | f"Read[{s.name}][{i}][waiting]" >> ReadCrawl(shards=waiting)
+                # each read's documents are counted where they are read (no document crosses a Flatten)
+                read_docs.append(read[DOCUMENTS] | f"CountRead[{len(reads)}]" >> beam.combiners.Count.Globally())
+                reads.append(read)
+                classified.append(read[DOCUMENTS] | f"Classify[{s.name}][{i}]" >> ClassifyDocuments(
+                    cfg, usable, s.name, folder, False))
     read_all = {tag: [r[tag] for r in reads] | f"All[{tag}]" >> beam.Flatten() for tag in (DROPPED, DEAD_LETTERS)}
-    read_docs = [r[DOCUMENTS] | f"CountRead[{j}]" >> beam.combiners.Count.Globally() for j, r in enumerate(reads)]
     # the reader's drops join the mixer's one Flatten of drops (each Flatten copies what crosses it)
-    mixed = tuple(docs) | "Mix" >> MixWithCeiling(cfg, [(name, folder, shards is not None) for name, folder, shards
-                                                        in parts], groups, dropped=[r[DROPPED] for r in reads])
+    mixed = tuple(classified) | "Mix" >> MixWithCeiling(cfg, groups, dropped=[r[DROPPED] for r in reads])
     train = FileSystems.join(staging, "train")
     # the selected documents, read again once the selection is made (none waits for it)
-    rows = (mixed[SELECTED], mixed[DOCUMENTS]) | "Rows" >> JoinRows(cfg, frozenset(groups), [
-        (name, folder, shards) for name, folder, shards in parts if shards is not None])
+    rows = (mixed[SELECTED], mixed[DOCUMENTS]) | "Rows" >> JoinRows(cfg, usable, parts)
     train_files = rows | "WriteTrain" >> WriteRows(train, rows_per_shard)
     dead = (read_all[DEAD_LETTERS], mixed[DEAD_LETTERS]) | "Dead" >> beam.Flatten()
     # drops come in batches with their counts: one tally serves the summary, the manifest and the writer's shard

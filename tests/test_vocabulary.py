@@ -27,16 +27,21 @@ def _doc(i: int, words: int = 30, p_ai: float = 0.0, language: str | None = "en"
 
 
 def test_excluded_filter_for_language_domain_and_length():
-    from transforms.mix.classify import exclusion
+    from transforms.mix.classify import FIELDS, exclusion, fields_of
+
+    def excluded(doc, ex, tokens):
+        values = dict(zip(FIELDS + ("registered_domain", "tdm_reservation", "robots_noai"), fields_of(doc)))
+        return exclusion(ex, tokens, values["language"], values["domain"], values["registered_domain"],
+                         values["tdm_reservation"], values["robots_noai"])
 
     ex = Exclude(opt_out=True, languages=("de",), domains=("spam.example",), min_tokens=10)
-    assert exclusion(_doc(1, language="de"), ex, 30) == "excluded_filter"
-    assert exclusion(_doc(2, domain="spam.example"), ex, 30) == "excluded_filter"
-    assert exclusion(_doc(3, words=3), ex, 3) == "excluded_filter"
-    assert exclusion(_doc(4), ex, 30) is None
+    assert excluded(_doc(1, language="de"), ex, 30) == "excluded_filter"
+    assert excluded(_doc(2, domain="spam.example"), ex, 30) == "excluded_filter"
+    assert excluded(_doc(3, words=3), ex, 3) == "excluded_filter"
+    assert excluded(_doc(4), ex, 30) is None
     plain = _doc(5)
     opted_out = replace(plain, provenance={**plain.provenance, "tdm_reservation": 1})
-    assert exclusion(opted_out, ex, 30) == "excluded_opt_out"
+    assert excluded(opted_out, ex, 30) == "excluded_opt_out"
 
 
 @pytest.mark.slow

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import apache_beam as beam
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.restriction_trackers import OffsetRange
 
-from transforms.accounting import dead_letter, drop
+from transforms.accounting import count, dead_letter, drop
+from transforms.dates import UNPARSED
 from transforms.document import COLUMNS, SCHEMA, identity_hash
 from transforms.io.files import ByteRanges, Shard, open_raw
 from transforms.io.parquet_budget import PageHeaderError, decoded_bytes, dictionary_columns, oversize, row_group_budget
 from transforms.io.reader import ShardReader
-from transforms.io.record import RecordError, emitted, to_document
+from transforms.io.record import RecordError, emitted, may_fail_required, to_document, unparsed_dates
 
 STAGE = "read_parquet"
 
@@ -179,7 +181,13 @@ class ReadParquetFn(ShardReader):
             yield dead_letter(shard.path, first_row, "schema_error", f"row group {group} ({table.num_rows} rows): {e}",
                               STAGE)
             return
-        for i, row in enumerate(python_rows(table)):
+        yield from self._records(table, typed, group, first_row, shard)
+
+    def _records(self, table: pa.Table, typed: bool, group: int, first_row: int, shard: Shard, rows=None):
+        """A row group's records (`rows`: only these row indices), one output each: a Document, a drop or a dead
+        letter."""
+        values = python_rows(table if rows is None else table.take(rows))
+        for i, row in zip(range(table.num_rows) if rows is None else rows, values):
             offset = first_row + i
             if isinstance(row, Exception):
                 yield dead_letter(shard.path, offset, "schema_error", f"row {i} of row group {group}: {row}", STAGE)
@@ -201,11 +209,47 @@ class ReadParquetFn(ShardReader):
             doc = to_document({**row, "text": row.get("text") or ""}, path, offset, typed)
         except RecordError as e:
             return None, e
-        if len(doc.text) > self._limit:
-            return doc, "too_large"
-        if not doc.text.strip():
-            return doc, "empty_text"
-        return doc, None
+        return doc, text_drop(doc.text, self._limit)
+
+    def _plain(self, table: pa.Table, typed: bool, names) -> tuple[list[int], list[list]] | None:
+        """The rows of a row group this reader emits as they are, without building them: (their indices, the
+        columns `names` of those rows as Python lists; "provenance.x" names a provenance field), counted as
+        emitted (`record.emitted`). Only for a table with the Document schema whose values Python can all take
+        (else None): its rows become Documents field for field, so a row with no null in a required column, no
+        non-finite score (`record.may_fail_required`) and a text this reader keeps (`text_drop`) is emitted as
+        it is. Every other row is `_records`' to read, record by record."""
+        if not typed:
+            return None
+        try:
+            table.validate(full=True)  # what would stop `to_pylist` (invalid UTF-8): such a table is read row by row
+        except (pa.ArrowException, ValueError):
+            return None
+        texts = table.column("text").to_pylist()
+        limit = self._limit
+        suspect = may_fail_required(table)
+        rows = [i for i, text in enumerate(texts) if i not in suspect and text_drop(text, limit) is None]
+        columns = []
+        for name in names:
+            if name == "text":
+                values = texts
+            elif name.startswith("provenance."):
+                values = pc.struct_field(table.column("provenance"), name.split(".", 1)[1]).to_pylist()
+            else:
+                values = table.column(name).to_pylist()
+            columns.append(values if len(rows) == len(values) else [values[i] for i in rows])
+        unparsed = unparsed_dates(table, rows)
+        if unparsed:
+            count(UNPARSED, unparsed)
+        return rows, columns
+
+
+def text_drop(text: str, limit: int) -> str | None:
+    """Why a reader drops a record for its text: over `limit` characters, or nothing but whitespace."""
+    if len(text) > limit:
+        return "too_large"
+    if not text.strip():
+        return "empty_text"
+    return None
 
 
 class _ReadAgainFn(ReadParquetFn):

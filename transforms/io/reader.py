@@ -7,7 +7,7 @@ file split over workers counts once.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import apache_beam as beam
 
@@ -15,10 +15,10 @@ from transforms.accounting import count, dead_letter
 from transforms.io.files import Shard, open_raw
 
 
-def counted(outputs: Iterable[Any]) -> Iterator[Any]:
-    """Each output is one record read."""
+def counted(outputs: Iterable[Any], records: Callable[[Any], int] | None = None) -> Iterator[Any]:
+    """Each output is one record read, or `records(output)` records."""
     for out in outputs:
-        count("records_read")
+        count("records_read", 1 if records is None else records(out))
         yield out
 
 
@@ -39,6 +39,10 @@ class ShardReader(beam.DoFn):
     def read(self, handle, shard: Shard, tracker) -> Iterator[Any]:
         raise NotImplementedError
 
+    def records(self, output) -> int:
+        """How many records read an output of `read` stands for: one (a subclass may emit records in batches)."""
+        return 1
+
     def read_shard(self, shard: Shard, tracker) -> Iterator[Any]:
         restriction = tracker.current_restriction()
         f = None
@@ -54,7 +58,7 @@ class ShardReader(beam.DoFn):
             tracker.try_claim(restriction.stop)
             return
         with f:
-            yield from counted(self.read(handle, shard, tracker))
+            yield from counted(self.read(handle, shard, tracker), self.records)
         if tracker.current_restriction().stop >= self._file_end(shard):
             count("files_read")
 

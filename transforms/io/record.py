@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from transforms.accounting import count
 from transforms.dates import DATE_FIELDS, UNPARSED, has_unparsed_date, normalise_date, unparsed_key
@@ -111,14 +112,52 @@ def _normalised_dolma(obj: dict, source: str, offset: int) -> dict:
     return {**obj, "metadata": meta}
 
 
+REQUIRED = ("id", "text", "source", "offset")
+
+
 def _check_required(obj: dict) -> None:
-    for name in ("id", "text", "source", "offset"):
+    for name in REQUIRED:
         if obj[name] is None:
             raise RecordError("schema_error", f"field `{name}` is null")
     for name in _FLOATS:
         value = obj.get(name)
         if value is not None and not math.isfinite(value):
             raise RecordError("schema_error", f"field `{name}` is {value}, expected a finite number")
+
+
+def may_fail_required(table: pa.Table) -> set[int]:
+    """The rows of a table with the Document schema that `_check_required` may refuse (a null in a REQUIRED column,
+    a non-finite float), found by column: a superset, for a caller that reads only the other rows without it."""
+    mask = None
+    for name in REQUIRED + _FLOATS:
+        col = table.column(name)
+        if name in REQUIRED:
+            if not col.null_count:
+                continue
+            bad = pc.is_null(col)
+        else:
+            bad = pc.fill_null(pc.invert(pc.is_finite(col)), False)
+        mask = bad if mask is None else pc.or_(mask, bad)
+    return set() if mask is None else set(pc.indices_nonzero(mask).to_pylist())
+
+
+def unparsed_dates(table: pa.Table, rows: list[int]) -> int:
+    """How many of `rows` (indices) of a table with the Document schema become Documents with an unreadable date
+    (the documents `emitted` counts), found by column: each distinct date is parsed once."""
+    masks = []
+    for name in DATE_FIELDS:
+        col = table.column(name)
+        if col.null_count < len(col):
+            bad = [v for v in pc.unique(col).to_pylist() if v is not None and normalise_date(v)[1]]
+            if bad:
+                masks.append(pc.is_in(col, value_set=pa.array(bad, col.type)).to_pylist())
+    meta = table.column("metadata")
+    keys = pa.array([unparsed_key(name) for name in DATE_FIELDS])
+    if any(pc.any(pc.is_in(chunk.keys, value_set=keys)).as_py() for chunk in meta.chunks):
+        masks.append([has_unparsed_date(dict(pairs or ())) for pairs in meta.to_pylist()])
+    if not masks:
+        return 0
+    return sum(1 for i in rows if any(m[i] for m in masks))
 
 
 def to_document(obj: Any, source: str, offset: int, typed: bool = False) -> Document:

@@ -11,11 +11,12 @@ break the ceiling; `over` documents are taken only while the slack left by ancho
 from __future__ import annotations
 
 import math
+import operator
 from fractions import Fraction
 from typing import NamedTuple, Optional, Union
 
 import apache_beam as beam
-import xxhash
+from xxhash import xxh3_64_intdigest, xxh64_intdigest
 
 from transforms.document import Document
 from transforms.mix import certify
@@ -138,52 +139,87 @@ def excess_of(tokens: int, rate: int, ceiling: Fraction) -> int:
     return tokens * (rate * ceiling.denominator - ceiling.numerator * certify.SCALE)
 
 
+# What classification reads of a document, in this order: the mixer's first read of a Parquet table takes them
+# straight from its columns (no Document is built for a row, `transforms/mix/read.py`); any other caller from a
+# Document (`fields_of`).
+FIELDS = ("id", "text", "source", "offset", "p_ai", "ai_score", "ai_pvalue", "ai_reference", "language", "domain")
+PROVENANCE_FIELDS = ("registered_domain", "tdm_reservation", "robots_noai", "declared_ai", "pre_llm")
+_document_fields = operator.attrgetter(*FIELDS)
+_provenance_fields = operator.attrgetter(*PROVENANCE_FIELDS)
+_NO_PROVENANCE = (None,) * len(PROVENANCE_FIELDS)
+
+
+def fields_of(doc: Document) -> tuple:
+    """A Document's FIELDS and PROVENANCE_FIELDS values (None where it has no provenance)."""
+    p = doc.provenance
+    return _document_fields(doc) + (_NO_PROVENANCE if p is None else _provenance_fields(p))
+
+
 def classify(doc: Document, source: str, folder: str, cfg: MixConfig, usable: frozenset,
              anchor: bool) -> Union[Item, tuple[str, str]]:
-    """A document as selection sees it: its Item, or why it has none: ("invalid_score", message), a dead letter,
-    or ("drop", reason). The one definition for the first read and for the check of the second."""
-    bad = invalid_score(doc)
-    if bad:
-        return "invalid_score", f"{doc.id}: {bad}"
-    tokens = count_tokens(doc.text)
-    reason = exclusion(doc, cfg.exclude, tokens)
-    if reason:
-        return "drop", reason
-    units = tokens if cfg.unit == "tokens" else 1
-    order = priority(cfg.seed, doc)
-    if cfg.rule != "certified":
-        rate = rule_rate(doc, cfg.rule, cfg.threshold)
-        excess = excess_of(tokens, rate, cfg.ceiling)
-        stream = ANCHOR if anchor else (UNDER if excess <= 0 else OVER)
-        return make_item(doc, source, stream, order, units, tokens, rate, excess)
-    group = certified_group(doc, folder, usable, cfg.pre_llm_is_human)
-    if group is None:
-        if cfg.unestimable != "treat_as_synthetic":
-            return "drop", "unestimable"
-        group = certify.UNESTIMATED
-    level = {certify.DECLARED: 0, certify.PRE_LLM: certify.PRE_LLM_ONLY}.get(group)
-    if level is None:
-        level = certify.grid_index(doc.ai_pvalue)
-    return make_item(doc, source, ANCHOR if anchor else "", order, units, tokens, 0, 0, group, level)
+    """A document as selection sees it: its Item, or why it has none (see `classify_rows`)."""
+    return classify_rows([fields_of(doc)], [count_tokens(doc.text)], source, folder, cfg, usable, anchor)[0]
 
 
-def make_item(doc: Document, source: str, stream: str, order: int, units: int, tokens: int, rate: int, excess: int,
-              group: str = "", level: int = 0) -> Item:
-    return Item(source, stream, 0, order, units, tokens, rate, excess, doc.id, doc.source, doc.offset, doc.p_ai,
-                doc.ai_pvalue, tokens * rule_rate(doc, "expected"), group, level,
-                xxhash.xxh3_64_intdigest(doc.text.encode("utf-8", "surrogatepass")))
+def classify_rows(rows, tokens, source: str, folder: str, cfg: MixConfig, usable: frozenset,
+                  anchor: bool) -> list:
+    """Documents as selection sees them, the one definition for every read: each row (FIELDS then
+    PROVENANCE_FIELDS values) with its `count_tokens` -> its Item, or why it has none: ("invalid_score",
+    message), a dead letter, or ("drop", reason)."""
+    out = []
+    append = out.append
+    ex, seed, ceiling, rule, threshold = cfg.exclude, cfg.seed, cfg.ceiling, cfg.rule, cfg.threshold
+    documents = cfg.unit != "tokens"
+    certified = rule == "certified"
+    first = ANCHOR if anchor else ""
+    for (doc_id, text, src, offset, p_ai, ai_score, pvalue, reference, language, domain, registered, tdm, noai,
+         declared, pre), n in zip(rows, tokens):
+        bad = invalid_score(p_ai, ai_score, pvalue)
+        if bad:
+            append(("invalid_score", f"{doc_id}: {bad}"))
+            continue
+        reason = exclusion(ex, n, language, domain, registered, tdm, noai)
+        if reason:
+            append(("drop", reason))
+            continue
+        order = priority(seed, doc_id, src, offset)
+        units = 1 if documents else n
+        expected = n * rule_rate(p_ai, declared, "expected")
+        text_hash = xxh3_64_intdigest(text.encode("utf-8", "surrogatepass"))
+        if not certified:
+            rate = rule_rate(p_ai, declared, rule, threshold)
+            excess = excess_of(n, rate, ceiling)
+            stream = ANCHOR if anchor else (UNDER if excess <= 0 else OVER)
+            append(Item(source, stream, 0, order, units, n, rate, excess, doc_id, src, offset, p_ai, pvalue, expected,
+                        "", 0, text_hash))
+            continue
+        group = certified_group(declared, pre, pvalue, reference, folder, usable, cfg.pre_llm_is_human)
+        if group is None:
+            if cfg.unestimable != "treat_as_synthetic":
+                append(("drop", "unestimable"))
+                continue
+            group = certify.UNESTIMATED
+        level = _PSEUDO_LEVEL.get(group)
+        if level is None:
+            level = certify.grid_index(pvalue)
+        append(Item(source, first, 0, order, units, n, 0, 0, doc_id, src, offset, p_ai, pvalue, expected, group, level,
+                    text_hash))
+    return out
 
 
-def priority(seed: int, doc: Document) -> int:
+_PSEUDO_LEVEL = {certify.DECLARED: 0, certify.PRE_LLM: certify.PRE_LLM_ONLY}
+
+
+def priority(seed: int, doc_id: str, src: str, offset: int) -> int:
     """A keyed hash of seed, id and where the record was read: the within-source order, the same on every worker
     and run, and distinct for two records that share an id."""
-    return xxhash.xxh64_intdigest(f"{seed}\x00{doc.id}\x00{doc.source}\x00{doc.offset}".encode())
+    return xxh64_intdigest(f"{seed}\x00{doc_id}\x00{src}\x00{offset}".encode())
 
 
-def invalid_score(doc: Document) -> Optional[str]:
-    """Why a score entering the mixer cannot be trusted (NaN, infinite, outside [0, 1], not a number), or None."""
-    for name in SCORE_FIELDS:
-        v = getattr(doc, name)
+def invalid_score(*scores) -> Optional[str]:
+    """Why a score (p_ai, ai_score, ai_pvalue) entering the mixer cannot be trusted (NaN, infinite, outside [0, 1],
+    not a number), or None."""
+    for name, v in zip(SCORE_FIELDS, scores):
         if v is None or (type(v) is float and 0.0 <= v <= 1.0):  # NaN and infinities fail the range
             continue
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 <= v <= 1:
@@ -191,44 +227,40 @@ def invalid_score(doc: Document) -> Optional[str]:
     return None
 
 
-def exclusion(doc: Document, ex: Exclude, tokens: int) -> Optional[str]:
-    p = doc.provenance or {}
-    if ex.opt_out and (p.get("tdm_reservation") == 1 or p.get("robots_noai")):
+def exclusion(ex: Exclude, tokens: int, language: Optional[str], domain: Optional[str],
+              registered_domain: Optional[str], tdm_reservation: Optional[int], robots_noai: Optional[bool]
+              ) -> Optional[str]:
+    if ex.opt_out and (tdm_reservation == 1 or robots_noai):
         return "excluded_opt_out"
-    if doc.language and doc.language in ex.languages:
+    if language and language in ex.languages:
         return "excluded_filter"
-    if ex.domains and (p.get("registered_domain") in ex.domains or doc.domain in ex.domains):
+    if ex.domains and (registered_domain in ex.domains or domain in ex.domains):
         return "excluded_filter"
     if tokens < ex.min_tokens:
         return "excluded_filter"
     return None
 
 
-def declared_ai(doc: Document) -> bool:
-    return bool((doc.provenance or {}).get("declared_ai"))
-
-
-def rule_rate(doc: Document, rule: str, threshold: float = 0.5) -> int:
-    """The opt-in rules' charge in fixed point: `threshold` 1 or 0, `expected` p_ai rounded up."""
-    if declared_ai(doc) or doc.p_ai is None:
+def rule_rate(p_ai: Optional[float], declared_ai: Optional[bool], rule: str, threshold: float = 0.5) -> int:
+    """The opt-in rules' charge in fixed point: `threshold` 1 or 0, `expected` p_ai rounded up; a page that
+    declares AI generation (provenance `declared_ai`) and an unscored one are charged 1."""
+    if declared_ai or p_ai is None:
         return certify.SCALE
     if rule == "threshold":
-        return certify.SCALE if doc.p_ai >= threshold else 0
-    return min(certify.SCALE, math.ceil(doc.p_ai * certify.SCALE))
+        return certify.SCALE if p_ai >= threshold else 0
+    return min(certify.SCALE, math.ceil(p_ai * certify.SCALE))
 
 
-def pre_llm(doc: Document) -> bool:
-    return (doc.provenance or {}).get("pre_llm") is True
-
-
-def certified_group(doc: Document, folder: str, usable: frozenset, pre_llm_is_human: bool = True) -> Optional[str]:
+def certified_group(declared_ai: Optional[bool], pre_llm: Optional[bool], pvalue: Optional[float],
+                    reference: Optional[str], folder: str, usable: frozenset,
+                    pre_llm_is_human: bool = True) -> Optional[str]:
     """The document's reference group key, a pseudo-group for declared-AI and (when so configured) pre-LLM pages,
     or None when unestimable."""
-    if declared_ai(doc):
+    if declared_ai:
         return certify.DECLARED
-    if pre_llm_is_human and pre_llm(doc):
+    if pre_llm_is_human and pre_llm is True:
         return certify.PRE_LLM
-    if doc.ai_pvalue is None or doc.ai_reference is None or not folder:
+    if pvalue is None or reference is None or not folder:
         return None
-    key = certify.group_key(folder, doc.ai_reference)
+    key = certify.group_key(folder, reference)
     return key if key in usable else None

@@ -1,7 +1,7 @@
 """`MixWithCeiling`: exact, certified selection without a worker holding a source.
 
-1. Every Document of every input part (source, curated folder) becomes an Item (classify.py); invalid scores are
-   dead letters, excluded and unestimable documents named drops. Items travel in Batches and drops in DropBatches
+1. Every document of every input part (source, curated folder) becomes an Item where it is read (read.py,
+   classify.py); invalid scores are dead letters, excluded and unestimable documents named drops. Items travel in Batches and drops in DropBatches
    (drops.py): each step below takes a batch, so Beam's per-element cost is paid per batch, not per document.
 2. Supply totals -> the plan (plan.py), a side input: per source the p-value cut, its certified AI rate and a
    unit budget (certified), or under/over budgets (rule counts). Documents below their source's cut are dropped.
@@ -21,98 +21,19 @@ from fractions import Fraction
 from typing import Any, Tuple
 
 import apache_beam as beam
-from apache_beam.transforms.window import GlobalWindows
 
-from transforms.accounting import DEAD_LETTERS, DROPPED, DeadLetter, dead_letter
+from transforms.accounting import DEAD_LETTERS, DROPPED
 from transforms.mix import certify
-from transforms.document import Document
-from transforms.mix.classify import ANCHOR, BATCH, OVER, UNDER, Batch, Item, classify, excess_of, stream_of
+from transforms.mix.classify import ANCHOR, OVER, UNDER, Batch, Item, excess_of, stream_of
 from transforms.mix.drops import DropBatch, DropRecord, Ledger, batch_of
 from transforms.mix.config import MixConfig
-from transforms.mix.plan import Supply, boundary, charge, make_certified_plan, make_plan
-from transforms.mix.report import SourceStats
-from transforms.mix.rows import waiting
+from transforms.mix.plan import boundary, charge, make_certified_plan, make_plan
+from transforms.mix.read import DOCUMENTS, ITEMS, TOTALS, totals_fns
 
 KeyedItem = Tuple[Tuple[str, str], Item]
 SELECTED = "selected"
-DOCUMENTS = "documents"
-TOTALS = "totals"
 ROUNDS = 3
 MIXER_DROP_REASONS = frozenset({"excluded_opt_out", "excluded_filter", "unestimable", "over_ceiling", "over_quota"})
-
-
-class _Classify(beam.DoFn):
-    """A part's Documents -> their Items (in Batches), drops (in DropBatches) or dead letters; and once per bundle
-    the bundle's accumulators of `totals_fns` (folded here, item by item, rather than by a combiner's steps per
-    document). A document of a file that is not read again after the selection also goes on, packed, to wait for
-    it (rows.py)."""
-
-    def __init__(self, cfg: MixConfig, usable: frozenset, source: str, folder: str, read_again: bool):
-        self._cfg, self._usable = cfg, usable
-        self._source, self._folder, self._again = source, folder, read_again
-
-    def setup(self):
-        self._anchor = next(s.anchor for s in self._cfg.sources if s.name == self._source)
-        self._stats, self._supply = totals_fns(self._cfg)
-
-    def start_bundle(self):
-        self._totals = (self._stats.create_accumulator(), self._supply.create_accumulator())
-        self._items, self._drops = Batch(), Ledger()
-
-    def process(self, doc: Document):
-        out = classify(doc, self._source, self._folder, self._cfg, self._usable, self._anchor)
-        if type(out) is Item:
-            self._stats.add_input(self._totals[0], out)
-            self._supply.add_input(self._totals[1], out)
-            self._items.append(out)
-            if not self._again:
-                yield beam.pvalue.TaggedOutput(DOCUMENTS, waiting(doc, out))
-            if len(self._items) >= BATCH:
-                yield self._items
-                self._items = Batch()
-        elif out[0] == "drop":
-            self._drops.drop(DropRecord(doc.id, out[1], doc.source, doc.offset, self._source))
-            if len(self._drops) >= BATCH:
-                yield beam.pvalue.TaggedOutput(DROPPED, self._drops.batch())
-        else:
-            yield dead_letter(doc.source, doc.offset, out[0], out[1], "mix")
-
-    def finish_bundle(self):
-        if self._items:
-            yield GlobalWindows.windowed_value(self._items)
-        if self._drops:
-            yield beam.pvalue.TaggedOutput(DROPPED, GlobalWindows.windowed_value(self._drops.batch()))
-        yield beam.pvalue.TaggedOutput(TOTALS, GlobalWindows.windowed_value(self._totals))
-
-
-class _SumSupply(beam.CombineFn):
-    def __init__(self, key_fn):
-        self._key = key_fn
-
-    def create_accumulator(self):
-        return {}
-
-    def add_input(self, acc, item: Item):
-        s = acc.get(self._key(item))
-        if s is None:
-            acc[self._key(item)] = [item.units, 1, item.excess, item.tokens]
-        else:
-            s[0] += item.units
-            s[1] += 1
-            s[2] += item.excess
-            s[3] += item.tokens
-        return acc
-
-    def merge_accumulators(self, accs):
-        out = {}
-        for a in accs:
-            for k, s in a.items():
-                t = out.get(k)
-                out[k] = list(s) if t is None else [x + y for x, y in zip(t, s)]
-        return out
-
-    def extract_output(self, acc):
-        return {k: Supply(*s) for k, s in acc.items()}
 
 
 class _Histograms(beam.CombineFn):
@@ -159,13 +80,6 @@ class _Merged(beam.CombineFn):
 
     def extract_output(self, acc):
         return self._fn.extract_output(acc)
-
-
-def totals_fns(cfg: MixConfig) -> tuple[beam.CombineFn, beam.CombineFn]:
-    """Items -> offered `SourceStats` and supply {key: Supply}: the plan's input. The supply key is (source, group,
-    grid level) when certified, (source, stream) under a rule."""
-    key = (lambda i: (i.source, i.group, i.level)) if cfg.rule == "certified" else (lambda i: (i.source, i.stream))
-    return SourceStats(), _SumSupply(key)
 
 
 def _streams(item: Item, plan, cfg: MixConfig):
@@ -327,32 +241,25 @@ def _one(pcoll, tag: str):
 
 
 class MixWithCeiling(beam.PTransform):
-    """A tuple of Document PCollections, one per input part (each is classified where it is read, so no stage holds
-    documents waiting for a Flatten), with `parts`: per PCollection (source name, curated folder or "", whether its
-    files are read again after the selection) -> {"selected": Item (one per output row, repeats included),
-    "dropped" (`drops.DropBatch`es of the mixer's drops and of the `Dropped` passed in `dropped`, in one
-    Flatten), "dead_letters", "plan", "offered" (`report.SourceStats` of every item that passed exclusions, one
-    dict), "documents" (`rows.waiting` documents of the parts not read again, for `rows.JoinRows`)}. Anchors are selected whole; the ceiling
-    (certified bound, or the opt-in rule count) holds exactly on the selected rows. `groups`: reference group key
-    -> (estimate, ci95 low, ci95 high, reference documents), from the curated folders' summaries
-    (`certify.parse_ai_share`)."""
+    """A tuple of classified input parts (`read.ReadClassified`'s or `read.ClassifyDocuments`' dicts: each part is
+    classified where it is read, so no stage holds documents waiting for a Flatten) -> {"selected": Item (one per
+    output row, repeats included), "dropped" (`drops.DropBatch`es of the mixer's drops and of the `Dropped` passed
+    in `dropped`, in one Flatten), "dead_letters", "plan", "offered" (`report.SourceStats` of every item that
+    passed exclusions, one dict), "documents" (`rows.waiting` documents of the parts not read again, for
+    `rows.JoinRows`)}. Anchors are selected whole; the ceiling (certified bound, or the opt-in rule count) holds
+    exactly on the selected rows. `groups`: reference group key -> (estimate, ci95 low, ci95 high, reference
+    documents), from the curated folders' summaries (`certify.parse_ai_share`)."""
 
-    def __init__(self, cfg: MixConfig, parts: list, groups: dict | None = None, dropped: tuple = ()):
+    def __init__(self, cfg: MixConfig, groups: dict | None = None, dropped: tuple = ()):
         super().__init__()
         self._cfg = cfg
-        self._parts = list(parts)
         self._groups = dict(groups or {})
         self._earlier_drops = tuple(dropped)
 
-    def expand(self, documents):
+    def expand(self, per_part):
         cfg = self._cfg
         bounds = certify.Bounds.of(self._groups)
-        usable = frozenset(self._groups)
-        per_part = [docs | f"Classify[{i}]" >> beam.ParDo(_Classify(cfg, usable, *part)).with_output_types(
-            Batch, dropped=DropBatch, dead_letters=DeadLetter, documents=Any, totals=Any).with_outputs(
-            DROPPED, DEAD_LETTERS, DOCUMENTS, TOTALS, main="items")
-            for i, (docs, part) in enumerate(zip(documents, self._parts))]
-        part_items = [c["items"] for c in per_part]
+        part_items = [c[ITEMS] for c in per_part]
         # supply and offered statistics, folded per bundle where each part is classified: the items cross one
         # Flatten, on their way to the plan's cut
         totals = ([c[TOTALS] for c in per_part] | "BundleTotals" >> beam.Flatten()
@@ -398,7 +305,8 @@ class MixWithCeiling(beam.PTransform):
                    for i, d in enumerate(self._earlier_drops)]
         dropped = ([*earlier, *[c[DROPPED] for c in per_part], streams[DROPPED], *u_dropped, *o_dropped]
                    | "AllDropped" >> beam.Flatten().with_output_types(DropBatch))
-        waiting_docs = [c[DOCUMENTS] for c in per_part] | "Waiting" >> beam.Flatten()
+        waiting_docs = ([c[DOCUMENTS] for c in per_part if DOCUMENTS in c]
+                        or [part_items[0].pipeline | "NoneWaiting" >> beam.Create([])]) | "Waiting" >> beam.Flatten()
         dead = [c[DEAD_LETTERS] for c in per_part] | "DeadLetters" >> beam.Flatten()
         return {SELECTED: selected, DOCUMENTS: waiting_docs, DROPPED: dropped, DEAD_LETTERS: dead, "plan": plan,
                 "offered": offered}
