@@ -356,6 +356,7 @@ def test_a_quota_cut_is_over_quota_and_an_excess_cut_is_over_ceiling():
 
 
 def test_certified_cut_names_quota_and_ceiling_cuts_apart():
+    from transforms.mix.certify import SCALE
     from transforms.mix.config import parse
     from transforms.mix.plan import Plan
     from transforms.mix.select import _streams
@@ -364,11 +365,12 @@ def test_certified_cut_names_quota_and_ceiling_cuts_apart():
                  "sources": [{"name": "web", "inputs": ["x"], "weight": 1}]})
     low = _item("web", 0, 10, stream="", level=1)
     plan = Plan({"web": 100}, {}, {"web": 1}, frozenset(), level={"web": 3}, rate={"web": 0})
-    assert [o.value.reason for o in _streams(low, plan, cfg)] == ["over_quota"]
+    assert [(o.tag, o.value.records[0][1]) for o in _streams([low], plan, cfg)] == [("dropped", "over_quota")]
     limited = Plan({"web": 100}, {}, {"web": 1}, frozenset({"web"}), level={"web": 3}, rate={"web": 0})
-    assert [o.value.reason for o in _streams(low, limited, cfg)] == ["over_ceiling"]
-    kept = list(_streams(low._replace(level=5), plan, cfg))
-    assert len(kept) == 1 and kept[0].tag == "under" and kept[0].value.stream == "under" and kept[0].value.rate == 0
+    assert [(o.tag, o.value.records[0][1]) for o in _streams([low], limited, cfg)] == [("dropped", "over_ceiling")]
+    (kept,) = _streams([low._replace(level=5)], plan, cfg)
+    assert kept.tag == "under" and len(kept.value) == 1
+    assert kept.value[0] == low._replace(level=5, stream="under", rate=0, excess=-10 * SCALE)
 
 
 def _rule_cfg(target: int):
