@@ -10,6 +10,7 @@ break the ceiling; `over` documents are taken only while the slack left by ancho
 """
 from __future__ import annotations
 
+import marshal
 import math
 import operator
 from fractions import Fraction
@@ -64,10 +65,28 @@ class Item(NamedTuple):
         return self.id, self.src, self.offset
 
 
+_MARSHAL, _BEAM = b"m", b"b"
+
+
+def encode_values(values, fallback: beam.coders.Coder) -> bytes:
+    """Plain values (tuples, lists, dicts of str / int / float / None / bytes) in `marshal`'s format: its C
+    encoder and decoder are about twice as fast as Beam's FastPrimitivesCoder on selection's batches, and the
+    bytes a third smaller. A value marshal refuses (a numpy scalar) sends the whole element to `fallback`."""
+    try:
+        return _MARSHAL + marshal.dumps(values)
+    except ValueError:
+        return _BEAM + fallback.encode(values)
+
+
+def decode_values(encoded: bytes, fallback: beam.coders.Coder):
+    body = memoryview(encoded)[1:]
+    return marshal.loads(body) if encoded[:1] == _MARSHAL else fallback.decode(body.tobytes())
+
+
 class PlainTupleCoder(beam.coders.Coder):
-    """A NamedTuple of primitives encoded as a plain tuple. Beam would otherwise pickle it, class name and all, at
-    every stage boundary: selection moves each item across a dozen of them. Registered for `Item` (and rows.py's
-    `Row`); a PCollection gets it through its type hint."""
+    """A NamedTuple of primitives encoded as a plain tuple (`encode_values`). Beam would otherwise pickle it,
+    class name and all, at every stage boundary: selection moves each item across a dozen of them. Registered for
+    `Item` (and rows.py's `Row`, drops.py's `DropBatch`); a PCollection gets it through its type hint."""
 
     def __init__(self, cls):
         self._cls = cls
@@ -78,13 +97,13 @@ class PlainTupleCoder(beam.coders.Coder):
         return cls(typehint)
 
     def encode(self, value) -> bytes:
-        return self._values.encode(tuple(value))
+        return encode_values(tuple(value), self._values)
 
     def decode(self, encoded: bytes):
-        return self._cls._make(self._values.decode(encoded))
+        return self._cls._make(decode_values(encoded, self._values))
 
     def is_deterministic(self) -> bool:
-        return False  # floats and strings as FastPrimitivesCoder writes them: never used as a grouping key
+        return False  # never used as a grouping key
 
     def to_type_hint(self):
         return self._cls
@@ -109,10 +128,10 @@ class BatchCoder(beam.coders.Coder):
         self._values = beam.coders.FastPrimitivesCoder()
 
     def encode(self, batch: Batch) -> bytes:
-        return self._values.encode([tuple(i) for i in batch])
+        return encode_values([tuple(i) for i in batch], self._values)
 
     def decode(self, encoded: bytes) -> Batch:
-        return Batch(map(Item._make, self._values.decode(encoded)))
+        return Batch(map(Item._make, decode_values(encoded, self._values)))
 
     def is_deterministic(self) -> bool:
         return False  # as PlainTupleCoder: never a grouping key
