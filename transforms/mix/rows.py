@@ -205,8 +205,9 @@ class WriteRows(beam.PTransform):
         self._prefix, self._rows = FileSystems.join(directory, "train"), rows_per_shard
 
     def expand(self, rows):
+        # typed, so each row crosses the shuffle to its shard as a plain tuple (`PlainTupleCoder`), not pickled
         parquet = rows | "WriteParquet" >> WriteSharded(self._prefix, ".parquet", lambda r: r.parquet_key, _parquet,
-                                                        self._rows)
+                                                        self._rows, element_type=Row)
         dolma = rows | "WriteDolma" >> WriteSharded(self._prefix, ".jsonl.gz", lambda r: r.dolma_key, _dolma_gz,
-                                                    self._rows)
+                                                    self._rows, element_type=Row)
         return (parquet, dolma) | "Paths" >> beam.Flatten()
