@@ -112,11 +112,11 @@ def _normalised_dolma(obj: dict, source: str, offset: int) -> dict:
     return {**obj, "metadata": meta}
 
 
-REQUIRED = ("id", "text", "source", "offset")
+NOT_NULL = ("id", "text", "source", "offset")
 
 
 def _check_required(obj: dict) -> None:
-    for name in REQUIRED:
+    for name in NOT_NULL:
         if obj[name] is None:
             raise RecordError("schema_error", f"field `{name}` is null")
     for name in _FLOATS:
@@ -126,12 +126,12 @@ def _check_required(obj: dict) -> None:
 
 
 def may_fail_required(table: pa.Table) -> set[int]:
-    """The rows of a table with the Document schema that `_check_required` may refuse (a null in a REQUIRED column,
+    """The rows of a table with the Document schema that `_check_required` may refuse (a null in a NOT_NULL column,
     a non-finite float), found by column: a superset, for a caller that reads only the other rows without it."""
     mask = None
-    for name in REQUIRED + _FLOATS:
+    for name in NOT_NULL + _FLOATS:
         col = table.column(name)
-        if name in REQUIRED:
+        if name in NOT_NULL:
             if not col.null_count:
                 continue
             bad = pc.is_null(col)
