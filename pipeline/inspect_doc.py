@@ -13,7 +13,7 @@ from transforms.io.commit import CommittedFileChanged, IncompleteOutputError, re
 _SECTIONS = (
     ("Lineage", ("source", "offset", "warc_record_id", "refers_to", "url", "registered_domain", "crawl_id",
                  "capture_date", "pre_llm", "content_digest")),
-    ("Deduplication", ("dup_cluster_id", "dup_cluster_size", "first_seen")),
+    ("Deduplication", ("dup_cluster_id", "dup_cluster_size", "first_seen", "last_seen")),
     ("AI likelihood", ("ai_score", "ai_pvalue", "ai_reference", "p_ai", "ai_model")),
     ("Declared by the page", ("html_observable", "tdm_reservation", "tdm_reservation_header",
                               "tdm_reservation_meta", "tdm_policy", "robots_noai", "robots_noimageai",

@@ -99,6 +99,7 @@ class Document:
     dup_cluster_id: Optional[str] = None
     dup_cluster_size: Optional[int] = None
     first_seen: Optional[str] = None
+    last_seen: Optional[str] = None
     provenance: Optional[Provenance] = None
     ai_score: Optional[float] = None
     ai_pvalue: Optional[float] = None
@@ -115,8 +116,8 @@ class Document:
 _STRING_FIELDS = (
     "url", "domain", "warc_record_id", "refers_to", "crawl_id", "capture_date", "language", "content_digest",
 )
-_STAGE_FIELDS = ("dup_cluster_id", "dup_cluster_size", "first_seen", "provenance", "ai_score", "ai_pvalue",
-                 "ai_reference", "p_ai", "ai_model")
+_STAGE_FIELDS = ("dup_cluster_id", "dup_cluster_size", "first_seen", "last_seen", "provenance", "ai_score",
+                 "ai_pvalue", "ai_reference", "p_ai", "ai_model")
 
 SCHEMA = pa.schema(
     [
@@ -128,6 +129,7 @@ SCHEMA = pa.schema(
         pa.field("dup_cluster_id", pa.string()),
         pa.field("dup_cluster_size", pa.int64()),
         pa.field("first_seen", pa.string()),
+        pa.field("last_seen", pa.string()),
         pa.field("provenance", PROVENANCE),
         pa.field("ai_score", pa.float64()),
         pa.field("ai_pvalue", pa.float64()),
@@ -138,6 +140,8 @@ SCHEMA = pa.schema(
     ]
 )
 COLUMNS = tuple(SCHEMA.names)
+ADDED_COLUMNS = ("last_seen",)  # newer than some curated outputs: read as null when a file lacks them
+REQUIRED_COLUMNS = tuple(name for name in COLUMNS if name not in ADDED_COLUMNS)
 _FIELDS = tuple(f.name for f in dataclasses.fields(Document))
 _FIELD_SET = frozenset(_FIELDS)
 _CODER_FORMAT = 1
@@ -312,7 +316,7 @@ def from_record(obj: dict[str, Any], source: str, offset: int) -> Document:
     record has one, `url`/`domain`/... are taken by name, and other scalar fields land in `metadata`."""
     if isinstance(obj.get("metadata"), dict) and "offset" in obj["metadata"] and "id" in obj:
         return from_dolma(obj)
-    if all(name in obj for name in COLUMNS):
+    if all(name in obj for name in REQUIRED_COLUMNS):
         return from_row(obj)
     rid = obj.get("id")
     fields = {name: obj.get(name) for name in _STRING_FIELDS}

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.restriction_trackers import OffsetRange
 
 from transforms.accounting import dead_letter, drop
-from transforms.document import COLUMNS, SCHEMA, identity_hash
+from transforms.document import REQUIRED_COLUMNS, SCHEMA, identity_hash
 from transforms.io.files import ByteRanges, Shard, open_raw
 from transforms.io.parquet_budget import PageHeaderError, decoded_bytes, dictionary_columns, oversize, row_group_budget
 from transforms.io.reader import ShardReader
@@ -42,15 +42,18 @@ class _ColumnTypeError(ValueError):
 
 
 def _as_read(table: pa.Table) -> tuple[pa.Table, bool]:
-    """Views and dictionaries made plain; a table with every Document column is cast to the Document schema
-    (then True: its rows are typed)."""
+    """Views and dictionaries made plain; a table with every Document column (those added since some outputs
+    were written may be missing: null) is cast to the Document schema (then True: its rows are typed)."""
     plain = pa.schema([f.with_type(_plain(f.type)) for f in table.schema])
     if not plain.equals(table.schema):
         table = table.cast(plain)
-    if not all(name in table.column_names for name in COLUMNS):
+    if not all(name in table.column_names for name in REQUIRED_COLUMNS):
         return table, False
     columns = []
     for field in SCHEMA:
+        if field.name not in table.column_names:
+            columns.append(pa.nulls(table.num_rows, field.type))
+            continue
         col = table.column(field.name)
         try:
             columns.append(col.cast(field.type) if not col.type.equals(field.type) else col)

@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from transforms.accounting import count
 from transforms.dates import DATE_FIELDS, UNPARSED, has_unparsed_date, normalise_date, unparsed_key
-from transforms.document import COLUMNS, SCHEMA, Document, from_record, replace
+from transforms.document import COLUMNS, REQUIRED_COLUMNS, SCHEMA, Document, from_record, replace
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -134,7 +134,7 @@ def to_document(obj: Any, source: str, offset: int, typed: bool = False) -> Docu
         _check_required(obj)
     elif isinstance(obj.get("metadata"), dict) and "offset" in obj["metadata"] and "id" in obj:
         obj = _normalised_dolma(obj, source, offset)
-    elif "provenance" in obj and all(name in obj for name in COLUMNS):
+    elif "provenance" in obj and all(name in obj for name in REQUIRED_COLUMNS):
         _check_fields(obj, COLUMNS)
         _check_required(obj)
     try:
