@@ -47,6 +47,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from transforms.dates import is_pre_llm  # noqa: E402
 from transforms.tokens import count_tokens  # noqa: E402
 
 SHARES = (0.05, 0.3, 0.8)
@@ -382,7 +383,7 @@ def run_set(name: str, args, work: Path) -> dict:
     def check(run: str, folder: Path, summary: dict, by_source: bool, ref_docs: list | None = None) -> list[dict]:
         docs = read_docs(folder)
         # the run's own pre-LLM pages calibrate unless their duplicate cluster held a 2024 copy
-        own = [d for d in docs if d["pre_llm"] and not (d["last_seen"] or "") >= "2022-11-30"]
+        own = [d for d in docs if d["pre_llm"] and is_pre_llm(d["last_seen"]) is not False]
         for line in invariants(summary, docs, own + (ref_docs or [])):
             res["invariants"].append(f"{name} run {run} {folder.name}: {line}")
         for r in estimate_rows(summary, docs, labels):
