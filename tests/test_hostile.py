@@ -470,3 +470,19 @@ def test_train_detector_refuses_a_reference_changed_after_its_commit(tmp_path, c
     status, err = _cli(capsys, "train-detector", "--data", str(tmp_path / "data.jsonl.gz"), "--out",
                        str(tmp_path / "m"), "--human_reference", str(shard))
     assert status == 2 and len(err) == 1 and "changed after its output was committed" in err[0], err
+
+
+# Round 7: what the earlier rounds left.
+
+def test_train_detector_data_with_one_label_is_one_line(tmp_path, capsys):
+    """Only human texts (or a split left with one label) cannot be fitted, calibrated or thresholded: a user error,
+    not a TypeError from the AUROC of a one-class validation split."""
+    import gzip
+    import json
+
+    rows = [{"text": f"a human text number {i} with some words", "label": "human"} for i in range(60)]
+    (tmp_path / "human.jsonl.gz").write_bytes(gzip.compress("".join(json.dumps(r) + "\n" for r in rows).encode()))
+    status, err = _cli(capsys, "train-detector", "--data", str(tmp_path / "human.jsonl.gz"), "--out",
+                       str(tmp_path / "m"), "--no_lodo")
+    assert status == 2 and len(err) == 1 and "split needs both human and ai texts" in err[0], err
+    assert not (tmp_path / "m" / "model.ftz").exists()

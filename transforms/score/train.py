@@ -287,6 +287,13 @@ def train_detector(paths: list[str], out_dir: str, seed: int = 1, lodo: bool = T
     if not examples:
         raise ValueError("no labelled human/ai English texts in the given files")
     parts = split(examples, seed)
+    for name_ in ("train", "validation"):  # fitting, AUROC, calibration and the threshold need both labels
+        ai = sum(e.label for e in parts[name_])
+        if not ai or ai == len(parts[name_]):
+            counts = ", ".join(f"{k} {sum(e.label for e in v)} ai / {len(v) - sum(e.label for e in v)} human"
+                               for k, v in parts.items())
+            raise ValueError(f"--data: the {name_} split needs both human and ai texts ({counts}); give more "
+                             "labelled texts of each label")
     if reference is not None:
         parts["train"] = parts["train"] + [Example(t, 0, "reference", "reference", "human", "", reference.weight)
                                            for t in reference.train]
