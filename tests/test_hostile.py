@@ -486,3 +486,26 @@ def test_train_detector_data_with_one_label_is_one_line(tmp_path, capsys):
                        str(tmp_path / "m"), "--no_lodo")
     assert status == 2 and len(err) == 1 and "split needs both human and ai texts" in err[0], err
     assert not (tmp_path / "m" / "model.ftz").exists()
+
+
+@pytest.mark.slow
+def test_mix_names_a_curated_folder_that_lost_a_listed_file_or_is_not_curated(tmp_path, capsys):
+    """Not "no crawl shards match …/documents/*.parquet; supported extensions: .warc, …": the folder is incomplete,
+    or is no curate output at all."""
+    import yaml
+
+    _jsonl(tmp_path / "in.jsonl", 5, "d")
+    out = tmp_path / "cur"
+    curate.run(["--input", str(tmp_path / "in.jsonl"), "--output", str(out), "--no_score"])
+    shard, = (out / "documents").glob("*.parquet")
+    shard.unlink()
+    (tmp_path / "plain").mkdir()
+    for folder, message in ((out, f"source a: {out} is incomplete: documents/{shard.name} is listed in "
+                                  "COMPLETE.json but missing"),
+                            (tmp_path / "plain", f"source a: {tmp_path / 'plain'} holds no documents/*.parquet; "
+                                                 "`curated` takes synthcap curate output folders")):
+        cfg = {"seed": 1, "target_tokens": 10, "max_synthetic_fraction": "0.1",
+               "sources": [{"name": "a", "curated": [str(folder)], "weight": 1}]}
+        (tmp_path / "mix.yaml").write_text(yaml.safe_dump(cfg))
+        status, err = _cli(capsys, "mix", "--config", str(tmp_path / "mix.yaml"), "--output", str(tmp_path / "m"))
+        assert status == 2 and err == [f"synthcap mix: error: {message}"], err
