@@ -509,3 +509,20 @@ def test_mix_names_a_curated_folder_that_lost_a_listed_file_or_is_not_curated(tm
         (tmp_path / "mix.yaml").write_text(yaml.safe_dump(cfg))
         status, err = _cli(capsys, "mix", "--config", str(tmp_path / "mix.yaml"), "--output", str(tmp_path / "m"))
         assert status == 2 and err == [f"synthcap mix: error: {message}"], err
+
+
+@pytest.mark.slow
+def test_inspect_shows_every_document_that_shares_the_id(tmp_path, capsys):
+    """Ids are the user's and may collide across files: inspect shows each, by source, never just the first."""
+    from pipeline.cli import main
+
+    (tmp_path / "a.jsonl").write_text('{"id": "same", "text": "the first file holds this text about rivers"}\n')
+    (tmp_path / "b.jsonl").write_text('{"id": "same", "text": "the second file holds another text about hills"}\n')
+    out = tmp_path / "cur"
+    curate.run(["--input", str(tmp_path / "*.jsonl"), "--output", str(out), "--no_score"])
+    capsys.readouterr()
+    assert main(["inspect", "same", "--output", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert shown.startswith("2 documents have the id same")
+    sources = [line.split()[1] for line in shown.splitlines() if line.startswith("  source ")]
+    assert sources == [str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")]
