@@ -600,3 +600,25 @@ def test_a_new_format_adds_only_its_parsing(tmp_path):
         MetricsFilter().with_namespace(NAMESPACE))["counters"]}
     assert counters["records_read"] == 4  # two documents, one empty line, one unreadable file
     assert counters["dead_letter_read_error"] == 1 and counters["dropped_empty_text"] == 1
+
+
+# -- hostile inputs, round 7 ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("charset, body", [
+    ("utf-7", b"+2AA- a page whose declared charset turns these bytes into a lone surrogate"),
+    ("unicode_escape", b"\\ud800 a page whose declared charset turns an escape into a lone surrogate"),
+    ("raw_unicode_escape", b"\\udfff a page whose declared charset turns an escape into a lone surrogate"),
+    ("punycode", b"a page whose declared charset refuses every byte of it"),
+    ("undefined", b"a page whose declared charset refuses every byte of it"),
+    ("utf\x00-8", b"a page whose declared charset has a NUL byte in its name"),
+    ("rot13", b"a page whose declared charset is no text encoding at all"),
+])
+def test_a_charset_no_web_page_may_declare_is_detected_instead(tmp_path, charset, body):
+    """utf-7 and the escape codecs made lone surrogates (an extract_error when the text was hashed), punycode and
+    `undefined` raised UnicodeError, a NUL in the name ValueError: each cost a readable page. Such a charset is
+    treated as unknown, as browsers do: the encoding is detected from the bytes."""
+    path = tmp_path / "charset.warc.gz"
+    path.write_bytes(member(response("https://crafted.example/c", HTML % body, "c",
+                                     headers=f"Content-Type: text/html; charset={charset}")) + member(wet(2)))
+    out = read_warc(path)
+    assert not dead(out) and [d.text for d in docs(out)][0] == body.decode()

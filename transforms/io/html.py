@@ -8,6 +8,7 @@ same on every machine.
 """
 from __future__ import annotations
 
+import codecs
 import re
 
 from typing import Iterable
@@ -40,11 +41,28 @@ def looks_binary(payload: bytes) -> bool:
     return ctrl * 10 > len(head)
 
 
+# Python text codecs that no web page may declare (the WHATWG Encoding Standard has none of them): they turn
+# bytes into lone surrogates (utf-7, the escape codecs), which no UTF-8 writer accepts, or refuse every page.
+_NOT_WEB = frozenset({"utf-7", "unicode-escape", "raw-unicode-escape", "punycode", "idna", "undefined"})
+
+
+def _declared(charset: str | None) -> str | None:
+    """The declared charset when Python decodes text with it and a web page may use it; else None (detect)."""
+    if not charset:
+        return None
+    try:
+        info = codecs.lookup(charset)
+    except (LookupError, ValueError):  # ValueError: a name with a NUL in it
+        return None
+    # bytes-to-bytes codecs (rot13, zlib, base64) are no text encoding: what bytes.decode itself checks
+    return charset if getattr(info, "_is_text_encoding", True) and info.name not in _NOT_WEB else None
+
+
 def decode_html(payload: bytes, charset: str | None) -> str:
-    encoding = charset or detect_encoding(payload)
+    encoding = _declared(charset) or detect_encoding(payload)
     try:
         return bytes_to_str(payload, encoding)
-    except LookupError:
+    except (LookupError, UnicodeError):
         return bytes_to_str(payload, detect_encoding(payload))
 
 
