@@ -622,3 +622,17 @@ def test_a_charset_no_web_page_may_declare_is_detected_instead(tmp_path, charset
                                      headers=f"Content-Type: text/html; charset={charset}")) + member(wet(2)))
     out = read_warc(path)
     assert not dead(out) and [d.text for d in docs(out)][0] == body.decode()
+
+
+def test_a_valid_parquet_footer_on_garbage_pages_is_a_read_error(tmp_path):
+    """Pages that cannot be walked are damage, not a size over the read budget: `read_error`, naming the row
+    group (it was an `over_read_budget` dead letter saying "unknown Thrift type")."""
+    good = tmp_path / "good.parquet"
+    pq.write_table(pa.table({"id": ["a", "b"], "text": ["some text", "more text"]}), good)
+    data = good.read_bytes()
+    footer = int.from_bytes(data[-8:-4], "little") + 8
+    path = tmp_path / "garbage.parquet"
+    path.write_bytes(b"PAR1" + b"\xff" * (len(data) - footer - 4) + data[-footer:])
+    letter, = dead(read_parquet(path))
+    assert (letter.reason, letter.offset, letter.error_type) == ("read_error", 0, "PageHeaderError")
+    assert letter.message.startswith("row group 0: ")
