@@ -636,3 +636,20 @@ def test_a_valid_parquet_footer_on_garbage_pages_is_a_read_error(tmp_path):
     letter, = dead(read_parquet(path))
     assert (letter.reason, letter.offset, letter.error_type) == ("read_error", 0, "PageHeaderError")
     assert letter.message.startswith("row group 0: ")
+
+
+def test_a_foreign_records_own_metadata_is_kept_and_ids_that_are_not_strings_are_json(tmp_path):
+    """A Dolma-style `metadata` object (no `offset`: not our own output) or an Arrow map column was dropped whole,
+    losing every field a dataset keeps there; a boolean or object id became Python's repr (`True`, `{'a': 1}`)."""
+    lines = [{"id": True, "text": "a text with a boolean id", "metadata": {"lang": "en", "score": 0.5}},
+             {"id": {"a": 1}, "text": "a text with an object id", "metadata": {"lang": "de"}, "lang": "fr"},
+             {"id": 5, "text": "a text with a number id", "metadata": [1, 2]}]
+    path = tmp_path / "foreign.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    got = {d.id: d.metadata for d in docs(read_jsonl_file(path))}
+    assert got == {"true": {"lang": "en", "score": "0.5"}, '{"a": 1}': {"lang": "fr"}, "5": {"metadata": "[1, 2]"}}
+    table = pa.table({"id": ["m"], "text": ["a text with a map of metadata"],
+                      "metadata": pa.array([[("lang", "en")]], pa.map_(pa.string(), pa.string()))})
+    pq.write_table(table, tmp_path / "foreign.parquet")
+    doc, = docs(read_parquet(tmp_path / "foreign.parquet"))
+    assert doc.metadata == {"lang": "en"}
