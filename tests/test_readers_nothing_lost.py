@@ -653,3 +653,28 @@ def test_a_foreign_records_own_metadata_is_kept_and_ids_that_are_not_strings_are
     pq.write_table(table, tmp_path / "foreign.parquet")
     doc, = docs(read_parquet(tmp_path / "foreign.parquet"))
     assert doc.metadata == {"lang": "en"}
+
+
+@pytest.mark.parametrize("split", [0, 7, 300, 4096])
+def test_nul_padding_after_the_last_gzip_member_is_no_record(tmp_path, split):
+    """Tape blocks and preallocated files end in NUL bytes that gzip(1) ignores: they were one phantom record read
+    and one gzip_error dead letter. Zeros followed by anything else are still damage."""
+    path = tmp_path / "padded.warc.gz"
+    path.write_bytes(page(1) + page(2) + b"\0" * 1000)
+    out = read_warc(path, split=split)
+    assert len(docs(out)) == 2 and not dead(out)
+    path.write_bytes(page(1) + b"\0" * 1000 + b"junk")
+    out = read_warc(path, split=split)
+    assert len(docs(out)) == 1 and [x.reason for x in dead(out)] == ["gzip_error"]
+
+
+def test_nul_padding_after_the_last_member_of_a_jsonl_gz_is_no_record(tmp_path):
+    path = tmp_path / "padded.jsonl.gz"
+    member_ = gzip.compress(b'{"id": "a", "text": "a line in a padded gzip file"}\n')
+    path.write_bytes(member_ + b"\0" * (3 << 20))
+    out = read_jsonl_file(path)
+    assert [d.id for d in docs(out)] == ["a"] and not dead(out)
+    path.write_bytes(member_ + b"\0" * 10 + b"junk")
+    assert [x.reason for x in dead(read_jsonl_file(path))] == ["gzip_error"]
+    path.write_bytes(b"\0" * 100)  # zeros alone are no gzip file at all
+    assert [x.reason for x in dead(read_jsonl_file(path))] == ["gzip_error"]

@@ -232,3 +232,14 @@ def find_member(f: BinaryIO, start: int, prefix: bytes = b"WARC/") -> Optional[i
 def is_gzip(f: BinaryIO) -> bool:
     f.seek(0)
     return f.read(3) == MAGIC
+
+
+def zeros_to_end(f: BinaryIO, head: bytes = b"") -> bool:
+    """Whether `head` and the rest of `f` are NUL bytes only: the padding (tape blocks, preallocated files) that
+    gzip(1) ignores after the last member, which is no damaged record. Reads in bounded blocks."""
+    while head.count(0) == len(head):
+        head = f.read(_SCAN_BLOCK)
+        if not head:
+            return True
+    return False
+

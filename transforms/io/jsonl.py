@@ -19,7 +19,7 @@ import zstandard
 from transforms.accounting import dead_letter, drop
 from transforms.document import fallback_id
 from transforms.io.files import ByteRanges, Shard
-from transforms.io.gzip_members import StreamError
+from transforms.io.gzip_members import StreamError, zeros_to_end
 from transforms.io.reader import ShardReader
 from transforms.io.record import RecordError, check_unicode, emitted, to_document
 
@@ -37,7 +37,7 @@ class Oversize:
 
 def _gunzip_blocks(f: BinaryIO) -> Iterator[bytes]:
     """Decompressed blocks (each at most _BLOCK) of a multi-member gzip stream; damage raises StreamError."""
-    d, pending = zlib.decompressobj(31), False
+    d, pending, ended = zlib.decompressobj(31), False, False
     while True:
         chunk = f.read(_BLOCK)
         if not chunk:
@@ -45,6 +45,8 @@ def _gunzip_blocks(f: BinaryIO) -> Iterator[bytes]:
                 raise StreamError("truncated", "compressed stream ends inside a member or frame")
             return
         while chunk:
+            if ended and not pending and not chunk[0] and zeros_to_end(f, chunk):  # NUL padding after the last member
+                return
             pending = True
             try:
                 out = d.decompress(chunk, _BLOCK)
@@ -53,7 +55,7 @@ def _gunzip_blocks(f: BinaryIO) -> Iterator[bytes]:
             if out:
                 yield out
             if d.eof:
-                chunk, d, pending = d.unused_data, zlib.decompressobj(31), False
+                chunk, d, pending, ended = d.unused_data, zlib.decompressobj(31), False, True
             else:
                 chunk = d.unconsumed_tail
 

@@ -22,7 +22,7 @@ from transforms.dates import normalise_date, unparsed_key
 from transforms.document import Document, fallback_id
 from transforms.io.files import ByteRanges, Shard
 from transforms.io.gzip_members import (ByteStream, FileWindow, MemberStream, PlainStream, StreamError, find_member,
-                                        is_gzip, looks_like_member)
+                                        is_gzip, looks_like_member, zeros_to_end)
 from transforms.io.html import ExtractBudgetExceeded, is_text_mime, looks_binary, read_page
 from transforms.io.http import HttpError, PayloadTooLarge, parse_response
 from transforms.io.reader import ShardReader
@@ -312,6 +312,9 @@ class ReadWarcFn(ShardReader):
                     yield self._emit(item, pos, shard, crawl_id, pos)
                 pos = member.finish()
             except StreamError as e:
+                f.seek(pos)
+                if zeros_to_end(f):  # NUL padding after the last member: nothing was lost there
+                    break
                 nxt = find_member(f, pos + 1)
                 yield dead_letter(shard.path, pos, e.reason, f"{e}; {self._junk_message(pos, nxt, shard)}", STAGE)
                 pos = nxt
