@@ -526,3 +526,22 @@ def test_inspect_shows_every_document_that_shares_the_id(tmp_path, capsys):
     assert shown.startswith("2 documents have the id same")
     sources = [line.split()[1] for line in shown.splitlines() if line.startswith("  source ")]
     assert sources == [str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")]
+
+
+
+def test_train_detector_says_how_many_records_it_left_out_and_why(tmp_path):
+    """Rows without a label, with another label or language, or without text were left out unsaid; the card's
+    `data.skipped` (and the CLI's `records skipped`) count them by why."""
+    import gzip
+    import json
+    from collections import Counter
+
+    from transforms.score.train import load
+
+    rows = [{"text": f"text number {i} with a few words", "label": ["human", "ai"][i % 2]} for i in range(6)]
+    rows += [{"text": "no label"}, {"text": "x", "label": "maybe"}, {"text": "y", "label": 1},
+             {"text": "z", "label": "ai", "language": "fr"}, {"text": "  ", "label": "ai"}]
+    (tmp_path / "d.jsonl.gz").write_bytes(gzip.compress("".join(json.dumps(r) + "\n" for r in rows).encode()))
+    skipped = Counter()
+    assert len(load([str(tmp_path / "d.jsonl.gz")], skipped=skipped)) == 6
+    assert skipped == {"empty text": 1, "label is not human or ai": 3, "not English": 1}
