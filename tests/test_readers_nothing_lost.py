@@ -678,3 +678,16 @@ def test_nul_padding_after_the_last_member_of_a_jsonl_gz_is_no_record(tmp_path):
     assert [x.reason for x in dead(read_jsonl_file(path))] == ["gzip_error"]
     path.write_bytes(b"\0" * 100)  # zeros alone are no gzip file at all
     assert [x.reason for x in dead(read_jsonl_file(path))] == ["gzip_error"]
+
+
+def test_a_foreign_field_named_like_an_unparsed_date_is_not_counted_as_one(tmp_path):
+    """`capture_date_unparsed` beside a readable date (a top-level field, or in the record's own metadata) made the
+    summary count a document whose date was read fine."""
+    from transforms.dates import has_unparsed_date
+
+    lines = [{"id": "a", "text": "one", "created": "2024-01-01", "capture_date_unparsed": "x"},
+             {"id": "b", "text": "two", "created": "2024-01-01", "metadata": {"capture_date_unparsed": "x"}},
+             {"id": "c", "text": "three", "created": "garbage"}]
+    path = tmp_path / "dates.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert {d.id: has_unparsed_date(d) for d in docs(read_jsonl_file(path))} == {"a": False, "b": False, "c": True}
