@@ -708,3 +708,24 @@ def test_a_page_full_of_xmp_source_type_names_is_read_in_linear_work(tmp_path):
                  f"<x:xmpmeta><Iptc4xmpExt:DigitalSourceType>{ai}</Iptc4xmpExt:DigitalSourceType></x:xmpmeta>",
                  f'<x:xmpmeta><Iptc4xmpExt:DigitalSourceType xml:lang="en"\n rdf:resource = "{ai}"/></x:xmpmeta>'):
         assert page_signals([], f"<html><head></head><body>{form}</body></html>")["digital_source_type"] == ai, form
+
+
+def test_a_range_that_syncs_probes_no_further_than_its_own_end(tmp_path, monkeypatch):
+    """Each gzip magic number is a candidate member that costs a decompression probe. A range starting mid-file
+    searched to the file's end for its first member, so with bytes full of magic numbers every range probed the
+    rest of the file (quadratic: 3 MB at 64 KiB ranges took minutes). Outputs are the same at any split."""
+    from transforms.io import gzip_members
+
+    path = tmp_path / "magic.warc.gz"
+    path.write_bytes(page(1) + gzip_members.MAGIC * 30_000 + page(2))
+    probes = []
+    real = gzip_members.looks_like_member
+    monkeypatch.setattr(gzip_members, "looks_like_member", lambda *a: probes.append(1) or real(*a))
+    want = None
+    for split in (0, 4096, 20_000):
+        probes.clear()
+        out = read_warc(path, split=split)
+        got = ([d.url for d in docs(out)], [(x.offset, x.reason) for x in dead(out)])
+        want = want or got
+        assert got == want and len(got[0]) == 2 and len(got[1]) == 1
+        assert len(probes) <= 2 * 30_000, (split, len(probes))  # each candidate about once, not once per range

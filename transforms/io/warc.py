@@ -281,7 +281,7 @@ class ReadWarcFn(ShardReader):
         gz = shard.path.lower().endswith(".gz") or is_gzip(f)
         crawl_id = self._crawl_id(f, shard, gz)
         if gz:
-            yield from self._read_gzip(f, shard, tracker, tracker.current_restriction().start, crawl_id)
+            yield from self._read_gzip(f, shard, tracker, tracker.current_restriction(), crawl_id)
         else:
             yield from self._read_plain(f, shard, tracker, crawl_id)
 
@@ -295,8 +295,8 @@ class ReadWarcFn(ShardReader):
         return dead_letter(shard.path, base + item.start, item.reason,
                            f"{item.message}; skipped bytes {item.start}..{end}{where}", STAGE)
 
-    def _read_gzip(self, f, shard: Shard, tracker, start: int, crawl_id):
-        pos = 0 if start == 0 else find_member(f, start)
+    def _read_gzip(self, f, shard: Shard, tracker, r, crawl_id):
+        pos = 0 if r.start == 0 else find_member(f, r.start, stop=r.stop)  # none in this range: nothing is ours
         window = FileWindow(f)
         past_end = False
         while pos is not None and pos < shard.size:
