@@ -729,3 +729,30 @@ def test_a_range_that_syncs_probes_no_further_than_its_own_end(tmp_path, monkeyp
         want = want or got
         assert got == want and len(got[0]) == 2 and len(got[1]) == 1
         assert len(probes) <= 2 * 30_000, (split, len(probes))  # each candidate about once, not once per range
+
+
+def test_ranges_inside_one_long_jsonl_line_read_no_further_than_their_own_end(tmp_path, monkeypatch):
+    """A range starting mid-line looked for the next line start to the end of the line, so every range inside a
+    long line scanned the rest of it (quadratic: an 8 MB line at 4 KiB ranges read 8 GB). The outputs are the
+    same at any split; the bytes read stay near the file's size (plus the head every range checks)."""
+    import io
+
+    from transforms.io import reader
+
+    path = tmp_path / "long.jsonl"
+    path.write_bytes(b'{"id": "a", "text": "short"}\n{"text": "' + b"x" * (2 << 20) + b'"}\n{"id": "b", "text": "b"}\n')
+    read = [0]
+
+    class Counting(io.FileIO):
+        def read(self, size=-1):
+            data = super().read(size)
+            read[0] += len(data)
+            return data
+
+    monkeypatch.setattr(reader, "open_raw", lambda p: Counting(p, "rb"))
+    for split in (0, 4096, 100_000):
+        read[0] = 0
+        out = read_jsonl_file(path, limit=1 << 20, split=split)
+        assert [d.id for d in docs(out)] == ["a", "b"] and [x.reason for x in dropped(out)] == ["too_large"]
+        ranges = path.stat().st_size // split + 1 if split else 1
+        assert read[0] < 3 * path.stat().st_size + ranges * (1 << 16), (split, read[0])  # + each range's 64 KiB head

@@ -357,7 +357,10 @@ class ReadJsonlFn(ShardReader):
                     yield self._spread_file(shard, spread)
                 tracker.try_claim(shard.size + 1)
                 return
-            first = self._line_start(f, start)
+            first = self._line_start(f, start, tracker.current_restriction().stop)
+            if first is None:  # no line starts in this range: the line that spans it is its owner's
+                tracker.try_claim(shard.size + 1)
+                return
             blocks = _plain_blocks(f, first)
         content = False
         for pos, line in iter_lines(blocks, self._limit, first):
@@ -386,15 +389,16 @@ class ReadJsonlFn(ShardReader):
         return dead_letter(shard.path, 0, "schema_error", f"found a JSON {kind} spread over lines: {hint}", STAGE)
 
     @staticmethod
-    def _line_start(f: BinaryIO, start: int) -> int:
-        """First line beginning at or after `start` (a range starting mid-line leaves that line to its owner)."""
+    def _line_start(f: BinaryIO, start: int, stop: int) -> int | None:
+        """First line beginning in [start, stop), or None (a range starting mid-line leaves that line to its owner;
+        looking past `stop` made every range inside one long line scan to its end: quadratic in the line)."""
         if start == 0:
             return 0
         f.seek(start - 1)
         pos = start - 1
-        while chunk := f.read(1 << 16):
+        while pos < stop - 1 and (chunk := f.read(min(1 << 16, stop - 1 - pos))):
             i = chunk.find(b"\n")
             if i >= 0:
                 return pos + i + 1
             pos += len(chunk)
-        return pos
+        return None
