@@ -41,13 +41,14 @@ def looks_binary(payload: bytes) -> bool:
     return ctrl * 10 > len(head)
 
 
-# Python text codecs that no web page may declare (the WHATWG Encoding Standard has none of them): they turn
-# bytes into lone surrogates (utf-7, the escape codecs), which no UTF-8 writer accepts, or refuse every page.
-_NOT_WEB = frozenset({"utf-7", "unicode-escape", "raw-unicode-escape", "punycode", "idna", "undefined"})
+# Python text codecs no web page may declare (the WHATWG Encoding Standard has none of them) that turn bytes into
+# lone surrogates, which the HTML parser and every UTF-8 writer refuse: the page was lost to a misleading error.
+_SURROGATE_CODECS = frozenset({"utf-7", "unicode-escape", "raw-unicode-escape"})
 
 
 def _declared(charset: str | None) -> str | None:
-    """The declared charset when Python decodes text with it and a web page may use it; else None (detect)."""
+    """The declared charset when Python has a text codec of that name that cannot make lone surrogates; else None
+    (the encoding is detected, as browsers do for a label they do not know)."""
     if not charset:
         return None
     try:
@@ -55,14 +56,14 @@ def _declared(charset: str | None) -> str | None:
     except (LookupError, ValueError):  # ValueError: a name with a NUL in it
         return None
     # bytes-to-bytes codecs (rot13, zlib, base64) are no text encoding: what bytes.decode itself checks
-    return charset if getattr(info, "_is_text_encoding", True) and info.name not in _NOT_WEB else None
+    return charset if getattr(info, "_is_text_encoding", True) and info.name not in _SURROGATE_CODECS else None
 
 
 def decode_html(payload: bytes, charset: str | None) -> str:
     encoding = _declared(charset) or detect_encoding(payload)
     try:
         return bytes_to_str(payload, encoding)
-    except (LookupError, UnicodeError):
+    except LookupError:
         return bytes_to_str(payload, detect_encoding(payload))
 
 
