@@ -651,6 +651,11 @@ def test_a_foreign_records_own_metadata_is_kept_and_ids_that_are_not_strings_are
     pq.write_table(table, tmp_path / "foreign.parquet")
     doc, = docs(read_parquet(tmp_path / "foreign.parquet"))
     assert doc.metadata == {"lang": "en"}
+    table = pa.table({"id": pa.array([b"r\xc3\xa9f", b"\xff"], pa.binary()), "text": ["one", "two"],
+                      "blob": pa.array([b"\x00\x01", None], pa.binary())})
+    pq.write_table(table, tmp_path / "binary.parquet")
+    assert [(d.id, d.metadata) for d in docs(read_parquet(tmp_path / "binary.parquet"))] == [
+        ("réf", {"blob": "\x00\x01"}), ("\\xff", {})]  # not "b'\\xff'", Python's repr
 
 
 @pytest.mark.parametrize("split", [0, 7, 300, 4096])

@@ -306,7 +306,10 @@ def replace_provenance(prov: Provenance, **changes) -> Provenance:
 
 
 def _as_string(value: Any) -> str:
-    """A foreign value as metadata (and ids) keep it: strings as they are, anything else as JSON."""
+    """A foreign value as metadata (and ids) keep it: strings as they are, bytes (a Parquet binary column) as UTF-8
+    with undecodable bytes escaped, anything else as JSON."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
 
 
