@@ -627,3 +627,16 @@ def test_an_adapted_models_floor_comes_from_models_adapted_to_each_held_out_set(
     prior = TprPrior.from_card({"leave_one_dataset_out": widen(adapted),
                                 "leave_one_dataset_out_unadapted": widen(plain)})
     assert prior.low == min(m[h]["tpr_at_5pct_fpr"] for m in (adapted, plain) for h in sets)
+
+
+def test_a_reference_file_reached_by_several_globs_or_names_is_one_file(tmp_path, monkeypatch):
+    """`--human_reference 'ref/*.jsonl' ./ref/a.jsonl` read a.jsonl twice: its documents counted twice in the
+    reference size, which the p-values' and the mixer's bounds take as independent documents."""
+    from transforms.score.reference import match_reference
+
+    (tmp_path / "ref").mkdir()
+    for name in ("a", "b"):
+        (tmp_path / "ref" / f"{name}.jsonl").write_text(json.dumps({"id": name, "text": f"text {name}"}) + "\n")
+    monkeypatch.chdir(tmp_path)
+    files = match_reference(["ref/*.jsonl", "./ref/a.jsonl", str(tmp_path / "ref" / "a.jsonl"), "ref/a.jsonl"])
+    assert files == ["./ref/a.jsonl", "ref/b.jsonl"]

@@ -254,24 +254,23 @@ def load_reference(patterns: list[str], seed: int, weight: int, train_fraction: 
 
     split_rule = {"seed": seed, "train_fraction": train_fraction}
     train, held = [], []
-    for pattern in patterns:
-        for path in match_reference([pattern]):
-            if not is_curated(path):
-                raise ValueError(f"--human_reference: {path} is not curated Parquet; train-detector splits the "
-                                 "reference by curated record keys: run synthcap curate on it and pass "
-                                 "OUT/documents/*.parquet")
-            root = output_root(path)
-            try:  # read whole anyway: a synthcap output's file is checked against its completion record
-                data = (read_committed(root, path[len(root) + 1:], require_complete(root)) if root
-                        else read_bytes(path))
-            except CommittedFileChanged as e:
-                raise ValueError(f"--human_reference: {e}") from None
-            table = pq.read_table(io.BytesIO(data), columns=["id", "text", "source", "offset"])
-            for row in table.to_pylist():
-                if not isinstance(row.get("text"), str) or not row["text"].strip():
-                    continue
-                key = (row["id"], row["source"], row["offset"])
-                (train if trained_on(key, split_rule) else held).append(row["text"])
+    for path in match_reference(patterns):  # each file once, however many globs reach it
+        if not is_curated(path):
+            raise ValueError(f"--human_reference: {path} is not curated Parquet; train-detector splits the "
+                             "reference by curated record keys: run synthcap curate on it and pass "
+                             "OUT/documents/*.parquet")
+        root = output_root(path)
+        try:  # read whole anyway: a synthcap output's file is checked against its completion record
+            data = (read_committed(root, path[len(root) + 1:], require_complete(root)) if root
+                    else read_bytes(path))
+        except CommittedFileChanged as e:
+            raise ValueError(f"--human_reference: {e}") from None
+        table = pq.read_table(io.BytesIO(data), columns=["id", "text", "source", "offset"])
+        for row in table.to_pylist():
+            if not isinstance(row.get("text"), str) or not row["text"].strip():
+                continue
+            key = (row["id"], row["source"], row["offset"])
+            (train if trained_on(key, split_rule) else held).append(row["text"])
     if len(train) < 10 or len(held) < 10:
         raise ValueError(f"--human_reference: {len(train) + len(held)} documents; at least 20 are needed")
     return Reference(train, held, weight, split_rule, list(patterns))
