@@ -61,7 +61,10 @@ def load(paths: Iterable[str], limit_per_file: int | None = None, seed: int = 1,
     spread over the whole file, whose first lines are often one label or one domain (comnets_courses' first 2,000
     texts are all AI), in file order. `skipped` counts the records left out, by why (none goes unsaid)."""
     out, skipped = [], Counter() if skipped is None else skipped
-    for path in sorted(paths):
+    names: dict[str, str] = {}  # a file named twice (`d/a.jsonl.gz`, `./d/a.jsonl.gz`) is read once
+    for path in paths:
+        names[os.path.realpath(path)] = min(names.get(os.path.realpath(path), path), path)
+    for path in sorted(names.values()):
         dataset = os.path.basename(path).split(".")[0]
         try:
             out += _load_file(path, dataset, limit_per_file, seed, skipped)
