@@ -245,4 +245,3 @@ def zeros_to_end(f: BinaryIO, head: bytes = b"") -> bool:
         if not head:
             return True
     return False
-
