@@ -686,3 +686,16 @@ def test_curated_parquet_without_the_newer_columns_still_reads_as_documents(tmp_
     from transforms.document import from_row
     back = from_row(typed.to_pylist()[0])
     assert back.ai_score == 0.25 and back.provenance["pre_llm"] is True and back.last_seen is None
+
+
+def test_a_reference_file_reached_by_several_globs_or_names_is_one_file(tmp_path, monkeypatch):
+    """`--human_reference 'ref/*.jsonl' ./ref/a.jsonl` read a.jsonl twice: its documents counted twice in the
+    reference size, which the p-values' and the mixer's bounds take as independent documents."""
+    from transforms.score.reference import match_reference
+
+    (tmp_path / "ref").mkdir()
+    for name in ("a", "b"):
+        (tmp_path / "ref" / f"{name}.jsonl").write_text(json.dumps({"id": name, "text": f"text {name}"}) + "\n")
+    monkeypatch.chdir(tmp_path)
+    files = match_reference(["ref/*.jsonl", "./ref/a.jsonl", str(tmp_path / "ref" / "a.jsonl"), "ref/a.jsonl"])
+    assert files == ["./ref/a.jsonl", "ref/b.jsonl"]

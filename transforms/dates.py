@@ -21,8 +21,10 @@ def unparsed_key(field: str) -> str:
     return f"{field}_unparsed"
 
 
-def has_unparsed_date(metadata: dict) -> bool:
-    return any(unparsed_key(name) in metadata for name in DATE_FIELDS)
+def has_unparsed_date(doc) -> bool:
+    """A Document whose date was read but not understood: the field is null and the raw value kept. A foreign
+    record's own field of that name beside a readable date is only metadata, and is not counted."""
+    return any(getattr(doc, name) is None and unparsed_key(name) in doc.metadata for name in DATE_FIELDS)
 
 
 def seen_date(doc) -> str:

@@ -93,12 +93,13 @@ def _values(table: pa.Table, name: str) -> list:
 def read_bounded(pf, f, size: int, group: int, max_document_bytes: int) -> tuple[pa.Table | None, str | None]:
     """(row group `group` as a table, None), or (None, why it is not read): nothing is decompressed or decoded
     beyond `parquet_budget.row_group_budget` (see there). When only the dictionary bound is over, the row group is
-    read with its dictionaries kept and measured exactly before anything expands."""
+    read with its dictionaries kept and measured exactly before anything expands. PageHeaderError when the
+    pages cannot be walked (the file is damaged)."""
     budget = row_group_budget(pf.metadata.row_group(group).num_rows, max_document_bytes)
     try:
         why, exact = oversize(pf, f, group, budget, size)
-    except PageHeaderError as e:
-        return None, f"row group {group}: {e}"
+    except PageHeaderError as e:  # pages that cannot be walked are damage (a read_error), not a size over budget
+        raise PageHeaderError(f"row group {group}: {e}") from None
     if why is None:
         return pf.read_row_group(group), None
     if not exact:

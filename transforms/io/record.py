@@ -161,6 +161,6 @@ def _normalised_dates(doc: Document) -> Document:
 def emitted(doc: Document) -> Document:
     """A document as a reader emits it: one with an unreadable date is counted here, once, so the Beam counter
     and the summary count the same documents."""
-    if has_unparsed_date(doc.metadata):
+    if has_unparsed_date(doc):
         count(UNPARSED)
     return doc

@@ -222,9 +222,10 @@ def is_curated(path: str) -> bool:
 def match_reference(patterns: list[str]) -> list[str]:
     """The files of --human_reference globs (local or gs://): each glob must match, and only finished synthcap
     outputs may serve (a half-written one would calibrate against whatever survived the crash). ValueError
-    (one line) otherwise."""
+    (one line) otherwise. A file that several globs or names reach is one file (named by the smallest name): read
+    twice, its documents would count twice in the reference size that p-values and the mixer's bounds rely on."""
     from transforms.io.commit import IncompleteOutputError, complete_outputs
-    from transforms.io.files import InputError, match
+    from transforms.io.files import InputError, canonical, match
 
     files = []
     for pattern in patterns:
@@ -241,9 +242,13 @@ def match_reference(patterns: list[str]) -> list[str]:
         except IncompleteOutputError as e:
             raise ValueError(f"--human_reference: {e}") from None
         files += [m.path for m in matched]
-    for path in sorted({f for f in files if is_curated(f)}):
+    names: dict[str, str] = {}
+    for f in files:
+        names[canonical(f)] = min(names.get(canonical(f), f), f)
+    files = sorted(names.values())
+    for path in [f for f in files if is_curated(f)]:
         _require_curated_parquet(path)
-    raw = sorted({f for f in files if not is_curated(f)})
+    raw = [f for f in files if not is_curated(f)]
     if raw:
         from transforms.io.files import InputError, match_shards
 
@@ -251,7 +256,7 @@ def match_reference(patterns: list[str]) -> list[str]:
             match_shards(raw)
         except InputError as e:
             raise ValueError(f"--human_reference: {e}") from None
-    return sorted(set(files))
+    return files
 
 
 def _require_curated_parquet(path: str) -> None:
