@@ -47,6 +47,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from transforms.dates import is_pre_llm  # noqa: E402
 from transforms.tokens import count_tokens  # noqa: E402
 
 SHARES = (0.05, 0.3, 0.8)
@@ -187,7 +188,8 @@ def curate(inputs: list[str], out: Path, model: Path, log: Path, reference: str 
 
 
 def read_docs(folder: Path) -> list[dict]:
-    cols = ["id", "text", "source", "crawl_id", "provenance", "ai_score", "ai_pvalue", "ai_reference", "p_ai"]
+    cols = ["id", "text", "source", "crawl_id", "last_seen", "provenance", "ai_score", "ai_pvalue", "ai_reference",
+            "p_ai"]
     rows = []
     for f in sorted((folder / "documents").glob("*.parquet")):
         rows += pq.read_table(f, columns=cols).to_pylist()
@@ -380,7 +382,9 @@ def run_set(name: str, args, work: Path) -> dict:
 
     def check(run: str, folder: Path, summary: dict, by_source: bool, ref_docs: list | None = None) -> list[dict]:
         docs = read_docs(folder)
-        for line in invariants(summary, docs, [d for d in docs if d["pre_llm"]] + (ref_docs or [])):
+        # the run's own pre-LLM pages calibrate unless their duplicate cluster held a 2024 copy
+        own = [d for d in docs if d["pre_llm"] and is_pre_llm(d["last_seen"]) is not False]
+        for line in invariants(summary, docs, own + (ref_docs or [])):
             res["invariants"].append(f"{name} run {run} {folder.name}: {line}")
         for r in estimate_rows(summary, docs, labels):
             res["estimates"].append({"run": run, "folder": folder.name, **r})

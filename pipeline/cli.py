@@ -169,7 +169,8 @@ def _train_detector(ns, argv):
     t = card["test"]["overall"]
     out = {"verb": "train-detector", "headline": f"wrote {os.path.join(ns.out, 'model.ftz')}",
            "model": os.path.join(ns.out, "model.ftz"), "card": os.path.join(ns.out, "model_card.json"),
-           "test_auroc": t["auroc"], "test_tpr_at_5pct_fpr": t["tpr_at_5pct_fpr"]}
+           "test_auroc": t["auroc"], "test_tpr_at_5pct_fpr": t["tpr_at_5pct_fpr"],
+           "records_skipped": sum(card["data"]["skipped"].values())}
     if reference is not None:
         r = card["reference"]["in_domain"]
         out.update(reference_trained=len(reference.train), reference_weight=reference.weight,

@@ -13,7 +13,7 @@ from transforms.io.commit import CommittedFileChanged, IncompleteOutputError, re
 _SECTIONS = (
     ("Lineage", ("source", "offset", "warc_record_id", "refers_to", "url", "registered_domain", "crawl_id",
                  "capture_date", "pre_llm", "content_digest")),
-    ("Deduplication", ("dup_cluster_id", "dup_cluster_size", "first_seen")),
+    ("Deduplication", ("dup_cluster_id", "dup_cluster_size", "first_seen", "last_seen")),
     ("AI likelihood", ("ai_score", "ai_pvalue", "ai_reference", "p_ai", "ai_model")),
     ("Declared by the page", ("html_observable", "tdm_reservation", "tdm_reservation_header",
                               "tdm_reservation_meta", "tdm_policy", "robots_noai", "robots_noimageai",
@@ -23,7 +23,8 @@ _SECTIONS = (
 )
 
 
-def find(doc_id: str, output: str) -> dict | None:
+def find(doc_id: str, output: str) -> list[dict]:
+    """Every document with this id, by (source, offset): ids are the user's and may collide across files."""
     try:
         record = require_complete(output)
     except IncompleteOutputError as e:
@@ -36,15 +37,14 @@ def find(doc_id: str, output: str) -> dict | None:
     if not files:
         raise UserError(f"no provenance under {output} (expected {pattern})")
     root = output.rstrip("/")
+    rows = []
     for path in sorted(files):
         try:  # each file read whole anyway: its sha256 is checked against the completion record on the way
             table = pq.read_table(io.BytesIO(read_committed(root, path[len(root) + 1:], record)))
         except CommittedFileChanged as e:
             raise UserError(str(e)) from None
-        hit = table.filter(pc.equal(table["id"], doc_id))
-        if hit.num_rows:
-            return hit.to_pylist()[0]
-    return None
+        rows += table.filter(pc.equal(table["id"], doc_id)).to_pylist()
+    return sorted(rows, key=lambda r: (r["source"], r["offset"]))
 
 
 def render(row: dict) -> str:
@@ -65,7 +65,9 @@ def render(row: dict) -> str:
 
 def run(doc_id: str, output: str) -> None:
     """The CLI's parsed DOC_ID and --output (in any form argparse takes: `--output=OUT` too)."""
-    row = find(doc_id, output)
-    if row is None:
+    rows = find(doc_id, output)
+    if not rows:
         raise UserError(f"document {doc_id} is not in {output}")
-    print(render(row))
+    if len(rows) > 1:
+        print(f"{len(rows)} documents have the id {doc_id} (ids may repeat across input files); each follows\n")
+    print("\n\n".join(render(row) for row in rows))

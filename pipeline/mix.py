@@ -280,9 +280,15 @@ def match_inputs(cfg: MixConfig) -> tuple[dict, dict]:
         out[s.name] = []
         for folder, pattern in zip(folders, s.inputs):
             try:
+                if folder and read_marker(folder):  # an incomplete folder says so, not that its glob is empty
+                    require_complete(folder)
                 shards = match_shards([pattern])
                 entries = committed_entries(shards)
-            except (InputError, IncompleteOutputError) as e:
+            except InputError as e:
+                why = (f"{folder} holds no documents/*.parquet; `curated` takes synthcap curate output folders"
+                       if folder else e)
+                raise UserError(f"source {s.name}: {why}") from None
+            except IncompleteOutputError as e:
                 raise UserError(f"source {s.name}: {e}") from None
             for sh in shards:
                 key = canonical(sh.path)  # `d/x.parquet` and `d/../d/x.parquet` are one file

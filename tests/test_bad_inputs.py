@@ -181,6 +181,17 @@ def test_a_glob_without_a_folder_matches_in_the_working_directory(tmp_path, monk
     assert match_reference(["?.jsonl"]) == ["a.jsonl", "b.jsonl"]
 
 
+
+def test_a_file_whose_name_holds_brackets_is_found_by_its_name(tmp_path):
+    """`a[1].jsonl` is a glob character class that matches `a1.jsonl`, not the file: it was "no crawl shards
+    match" for a file that exists. A pattern that matches nothing is tried as the literal name."""
+    from transforms.io.files import match_shards
+
+    (tmp_path / "a[1].jsonl").write_text('{"text": "x"}\n')
+    assert [s.path for s in match_shards([str(tmp_path / "a[1].jsonl")])] == [str(tmp_path / "a[1].jsonl")]
+    (tmp_path / "a1.jsonl").write_text('{"text": "y"}\n')  # a real match of the class still wins
+    assert [s.path for s in match_shards([str(tmp_path / "a[1].jsonl")])] == [str(tmp_path / "a1.jsonl")]
+
 def test_a_file_matched_under_several_names_is_one_shard(tmp_path, monkeypatch):
     """`d/a.jsonl`, `./d/a.jsonl`, `d/../d/a.jsonl`, `d//a.jsonl` and a symlink name one file: read once, under
     the smallest name, whatever the order of the patterns."""

@@ -470,3 +470,79 @@ def test_train_detector_refuses_a_reference_changed_after_its_commit(tmp_path, c
     status, err = _cli(capsys, "train-detector", "--data", str(tmp_path / "data.jsonl.gz"), "--out",
                        str(tmp_path / "m"), "--human_reference", str(shard))
     assert status == 2 and len(err) == 1 and "changed after its output was committed" in err[0], err
+
+
+# Round 7: what the earlier rounds left.
+
+def test_train_detector_data_with_one_label_is_one_line(tmp_path, capsys):
+    """Only human texts (or a split left with one label) cannot be fitted, calibrated or thresholded: a user error,
+    not a TypeError from the AUROC of a one-class validation split."""
+    import gzip
+    import json
+
+    rows = [{"text": f"a human text number {i} with some words", "label": "human"} for i in range(60)]
+    (tmp_path / "human.jsonl.gz").write_bytes(gzip.compress("".join(json.dumps(r) + "\n" for r in rows).encode()))
+    status, err = _cli(capsys, "train-detector", "--data", str(tmp_path / "human.jsonl.gz"), "--out",
+                       str(tmp_path / "m"), "--no_lodo")
+    assert status == 2 and len(err) == 1 and "split needs both human and ai texts" in err[0], err
+    assert not (tmp_path / "m" / "model.ftz").exists()
+
+
+@pytest.mark.slow
+def test_mix_names_a_curated_folder_that_lost_a_listed_file_or_is_not_curated(tmp_path, capsys):
+    """Not "no crawl shards match …/documents/*.parquet; supported extensions: .warc, …": the folder is incomplete,
+    or is no curate output at all."""
+    import yaml
+
+    _jsonl(tmp_path / "in.jsonl", 5, "d")
+    out = tmp_path / "cur"
+    curate.run(["--input", str(tmp_path / "in.jsonl"), "--output", str(out), "--no_score"])
+    shard, = (out / "documents").glob("*.parquet")
+    shard.unlink()
+    (tmp_path / "plain").mkdir()
+    for folder, message in ((out, f"source a: {out} is incomplete: documents/{shard.name} is listed in "
+                                  "COMPLETE.json but missing"),
+                            (tmp_path / "plain", f"source a: {tmp_path / 'plain'} holds no documents/*.parquet; "
+                                                 "`curated` takes synthcap curate output folders")):
+        cfg = {"seed": 1, "target_tokens": 10, "max_synthetic_fraction": "0.1",
+               "sources": [{"name": "a", "curated": [str(folder)], "weight": 1}]}
+        (tmp_path / "mix.yaml").write_text(yaml.safe_dump(cfg))
+        status, err = _cli(capsys, "mix", "--config", str(tmp_path / "mix.yaml"), "--output", str(tmp_path / "m"))
+        assert status == 2 and err == [f"synthcap mix: error: {message}"], err
+
+
+@pytest.mark.slow
+def test_inspect_shows_every_document_that_shares_the_id(tmp_path, capsys):
+    """Ids are the user's and may collide across files: inspect shows each, by source, never just the first."""
+    from pipeline.cli import main
+
+    (tmp_path / "a.jsonl").write_text('{"id": "same", "text": "the first file holds this text about rivers"}\n')
+    (tmp_path / "b.jsonl").write_text('{"id": "same", "text": "the second file holds another text about hills"}\n')
+    out = tmp_path / "cur"
+    curate.run(["--input", str(tmp_path / "*.jsonl"), "--output", str(out), "--no_score"])
+    capsys.readouterr()
+    assert main(["inspect", "same", "--output", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert shown.startswith("2 documents have the id same")
+    sources = [line.split()[1] for line in shown.splitlines() if line.startswith("  source ")]
+    assert sources == [str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")]
+
+
+
+def test_train_detector_says_how_many_records_it_left_out_and_why(tmp_path):
+    """Rows without a label, with another label or language, or without text were left out unsaid; the card's
+    `data.skipped` (and the CLI's `records skipped`) count them by why."""
+    import gzip
+    import json
+    from collections import Counter
+
+    from transforms.score.train import load
+
+    rows = [{"text": f"text number {i} with a few words", "label": ["human", "ai"][i % 2]} for i in range(6)]
+    rows += [{"text": "no label"}, {"text": "x", "label": "maybe"}, {"text": "y", "label": 1},
+             {"text": "z", "label": "ai", "language": "fr"}, {"text": "  ", "label": "ai"}]
+    (tmp_path / "d.jsonl.gz").write_bytes(gzip.compress("".join(json.dumps(r) + "\n" for r in rows).encode()))
+    skipped = Counter()
+    twice = [str(tmp_path / "d.jsonl.gz"), str(tmp_path / "." / "d.jsonl.gz")]  # one file, read once
+    assert len(load(twice, skipped=skipped)) == 6
+    assert skipped == {"empty text": 1, "label is not human or ai": 3, "not English": 1}

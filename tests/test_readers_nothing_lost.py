@@ -600,3 +600,162 @@ def test_a_new_format_adds_only_its_parsing(tmp_path):
         MetricsFilter().with_namespace(NAMESPACE))["counters"]}
     assert counters["records_read"] == 4  # two documents, one empty line, one unreadable file
     assert counters["dead_letter_read_error"] == 1 and counters["dropped_empty_text"] == 1
+
+
+# -- hostile inputs, round 7 ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("charset, body", [
+    ("utf-7", b"+2AA- a page whose declared charset turns these bytes into a lone surrogate"),
+    ("unicode_escape", b"\\ud800 a page whose declared charset turns an escape into a lone surrogate"),
+    ("raw_unicode_escape", b"\\udfff a page whose declared charset turns an escape into a lone surrogate"),
+    ("utf\x00-8", b"a page whose declared charset has a NUL byte in its name"),
+    ("rot13", b"a page whose declared charset is no text encoding at all"),
+])
+def test_a_charset_no_web_page_may_declare_is_detected_instead(tmp_path, charset, body):
+    """utf-7 and the escape codecs made lone surrogates (an extract_error from the HTML parser's UTF-8 encoding), a
+    NUL in the name a ValueError: each cost a readable page. Such a charset is treated as unknown, as browsers do:
+    the encoding is detected from the bytes. (A codec that refuses the bytes, punycode, stays an extract_error.)"""
+    path = tmp_path / "charset.warc.gz"
+    path.write_bytes(member(response("https://crafted.example/c", HTML % body, "c",
+                                     headers=f"Content-Type: text/html; charset={charset}")) + member(wet(2)))
+    out = read_warc(path)
+    assert not dead(out) and [d.text for d in docs(out)][0] == body.decode()
+
+
+def test_a_valid_parquet_footer_on_garbage_pages_is_a_read_error(tmp_path):
+    """Pages that cannot be walked are damage, not a size over the read budget: `read_error`, naming the row
+    group (it was an `over_read_budget` dead letter saying "unknown Thrift type")."""
+    good = tmp_path / "good.parquet"
+    pq.write_table(pa.table({"id": ["a", "b"], "text": ["some text", "more text"]}), good)
+    data = good.read_bytes()
+    footer = int.from_bytes(data[-8:-4], "little") + 8
+    path = tmp_path / "garbage.parquet"
+    path.write_bytes(b"PAR1" + b"\xff" * (len(data) - footer - 4) + data[-footer:])
+    letter, = dead(read_parquet(path))
+    assert (letter.reason, letter.offset, letter.error_type) == ("read_error", 0, "PageHeaderError")
+    assert letter.message.startswith("row group 0: ")
+
+
+def test_a_foreign_records_own_metadata_is_kept_and_ids_that_are_not_strings_are_json(tmp_path):
+    """A Dolma-style `metadata` object (no `offset`: not our own output) or an Arrow map column was dropped whole,
+    losing every field a dataset keeps there; a boolean or object id became Python's repr (`True`, `{'a': 1}`)."""
+    lines = [{"id": True, "text": "a text with a boolean id", "metadata": {"lang": "en", "score": 0.5}},
+             {"id": {"a": 1}, "text": "a text with an object id", "metadata": {"lang": "de"}, "lang": "fr"},
+             {"id": 5, "text": "a text with a number id", "metadata": [1, 2]}]
+    path = tmp_path / "foreign.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    got = {d.id: d.metadata for d in docs(read_jsonl_file(path))}
+    assert got == {"true": {"lang": "en", "score": "0.5"}, '{"a": 1}': {"lang": "fr"}, "5": {"metadata": "[1, 2]"}}
+    table = pa.table({"id": ["m"], "text": ["a text with a map of metadata"],
+                      "metadata": pa.array([[("lang", "en")]], pa.map_(pa.string(), pa.string()))})
+    pq.write_table(table, tmp_path / "foreign.parquet")
+    doc, = docs(read_parquet(tmp_path / "foreign.parquet"))
+    assert doc.metadata == {"lang": "en"}
+    table = pa.table({"id": pa.array([b"r\xc3\xa9f", b"\xff"], pa.binary()), "text": ["one", "two"],
+                      "blob": pa.array([b"\x00\x01", None], pa.binary())})
+    pq.write_table(table, tmp_path / "binary.parquet")
+    assert [(d.id, d.metadata) for d in docs(read_parquet(tmp_path / "binary.parquet"))] == [
+        ("réf", {"blob": "\x00\x01"}), ("\\xff", {})]  # not "b'\\xff'", Python's repr
+
+
+@pytest.mark.parametrize("split", [0, 7, 300, 4096])
+def test_nul_padding_after_the_last_gzip_member_is_no_record(tmp_path, split):
+    """Tape blocks and preallocated files end in NUL bytes that gzip(1) ignores: they were one phantom record read
+    and one gzip_error dead letter. Zeros followed by anything else are still damage."""
+    path = tmp_path / "padded.warc.gz"
+    path.write_bytes(page(1) + page(2) + b"\0" * 1000)
+    out = read_warc(path, split=split)
+    assert len(docs(out)) == 2 and not dead(out)
+    path.write_bytes(page(1) + b"\0" * 1000 + b"junk")
+    out = read_warc(path, split=split)
+    assert len(docs(out)) == 1 and [x.reason for x in dead(out)] == ["gzip_error"]
+
+
+def test_nul_padding_after_the_last_member_of_a_jsonl_gz_is_no_record(tmp_path):
+    path = tmp_path / "padded.jsonl.gz"
+    member_ = gzip.compress(b'{"id": "a", "text": "a line in a padded gzip file"}\n')
+    path.write_bytes(member_ + b"\0" * (3 << 20))
+    out = read_jsonl_file(path)
+    assert [d.id for d in docs(out)] == ["a"] and not dead(out)
+    path.write_bytes(member_ + b"\0" * 10 + b"junk")
+    assert [x.reason for x in dead(read_jsonl_file(path))] == ["gzip_error"]
+    path.write_bytes(b"\0" * 100)  # zeros alone are no gzip file at all
+    assert [x.reason for x in dead(read_jsonl_file(path))] == ["gzip_error"]
+
+
+def test_a_foreign_field_named_like_an_unparsed_date_is_not_counted_as_one(tmp_path):
+    """`capture_date_unparsed` beside a readable date (a top-level field, or in the record's own metadata) made the
+    summary count a document whose date was read fine."""
+    from transforms.dates import has_unparsed_date
+
+    lines = [{"id": "a", "text": "one", "created": "2024-01-01", "capture_date_unparsed": "x"},
+             {"id": "b", "text": "two", "created": "2024-01-01", "metadata": {"capture_date_unparsed": "x"}},
+             {"id": "c", "text": "three", "created": "garbage"}]
+    path = tmp_path / "dates.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert {d.id: has_unparsed_date(d) for d in docs(read_jsonl_file(path))} == {"a": False, "b": False, "c": True}
+
+
+def test_a_page_full_of_xmp_source_type_names_is_read_in_linear_work(tmp_path):
+    """Every `Iptc4xmpExt:DigitalSourceType` made the signal regex rescan the rest of the page (quadratic: 120 KB
+    took 16 s, this 420 KB page minutes, 16 MB days); the three real XMP forms are still read."""
+    from transforms.io.signals import page_signals
+
+    hostile = b"<html><body><p>" + b"Iptc4xmpExt:DigitalSourceType " * 14_000 + b"</p></body></html>"
+    path = tmp_path / "xmp.warc.gz"
+    path.write_bytes(member(response("https://crafted.example/xmp", hostile, "xmp")) + member(wet(2)))
+    out = read_warc(path)
+    assert len(docs(out)) == 2 and not dead(out)
+    ai = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
+    for form in (f'<x:xmpmeta><rdf:Description Iptc4xmpExt:DigitalSourceType="{ai}"/></x:xmpmeta>',
+                 f"<x:xmpmeta><Iptc4xmpExt:DigitalSourceType>{ai}</Iptc4xmpExt:DigitalSourceType></x:xmpmeta>",
+                 f'<x:xmpmeta><Iptc4xmpExt:DigitalSourceType xml:lang="en"\n rdf:resource = "{ai}"/></x:xmpmeta>'):
+        assert page_signals([], f"<html><head></head><body>{form}</body></html>")["digital_source_type"] == ai, form
+
+
+def test_a_range_that_syncs_probes_no_further_than_its_own_end(tmp_path, monkeypatch):
+    """Each gzip magic number is a candidate member that costs a decompression probe. A range starting mid-file
+    searched to the file's end for its first member, so with bytes full of magic numbers every range probed the
+    rest of the file (quadratic: 3 MB at 64 KiB ranges took minutes). Outputs are the same at any split."""
+    from transforms.io import gzip_members
+
+    path = tmp_path / "magic.warc.gz"
+    path.write_bytes(page(1) + gzip_members.MAGIC * 30_000 + page(2))
+    probes = []
+    real = gzip_members.looks_like_member
+    monkeypatch.setattr(gzip_members, "looks_like_member", lambda *a: probes.append(1) or real(*a))
+    want = None
+    for split in (0, 4096, 20_000):
+        probes.clear()
+        out = read_warc(path, split=split)
+        got = ([d.url for d in docs(out)], [(x.offset, x.reason) for x in dead(out)])
+        want = want or got
+        assert got == want and len(got[0]) == 2 and len(got[1]) == 1
+        assert len(probes) <= 2 * 30_000, (split, len(probes))  # each candidate about once, not once per range
+
+
+def test_ranges_inside_one_long_jsonl_line_read_no_further_than_their_own_end(tmp_path, monkeypatch):
+    """A range starting mid-line looked for the next line start to the end of the line, so every range inside a
+    long line scanned the rest of it (quadratic: an 8 MB line at 4 KiB ranges read 8 GB). The outputs are the
+    same at any split; the bytes read stay near the file's size (plus the head every range checks)."""
+    import io
+
+    from transforms.io import reader
+
+    path = tmp_path / "long.jsonl"
+    path.write_bytes(b'{"id": "a", "text": "short"}\n{"text": "' + b"x" * (2 << 20) + b'"}\n{"id": "b", "text": "b"}\n')
+    read = [0]
+
+    class Counting(io.FileIO):
+        def read(self, size=-1):
+            data = super().read(size)
+            read[0] += len(data)
+            return data
+
+    monkeypatch.setattr(reader, "open_raw", lambda p: Counting(p, "rb"))
+    for split in (0, 4096, 100_000):
+        read[0] = 0
+        out = read_jsonl_file(path, limit=1 << 20, split=split)
+        assert [d.id for d in docs(out)] == ["a", "b"] and [x.reason for x in dropped(out)] == ["too_large"]
+        ranges = path.stat().st_size // split + 1 if split else 1
+        assert read[0] < 3 * path.stat().st_size + ranges * (1 << 16), (split, read[0])  # + each range's 64 KiB head

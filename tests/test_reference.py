@@ -627,3 +627,75 @@ def test_an_adapted_models_floor_comes_from_models_adapted_to_each_held_out_set(
     prior = TprPrior.from_card({"leave_one_dataset_out": widen(adapted),
                                 "leave_one_dataset_out_unadapted": widen(plain)})
     assert prior.low == min(m[h]["tpr_at_5pct_fpr"] for m in (adapted, plain) for h in sets)
+
+
+@pytest.mark.slow
+def test_pre_llm_pages_with_a_later_copy_do_not_calibrate(tmp_path):
+    """Dedup keeps the earliest copy, so the 2024 pages that survive are those with no earlier copy. Reference pages
+    whose cluster held a 2024 copy (exact or near, also through an exact copy of a near duplicate) are left out of
+    the in-run reference, counted once in the summary and in Beam Metrics; a page recrawled before the cutoff
+    still calibrates."""
+    from pipeline import curate
+    from pipeline.sample import human_paragraphs
+    from tests.helpers import read_documents
+
+    paras = [p for p in human_paragraphs() if len(p.split()) >= 40]
+    random.Random(11).shuffle(paras)
+    n_ref = MIN_REFERENCE + 60
+    ref = [{"id": f"r{i}", "url": f"https://site.example.org/p{i}", "created": "2021-06-01", "text": paras[i]}
+           for i in range(n_ref)]
+    words = lambda i: paras[i].split()  # noqa: E731
+    later = [{"id": "x0", "url": "https://site.example.org/x0", "created": "2024-05-01", "text": paras[0]},
+             {"id": "x1", "url": "https://site.example.org/x1", "created": "2024-05-01",
+              "text": " ".join(words(1)[:-1] + ["changed."])},
+             {"id": "n2", "url": "https://site.example.org/n2", "created": "2021-09-01",
+              "text": " ".join(words(2)[:-1] + ["edited."])},
+             {"id": "x2", "url": "https://site.example.org/x2", "created": "2024-05-01",
+              "text": " ".join(words(2)[:-1] + ["edited."])},
+             {"id": "e3", "url": "https://site.example.org/e3", "created": "2020-01-01", "text": paras[3]}]
+    test = [{"id": f"t{i}", "url": f"https://site.example.org/n{i}", "created": "2024-03-01",
+             "text": paras[n_ref + i]} for i in range(40)]
+    (tmp_path / "crawl.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ref + later + test))
+    summary, counters = curate.run(["--input", str(tmp_path / "crawl.jsonl"), "--output", str(tmp_path / "out")])
+    docs = {d.id: d for d in read_documents(tmp_path / "out")}
+    assert not {"x0", "x1", "x2", "n2"} & set(docs)  # every later copy went; r2 absorbed n2, which absorbed x2
+    for i in (0, 1, 2):
+        assert docs[f"r{i}"].first_seen.startswith("2021") and docs[f"r{i}"].last_seen.startswith("2024")
+    assert "r3" not in docs and docs["e3"].first_seen.startswith("2020") and docs["e3"].last_seen.startswith("2021")
+    assert docs["r7"].last_seen == docs["r7"].capture_date
+    assert summary["scoring"]["reference_later_copy"] == counters["reference_later_copy"] == 3
+    pre_llm = sum(1 for d in docs.values() if d.provenance["pre_llm"] and d.ai_score is not None)
+    group = summary["ai_share"]["by_reference"]["domain:example.org"]
+    assert group["reference"]["documents"] == pre_llm - 3
+    assert all(d.ai_reference == "domain:example.org" for d in docs.values() if d.ai_score is not None)
+
+
+def test_curated_parquet_without_the_newer_columns_still_reads_as_documents(tmp_path):
+    """Outputs written before `last_seen` existed keep their scores and provenance when read again."""
+    import pyarrow.parquet as pq
+
+    from transforms.document import ADDED_COLUMNS, Provenance, to_table
+    from transforms.io.parquet import _as_read
+
+    doc = Document(id="a", text="some words here", source="s", offset=0, capture_date="2021-01-01T00:00:00Z",
+                   provenance=Provenance(pre_llm=True), ai_score=0.25, first_seen="2021-01-01T00:00:00Z")
+    table = to_table([doc]).drop_columns(list(ADDED_COLUMNS))
+    pq.write_table(table, tmp_path / "old.parquet")
+    typed, is_typed = _as_read(pq.read_table(tmp_path / "old.parquet"))
+    assert is_typed and typed.column("last_seen").null_count == 1
+    from transforms.document import from_row
+    back = from_row(typed.to_pylist()[0])
+    assert back.ai_score == 0.25 and back.provenance["pre_llm"] is True and back.last_seen is None
+
+
+def test_a_reference_file_reached_by_several_globs_or_names_is_one_file(tmp_path, monkeypatch):
+    """`--human_reference 'ref/*.jsonl' ./ref/a.jsonl` read a.jsonl twice: its documents counted twice in the
+    reference size, which the p-values' and the mixer's bounds take as independent documents."""
+    from transforms.score.reference import match_reference
+
+    (tmp_path / "ref").mkdir()
+    for name in ("a", "b"):
+        (tmp_path / "ref" / f"{name}.jsonl").write_text(json.dumps({"id": name, "text": f"text {name}"}) + "\n")
+    monkeypatch.chdir(tmp_path)
+    files = match_reference(["ref/*.jsonl", "./ref/a.jsonl", str(tmp_path / "ref" / "a.jsonl"), "ref/a.jsonl"])
+    assert files == ["./ref/a.jsonl", "ref/b.jsonl"]

@@ -124,7 +124,7 @@ def test_curate_scores_through_runinference_and_dead_letters_failures(tiny_model
     # no dates, no --human_reference: no reference, so no p-value, no posterior, and the reason is counted
     assert all(d.ai_pvalue is None and d.ai_reference is None and d.p_ai is None for d in docs)
     assert summary["scoring"] == {"scored": 40, "null": {"no_estimate": 0, "no_reference": 40,
-                                                         "unsupported_language": 0}}
+                                                         "unsupported_language": 0}, "reference_later_copy": 0}
     assert counters["score_null_no_reference"] == 40
     tokens = sum(count_tokens(d.text) for d in docs)
     assert summary["ai_share"]["by_crawl"]["unknown"] == {"estimate": None, "reason": "no reference group",

@@ -13,7 +13,7 @@ from typing import Optional
 PRE_LLM_CUTOFF = "2022-11-30"  # ChatGPT's public release: pages captured before it are taken as human-written
 UNDATED = "~"  # sorts after every ISO date: an undated copy is never "seen first"
 UNPARSED = "capture_date_unparsed"  # Beam counter and summary key: documents read with an unreadable date
-DATE_FIELDS = ("capture_date", "first_seen")
+DATE_FIELDS = ("capture_date", "first_seen", "last_seen")
 
 
 def unparsed_key(field: str) -> str:
@@ -21,14 +21,22 @@ def unparsed_key(field: str) -> str:
     return f"{field}_unparsed"
 
 
-def has_unparsed_date(metadata: dict) -> bool:
-    return any(unparsed_key(name) in metadata for name in DATE_FIELDS)
+def has_unparsed_date(doc) -> bool:
+    """A Document whose date was read but not understood: the field is null and the raw value kept. A foreign
+    record's own field of that name beside a readable date is only metadata, and is not counted."""
+    return any(getattr(doc, name) is None and unparsed_key(name) in doc.metadata for name in DATE_FIELDS)
 
 
 def seen_date(doc) -> str:
     """When a document's text was first seen: its cluster's `first_seen`, else its own capture date, else
     UNDATED. Survivorship and the refresh index order copies by it (an ISO string, so comparable as text)."""
     return doc.first_seen or doc.capture_date or UNDATED
+
+
+def last_seen_date(doc) -> Optional[str]:
+    """When a document's text was last seen: its cluster's `last_seen`, else its own capture date (None when
+    undated: an undated copy never moves it)."""
+    return doc.last_seen or doc.capture_date
 
 
 def as_first_seen(date: str) -> Optional[str]:

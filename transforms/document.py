@@ -99,6 +99,7 @@ class Document:
     dup_cluster_id: Optional[str] = None
     dup_cluster_size: Optional[int] = None
     first_seen: Optional[str] = None
+    last_seen: Optional[str] = None
     provenance: Optional[Provenance] = None
     ai_score: Optional[float] = None
     ai_pvalue: Optional[float] = None
@@ -115,8 +116,8 @@ class Document:
 _STRING_FIELDS = (
     "url", "domain", "warc_record_id", "refers_to", "crawl_id", "capture_date", "language", "content_digest",
 )
-_STAGE_FIELDS = ("dup_cluster_id", "dup_cluster_size", "first_seen", "provenance", "ai_score", "ai_pvalue",
-                 "ai_reference", "p_ai", "ai_model")
+_STAGE_FIELDS = ("dup_cluster_id", "dup_cluster_size", "first_seen", "last_seen", "provenance", "ai_score",
+                 "ai_pvalue", "ai_reference", "p_ai", "ai_model")
 
 SCHEMA = pa.schema(
     [
@@ -128,6 +129,7 @@ SCHEMA = pa.schema(
         pa.field("dup_cluster_id", pa.string()),
         pa.field("dup_cluster_size", pa.int64()),
         pa.field("first_seen", pa.string()),
+        pa.field("last_seen", pa.string()),
         pa.field("provenance", PROVENANCE),
         pa.field("ai_score", pa.float64()),
         pa.field("ai_pvalue", pa.float64()),
@@ -138,6 +140,8 @@ SCHEMA = pa.schema(
     ]
 )
 COLUMNS = tuple(SCHEMA.names)
+ADDED_COLUMNS = ("last_seen",)  # newer than some curated outputs: read as null when a file lacks them
+REQUIRED_COLUMNS = tuple(name for name in COLUMNS if name not in ADDED_COLUMNS)
 _FIELDS = tuple(f.name for f in dataclasses.fields(Document))
 _FIELD_SET = frozenset(_FIELDS)
 _CODER_FORMAT = 1
@@ -305,14 +309,33 @@ def replace_provenance(prov: Provenance, **changes) -> Provenance:
     return _restore(Provenance, {**prov.__dict__, **changes})
 
 
+def _as_string(value: Any) -> str:
+    """A foreign value as metadata (and ids) keep it: strings as they are, bytes (a Parquet binary column) as UTF-8
+    with undecodable bytes escaped, anything else as JSON."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+
+
+def _foreign_metadata(value: Any) -> dict[str, Any]:
+    """A foreign record's own `metadata` (a Dolma-style object, an Arrow map's pairs): its entries by their names,
+    or, when it is no mapping, the value under `metadata`. Dropping it lost every field a dataset keeps there."""
+    if isinstance(value, dict):
+        return {str(k): v for k, v in value.items()}
+    if isinstance(value, list) and all(isinstance(p, tuple) and len(p) == 2 for p in value):
+        return {str(k): v for k, v in value}
+    return {} if value is None else {"metadata": value}
+
+
 def from_record(obj: dict[str, Any], source: str, offset: int) -> Document:
     """A Document from a foreign record (JSONL line or Parquet row) that has at least a string `text`.
 
     Our own outputs (Parquet rows, Dolma lines) come back losslessly; for anything else `id` is kept when the
-    record has one, `url`/`domain`/... are taken by name, and other scalar fields land in `metadata`."""
+    record has one (a non-string id as JSON), `url`/`domain`/... are taken by name, and other fields land in
+    `metadata`, with the entries of the record's own `metadata`."""
     if isinstance(obj.get("metadata"), dict) and "offset" in obj["metadata"] and "id" in obj:
         return from_dolma(obj)
-    if all(name in obj for name in COLUMNS):
+    if all(name in obj for name in REQUIRED_COLUMNS):
         return from_row(obj)
     rid = obj.get("id")
     fields = {name: obj.get(name) for name in _STRING_FIELDS}
@@ -320,10 +343,11 @@ def from_record(obj: dict[str, Any], source: str, offset: int) -> Document:
     if fields["capture_date"] is None and isinstance(obj.get("created"), str):
         fields["capture_date"] = obj["created"]  # Dolma's `created`: when the text was made (gives pre_llm)
     skip = {"id", "text", "source", "offset", "metadata", *_STRING_FIELDS, *_STAGE_FIELDS}
-    meta = {k: v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)
-            for k, v in obj.items() if k not in skip and v is not None}
+    others = {k: v for k, v in obj.items() if k not in skip}
+    nested = _foreign_metadata(obj.get("metadata"))
+    meta = {k: _as_string(v) for k, v in {**nested, **others}.items() if v is not None}  # top-level names win
     return Document(
-        id=str(rid) if rid not in (None, "") else fallback_id(source, offset),
+        id=_as_string(rid) if rid not in (None, "") else fallback_id(source, offset),
         text=obj["text"],
         source=source,
         offset=offset,

@@ -14,7 +14,7 @@ import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindows
 
 from transforms.accounting import DOCUMENTS, DROPPED, drop
-from transforms.dates import UNDATED, as_first_seen
+from transforms.dates import UNDATED, as_first_seen, last_seen_date
 from transforms.dedup.components import ConnectedComponents
 from transforms.dedup.lsh import BandPacks, BucketPairs, LshParams, band_hashes
 from transforms.dedup.minhash import MinHasher
@@ -77,32 +77,43 @@ def _best(edges):
     return min(edges, key=lambda e: (-e[0], e[1]))
 
 
-def _sizes(doc):
-    """(rank, copies) of a document that already stands for several (exact dedup's survivors); 1 is implied."""
-    size = doc.dup_cluster_size or 1
-    if size != 1:
-        yield rank(doc), size
+def _copies(doc):
+    """(rank, (copies, last seen date)) of a document that already stands for several (exact dedup's survivors)
+    or was last seen on another date than first; (1, its seen date) is implied for the rest."""
+    size, last = doc.dup_cluster_size or 1, last_seen_date(doc)
+    r = rank(doc)
+    if size != 1 or last != as_first_seen(r[0]):
+        yield r, (size, last)
 
 
 def _member_stats(kv):
-    """(root, (copies, seen date)) for each clustered document, from its label and size; a rank starts with its
-    seen date."""
+    """(root, (copies, first seen, last seen)) for each clustered document, from its label and copies; a rank
+    starts with its seen date."""
     r, grouped = kv
     for root in grouped["root"]:
-        sizes = list(grouped["size"])
-        yield root, (sizes[0] if sizes else 1, r[0])
+        copies = list(grouped["copies"])
+        size, last = copies[0] if copies else (1, as_first_seen(r[0]))
+        yield root, (size, r[0], last)
+
+
+def _later(a, b):
+    """The later of two dates, either of which may be None (undated: never the latest)."""
+    return a if b is None or (a is not None and a > b) else b
 
 
 class _ClusterStats(beam.CombineFn):
     def create_accumulator(self):
-        return 0, UNDATED
+        return 0, UNDATED, None
 
     def add_input(self, acc, value):
-        return acc[0] + value[0], min(acc[1], value[1])
+        return acc[0] + value[0], min(acc[1], value[1]), _later(acc[2], value[2])
 
     def merge_accumulators(self, accs):
         accs = list(accs)
-        return sum(a[0] for a in accs), min(a[1] for a in accs)
+        last = None
+        for a in accs:
+            last = _later(last, a[2])
+        return sum(a[0] for a in accs), min(a[1] for a in accs), last
 
     def extract_output(self, acc):
         return acc
@@ -118,8 +129,8 @@ def _tagged(tag: int):
 
 def _resolve(kv):
     """Per document, in the one join with the documents (which travel as `DocumentCoder` bytes, never pickled):
-    unclustered ones pass, a cluster's survivor is stamped with its cluster's size and first seen date, the others
-    are dropped naming survivor and best edge."""
+    unclustered ones pass, a cluster's survivor is stamped with its cluster's size and first and last seen dates,
+    the others are dropped naming survivor and best edge."""
     r, values = kv
     encoded, found = [], {}
     for tag, value in values:
@@ -133,9 +144,9 @@ def _resolve(kv):
         if root is None:
             yield doc
         elif root == r:
-            size, first = found[_STATS]
+            size, first, last = found[_STATS]
             yield replace(doc, dup_cluster_id=doc.dup_cluster_id or doc.id, dup_cluster_size=size,
-                          first_seen=as_first_seen(first))
+                          first_seen=as_first_seen(first), last_seen=last)
         else:
             j, neighbour = found[_EDGE]
             detail = {**describe(root, "survivor"), **describe(neighbour, "matched"), "jaccard": j}
@@ -147,7 +158,7 @@ class NearDedup(beam.PTransform):
     """Near-duplicate removal; returns {"documents", "dropped"}.
 
     The survivor of a cluster is its earliest-captured document (then smallest id, source, offset); it carries
-    the cluster's `dup_cluster_size` (copies, exact ones included) and `first_seen`. Dropped documents name
+    the cluster's `dup_cluster_size` (copies, exact ones included), `first_seen` and `last_seen`. Dropped documents name
     their survivor and the verified Jaccard of their best edge.
     """
 
@@ -169,9 +180,9 @@ class NearDedup(beam.PTransform):
         labels = (edges | "EdgeEnds" >> beam.Map(lambda e: (e[0], e[1]))
                   | "Components" >> ConnectedComponents(self.rounds, self.max_residual_edges))
         best = edges | "BothEnds" >> beam.FlatMap(_both_ends) | "BestEdge" >> beam.CombinePerKey(_best)
-        sizes = docs | "Sizes" >> beam.FlatMap(_sizes)
+        copies = docs | "Copies" >> beam.FlatMap(_copies)
         stats = (
-            {"root": labels, "size": sizes}
+            {"root": labels, "copies": copies}
             | "JoinSizes" >> beam.CoGroupByKey()
             | "MemberStats" >> beam.FlatMap(_member_stats)
             | "ClusterStats" >> beam.CombinePerKey(_ClusterStats())

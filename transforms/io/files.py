@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import errno
+import glob
 import hashlib
 import os
 import stat
 import tempfile
+import warnings
 from typing import NamedTuple
 
 from apache_beam.io.filesystem import CompressionTypes
@@ -80,6 +82,10 @@ def match(pattern: str) -> list:
         results = FileSystems.match(["./" + pattern])[0].metadata_list
         for m in results:
             m.path = m.path[2:] if m.path.startswith("./") else m.path
+    if not results and "[" in pattern:  # a file whose name holds brackets, given as it is (`a[1].jsonl`)
+        with warnings.catch_warnings():  # Beam's glob translation warns about the escape `[[]`
+            warnings.simplefilter("ignore", FutureWarning)
+            results = FileSystems.match([glob.escape(pattern)])[0].metadata_list
     for m in results:
         try:
             m.path.encode("utf-8")

@@ -211,24 +211,37 @@ def looks_like_member(buf: bytes, i: int, prefix: bytes) -> bool:
     return head.startswith(prefix)
 
 
-def find_member(f: BinaryIO, start: int, prefix: bytes = b"WARC/") -> Optional[int]:
-    """First offset >= start where a gzip member that decompresses to `prefix` begins; None at end of file."""
+def find_member(f: BinaryIO, start: int, prefix: bytes = b"WARC/", stop: Optional[int] = None) -> Optional[int]:
+    """First offset >= start (and < stop) where a gzip member that decompresses to `prefix` begins; None at end of
+    file (or stop). Each candidate costs a probe: a range that syncs looks no further than its own end, or every
+    range of a file full of gzip magic bytes would probe the rest of the file (quadratic in its size)."""
     pos = start
-    while True:
+    while stop is None or pos < stop:
         f.seek(pos)
         buf = f.read(_SCAN_BLOCK + _PROBE)
         if not buf:
             return None
         i = buf.find(MAGIC)
-        while i != -1 and i < _SCAN_BLOCK:
+        while i != -1 and i < _SCAN_BLOCK and (stop is None or pos + i < stop):
             if looks_like_member(buf, i, prefix):
                 return pos + i
             i = buf.find(MAGIC, i + 1)
         if len(buf) <= _SCAN_BLOCK:
             return None
         pos += _SCAN_BLOCK
+    return None
 
 
 def is_gzip(f: BinaryIO) -> bool:
     f.seek(0)
     return f.read(3) == MAGIC
+
+
+def zeros_to_end(f: BinaryIO, head: bytes = b"") -> bool:
+    """Whether `head` and the rest of `f` are NUL bytes only: the padding (tape blocks, preallocated files) that
+    gzip(1) ignores after the last member, which is no damaged record. Reads in bounded blocks."""
+    while head.count(0) == len(head):
+        head = f.read(_SCAN_BLOCK)
+        if not head:
+            return True
+    return False

@@ -8,6 +8,7 @@ same on every machine.
 """
 from __future__ import annotations
 
+import codecs
 import re
 
 from typing import Iterable
@@ -40,8 +41,26 @@ def looks_binary(payload: bytes) -> bool:
     return ctrl * 10 > len(head)
 
 
+# Python text codecs no web page may declare (the WHATWG Encoding Standard has none of them) that turn bytes into
+# lone surrogates, which the HTML parser and every UTF-8 writer refuse: the page was lost to a misleading error.
+_SURROGATE_CODECS = frozenset({"utf-7", "unicode-escape", "raw-unicode-escape"})
+
+
+def _declared(charset: str | None) -> str | None:
+    """The declared charset when Python has a text codec of that name that cannot make lone surrogates; else None
+    (the encoding is detected, as browsers do for a label they do not know)."""
+    if not charset:
+        return None
+    try:
+        info = codecs.lookup(charset)
+    except (LookupError, ValueError):  # ValueError: a name with a NUL in it
+        return None
+    # bytes-to-bytes codecs (rot13, zlib, base64) are no text encoding: what bytes.decode itself checks
+    return charset if getattr(info, "_is_text_encoding", True) and info.name not in _SURROGATE_CODECS else None
+
+
 def decode_html(payload: bytes, charset: str | None) -> str:
-    encoding = charset or detect_encoding(payload)
+    encoding = _declared(charset) or detect_encoding(payload)
     try:
         return bytes_to_str(payload, encoding)
     except LookupError:

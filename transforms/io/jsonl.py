@@ -19,7 +19,7 @@ import zstandard
 from transforms.accounting import dead_letter, drop
 from transforms.document import fallback_id
 from transforms.io.files import ByteRanges, Shard
-from transforms.io.gzip_members import StreamError
+from transforms.io.gzip_members import StreamError, zeros_to_end
 from transforms.io.reader import ShardReader
 from transforms.io.record import RecordError, check_unicode, emitted, to_document
 
@@ -37,7 +37,7 @@ class Oversize:
 
 def _gunzip_blocks(f: BinaryIO) -> Iterator[bytes]:
     """Decompressed blocks (each at most _BLOCK) of a multi-member gzip stream; damage raises StreamError."""
-    d, pending = zlib.decompressobj(31), False
+    d, pending, ended = zlib.decompressobj(31), False, False
     while True:
         chunk = f.read(_BLOCK)
         if not chunk:
@@ -45,6 +45,8 @@ def _gunzip_blocks(f: BinaryIO) -> Iterator[bytes]:
                 raise StreamError("truncated", "compressed stream ends inside a member or frame")
             return
         while chunk:
+            if ended and not pending and not chunk[0] and zeros_to_end(f, chunk):  # NUL padding after the last member
+                return
             pending = True
             try:
                 out = d.decompress(chunk, _BLOCK)
@@ -53,7 +55,7 @@ def _gunzip_blocks(f: BinaryIO) -> Iterator[bytes]:
             if out:
                 yield out
             if d.eof:
-                chunk, d, pending = d.unused_data, zlib.decompressobj(31), False
+                chunk, d, pending, ended = d.unused_data, zlib.decompressobj(31), False, True
             else:
                 chunk = d.unconsumed_tail
 
@@ -355,7 +357,10 @@ class ReadJsonlFn(ShardReader):
                     yield self._spread_file(shard, spread)
                 tracker.try_claim(shard.size + 1)
                 return
-            first = self._line_start(f, start)
+            first = self._line_start(f, start, tracker.current_restriction().stop)
+            if first is None:  # no line starts in this range: the line that spans it is its owner's
+                tracker.try_claim(shard.size + 1)
+                return
             blocks = _plain_blocks(f, first)
         content = False
         for pos, line in iter_lines(blocks, self._limit, first):
@@ -384,15 +389,16 @@ class ReadJsonlFn(ShardReader):
         return dead_letter(shard.path, 0, "schema_error", f"found a JSON {kind} spread over lines: {hint}", STAGE)
 
     @staticmethod
-    def _line_start(f: BinaryIO, start: int) -> int:
-        """First line beginning at or after `start` (a range starting mid-line leaves that line to its owner)."""
+    def _line_start(f: BinaryIO, start: int, stop: int) -> int | None:
+        """First line beginning in [start, stop), or None (a range starting mid-line leaves that line to its owner;
+        looking past `stop` made every range inside one long line scan to its end: quadratic in the line)."""
         if start == 0:
             return 0
         f.seek(start - 1)
         pos = start - 1
-        while chunk := f.read(1 << 16):
+        while pos < stop - 1 and (chunk := f.read(min(1 << 16, stop - 1 - pos))):
             i = chunk.find(b"\n")
             if i >= 0:
                 return pos + i + 1
             pos += len(chunk)
-        return pos
+        return None

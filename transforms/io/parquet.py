@@ -14,7 +14,7 @@ from apache_beam.io.restriction_trackers import OffsetRange
 
 from transforms.accounting import count, dead_letter, drop
 from transforms.dates import UNPARSED
-from transforms.document import COLUMNS, SCHEMA, identity_hash
+from transforms.document import REQUIRED_COLUMNS, SCHEMA, identity_hash
 from transforms.io.files import ByteRanges, Shard, open_raw
 from transforms.io.parquet_budget import PageHeaderError, decoded_bytes, dictionary_columns, oversize, row_group_budget
 from transforms.io.reader import ShardReader
@@ -44,15 +44,18 @@ class _ColumnTypeError(ValueError):
 
 
 def _as_read(table: pa.Table) -> tuple[pa.Table, bool]:
-    """Views and dictionaries made plain; a table with every Document column is cast to the Document schema
-    (then True: its rows are typed)."""
+    """Views and dictionaries made plain; a table with every Document column (those added since some outputs
+    were written may be missing: null) is cast to the Document schema (then True: its rows are typed)."""
     plain = pa.schema([f.with_type(_plain(f.type)) for f in table.schema])
     if not plain.equals(table.schema):
         table = table.cast(plain)
-    if not all(name in table.column_names for name in COLUMNS):
+    if not all(name in table.column_names for name in REQUIRED_COLUMNS):
         return table, False
     columns = []
     for field in SCHEMA:
+        if field.name not in table.column_names:
+            columns.append(pa.nulls(table.num_rows, field.type))
+            continue
         col = table.column(field.name)
         try:
             columns.append(col.cast(field.type) if not col.type.equals(field.type) else col)
@@ -92,12 +95,13 @@ def _values(table: pa.Table, name: str) -> list:
 def read_bounded(pf, f, size: int, group: int, max_document_bytes: int) -> tuple[pa.Table | None, str | None]:
     """(row group `group` as a table, None), or (None, why it is not read): nothing is decompressed or decoded
     beyond `parquet_budget.row_group_budget` (see there). When only the dictionary bound is over, the row group is
-    read with its dictionaries kept and measured exactly before anything expands."""
+    read with its dictionaries kept and measured exactly before anything expands. PageHeaderError when the
+    pages cannot be walked (the file is damaged)."""
     budget = row_group_budget(pf.metadata.row_group(group).num_rows, max_document_bytes)
     try:
         why, exact = oversize(pf, f, group, budget, size)
-    except PageHeaderError as e:
-        return None, f"row group {group}: {e}"
+    except PageHeaderError as e:  # pages that cannot be walked are damage (a read_error), not a size over budget
+        raise PageHeaderError(f"row group {group}: {e}") from None
     if why is None:
         return pf.read_row_group(group), None
     if not exact:

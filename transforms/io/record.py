@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 
 from transforms.accounting import count
 from transforms.dates import DATE_FIELDS, UNPARSED, has_unparsed_date, normalise_date, unparsed_key
-from transforms.document import COLUMNS, SCHEMA, Document, from_record, replace
+from transforms.document import COLUMNS, REQUIRED_COLUMNS, SCHEMA, Document, from_record, replace
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -173,7 +173,7 @@ def to_document(obj: Any, source: str, offset: int, typed: bool = False) -> Docu
         _check_required(obj)
     elif isinstance(obj.get("metadata"), dict) and "offset" in obj["metadata"] and "id" in obj:
         obj = _normalised_dolma(obj, source, offset)
-    elif "provenance" in obj and all(name in obj for name in COLUMNS):
+    elif "provenance" in obj and all(name in obj for name in REQUIRED_COLUMNS):
         _check_fields(obj, COLUMNS)
         _check_required(obj)
     try:
@@ -200,6 +200,6 @@ def _normalised_dates(doc: Document) -> Document:
 def emitted(doc: Document) -> Document:
     """A document as a reader emits it: one with an unreadable date is counted here, once, so the Beam counter
     and the summary count the same documents."""
-    if has_unparsed_date(doc.metadata):
+    if has_unparsed_date(doc):
         count(UNPARSED)
     return doc

@@ -15,7 +15,10 @@ from typing import Any, Iterable, Optional
 from resiliparse.parse.html import HTMLTree
 
 AI_SOURCE_TYPES = ("trainedalgorithmicmedia", "compositewithtrainedalgorithmicmedia")
-_XMP_RE = re.compile(r"Iptc4xmpExt:DigitalSourceType\s*(?:=\s*[\"']|>\s*|[^>]*?rdf:resource\s*=\s*[\"'])"
+# The three XMP forms (attribute, element text, rdf:resource) each start right after the name, and the gap before
+# rdf:resource is bounded: a leading \s* shared by all three, with an unbounded gap, made every occurrence of the name
+# rescan the rest of the page (a 120 KB page of names took 16 s; 16 MB, days). Now linear in the page.
+_XMP_RE = re.compile(r"Iptc4xmpExt:DigitalSourceType(?:\s*=\s*[\"']|\s*>\s*|[^>]{0,200}?rdf:resource\s*=\s*[\"'])"
                      r"\s*([^\"'<\s]+)", re.IGNORECASE)
 _TOKEN_RE = re.compile(r"[\s,;]+")
 

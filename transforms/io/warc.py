@@ -22,7 +22,7 @@ from transforms.dates import normalise_date, unparsed_key
 from transforms.document import Document, fallback_id
 from transforms.io.files import ByteRanges, Shard
 from transforms.io.gzip_members import (ByteStream, FileWindow, MemberStream, PlainStream, StreamError, find_member,
-                                        is_gzip, looks_like_member)
+                                        is_gzip, looks_like_member, zeros_to_end)
 from transforms.io.html import ExtractBudgetExceeded, is_text_mime, looks_binary, read_page
 from transforms.io.http import HttpError, PayloadTooLarge, parse_response
 from transforms.io.reader import ShardReader
@@ -281,7 +281,7 @@ class ReadWarcFn(ShardReader):
         gz = shard.path.lower().endswith(".gz") or is_gzip(f)
         crawl_id = self._crawl_id(f, shard, gz)
         if gz:
-            yield from self._read_gzip(f, shard, tracker, tracker.current_restriction().start, crawl_id)
+            yield from self._read_gzip(f, shard, tracker, tracker.current_restriction(), crawl_id)
         else:
             yield from self._read_plain(f, shard, tracker, crawl_id)
 
@@ -295,8 +295,8 @@ class ReadWarcFn(ShardReader):
         return dead_letter(shard.path, base + item.start, item.reason,
                            f"{item.message}; skipped bytes {item.start}..{end}{where}", STAGE)
 
-    def _read_gzip(self, f, shard: Shard, tracker, start: int, crawl_id):
-        pos = 0 if start == 0 else find_member(f, start)
+    def _read_gzip(self, f, shard: Shard, tracker, r, crawl_id):
+        pos = 0 if r.start == 0 else find_member(f, r.start, stop=r.stop)  # none in this range: nothing is ours
         window = FileWindow(f)
         past_end = False
         while pos is not None and pos < shard.size:
@@ -312,6 +312,9 @@ class ReadWarcFn(ShardReader):
                     yield self._emit(item, pos, shard, crawl_id, pos)
                 pos = member.finish()
             except StreamError as e:
+                f.seek(pos)
+                if zeros_to_end(f):  # NUL padding after the last member: nothing was lost there
+                    break
                 nxt = find_member(f, pos + 1)
                 yield dead_letter(shard.path, pos, e.reason, f"{e}; {self._junk_message(pos, nxt, shard)}", STAGE)
                 pos = nxt

@@ -18,6 +18,7 @@ LINEAGE = pa.schema([
     pa.field("dup_cluster_id", pa.string()),
     pa.field("dup_cluster_size", pa.int64()),
     pa.field("first_seen", pa.string()),
+    pa.field("last_seen", pa.string()),
     pa.field("p_ai", pa.float64()),
     pa.field("ai_model", pa.string()),
     pa.field("synthcap_version", pa.string()),

@@ -1,8 +1,9 @@
 """The human reference: documents known to be human, grouped so that each scored document is calibrated against
 human text from its own site, and the conformal p-value that calibration gives.
 
-A reference document is a scored document dated before ChatGPT's release (`provenance.pre_llm`) in the same run,
-or any document of an earlier curated run passed as `--human_reference`. Groups, most specific first:
+A reference document is a scored document dated before ChatGPT's release (`provenance.pre_llm`) in the same run
+whose duplicate cluster held no later copy (`calibrates`), or any document of an earlier curated run passed as
+`--human_reference`. Groups, most specific first:
 `domain:<registered domain>`, `source:<crawl id>` (pooled per crawl), `global`. A document is served by the first
 of its groups that holds at least `MIN_REFERENCE` reference documents; with none, it has no reference.
 
@@ -22,6 +23,7 @@ import apache_beam as beam
 import xxhash
 
 from transforms.accounting import DEAD_LETTERS, DOCUMENTS, DROPPED, count
+from transforms.dates import is_pre_llm
 from transforms.document import Document
 from transforms.tokens import count_tokens
 
@@ -56,6 +58,19 @@ def trained_on(record, split: dict | None) -> bool:
 def is_reference(doc: Document) -> bool:
     """Dated before 2022-11-30 in this run (pre-LLM): human to a very good approximation."""
     return (doc.provenance or {}).get("pre_llm") is True
+
+
+def has_later_copy(doc: Document) -> bool:
+    """Its duplicate cluster held a copy captured on or after the cutoff (dedup kept this earlier one)."""
+    return is_pre_llm(doc.last_seen) is False
+
+
+def calibrates(doc: Document) -> bool:
+    """A pre-LLM page of this run that may calibrate: not one with a later copy. Dedup keeps the earliest copy, so
+    the newer pages that survive are those with no earlier copy; a reference of pages with no later copy is drawn
+    the same way, and the p-values stay valid for them (a reference rich in pages whose new copies were removed,
+    texts that recur, would not be)."""
+    return is_reference(doc) and not has_later_copy(doc)
 
 
 def group_candidates(doc: Document) -> list[str]:
@@ -207,9 +222,10 @@ def is_curated(path: str) -> bool:
 def match_reference(patterns: list[str]) -> list[str]:
     """The files of --human_reference globs (local or gs://): each glob must match, and only finished synthcap
     outputs may serve (a half-written one would calibrate against whatever survived the crash). ValueError
-    (one line) otherwise."""
+    (one line) otherwise. A file that several globs or names reach is one file (named by the smallest name): read
+    twice, its documents would count twice in the reference size that p-values and the mixer's bounds rely on."""
     from transforms.io.commit import IncompleteOutputError, complete_outputs
-    from transforms.io.files import InputError, match
+    from transforms.io.files import InputError, canonical, match
 
     files = []
     for pattern in patterns:
@@ -226,9 +242,13 @@ def match_reference(patterns: list[str]) -> list[str]:
         except IncompleteOutputError as e:
             raise ValueError(f"--human_reference: {e}") from None
         files += [m.path for m in matched]
-    for path in sorted({f for f in files if is_curated(f)}):
+    names: dict[str, str] = {}
+    for f in files:
+        names[canonical(f)] = min(names.get(canonical(f), f), f)
+    files = sorted(names.values())
+    for path in [f for f in files if is_curated(f)]:
         _require_curated_parquet(path)
-    raw = sorted({f for f in files if not is_curated(f)})
+    raw = [f for f in files if not is_curated(f)]
     if raw:
         from transforms.io.files import InputError, match_shards
 
@@ -236,7 +256,7 @@ def match_reference(patterns: list[str]) -> list[str]:
             match_shards(raw)
         except InputError as e:
             raise ValueError(f"--human_reference: {e}") from None
-    return sorted(set(files))
+    return files
 
 
 def _require_curated_parquet(path: str) -> None:
@@ -244,7 +264,7 @@ def _require_curated_parquet(path: str) -> None:
     other columns (`id, text` alone) had every row counted unreadable, so the run went on without its reference."""
     import pyarrow.parquet as pq
 
-    from transforms.document import COLUMNS
+    from transforms.document import REQUIRED_COLUMNS
     from transforms.io.files import open_raw
 
     try:
@@ -253,7 +273,7 @@ def _require_curated_parquet(path: str) -> None:
     except Exception as e:  # Arrow's and every filesystem's errors
         _require_unchanged(path)
         raise ValueError(f"--human_reference: {path} is not a readable Parquet file ({type(e).__name__})") from None
-    missing = [name for name in COLUMNS if name not in names]
+    missing = [name for name in REQUIRED_COLUMNS if name not in names]
     if missing:
         raise ValueError(f"--human_reference: {path} is not curated Parquet (no column {', '.join(missing[:3])}"
                          f"{', ...' if len(missing) > 3 else ''}); give the documents/*.parquet of a synthcap curate "

@@ -1,7 +1,7 @@
 """`ScoreAgainstReference`: detector scores, calibrated against a human reference, and AI-share estimates.
 
     documents ─ ScoreAILikelihood ─► ai_score, ai_model            (language gate; unsupported → null)
-        pre_llm documents + --human_reference ─ BuildReference ─► per-group reference (side input)
+        pre_llm documents (no later copy) + --human_reference ─ BuildReference ─► per-group reference (side input)
     scored ─ Assign ─► ai_reference, ai_pvalue, flag at the group's cross-fitted threshold
         flags ─ cells per (crawl, group) ─► ai_share.by_reference, ai_share.by_crawl
     assigned ─ Posterior ─► p_ai (0 for pre-LLM pages; else given the share of the group's newer pages, else
@@ -19,8 +19,8 @@ from transforms.accounting import DEAD_LETTERS, DOCUMENTS, Tally, count
 from transforms.document import Document, replace
 from transforms.score.estimate import Cell, TprPrior, combine, null_share, point_fpr, posterior
 from transforms.score.handler import ScoreAILikelihood
-from transforms.score.reference import (BuildReference, conformal_pvalue, group_candidates, half_of, is_reference,
-                                        serving_group, trained_on)
+from transforms.score.reference import (BuildReference, calibrates, conformal_pvalue, group_candidates, half_of,
+                                        has_later_copy, is_reference, serving_group, trained_on)
 from transforms.tokens import count_tokens
 
 NULL_REASONS = {
@@ -84,7 +84,7 @@ class ScoreAgainstReference(beam.PTransform):
     def expand(self, docs):
         seed, tpr = self._seed, self._tpr
         scored = docs | "Score" >> ScoreAILikelihood(self._model_dir)
-        refs = [scored[DOCUMENTS] | "InRunReference" >> beam.Filter(is_reference)]
+        refs = [scored[DOCUMENTS] | "InRunReference" >> beam.Filter(calibrates)]
         if self._reference is not None:
             refs.append((self._reference | "ScoreReference" >> ScoreAILikelihood(self._model_dir, reference=True))
                         [DOCUMENTS])
@@ -135,13 +135,16 @@ class ScoreAgainstReference(beam.PTransform):
                                                        "by_crawl": dict(sorted(c.items()))},
                                       beam.pvalue.AsSingleton(ref_dict), beam.pvalue.AsSingleton(crawl_dict))
         )
+        later = (scored[DOCUMENTS] | "LaterCopies" >> beam.FlatMap(_later_copy)
+                 | "CountLater" >> beam.combiners.Count.Globally())
         scoring = (
             documents
             | "NullReason" >> beam.Map(_null_reason)
             | "ScoringTally" >> Tally(lambda r: r)
-            | "ScoringDict" >> beam.Map(lambda t: {
+            | "ScoringDict" >> beam.Map(lambda t, later_copy: {
                 "scored": sum(n for k, n in t.items() if k != "unsupported_language"),
-                "null": {k: t.get(k, 0) for k in NULL_REASONS}})
+                "null": {k: t.get(k, 0) for k in NULL_REASONS},
+                "reference_later_copy": later_copy}, beam.pvalue.AsSingleton(later))
         )
         return {DOCUMENTS: documents, DEAD_LETTERS: scored[DEAD_LETTERS], "ai_share": share, "scoring": scoring}
 
@@ -161,6 +164,13 @@ def _crawls_referenced(doc: Document, serving: dict):
     if doc.ai_score is None:
         return []
     return sorted({c for g in group_candidates(doc) for c in serving.get(g, ())})
+
+
+def _later_copy(doc: Document):
+    """A pre-LLM page left out of the in-run reference because its cluster held a later copy (counted)."""
+    if doc.ai_score is not None and is_reference(doc) and has_later_copy(doc):
+        count("reference_later_copy")
+        yield 1
 
 
 def _null_reason(doc: Document) -> str:

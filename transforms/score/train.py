@@ -15,7 +15,7 @@ import json
 import os
 import tempfile
 import zlib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -53,24 +53,28 @@ class Example:
 MAX_LINE_CHARS = 16 << 20  # one labelled text per line: a line longer than this is refused, never read whole
 
 
-def load(paths: Iterable[str], limit_per_file: int | None = None, seed: int = 1) -> list[Example]:
+def load(paths: Iterable[str], limit_per_file: int | None = None, seed: int = 1,
+         skipped: Counter | None = None) -> list[Example]:
     """Labelled English human / AI texts of every file; ValueError (one line naming the file and line) for a file
     that is not JSON Lines in gzip: a folder, plain JSON Lines, damaged gzip, a line that is not a JSON object.
     With `limit_per_file`, a file gives the records with the smallest keyed hashes of (seed, file, id): a sample
     spread over the whole file, whose first lines are often one label or one domain (comnets_courses' first 2,000
-    texts are all AI), in file order."""
-    out = []
-    for path in sorted(paths):
+    texts are all AI), in file order. `skipped` counts the records left out, by why (none goes unsaid)."""
+    out, skipped = [], Counter() if skipped is None else skipped
+    names: dict[str, str] = {}  # a file named twice (`d/a.jsonl.gz`, `./d/a.jsonl.gz`) is read once
+    for path in paths:
+        names[os.path.realpath(path)] = min(names.get(os.path.realpath(path), path), path)
+    for path in sorted(names.values()):
         dataset = os.path.basename(path).split(".")[0]
         try:
-            out += _load_file(path, dataset, limit_per_file, seed)
+            out += _load_file(path, dataset, limit_per_file, seed, skipped)
         except (OSError, EOFError, UnicodeDecodeError, zlib.error) as e:
             raise ValueError(f"--data: {path} is not readable JSON Lines in gzip ({type(e).__name__}: "
                              f"{str(e).splitlines()[0][:120] if str(e) else 'no detail'})") from None
     return out
 
 
-def _load_file(path: str, dataset: str, limit_per_file: int | None, seed: int) -> list[Example]:
+def _load_file(path: str, dataset: str, limit_per_file: int | None, seed: int, skipped: Counter) -> list[Example]:
     out = []
     kept = []  # with a limit: a max-heap by key (keys negated) of the `limit_per_file` smallest keys seen so far
     with gzip.open(path, "rt", encoding="utf-8") as f:
@@ -87,10 +91,11 @@ def _load_file(path: str, dataset: str, limit_per_file: int | None, seed: int) -
                 raise ValueError(f"--data: {path} line {line_no + 1}: not JSON ({e})") from None
             if not isinstance(r, dict) or not isinstance(r.get("text") or "", str):
                 raise ValueError(f"--data: {path} line {line_no + 1}: expected a JSON object with a string `text`")
-            if r.get("label") not in ("human", "ai") or (r.get("language") or "en") != "en":
-                continue
             text = (r.get("text") or "").strip()
-            if not text:
+            why = ("label is not human or ai" if r.get("label") not in ("human", "ai") else
+                   "not English" if (r.get("language") or "en") != "en" else "empty text" if not text else None)
+            if why:
+                skipped[why] += 1
                 continue
             example = Example(text, int(r["label"] == "ai"), dataset, str(r.get("domain") or "?"),
                               str(r.get("generator") or "human"),
@@ -252,24 +257,23 @@ def load_reference(patterns: list[str], seed: int, weight: int, train_fraction: 
 
     split_rule = {"seed": seed, "train_fraction": train_fraction}
     train, held = [], []
-    for pattern in patterns:
-        for path in match_reference([pattern]):
-            if not is_curated(path):
-                raise ValueError(f"--human_reference: {path} is not curated Parquet; train-detector splits the "
-                                 "reference by curated record keys: run synthcap curate on it and pass "
-                                 "OUT/documents/*.parquet")
-            root = output_root(path)
-            try:  # read whole anyway: a synthcap output's file is checked against its completion record
-                data = (read_committed(root, path[len(root) + 1:], require_complete(root)) if root
-                        else read_bytes(path))
-            except CommittedFileChanged as e:
-                raise ValueError(f"--human_reference: {e}") from None
-            table = pq.read_table(io.BytesIO(data), columns=["id", "text", "source", "offset"])
-            for row in table.to_pylist():
-                if not isinstance(row.get("text"), str) or not row["text"].strip():
-                    continue
-                key = (row["id"], row["source"], row["offset"])
-                (train if trained_on(key, split_rule) else held).append(row["text"])
+    for path in match_reference(patterns):  # each file once, however many globs reach it
+        if not is_curated(path):
+            raise ValueError(f"--human_reference: {path} is not curated Parquet; train-detector splits the "
+                             "reference by curated record keys: run synthcap curate on it and pass "
+                             "OUT/documents/*.parquet")
+        root = output_root(path)
+        try:  # read whole anyway: a synthcap output's file is checked against its completion record
+            data = (read_committed(root, path[len(root) + 1:], require_complete(root)) if root
+                    else read_bytes(path))
+        except CommittedFileChanged as e:
+            raise ValueError(f"--human_reference: {e}") from None
+        table = pq.read_table(io.BytesIO(data), columns=["id", "text", "source", "offset"])
+        for row in table.to_pylist():
+            if not isinstance(row.get("text"), str) or not row["text"].strip():
+                continue
+            key = (row["id"], row["source"], row["offset"])
+            (train if trained_on(key, split_rule) else held).append(row["text"])
     if len(train) < 10 or len(held) < 10:
         raise ValueError(f"--human_reference: {len(train) + len(held)} documents; at least 20 are needed")
     return Reference(train, held, weight, split_rule, list(patterns))
@@ -283,10 +287,18 @@ def train_detector(paths: list[str], out_dir: str, seed: int = 1, lodo: bool = T
     adaptation); calibration and evaluation stay on the labelled data and the reference's held-out half."""
     import fasttext  # noqa: F401  (fail early with a clear import error)
 
-    examples = load(paths, limit_per_file, seed)
+    skipped = Counter()
+    examples = load(paths, limit_per_file, seed, skipped)
     if not examples:
         raise ValueError("no labelled human/ai English texts in the given files")
     parts = split(examples, seed)
+    for name_ in ("train", "validation"):  # fitting, AUROC, calibration and the threshold need both labels
+        ai = sum(e.label for e in parts[name_])
+        if not ai or ai == len(parts[name_]):
+            counts = ", ".join(f"{k} {sum(e.label for e in v)} ai / {len(v) - sum(e.label for e in v)} human"
+                               for k, v in parts.items())
+            raise ValueError(f"--data: the {name_} split needs both human and ai texts ({counts}); give more "
+                             "labelled texts of each label")
     if reference is not None:
         parts["train"] = parts["train"] + [Example(t, 0, "reference", "reference", "human", "", reference.weight)
                                            for t in reference.train]
@@ -314,7 +326,8 @@ def train_detector(paths: list[str], out_dir: str, seed: int = 1, lodo: bool = T
         "search": [{**DEFAULT_PARAMS, **o} for o in (search if search is not None else SEARCH)],
         "data": {"files": [os.path.basename(p) for p in sorted(paths)],
                  "splits": {k: {"n": len(v), "ai": sum(e.label for e in v)} for k, v in parts.items()},
-                 "excluded": "label 'mixed', non-English texts, empty texts"},
+                 "excluded": "labels other than human and ai ('mixed' too), non-English texts, empty texts",
+                 "skipped": dict(sorted(skipped.items()))},
         "calibration": calibration.to_json(),
         "threshold": threshold,
         "validation": val_metrics,
