@@ -57,7 +57,8 @@ def _docs() -> list[Document]:
         _doc(8, provenance={"declared_ai": True}), _doc(9, provenance={"pre_llm": True}),
         _doc(10, capture_date="someday"), _doc(11, capture_date="2024-03-01T00:00:00Z", first_seen="2024-02-30"),
         _doc(12, metadata={"capture_date_unparsed": "soon", "k": "v"}),
-        _doc(13, ai_pvalue=None), _doc(14, p_ai=None), _doc(15, text="naïve café — “quoted” 42_x.", url="u"),
+        _doc(13, ai_pvalue=None, capture_date="2024-01-02T00:00:00Z", metadata={"capture_date_unparsed": "x"}),
+        _doc(14, p_ai=None), _doc(15, text="naïve café — “quoted” 42_x.", url="u"),
         _doc(16, p_ai=math.nan),  # the reader's schema_error: a non-finite score in a typed row
         _doc(17, ai_score=math.inf),
         _doc(18), _doc(19),
@@ -150,7 +151,7 @@ def test_columnar_first_read_ends_every_record_where_documents_would(tmp_path, s
     assert {r[1] for r in want["read_drops"]} == {"empty_text", "too_large"}
     assert [x[2] for x in want["mix_dead"]] == ["invalid_score"] * 2
     assert {x[2] for x in want["read_dead"]} == {"schema_error"} and len(want["read_dead"]) == 4
-    assert want_counters["capture_date_unparsed"] == 3
+    assert want_counters["capture_date_unparsed"] == 3  # rows 10, 11, 12; row 13's date is readable
     n = len(_docs()) + 6
     assert want_counters["records_read"] == n
     assert n == want["read"] + len(want["read_drops"]) + len(want["read_dead"])

@@ -142,22 +142,25 @@ def may_fail_required(table: pa.Table) -> set[int]:
 
 
 def unparsed_dates(table: pa.Table, rows: list[int]) -> int:
-    """How many of `rows` (indices) of a table with the Document schema become Documents with an unreadable date
-    (the documents `emitted` counts), found by column: each distinct date is parsed once."""
-    masks = []
+    """How many of `rows` (indices, rows `_check_required` accepts) of a table with the Document schema become
+    Documents with an unreadable date (those `emitted` counts). Only a row holding a date value that does not
+    parse, or a metadata key naming one, can be such a Document: those rows are found by column (each distinct date
+    parsed once), made into Documents as the reader makes them, and asked (`has_unparsed_date`)."""
+    suspect: set[int] = set()
     for name in DATE_FIELDS:
         col = table.column(name)
         if col.null_count < len(col):
             bad = [v for v in pc.unique(col).to_pylist() if v is not None and normalise_date(v)[1]]
             if bad:
-                masks.append(pc.is_in(col, value_set=pa.array(bad, col.type)).to_pylist())
+                suspect.update(pc.indices_nonzero(pc.is_in(col, value_set=pa.array(bad, col.type))).to_pylist())
     meta = table.column("metadata")
-    keys = pa.array([unparsed_key(name) for name in DATE_FIELDS])
-    if any(pc.any(pc.is_in(chunk.keys, value_set=keys)).as_py() for chunk in meta.chunks):
-        masks.append([has_unparsed_date(dict(pairs or ())) for pairs in meta.to_pylist()])
-    if not masks:
+    keys = {unparsed_key(name) for name in DATE_FIELDS}
+    if any(pc.any(pc.is_in(chunk.keys, value_set=pa.array(sorted(keys)))).as_py() for chunk in meta.chunks):
+        suspect.update(i for i, pairs in enumerate(meta.to_pylist()) if any(k in keys for k, _ in pairs or ()))
+    asked = sorted(suspect.intersection(rows))
+    if not asked:
         return 0
-    return sum(1 for i in rows if any(m[i] for m in masks))
+    return sum(has_unparsed_date(to_document(row, "", 0, typed=True)) for row in table.take(asked).to_pylist())
 
 
 def to_document(obj: Any, source: str, offset: int, typed: bool = False) -> Document:
