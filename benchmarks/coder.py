@@ -33,6 +33,7 @@ from transforms.dedup.exact import ExactDedup
 from transforms.dedup.near import NearDedup
 from transforms.document import Document, DocumentCoder, Provenance
 from transforms.mix.config import parse
+from transforms.mix.read import ClassifyDocuments
 from transforms.mix.select import SELECTED, MixWithCeiling
 from transforms.tokens import count_tokens
 
@@ -85,7 +86,9 @@ def mix_stage(p, docs):
     cfg = parse({"seed": 1, "target_tokens": supply // 2, "max_synthetic_fraction": "0.3",
                  "synthetic": {"rule": "threshold", "threshold": 0.5},
                  "sources": [{"name": "web", "inputs": ["unused/*.parquet"], "weight": 1}]})
-    return ((p | beam.Create(docs).with_output_types(Document),) | MixWithCeiling(cfg, [("web", "", False)]))[SELECTED]
+    part = (p | beam.Create(docs).with_output_types(Document)
+            | ClassifyDocuments(cfg, frozenset(), "web", "", read_again=False))
+    return ((part,) | MixWithCeiling(cfg))[SELECTED]
 
 
 def _count(n: int) -> None:

@@ -122,7 +122,8 @@ def _merged_totals(totals: list, cfg) -> tuple:
 @pytest.mark.parametrize("synthetic", [{"rule": "certified"}, {"rule": "threshold", "threshold": 0.5}])
 def test_columnar_first_read_ends_every_record_where_documents_would(tmp_path, synthetic):
     cfg = parse({"seed": 3, "target_tokens": 1000, "max_synthetic_fraction": "0.1", "synthetic": synthetic,
-                 "exclude": {"languages": ["de"]}, "sources": [{"name": "web", "inputs": ["x/*.parquet"], "weight": 1}]})
+                 "exclude": {"languages": ["de"]},
+                 "sources": [{"name": "web", "inputs": ["x/*.parquet"], "weight": 1}]})
     shards = match_shards(_write(tmp_path))
 
     def columnar(p):

@@ -33,6 +33,8 @@ _EXPORTS = {
     "MixConfig": ("transforms.mix.config", "MixConfig"),
     "load_mix_config": ("transforms.mix.config", "load"),
     "MixWithCeiling": ("transforms.mix.select", "MixWithCeiling"),
+    "ReadClassified": ("transforms.mix.read", "ReadClassified"),
+    "ClassifyDocuments": ("transforms.mix.read", "ClassifyDocuments"),
     "JoinRows": ("transforms.mix.rows", "JoinRows"),
     "WriteRows": ("transforms.mix.rows", "WriteRows"),
     "ReadAgain": ("transforms.io.read", "ReadAgain"),
@@ -62,7 +64,7 @@ __all__ = [
     "RunInfo", "TagProvenance", "WriteProvenance",
     "Detector", "FastTextModelHandler", "ScoreAILikelihood", "ScoreAgainstReference", "BuildReference",
     "ReadReference", "conformal_pvalue", "estimate_share",
-    "MixConfig", "MixWithCeiling", "JoinRows", "WriteRows", "load_mix_config",
+    "MixConfig", "MixWithCeiling", "ReadClassified", "ClassifyDocuments", "JoinRows", "WriteRows", "load_mix_config",
     "MatchIndex", "WriteSegment",
 ]
 

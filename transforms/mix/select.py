@@ -1,8 +1,9 @@
 """`MixWithCeiling`: exact, certified selection without a worker holding a source.
 
 1. Every document of every input part (source, curated folder) becomes an Item where it is read (read.py,
-   classify.py); invalid scores are dead letters, excluded and unestimable documents named drops. Items travel in Batches and drops in DropBatches
-   (drops.py): each step below takes a batch, so Beam's per-element cost is paid per batch, not per document.
+   classify.py); invalid scores are dead letters, excluded and unestimable documents named drops. Items travel in
+   Batches and drops in DropBatches (drops.py): each step below takes a batch, so Beam's per-element cost is paid
+   per batch, not per document.
 2. Supply totals -> the plan (plan.py), a side input: per source the p-value cut, its certified AI rate and a
    unit budget (certified), or under/over budgets (rule counts). Documents below their source's cut are dropped.
 3. A 2^12-bucket histogram of priority top bits per (source, stream) -> the boundary bucket: buckets below are
