@@ -39,6 +39,13 @@ def positive_int(value: str) -> int:
     return n
 
 
+def run_id(value: str) -> str:
+    """A run identity is written into every provenance row and the summary line: printable, one line, bounded."""
+    if not value or len(value) > 200 or not value.isprintable():
+        raise argparse.ArgumentTypeError(f"expected 1-200 printable characters on one line, got {value[:60]!r}")
+    return value
+
+
 def count(value: str) -> int:
     try:
         n = int(value)
@@ -112,7 +119,8 @@ class CurateOptions(PipelineOptions):
                             help="compressed bytes per unit of reading work for WARC.gz, plain JSONL and Parquet "
                                  "(whole row groups)")
         parser.add_argument("--seed", type=seed, default=1, help="seed of every hash permutation and sample")
-        parser.add_argument("--run_id", help="run identity in provenance (default: derived from the config hash)")
+        parser.add_argument("--run_id", type=run_id,
+                            help="run identity in provenance (default: derived from the config hash)")
         parser.add_argument("--no_exact_dedup", action="store_true", help="skip exact deduplication")
         parser.add_argument("--exact_normalization", type=normalization, default="nfkc,casefold,whitespace",
                             help="steps before the exact-dedup hash: any of nfkc, casefold, whitespace, or none")

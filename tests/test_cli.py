@@ -16,7 +16,7 @@ from pipeline import run_summary
 from pipeline.cli import main
 from pipeline.flag_tables import README, regenerate, verbs_in
 from pipeline.options import (VERBS, count, document_bytes, fraction, normalization, own_actions, permutations,
-                              positive_int, rounds, seed, split_size)
+                              positive_int, rounds, run_id, seed, split_size)
 from tests.helpers import tree_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,7 +57,7 @@ def _one_line(err: str) -> str:
 _BAD = {fraction: ["1.5", "0", "abc"], positive_int: ["0", "-3", "abc"], count: ["-1", "x"],
         seed: ["1.5", "-5", "2147483648"], permutations: ["0", "4097", "x"], rounds: ["-1", "65", "x"],
         split_size: ["1", "4095", "x"], document_bytes: ["0", "1073741825", "x"],
-        normalization: ["nfkc,upper", "", "none,nfkc"]}
+        normalization: ["nfkc,upper", "", "none,nfkc"], run_id: ["two\nlines", "", "tab\there"]}
 
 
 def _bad_value_calls() -> list[tuple[list[str], str]]:
@@ -103,7 +103,7 @@ def test_every_validated_flag_rejects_a_bad_value_in_one_line(batch):
     calls = _bad_value_calls()
     assert {flag for _, flag in calls} >= {"--threshold", "--num_perm", "--max_document_bytes", "--split_bytes",
                                            "--rows_per_shard", "--cc_rounds", "--seed", "--exact_normalization",
-                                           "--limit_per_file"}
+                                           "--limit_per_file", "--run_id"}
     for (args, flag), r in zip(calls, results):
         line = _one_line(r["err"])
         assert r["rc"] == 2 and r["out"] == "", args
