@@ -3,7 +3,6 @@ end where reading it as a Document and classifying that would put it: the same I
 counters, row for row, for the rows the columnar path takes and for those it leaves to the reader."""
 from __future__ import annotations
 
-import array
 import math
 import pickle
 
@@ -13,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.metrics.metric import MetricsFilter
 
+from tests.helpers import utf8_unchecked
 from transforms.accounting import DEAD_LETTERS, DOCUMENTS, DROPPED
 from transforms.document import Document, to_table
 from transforms.io.files import match_shards
@@ -24,15 +24,6 @@ from transforms.mix.read import ITEMS, READ, TOTALS, ClassifyDocuments, ReadClas
 LIMIT = 400  # --max_document_bytes: row 5's text is over it
 FOLDER = "/curated/web"
 USABLE = frozenset({certify.group_key(FOLDER, "global")})
-
-
-def _utf8_unchecked(values: list[bytes]) -> pa.Array:
-    """A string array over raw bytes, as a foreign writer can leave it (Arrow does not check UTF-8 here)."""
-    ends = array.array("i", [0])
-    for v in values:
-        ends.append(ends[-1] + len(v))
-    return pa.Array.from_buffers(pa.string(), len(values), [None, pa.py_buffer(ends.tobytes()),
-                                                            pa.py_buffer(b"".join(values))])
 
 
 def _doc(i, text=None, **fields) -> Document:
@@ -80,7 +71,7 @@ def _write(tmp_path) -> list[str]:
     pq.write_table(table, tmp_path / "part-0.parquet", row_group_size=8)
     # invalid UTF-8 in one row's url: that file's row group is read record by record
     bad = to_table([_doc(20), _doc(21, p_ai=1.5), _doc(22)])
-    bad = bad.set_column(bad.schema.get_field_index("url"), "url", _utf8_unchecked([b"ok", b"ok", b"bad \xff url"]))
+    bad = bad.set_column(bad.schema.get_field_index("url"), "url", utf8_unchecked([b"ok", b"ok", b"bad \xff url"]))
     pq.write_table(bad, tmp_path / "part-1.parquet")
     # a foreign table (not the Document schema): every row becomes a Document
     pq.write_table(pa.table({"id": ["f0", "f1", "f2"], "text": ["foreign words here", " ", "more foreign words"],

@@ -23,7 +23,7 @@ from apache_beam.pvalue import TaggedOutput
 from pipeline import curate
 from pipeline.sample import warc_record
 from tests.crafted import HTML, member, page, response
-from tests.helpers import read_jsonl
+from tests.helpers import read_jsonl, utf8_unchecked
 from transforms.accounting import DEAD_LETTERS, DOCUMENTS, DROPPED, NAMESPACE, drop
 from transforms.dates import normalise_date
 from transforms.document import Document, dolma_line, to_table
@@ -247,17 +247,6 @@ def test_10_8_parquet_values_python_cannot_hold_are_a_dead_letter(tmp_path):
     assert [x.reason for x in dead(read_parquet(tmp_path / "twice.parquet"))] == ["schema_error"]
 
 
-def _utf8_unchecked(values: list[bytes]) -> pa.Array:
-    """A string array over raw bytes, as a foreign writer can leave it (Arrow does not check UTF-8 here)."""
-    import array
-
-    ends = array.array("i", [0])
-    for v in values:
-        ends.append(ends[-1] + len(v))
-    return pa.Array.from_buffers(pa.string(), len(values), [None, pa.py_buffer(ends.tobytes()),
-                                                            pa.py_buffer(b"".join(values))])
-
-
 @pytest.mark.parametrize("typed", [False, True])
 def test_10_8_one_bad_parquet_value_costs_its_row_not_the_row_group(tmp_path, typed):
     """Invalid UTF-8 in one row's text (or a year-10000 timestamp in one row) made the whole row group one
@@ -266,7 +255,7 @@ def test_10_8_one_bad_parquet_value_costs_its_row_not_the_row_group(tmp_path, ty
     from transforms.document import identity_hash
     from transforms.io.parquet import _ReadAgainFn
 
-    text = _utf8_unchecked([b"first good row", b"bad \xff\xfe row", b"third good row", b"\xed\xa0\x80 surrogate"])
+    text = utf8_unchecked([b"first good row", b"bad \xff\xfe row", b"third good row", b"\xed\xa0\x80 surrogate"])
     if typed:  # a curated-schema file: text is checked as the rows are converted
         table = to_table([Document(id=f"d{i}", text="x", source="s", offset=i) for i in range(4)])
         table = table.set_column(table.schema.get_field_index("text"), "text", text)
