@@ -18,7 +18,6 @@ timed; the detector is cached or trained once per set.
 from __future__ import annotations
 
 import argparse
-import math
 import random
 import sys
 from collections import defaultdict

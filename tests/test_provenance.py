@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import json
 
 import pyarrow.parquet as pq
 import pytest
