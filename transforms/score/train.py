@@ -53,6 +53,15 @@ class Example:
 MAX_LINE_CHARS = 16 << 20  # one labelled text per line: a line longer than this is refused, never read whole
 
 
+def distinct_files(paths: Iterable[str]) -> list[str]:
+    """Each file once, in a fixed order: a file named twice (`d/a.jsonl.gz`, `./d/a.jsonl.gz`) is read and listed
+    once."""
+    names: dict[str, str] = {}
+    for path in paths:
+        names[os.path.realpath(path)] = min(names.get(os.path.realpath(path), path), path)
+    return sorted(names.values())
+
+
 def load(paths: Iterable[str], limit_per_file: int | None = None, seed: int = 1,
          skipped: Counter | None = None) -> list[Example]:
     """Labelled English human / AI texts of every file; ValueError (one line naming the file and line) for a file
@@ -61,10 +70,7 @@ def load(paths: Iterable[str], limit_per_file: int | None = None, seed: int = 1,
     spread over the whole file, whose first lines are often one label or one domain (comnets_courses' first 2,000
     texts are all AI), in file order. `skipped` counts the records left out, by why (none goes unsaid)."""
     out, skipped = [], Counter() if skipped is None else skipped
-    names: dict[str, str] = {}  # a file named twice (`d/a.jsonl.gz`, `./d/a.jsonl.gz`) is read once
-    for path in paths:
-        names[os.path.realpath(path)] = min(names.get(os.path.realpath(path), path), path)
-    for path in sorted(names.values()):
+    for path in distinct_files(paths):
         dataset = os.path.basename(path).split(".")[0]
         try:
             out += _load_file(path, dataset, limit_per_file, seed, skipped)
@@ -324,7 +330,7 @@ def train_detector(paths: list[str], out_dir: str, seed: int = 1, lodo: bool = T
         "seed": seed,
         "hyperparameters": best,
         "search": [{**DEFAULT_PARAMS, **o} for o in (search if search is not None else SEARCH)],
-        "data": {"files": [os.path.basename(p) for p in sorted(paths)],
+        "data": {"files": [os.path.basename(p) for p in distinct_files(paths)],
                  "splits": {k: {"n": len(v), "ai": sum(e.label for e in v)} for k, v in parts.items()},
                  "excluded": "labels other than human and ai ('mixed' too), non-English texts, empty texts",
                  "skipped": dict(sorted(skipped.items()))},
