@@ -536,7 +536,8 @@ def test_train_detector_says_how_many_records_it_left_out_and_why(tmp_path):
     import json
     from collections import Counter
 
-    from transforms.score.train import distinct_files, load
+    from transforms.io.files import distinct
+    from transforms.score.train import load
 
     rows = [{"text": f"text number {i} with a few words", "label": ["human", "ai"][i % 2]} for i in range(6)]
     rows += [{"text": "no label"}, {"text": "x", "label": "maybe"}, {"text": "y", "label": 1},
@@ -545,5 +546,5 @@ def test_train_detector_says_how_many_records_it_left_out_and_why(tmp_path):
     skipped = Counter()
     twice = [str(tmp_path / "d.jsonl.gz"), str(tmp_path / "." / "d.jsonl.gz")]  # one file, read once
     assert len(load(twice, skipped=skipped)) == 6
-    assert distinct_files(twice) == [twice[0]]  # and the model card lists it once
+    assert distinct(twice) == [twice[0]]  # and the model card lists it once
     assert skipped == {"empty text": 1, "label is not human or ai": 3, "not English": 1}

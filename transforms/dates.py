@@ -39,6 +39,11 @@ def last_seen_date(doc) -> Optional[str]:
     return doc.last_seen or doc.capture_date
 
 
+def later_date(a: Optional[str], b: Optional[str]) -> Optional[str]:
+    """The later of two dates, either of which may be None (undated: never the latest)."""
+    return a if b is None or (a is not None and a > b) else b
+
+
 def as_first_seen(date: str) -> Optional[str]:
     """The `first_seen` field for a seen date: None when undated."""
     return None if date == UNDATED else date

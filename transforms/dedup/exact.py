@@ -7,7 +7,7 @@ import apache_beam as beam
 
 from transforms.accounting import DOCUMENTS, DROPPED, drop
 from transforms.dedup.normalize import Normalization
-from transforms.dates import as_first_seen, last_seen_date, seen_date
+from transforms.dates import as_first_seen, last_seen_date, later_date, seen_date
 from transforms.dedup.rank import describe, rank
 from transforms.document import Document, DocumentCoder, replace
 
@@ -23,8 +23,7 @@ class _Survivor(beam.DoFn):
             size += d.dup_cluster_size or 1
             seen = seen_date(d)
             first = seen if first is None or seen < first else first
-            latest = last_seen_date(d)
-            last = latest if last is None or (latest is not None and latest > last) else last
+            last = later_date(last_seen_date(d), last)
             if best is None or r < best_rank or (r == best_rank and _CODER.encode(d) < _CODER.encode(best)):
                 best, best_i, best_rank = d, i, r  # a full tie (the same record twice) is broken by every field
         if i > 0:  # nearly every group is one document: no copies, no detail to write

@@ -14,7 +14,7 @@ import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindows
 
 from transforms.accounting import DOCUMENTS, DROPPED, drop
-from transforms.dates import UNDATED, as_first_seen, last_seen_date
+from transforms.dates import UNDATED, as_first_seen, last_seen_date, later_date
 from transforms.dedup.components import ConnectedComponents
 from transforms.dedup.lsh import BandPacks, BucketPairs, LshParams, band_hashes
 from transforms.dedup.minhash import MinHasher
@@ -96,23 +96,18 @@ def _member_stats(kv):
         yield root, (size, r[0], last)
 
 
-def _later(a, b):
-    """The later of two dates, either of which may be None (undated: never the latest)."""
-    return a if b is None or (a is not None and a > b) else b
-
-
 class _ClusterStats(beam.CombineFn):
     def create_accumulator(self):
         return 0, UNDATED, None
 
     def add_input(self, acc, value):
-        return acc[0] + value[0], min(acc[1], value[1]), _later(acc[2], value[2])
+        return acc[0] + value[0], min(acc[1], value[1]), later_date(acc[2], value[2])
 
     def merge_accumulators(self, accs):
         accs = list(accs)
         last = None
         for a in accs:
-            last = _later(last, a[2])
+            last = later_date(last, a[2])
         return sum(a[0] for a in accs), min(a[1] for a in accs), last
 
     def extract_output(self, acc):

@@ -8,7 +8,7 @@ import os
 import stat
 import tempfile
 import warnings
-from typing import NamedTuple
+from typing import Iterable, NamedTuple
 
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
@@ -67,6 +67,16 @@ def canonical(path: str) -> str:
     """The stored file or folder a path names: local paths resolved (`./`, `..`, `//`, symlinks), others as given
     without a trailing slash. One file reached under two names is one input."""
     return os.path.realpath(path) if "://" not in path else path.rstrip("/")
+
+
+def distinct(paths: Iterable[str]) -> list[str]:
+    """Each stored file once, named by the smallest of its names, sorted: read twice, a file's records would
+    count twice."""
+    names: dict[str, str] = {}
+    for path in paths:
+        key = canonical(path)
+        names[key] = min(names.get(key, path), path)
+    return sorted(names.values())
 
 
 def _is_glob(pattern: str) -> bool:

@@ -225,7 +225,7 @@ def match_reference(patterns: list[str]) -> list[str]:
     (one line) otherwise. A file that several globs or names reach is one file (named by the smallest name): read
     twice, its documents would count twice in the reference size that p-values and the mixer's bounds rely on."""
     from transforms.io.commit import IncompleteOutputError, complete_outputs
-    from transforms.io.files import InputError, canonical, match
+    from transforms.io.files import InputError, distinct, match
 
     files = []
     for pattern in patterns:
@@ -242,10 +242,7 @@ def match_reference(patterns: list[str]) -> list[str]:
         except IncompleteOutputError as e:
             raise ValueError(f"--human_reference: {e}") from None
         files += [m.path for m in matched]
-    names: dict[str, str] = {}
-    for f in files:
-        names[canonical(f)] = min(names.get(canonical(f), f), f)
-    files = sorted(names.values())
+    files = distinct(files)
     for path in [f for f in files if is_curated(f)]:
         _require_curated_parquet(path)
     raw = [f for f in files if not is_curated(f)]

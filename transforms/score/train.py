@@ -22,6 +22,7 @@ from typing import Iterable
 import numpy as np
 import xxhash
 
+from transforms.io.files import distinct
 from transforms.score.calibration import Platt
 from transforms.score.estimate import LODO_MIN_DATASETS
 from transforms.score.model import AI_LABEL, CARD_FILE, MODEL_FILE, sha256_file
@@ -53,15 +54,6 @@ class Example:
 MAX_LINE_CHARS = 16 << 20  # one labelled text per line: a line longer than this is refused, never read whole
 
 
-def distinct_files(paths: Iterable[str]) -> list[str]:
-    """Each file once, in a fixed order: a file named twice (`d/a.jsonl.gz`, `./d/a.jsonl.gz`) is read and listed
-    once."""
-    names: dict[str, str] = {}
-    for path in paths:
-        names[os.path.realpath(path)] = min(names.get(os.path.realpath(path), path), path)
-    return sorted(names.values())
-
-
 def load(paths: Iterable[str], limit_per_file: int | None = None, seed: int = 1,
          skipped: Counter | None = None) -> list[Example]:
     """Labelled English human / AI texts of every file; ValueError (one line naming the file and line) for a file
@@ -70,7 +62,7 @@ def load(paths: Iterable[str], limit_per_file: int | None = None, seed: int = 1,
     spread over the whole file, whose first lines are often one label or one domain (comnets_courses' first 2,000
     texts are all AI), in file order. `skipped` counts the records left out, by why (none goes unsaid)."""
     out, skipped = [], Counter() if skipped is None else skipped
-    for path in distinct_files(paths):
+    for path in distinct(paths):  # a file named twice (`d/a.jsonl.gz`, `./d/a.jsonl.gz`) is read once
         dataset = os.path.basename(path).split(".")[0]
         try:
             out += _load_file(path, dataset, limit_per_file, seed, skipped)
@@ -330,7 +322,7 @@ def train_detector(paths: list[str], out_dir: str, seed: int = 1, lodo: bool = T
         "seed": seed,
         "hyperparameters": best,
         "search": [{**DEFAULT_PARAMS, **o} for o in (search if search is not None else SEARCH)],
-        "data": {"files": [os.path.basename(p) for p in distinct_files(paths)],
+        "data": {"files": [os.path.basename(p) for p in distinct(paths)],
                  "splits": {k: {"n": len(v), "ai": sum(e.label for e in v)} for k, v in parts.items()},
                  "excluded": "labels other than human and ai ('mixed' too), non-English texts, empty texts",
                  "skipped": dict(sorted(skipped.items()))},
