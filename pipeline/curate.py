@@ -216,7 +216,7 @@ def write_graph(p, run: Run, g: Graph, written_before: tuple = (), committed: li
             staged("dead_letters"), "dead_letters", lambda d: f"{d.source}\x00{d.offset:020d}\x00{d.reason}",
             count=dead_by_reason | "CountDead" >> beam.Map(_total)),
     ]
-    extra[UNPARSED] = (g.read[DOCUMENTS] | "UnparsedDates" >> beam.Filter(lambda d: has_unparsed_date(d))
+    extra[UNPARSED] = (g.read[DOCUMENTS] | "UnparsedDates" >> beam.Filter(has_unparsed_date)
                        | "CountUnparsedDates" >> beam.combiners.Count.Globally())
     extra["provenance"] = signals
     if g.skipped:
