@@ -65,7 +65,7 @@ class _Histograms(beam.CombineFn):
 
 
 class _Merged(beam.CombineFn):
-    """Merges accumulators of `fn` made elsewhere (one per bundle, by `_Classify`) and extracts `fn`'s output."""
+    """Merges accumulators of `fn` made elsewhere (one per bundle, by `read._Gather`) and extracts `fn`'s output."""
 
     def __init__(self, fn: beam.CombineFn):
         self._fn = fn
