@@ -20,6 +20,7 @@ from transforms.io.commit import (CommitOutputs, CommittedFileChanged, Incomplet
                                   file_entry, read_committed, read_marker, require_complete,
                                   run_key, staging_dir, verify_entry)
 from transforms.io.files import InputError, canonical, match_shards, read_bytes
+from transforms.io.parquet import has_rows
 from transforms.io.read import ReadCrawl, can_read_again
 from transforms.io.write import WriteJsonRecords, write_bytes, write_json
 from transforms.mix import certify
@@ -300,27 +301,12 @@ def match_inputs(cfg: MixConfig) -> tuple[dict, dict]:
             for path, size, sha in entries:
                 committed[path] = (size, sha)
                 first = copies.setdefault(sha, (s.name, path))
-                if first[1] != path and canonical(first[1]) != canonical(path) and _has_rows(path):
+                if first[1] != path and has_rows(path):  # one file under two names was refused above
                     where = "another of its inputs" if first[0] == s.name else f"source {first[0]}"
                     raise UserError(f"source {s.name}: {path} has the same bytes as {first[1]} ({where}); a "
                                     f"document may enter a mix once, through one source")
             out[s.name].append((folder, shards))
     return out, committed
-
-
-def _has_rows(path: str) -> bool:
-    """Whether a committed file holds any record: empty shards of two runs are byte-identical and hold nothing."""
-    if not path.endswith(".parquet"):
-        return True
-    import pyarrow.parquet as pq
-
-    from transforms.io.files import open_raw
-
-    try:
-        with open_raw(path) as f:
-            return pq.ParquetFile(f).metadata.num_rows > 0
-    except Exception:  # unreadable here: the reader will say so; a copy is a copy
-        return True
 
 
 def run(argv: list[str]) -> dict:

@@ -106,7 +106,6 @@ def test_one_file_under_two_names_is_refused_as_two_sources(tmp_path):
             match_inputs(cfg)
 
 
-
 @pytest.mark.slow
 def test_a_copy_of_a_curated_folder_is_refused_as_a_second_source(tmp_path):
     """A copied curated folder holds the same documents under another path: its completion record lists the same
@@ -131,6 +130,7 @@ def test_a_copy_of_a_curated_folder_is_refused_as_a_second_source(tmp_path):
     cfg = parse({**BASE, "sources": [{"name": "a", "curated": [str(tmp_path / "e1")], "weight": 1},
                                      {"name": "b", "curated": [str(tmp_path / "e2")], "weight": 1}]})
     assert set(match_inputs(cfg)[0]) == {"a", "b"}
+
 
 def test_ceiling_is_exact_from_strings():
     assert parse(_with(max_synthetic_fraction="1/20")).ceiling == Fraction(1, 20)

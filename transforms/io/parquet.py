@@ -122,6 +122,17 @@ def _row_groups(path: str) -> int:
         return 1  # unreadable: one unit, reported by process()
 
 
+def has_rows(path: str) -> bool:
+    """Whether a committed file holds any record: empty shards of two runs are byte-identical and hold nothing."""
+    if not path.endswith(".parquet"):
+        return True
+    try:
+        with open_raw(path) as f:
+            return pq.ParquetFile(f).metadata.num_rows > 0
+    except Exception:  # unreadable here: the reader will say so; a copy is a copy
+        return True
+
+
 def per_unit(shard: Shard, row_groups: int) -> int:
     """Row groups per unit of work: about `split_bytes` of the file each, at least one row group. Each unit opens
     the file and parses its footer, whose size grows with the row groups: a 7 MB file of 20,000 one-row groups

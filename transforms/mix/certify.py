@@ -358,7 +358,7 @@ def fixed_rate(ai: float, tokens: float) -> int:
 
 
 def verdict(share: Fraction, ceiling: Fraction, failures: list[str], certified: bool, tokens: int,
-            shortfall: str = "") -> tuple[bool, str]:
+            shortfall: str) -> tuple[bool, str]:
     """The one verdict (CLI line, manifest `within_ceiling`, report): within iff the certified bound (or, opt-in,
     the rule count) is <= the ceiling, no `unestimable: fail` policy tripped and something was selected (an empty
     mix certifies nothing a user could train on: it fails, naming its `shortfall`)."""
@@ -367,8 +367,8 @@ def verdict(share: Fraction, ceiling: Fraction, failures: list[str], certified: 
     if failures:
         return False, f"NOT CERTIFIED: {failures[0]}"
     if not tokens:
-        return False, (f"NOTHING SELECTED: the mix is empty{f' (shortfall {shortfall})' if shortfall else ''}; no "
-                       f"source offered a document the ceiling admits (see each source's shortfall and drops)")
+        return False, (f"NOTHING SELECTED: the mix is empty (shortfall {shortfall}); no source offered a document "
+                       f"the ceiling admits (see each source's shortfall and drops)")
     if share <= ceiling:
         return True, f"within the ceiling: {what} {float(share):.4f} <= {float(ceiling):.4f}"
     return False, f"CEILING NOT MET: {what} {float(share):.4f} > {float(ceiling):.4f}"

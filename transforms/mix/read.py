@@ -15,7 +15,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindows
 
-from transforms.accounting import DEAD_LETTERS, DROPPED, DeadLetter, Dropped, dead_letter
+from transforms.accounting import DEAD_LETTERS, DOCUMENTS, DROPPED, DeadLetter, Dropped, dead_letter
 from transforms.document import Document
 from transforms.io.files import Shard
 from transforms.io.parquet import ReadParquetFn
@@ -29,7 +29,6 @@ from transforms.mix.rows import waiting
 from transforms.tokens import count_tokens
 
 ITEMS, TOTALS, READ = "items", "totals", "read"
-DOCUMENTS = "documents"
 _COLUMNS = FIELDS + tuple(f"provenance.{name}" for name in PROVENANCE_FIELDS)
 _ID, _TEXT, _SOURCE, _OFFSET = (FIELDS.index(name) for name in ("id", "text", "source", "offset"))
 

@@ -23,13 +23,13 @@ from typing import Any, Tuple
 
 import apache_beam as beam
 
-from transforms.accounting import DEAD_LETTERS, DROPPED
+from transforms.accounting import DEAD_LETTERS, DOCUMENTS, DROPPED
 from transforms.mix import certify
 from transforms.mix.classify import ANCHOR, OVER, UNDER, Batch, Item, excess_of, stream_of
 from transforms.mix.drops import DropBatch, DropRecord, Ledger, batch_of
 from transforms.mix.config import MixConfig
 from transforms.mix.plan import boundary, charge, make_certified_plan, make_plan
-from transforms.mix.read import DOCUMENTS, ITEMS, TOTALS, totals_fns
+from transforms.mix.read import ITEMS, TOTALS, totals_fns
 
 KeyedItem = Tuple[Tuple[str, str], Item]
 SELECTED = "selected"
@@ -65,7 +65,7 @@ class _Histograms(beam.CombineFn):
 
 
 class _Merged(beam.CombineFn):
-    """Merges accumulators of `fn` made elsewhere (one per bundle, by `_Classify`) and extracts `fn`'s output."""
+    """Merges accumulators of `fn` made elsewhere (one per bundle, by `read._Gather`) and extracts `fn`'s output."""
 
     def __init__(self, fn: beam.CombineFn):
         self._fn = fn
