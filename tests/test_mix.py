@@ -81,6 +81,12 @@ def _with(**changes):
     (_with(source_anchor=True), "sources[0].anchor: an anchor source is included whole"),
     (_with(source_max_repeats=0), "sources[0].max_repeats: expected an integer >= 1"),
     (_with(source_extra=1), "sources[0].extra: unknown key"),
+    # YAML keys need not be strings; they were sorted with the others (TypeError, exit 1)
+    ({**BASE, 1: "x", "zzz": "y"}, "zzz: unknown key"),
+    ({**BASE, None: "x"}, "null: unknown key"),
+    (_with(exclude={1: 2, "colour": 3}), "exclude.colour: unknown key"),
+    (_with(synthetic={1: 2, "colour": 3}), "synthetic.colour: unknown key"),
+    ({**BASE, "sources": [{**BASE["sources"][0], 7: 1, "extra": 2}]}, "sources[0].extra: unknown key"),
     ({**BASE, "sources": BASE["sources"] * 2}, "sources[1].name: 'a' is used twice"),
     ({**_with(target_tokens=None, target_documents=9), "sources": [{"name": "a", "inputs": ["x"], "tokens": 5}]},
      "sources[0].tokens: a token budget needs target_tokens"),
