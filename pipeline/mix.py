@@ -17,7 +17,7 @@ from pipeline.options import CommonOptions, MixOptions, UserError
 from pipeline.runner import make_pipeline, prepare_output
 from transforms.accounting import DEAD_LETTERS, DOCUMENTS, DROPPED, Summarize, require_reconciled
 from transforms.io.commit import (CommitOutputs, CommittedFileChanged, IncompleteOutputError, committed_entries,
-                                  file_entry, read_committed, read_marker, require_complete,
+                                  file_entry, is_output, read_committed, require_complete,
                                   run_key, staging_dir, verify_entry)
 from transforms.io.files import InputError, canonical, match_shards, read_bytes
 from transforms.io.read import ReadCrawl, can_read_again
@@ -68,7 +68,7 @@ def read_estimates(cfg: MixConfig) -> tuple[dict, dict]:
             path = FileSystems.join(folder, "summary.json")
             try:  # a synthcap output's summary is read checked against its completion record
                 summary = json.loads(read_committed(folder, "summary.json", require_complete(folder))
-                                     if read_marker(folder) else read_bytes(path, MAX_SUMMARY_BYTES))
+                                     if is_output(folder) else read_bytes(path, MAX_SUMMARY_BYTES))
             except (IncompleteOutputError, CommittedFileChanged) as e:
                 raise UserError(f"source {s.name}: {e}") from None
             except Exception as e:  # any scheme's not-found / read error, or bad JSON: one line
@@ -280,7 +280,7 @@ def match_inputs(cfg: MixConfig) -> tuple[dict, dict]:
         out[s.name] = []
         for folder, pattern in zip(folders, s.inputs):
             try:
-                if folder and read_marker(folder):  # an incomplete folder says so, not that its glob is empty
+                if folder and is_output(folder):  # an incomplete folder says so, not that its glob is empty
                     require_complete(folder)
                 shards = match_shards([pattern])
                 entries = committed_entries(shards)

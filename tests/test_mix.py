@@ -138,6 +138,33 @@ def test_a_copy_of_a_curated_folder_is_refused_as_a_second_source(tmp_path):
                                      {"name": "b", "curated": [str(tmp_path / "e2")], "weight": 1}]})
     assert set(match_inputs(cfg)[0]) == {"a", "b"}
 
+def test_a_curated_folder_copied_without_its_marker_is_refused_not_read_as_foreign_parquet(tmp_path):
+    """`cp -r cur/* copy/` leaves the hidden marker behind but copies COMPLETE.json: the copy was read as plain
+    Parquet, unchecked, and mixed beside the original (every document twice). A folder holding a completion record
+    is a synthcap output, marker or not: mix, curate and every reader refuse or skip it as one."""
+    from pipeline.curate import input_shards
+    from pipeline.mix import match_inputs, read_estimates
+    from pipeline.options import UserError
+
+    copy = tmp_path / "copy"
+    (copy / "documents").mkdir(parents=True)
+    pq.write_table(pa.table({"id": ["a"], "text": ["t"]}), copy / "documents" / "documents-00000-of-00001.parquet")
+    (copy / "summary.json").write_text("{}")
+    (copy / "COMPLETE.json").write_text('{"files": []}')
+    why = (f"{copy} is not a synthcap output as it stands: it holds a COMPLETE.json but no valid .synthcap-output "
+           "marker (copied without its hidden files?)")
+    for source in ({"curated": [str(copy)]}, {"inputs": [str(copy / "documents" / "*.parquet")]}):
+        cfg = parse({**BASE, "sources": [{"name": "a", "weight": 1, **source}]})
+        with pytest.raises(UserError, match=re.escape(f"source a: {why}")):
+            match_inputs(cfg)
+    with pytest.raises(UserError, match=re.escape(why)):
+        read_estimates(parse({**BASE, "sources": [{"name": "a", "weight": 1, "curated": [str(copy)]}]}))
+    # curate skips it like any synthcap output a glob covers
+    (tmp_path / "in.jsonl").write_text('{"text": "x"}\n')
+    kept, skipped = input_shards([str(tmp_path / "**")], str(tmp_path / "out"))
+    assert [s.path for s in kept] == [str(tmp_path / "in.jsonl")] and skipped["folders"] == [str(copy)]
+
+
 def test_ceiling_is_exact_from_strings():
     assert parse(_with(max_synthetic_fraction="1/20")).ceiling == Fraction(1, 20)
     assert parse(_with(max_synthetic_fraction="0.1")).ceiling == Fraction(1, 10)  # not the float 0.1

@@ -144,6 +144,13 @@ def read_marker(folder: str) -> dict | None:
     return marker if isinstance(marker, dict) and marker.get("synthcap_output") == 1 else None
 
 
+def is_output(folder: str) -> bool:
+    """Whether `folder` is a synthcap output: it holds the marker, or a completion record (a folder copied without
+    its hidden files, `cp -r OUT/* COPY/`, lost the marker but is still an output, which `require_complete` refuses;
+    read as foreign Parquet, its documents would be mixed twice, unchecked, beside the original's)."""
+    return read_marker(folder) is not None or _exists(FileSystems.join(folder, COMPLETE))
+
+
 def _relative(folder: str, path: str) -> str:
     return path[len(folder.rstrip("/")) + 1:]
 
@@ -154,6 +161,10 @@ def require_complete(folder: str) -> dict:
     beside them (a shard left by another run)."""
     folder = folder.rstrip("/")
     if read_marker(folder) is None:
+        if _exists(FileSystems.join(folder, COMPLETE)):
+            raise IncompleteOutputError(f"{folder} is not a synthcap output as it stands: it holds a {COMPLETE} but no "
+                                        f"valid {MARKER} marker (copied without its hidden files?); copy the whole "
+                                        f"folder (cp -a) or rerun the verb")
         raise IncompleteOutputError(f"{folder} is not a synthcap output (no valid {MARKER} marker)")
     path = FileSystems.join(folder, COMPLETE)
     if not _exists(path):
@@ -183,7 +194,7 @@ def require_complete(folder: str) -> dict:
 
 
 def output_root(path: str, cache: dict | None = None) -> str | None:
-    """The synthcap output folder holding `path` (the nearest ancestor with a marker), or None."""
+    """The synthcap output folder holding `path` (the nearest ancestor that `is_output`), or None."""
     cache = {} if cache is None else cache
     folder = path.rstrip("/").rsplit("/", 1)[0] if "/" in path else ""
     seen = []
@@ -193,7 +204,7 @@ def output_root(path: str, cache: dict | None = None) -> str | None:
             root = cache[folder]
             break
         seen.append(folder)
-        if read_marker(folder) is not None:
+        if is_output(folder):
             root = folder
             break
         parent = folder.rsplit("/", 1)[0] if "/" in folder else ""
