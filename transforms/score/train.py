@@ -11,6 +11,7 @@ import ctypes
 import gzip
 import hashlib
 import heapq
+import importlib
 import json
 import os
 import tempfile
@@ -285,7 +286,7 @@ def train_detector(paths: list[str], out_dir: str, seed: int = 1, lodo: bool = T
     """Trains, calibrates, evaluates (in-domain and leave-one-dataset-out) and writes model.ftz + model_card.json.
     With a `reference`, its training half joins the training split as weighted human examples (domain
     adaptation); calibration and evaluation stay on the labelled data and the reference's held-out half."""
-    import fasttext  # noqa: F401  (fail early with a clear import error)
+    importlib.import_module("fasttext")  # fail early with a clear import error
 
     skipped = Counter()
     examples = load(paths, limit_per_file, seed, skipped)
