@@ -342,3 +342,28 @@ def test_a_local_marker_appears_whole_and_only_once(tmp_path):
     assert json.loads(path.read_text())["verb"] == "mix"
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
     assert [p.name for p in (tmp_path / "out").iterdir()] == [MARKER]
+
+
+def test_an_output_inside_a_part_of_another_output_is_refused_before_it_is_claimed(tmp_path):
+    """`--output cur/documents/x` wrote a run into a part of a complete output: a file its completion record does
+    not list, so every reader refused `cur` from then on. Beside the parts (`cur/sub`) is fine; inside an
+    unfinished output, whose parts are not known yet, is not."""
+    from transforms.io.commit import OutputClaimError, claim_output
+
+    cur = tmp_path / "cur"
+    (cur / "documents").mkdir(parents=True)
+    (cur / "documents" / "a.parquet").write_bytes(b"x")
+    (cur / MARKER).write_text(json.dumps({"synthcap_output": 1, "verb": "curate", "run_id": "r", "run_key": "k"}))
+    (cur / COMPLETE).write_text(json.dumps({"files": [{"path": "documents/a.parquet", "size": 1,
+                                                        "sha256": hashlib.sha256(b"x").hexdigest()}]}))
+    require_complete(str(cur))
+    for inner, part in ((cur / "documents" / "x", "documents"), (cur / "documents" / "x" / "y", "documents"),
+                        (cur / ".tmp-0123" / "x", ".tmp-0123"), (cur / COMPLETE / "x", COMPLETE)):
+        with pytest.raises(OutputClaimError, match=f"lies inside {cur / part}, a part of the synthcap output {cur}"):
+            claim_output(str(inner), "curate", "r", "k2", False, ("documents",))
+        assert not inner.exists()
+    claim_output(str(cur / "sub"), "curate", "r", "k2", False, ("documents",))
+    require_complete(str(cur))
+    (cur / COMPLETE).unlink()  # unfinished: its parts are not known
+    with pytest.raises(OutputClaimError, match=f"lies inside {cur}, an unfinished synthcap output"):
+        claim_output(str(tmp_path / "cur" / "other"), "curate", "r", "k3", False, ("documents",))

@@ -301,6 +301,7 @@ def claim_output(output: str, verb: str, run_id: str, key: str, overwrite: bool,
     """
     if _is_local(output) and os.path.exists(output) and not os.path.isdir(output):
         raise OutputClaimError(f"output folder {output} is a file, not a folder")  # or a device: /dev/null
+    _refuse_inside_an_output(output)
     marker = read_marker(output)
     if marker is None:
         if _non_empty(output):
@@ -330,6 +331,26 @@ def claim_output(output: str, verb: str, run_id: str, key: str, overwrite: bool,
     except FileExistsError:
         raise OutputClaimError(f"output folder {output} was claimed by another run just now; pass --overwrite to "
                                f"replace it") from None
+
+
+def _refuse_inside_an_output(output: str) -> None:
+    """OUT may lie in a synthcap output folder beside its parts (`cur/sub`), never inside one of them
+    (`cur/documents/x`: a file its completion record does not list, so every reader would refuse that folder from
+    then on), nor anywhere inside an unfinished one, whose parts are not known until it commits."""
+    path, cache = canonical(output), {}
+    root = output_root(path, cache)
+    while root:
+        top = _relative(root, path).split("/")[0]
+        try:
+            record = _read_json(FileSystems.join(root, COMPLETE))
+            parts = {f["path"].split("/")[0] for f in record["files"]}
+        except Exception:
+            raise OutputClaimError(f"output folder {output} lies inside {root}, an unfinished synthcap output: "
+                                   f"give a folder outside it") from None
+        if top in parts or top in (MARKER, COMPLETE) or top.startswith(STAGING):
+            raise OutputClaimError(f"output folder {output} lies inside {root}/{top}, a part of the synthcap output "
+                                   f"{root}, which its readers would then refuse: give a folder outside it")
+        root = output_root(root, cache)
 
 
 def _create_exclusive(path: str, data: bytes) -> None:
