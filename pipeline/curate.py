@@ -108,16 +108,21 @@ def _reference_files(patterns: list[str]) -> list[str]:
 
 
 def input_shards(patterns: list[str], output: str, index: str | None = None) -> tuple[list, dict]:
-    """Matched shards minus the files of synthcap output folders (skipped by their marker, counted); refuses
-    any input inside OUT, which the run is about to replace, or inside a refresh's --index, which it adds to."""
+    """Matched shards minus the files of synthcap output folders (skipped by their marker, counted) and of OUT
+    (which the run replaces; refused when every input lies there), refuses any input inside a refresh's --index,
+    which it adds to."""
     try:
         shards = match_shards(patterns)
     except InputError as e:
         raise UserError(str(e)) from None
-    inner = next((s.path for s in shards if inside(s.path, output)), None)
-    if inner:
-        raise UserError(f"input {inner} is inside the output folder {output}: refusing to read what this run "
+    inner = [s.path for s in shards if inside(s.path, output)]
+    if inner and len(inner) == len(shards):
+        raise UserError(f"input {inner[0]} is inside the output folder {output}: refusing to read what this run "
                         f"replaces")
+    # a wider glob (`--input 'data/**' --output data/out`) also matches what an earlier or crashed run of this
+    # command wrote into OUT: those files are what this run replaces, never an input, and not counted as skipped
+    # (a rerun must write the bytes of an uninterrupted run, which found OUT empty)
+    shards = [s for s in shards if not inside(s.path, output)]
     inner = next((s.path for s in shards if index and inside(s.path, index)), None)
     if inner:  # its segments have no text: each file was a schema_error dead letter, and the run went on
         raise UserError(f"input {inner} is inside the refresh index {index}: give the crawl shards")

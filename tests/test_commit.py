@@ -367,3 +367,36 @@ def test_an_output_inside_a_part_of_another_output_is_refused_before_it_is_claim
     (cur / COMPLETE).unlink()  # unfinished: its parts are not known
     with pytest.raises(OutputClaimError, match=f"lies inside {cur}, an unfinished synthcap output"):
         claim_output(str(tmp_path / "cur" / "other"), "curate", "r", "k3", False, ("documents",))
+
+
+def test_a_glob_over_the_output_folder_is_not_refused_on_the_rerun(tmp_path):
+    """`--input 'data/**' --output data/out` ran once, then the same command (a rerun after a crash, or with
+    --overwrite) was refused: the glob now matched the files the first run wrote into OUT. They are what the run
+    replaces: left out, not counted as skipped; an input list that lies wholly inside OUT is still refused."""
+    from pipeline.curate import input_shards
+    from pipeline.options import UserError
+
+    data = tmp_path / "data"
+    (data / "out" / "documents").mkdir(parents=True)
+    (data / "crawl.jsonl").write_text('{"text": "x"}\n')
+    (data / "out" / MARKER).write_text(json.dumps({"synthcap_output": 1, "verb": "curate", "run_id": "r",
+                                                   "run_key": "k"}))
+    (data / "out" / "documents" / "documents-00000-of-00001.parquet").write_bytes(b"PAR1")
+    kept, skipped = input_shards([str(data / "**")], str(data / "out"))
+    assert [s.path for s in kept] == [str(data / "crawl.jsonl")] and skipped == {}
+    with pytest.raises(UserError, match="is inside the output folder"):
+        input_shards([str(data / "out" / "**")], str(data / "out"))
+
+
+@pytest.mark.slow
+def test_a_crashed_run_whose_glob_covers_its_output_reruns_to_the_same_bytes(tmp_path, capsys):
+    data = tmp_path / "data"
+    _crawl(data)
+    args = ["curate", "--input", str(data / "**"), "--output", str(data / "out"), *FAST]
+    assert main(args) == 0
+    first = _tree(data / "out")
+    (data / "out" / COMPLETE).unlink()  # killed before its commit finished
+    assert main(args) == 0, capsys.readouterr().err
+    assert _tree(data / "out") == first
+    assert main([*args, "--overwrite"]) == 0, capsys.readouterr().err
+    assert _tree(data / "out") == first
