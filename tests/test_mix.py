@@ -3,6 +3,7 @@ and the report in a real headless browser."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import html
 import json
 import math
@@ -163,6 +164,35 @@ def test_a_curated_folder_copied_without_its_marker_is_refused_not_read_as_forei
     (tmp_path / "in.jsonl").write_text('{"text": "x"}\n')
     kept, skipped = input_shards([str(tmp_path / "**")], str(tmp_path / "out"))
     assert [s.path for s in kept] == [str(tmp_path / "in.jsonl")] and skipped["folders"] == [str(copy)]
+
+
+def test_a_mix_input_inside_its_own_output_is_refused_before_the_claim_deletes_it(tmp_path):
+    """`inputs: [OUT/train/*.parquet]` with `--output OUT --overwrite`: the claim deleted the earlier mix, then the
+    run failed reading the files it had deleted (exit 1, the earlier output lost). Now refused before anything is
+    touched; a wider glob (`data/**` over `data/out`) leaves OUT's files out, as curate does."""
+    from pipeline.mix import match_inputs, run
+    from pipeline.options import UserError
+    from transforms.io.commit import COMPLETE, MARKER
+
+    out = tmp_path / "data" / "out"
+    (out / "train").mkdir(parents=True)
+    pq.write_table(pa.table({"id": ["a"], "text": ["t"]}), out / "train" / "train-00000-of-00001.parquet")
+    pq.write_table(pa.table({"id": ["b"], "text": ["u"]}), tmp_path / "data" / "x.parquet")
+    data = (out / "train" / "train-00000-of-00001.parquet").read_bytes()
+    (out / MARKER).write_text(json.dumps({"synthcap_output": 1, "verb": "mix", "run_id": "r", "run_key": "k"}))
+    (out / COMPLETE).write_text(json.dumps({"files": [{"path": "train/train-00000-of-00001.parquet",
+                                                        "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}]}))
+    before = tree_bytes(out, ".")
+    cfg = {**BASE, "synthetic": RULE, "sources": [{"name": "a", "inputs": [str(out / "train" / "*.parquet")],
+                                                   "weight": 1}]}
+    (tmp_path / "mix.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(UserError, match=f"source a: input {out}/train/train-00000-of-00001.parquet is inside the "
+                                        f"output folder {out}: refusing to read what this run replaces"):
+        run(["--config", str(tmp_path / "mix.yaml"), "--output", str(out), "--overwrite"])
+    assert tree_bytes(out, ".") == before
+    wide = parse({**cfg, "sources": [{"name": "a", "inputs": [str(tmp_path / "data" / "**")], "weight": 1}]})
+    inputs, _ = match_inputs(wide, str(out))
+    assert [sh.path for _, shards in inputs["a"] for sh in shards] == [str(tmp_path / "data" / "x.parquet")]
 
 
 def test_ceiling_is_exact_from_strings():
