@@ -100,11 +100,18 @@ def _committed(paths: list[str]) -> list[tuple[str, int, str]]:
         raise UserError(str(e)) from None
 
 
-def _reference_files(patterns: list[str]) -> list[str]:
+def _reference_files(patterns: list[str], output: str) -> list[str]:
+    """The --human_reference files; one inside OUT is refused (the claim would delete it before the run reads it:
+    `--human_reference 'OUT/documents/*.parquet' --output OUT --overwrite` lost the earlier run, then failed)."""
     try:
-        return match_reference(patterns)
+        files = match_reference(patterns)
     except ValueError as e:
         raise UserError(str(e)) from None
+    inner = next((f for f in files if inside(f, output)), None)
+    if inner:
+        raise UserError(f"--human_reference: {inner} is inside the output folder {output}: refusing to read what "
+                        f"this run replaces")
+    return files
 
 
 def input_shards(patterns: list[str], output: str, index: str | None = None) -> tuple[list, dict]:
@@ -180,7 +187,7 @@ def write_graph(p, run: Run, g: Graph, written_before: tuple = (), committed: li
             raise UserError(str(e)) from None
         reference = None
         if opts.human_reference:
-            files = _reference_files(opts.human_reference)
+            files = _reference_files(opts.human_reference, run.output)
             committed += _committed([f for f in files if is_curated(f)])
             reference = p | "HumanReference" >> ReadReference(files)
         try:

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -400,3 +401,18 @@ def test_a_crashed_run_whose_glob_covers_its_output_reruns_to_the_same_bytes(tmp
     assert _tree(data / "out") == first
     assert main([*args, "--overwrite"]) == 0, capsys.readouterr().err
     assert _tree(data / "out") == first
+
+
+def test_a_human_reference_inside_the_output_is_refused_before_the_claim(tmp_path):
+    """`--human_reference 'OUT/documents/*.parquet' --output OUT --overwrite` deleted the earlier run at the claim,
+    then failed reading the reference it had deleted (exit 1). Refused while building, before the claim."""
+    from pipeline.curate import _reference_files
+    from pipeline.options import UserError
+
+    (tmp_path / "out" / "documents").mkdir(parents=True)
+    pq.write_table(pa.table({"id": ["a"], "text": ["t"]}), tmp_path / "out" / "documents" / "d.parquet")
+    with pytest.raises(UserError, match=f"--human_reference: {tmp_path}/out/documents/d.parquet is inside the "
+                                        f"output folder {tmp_path}/out"):
+        _reference_files([str(tmp_path / "out" / "documents" / "*.parquet")], str(tmp_path / "out"))
+    assert _reference_files([str(tmp_path / "out" / "documents" / "*.parquet")], str(tmp_path / "other")) == [
+        str(tmp_path / "out" / "documents" / "d.parquet")]
