@@ -11,7 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -409,8 +408,11 @@ def test_a_human_reference_inside_the_output_is_refused_before_the_claim(tmp_pat
     from pipeline.curate import _reference_files
     from pipeline.options import UserError
 
+    from transforms.document import Document, to_table
+
     (tmp_path / "out" / "documents").mkdir(parents=True)
-    pq.write_table(pa.table({"id": ["a"], "text": ["t"]}), tmp_path / "out" / "documents" / "d.parquet")
+    pq.write_table(to_table([Document(id="a", text="t", source="s", offset=0)]),
+                   tmp_path / "out" / "documents" / "d.parquet")
     with pytest.raises(UserError, match=f"--human_reference: {tmp_path}/out/documents/d.parquet is inside the "
                                         f"output folder {tmp_path}/out"):
         _reference_files([str(tmp_path / "out" / "documents" / "*.parquet")], str(tmp_path / "out"))
