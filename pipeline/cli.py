@@ -147,6 +147,25 @@ def _inspect(ns, argv):
     inspect_doc.run(ns.doc_id, ns.output)
 
 
+def _check_model_folder(out: str) -> None:
+    """--out is checked before minutes of training, not when the model is written: a file or device in its place,
+    a folder that cannot be created or written, or a folder inside a part of a synthcap output (`cur/documents`:
+    a file its completion record does not list, so every reader would refuse `cur`) is one line."""
+    from transforms.io.commit import OutputClaimError, refuse_inside_an_output
+
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UserError(f"--out {out} is a file, not a folder")
+    existing = os.path.abspath(out)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"--out {out}: {existing} is not a folder this user can write")
+    try:
+        refuse_inside_an_output(out)
+    except OutputClaimError as e:
+        raise UserError(f"--out: {str(e).replace('output folder ', '', 1)}") from None
+
+
 def _train_detector(ns, argv):
     from transforms.score.train import ADAPT_SEARCH, load_reference, train_detector
 
@@ -158,6 +177,7 @@ def _train_detector(ns, argv):
     special = [problem for problem in (not_regular(p) for p in ns.data if not os.path.isdir(p)) if problem]
     if special:
         raise UserError(f"--data: {special[0]}")
+    _check_model_folder(ns.out)
     log = (lambda *a: print(*a, file=sys.stderr)) if ns.json else print
     try:
         reference = load_reference(ns.human_reference, ns.seed, ns.reference_weight) if ns.human_reference else None

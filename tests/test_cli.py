@@ -227,6 +227,29 @@ def test_train_detector_data_that_is_not_labelled_jsonl_gz_is_a_user_error(tmp_p
     assert not (tmp_path / "m").exists()
 
 
+def test_train_detector_out_it_cannot_use_is_refused_before_training(tmp_path, capsys):
+    """--out naming a file failed with a FileExistsError traceback (exit 1) once training was done; --out inside a
+    part of a curated folder wrote model.ftz there, after which every reader refused the folder. Both are one line,
+    exit 2, before anything is read or trained (the data here would not even train)."""
+    import json as json_
+
+    (tmp_path / "data.jsonl.gz").write_bytes(b"not even gzip")
+    (tmp_path / "file").write_text("x")
+    cur = tmp_path / "cur"
+    (cur / "documents").mkdir(parents=True)
+    (cur / ".synthcap-output").write_text(json_.dumps({"synthcap_output": 1, "verb": "curate"}))
+    (cur / "COMPLETE.json").write_text(json_.dumps({"files": [{"path": "documents/a.parquet", "size": 0,
+                                                               "sha256": "0" * 64}]}))
+    for out, message in ((tmp_path / "file", f"--out {tmp_path}/file is a file, not a folder"),
+                         (tmp_path / "file" / "m", f"--out {tmp_path}/file/m: {tmp_path}/file is not a folder this "
+                                                   "user can write"),
+                         (cur / "documents", f"--out: {cur}/documents lies inside {cur}/documents, a part of the "
+                                             f"synthcap output {cur}")):
+        assert main(["train-detector", "--data", str(tmp_path / "data.jsonl.gz"), "--out", str(out)]) == 2
+        assert _one_line(capsys.readouterr().err).startswith(f"synthcap train-detector: error: {message}")
+    assert sorted(p.name for p in (cur / "documents").iterdir()) == []
+
+
 def test_sample_and_demo_outputs_they_cannot_use_are_user_errors(tmp_path, capsys):
     """They failed with a FileExistsError / NotADirectoryError traceback (exit 1); and the demo replaces
     OUT/index, which deleted whatever a user kept there."""

@@ -301,7 +301,7 @@ def claim_output(output: str, verb: str, run_id: str, key: str, overwrite: bool,
     """
     if _is_local(output) and os.path.exists(output) and not os.path.isdir(output):
         raise OutputClaimError(f"output folder {output} is a file, not a folder")  # or a device: /dev/null
-    _refuse_inside_an_output(output)
+    refuse_inside_an_output(output)
     marker = read_marker(output)
     if marker is None:
         if _non_empty(output):
@@ -333,7 +333,7 @@ def claim_output(output: str, verb: str, run_id: str, key: str, overwrite: bool,
                                f"replace it") from None
 
 
-def _refuse_inside_an_output(output: str) -> None:
+def refuse_inside_an_output(output: str) -> None:
     """OUT may lie in a synthcap output folder beside its parts (`cur/sub`), never inside one of them
     (`cur/documents/x`: a file its completion record does not list, so every reader would refuse that folder from
     then on), nor anywhere inside an unfinished one, whose parts are not known until it commits."""
