@@ -227,7 +227,7 @@ def test_train_detector_data_that_is_not_labelled_jsonl_gz_is_a_user_error(tmp_p
     assert not (tmp_path / "m").exists()
 
 
-def test_train_detector_out_it_cannot_use_is_refused_before_training(tmp_path, capsys):
+def test_outputs_inside_a_part_of_a_synthcap_output_and_train_detector_outs_it_cannot_use(tmp_path, capsys):
     """--out naming a file failed with a FileExistsError traceback (exit 1) once training was done; --out inside a
     part of a curated folder wrote model.ftz there, after which every reader refused the folder. Both are one line,
     exit 2, before anything is read or trained (the data here would not even train)."""
@@ -247,6 +247,11 @@ def test_train_detector_out_it_cannot_use_is_refused_before_training(tmp_path, c
                                              f"synthcap output {cur}")):
         assert main(["train-detector", "--data", str(tmp_path / "data.jsonl.gz"), "--out", str(out)]) == 2
         assert _one_line(capsys.readouterr().err).startswith(f"synthcap train-detector: error: {message}")
+    assert sorted(p.name for p in (cur / "documents").iterdir()) == []
+    for verb in ("sample", "demo"):  # they wrote their shards there, with the same effect
+        assert main([verb, "--output", str(cur / "documents" / "s")]) == 2
+        assert _one_line(capsys.readouterr().err).startswith(
+            f"synthcap {verb}: error: output folder {cur}/documents/s")
     assert sorted(p.name for p in (cur / "documents").iterdir()) == []
 
 
