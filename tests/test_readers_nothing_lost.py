@@ -25,7 +25,7 @@ from pipeline.sample import warc_record
 from tests.crafted import HTML, member, page, response
 from tests.helpers import read_jsonl, utf8_unchecked
 from transforms.accounting import DEAD_LETTERS, DOCUMENTS, DROPPED, NAMESPACE, drop
-from transforms.dates import normalise_date
+from transforms.dates import has_unparsed_date, normalise_date
 from transforms.document import Document, dolma_line, to_table
 from transforms.io.files import ByteRanges, InputError, Shard, match_shards
 from transforms.io.html import MAX_DEPTH
@@ -456,6 +456,22 @@ def test_13_3_jsonl_capture_dates_are_normalised_too(tmp_path):
                                            b'{"id": "b", "text": "t", "capture_date": "soon"}'])
     assert [(d.id, d.capture_date) for d in docs(out)] == [("a", "2024-06-01T10:00:00Z"), ("b", None)]
     assert docs(out)[1].metadata["capture_date_unparsed"] == "soon"
+
+
+def test_a_dolma_created_that_is_not_a_string_is_an_unparsed_date_not_dropped_unsaid(tmp_path):
+    """`created: 1700000000` (an epoch number), a list or `true` gave no capture date and was not flagged or counted
+    as unparsed (a string that is no date was); now read as its JSON text like any other foreign value. A string
+    field that is not a string is kept as JSON text, as metadata values are (it was Python's repr)."""
+    out = _jsonl(tmp_path, "created.jsonl", [b'{"id": "e", "text": "t", "created": 1700000000}',
+                                             b'{"id": "l", "text": "t", "created": [2024, 1]}',
+                                             b'{"id": "d", "text": "t", "created": 20240101}',
+                                             b'{"id": "u", "text": "t", "url": ["http://a.example/"]}'])
+    got = {d.id: d for d in docs(out)}
+    assert got["e"].capture_date is None and got["e"].metadata["capture_date_unparsed"] == "1700000000"
+    assert got["l"].capture_date is None and got["l"].metadata["capture_date_unparsed"] == "[2024, 1]"
+    assert got["d"].capture_date == "2024-01-01T00:00:00Z"
+    assert got["u"].url == '["http://a.example/"]'
+    assert sum(has_unparsed_date(d) for d in got.values()) == 2
 
 
 # -- 15: Parquet text encodings, arrays in .json, CR-only JSONL --------------------------------------------------
