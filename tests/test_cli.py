@@ -255,6 +255,23 @@ def test_outputs_inside_a_part_of_a_synthcap_output_and_train_detector_outs_it_c
     assert sorted(p.name for p in (cur / "documents").iterdir()) == []
 
 
+def test_a_user_error_naming_a_value_with_a_newline_is_still_one_line(tmp_path, capsys):
+    """A YAML key, a source name or a path holding a newline (or a NUL) was printed raw: a user error over two
+    lines. Control characters are shown escaped."""
+    import yaml
+
+    base = {"seed": 1, "target_tokens": 10, "max_synthetic_fraction": "0.1"}
+    for cfg, message in (({**base, "a\nb": 1}, "a\\nb: unknown key"),
+                         ({**base, "\x00": 1}, "\\x00: unknown key"),
+                         ({**base, "sources": [{"name": "a\u2028b", "curated": [str(tmp_path / "none")], "weight": 1}]},
+                          "source a\\u2028b: "),
+                         ({**base, "sources": [{"name": "a", "curated": [str(tmp_path / "x\ny")], "weight": 1}]},
+                          f"source a: {tmp_path}/x\\ny holds no documents")):
+        (tmp_path / "mix.yaml").write_text(yaml.safe_dump(cfg))
+        assert main(["mix", "--config", str(tmp_path / "mix.yaml"), "--output", str(tmp_path / "m")]) == 2
+        assert message in _one_line(capsys.readouterr().err)
+
+
 def test_sample_and_demo_outputs_they_cannot_use_are_user_errors(tmp_path, capsys):
     """They failed with a FileExistsError / NotADirectoryError traceback (exit 1); and the demo replaces
     OUT/index, which deleted whatever a user kept there."""
