@@ -546,3 +546,25 @@ def test_train_detector_says_how_many_records_it_left_out_and_why(tmp_path):
     twice = [str(tmp_path / "d.jsonl.gz"), str(tmp_path / "." / "d.jsonl.gz")]  # one file, read once
     assert len(load(twice, skipped=skipped)) == 6
     assert skipped == {"empty text": 1, "label is not human or ai": 3, "not English": 1}
+
+
+def test_region_tagged_english_is_english_and_a_bom_starts_training_data(tmp_path):
+    """`language: en-US` (or `EN`, `en_GB`) was not English: such documents went unscored in curate and such
+    training texts were left out as "not English"; a UTF-8 byte-order mark at the start of training data was a
+    "not JSON" error on line 1, though curate skips it in JSON Lines."""
+    import gzip
+    import json
+    from collections import Counter
+
+    from transforms.score.language import declared_language
+    from transforms.score.train import load
+
+    assert [declared_language(t) for t in ("en-US", "EN", "en_GB", "eng,deu", "de-DE", "")] == [
+        "en", "en", "en", "en", "de", None]
+    rows = [{"text": f"text number {i}", "label": ["human", "ai"][i % 2], "language": lang}
+            for i, lang in enumerate(["en-US", "EN", "en_GB", "eng", "de-DE", None])]
+    (tmp_path / "d.jsonl.gz").write_bytes(gzip.compress(
+        b"\xef\xbb\xbf" + "".join(json.dumps(r) + "\n" for r in rows).encode()))
+    skipped = Counter()
+    assert len(load([str(tmp_path / "d.jsonl.gz")], skipped=skipped)) == 5
+    assert skipped == {"not English": 1}
