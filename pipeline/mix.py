@@ -17,7 +17,7 @@ from pipeline.options import CommonOptions, MixOptions, UserError
 from pipeline.runner import make_pipeline, prepare_output
 from transforms.accounting import DEAD_LETTERS, DOCUMENTS, DROPPED, Summarize, require_reconciled
 from transforms.io.commit import (CommitOutputs, CommittedFileChanged, IncompleteOutputError, committed_entries,
-                                  file_entry, inside, is_output, read_committed, require_complete,
+                                  file_entry, inside, is_output, read_committed, read_marker, require_complete,
                                   run_key, staging_dir, verify_entry)
 from transforms.io.files import InputError, canonical, match_shards, read_bytes
 from transforms.io.read import ReadCrawl, can_read_again
@@ -277,6 +277,8 @@ def match_inputs(cfg: MixConfig, output: str | None = None) -> tuple[dict, dict]
     pattern whose files all lie inside `output` is refused (the claim would delete them before the run reads
     them); a wider glob's matches there are left out, as curate leaves them out."""
     out, owner, copies, committed = {}, {}, {}, {}
+    # only a mix output is replaced by a mix (the claim refuses any other folder that holds something)
+    output = output if output and (read_marker(output) or {}).get("verb") == "mix" else None
     for s in cfg.sources:
         folders = s.curated or ("",) * len(s.inputs)
         out[s.name] = []
@@ -285,7 +287,7 @@ def match_inputs(cfg: MixConfig, output: str | None = None) -> tuple[dict, dict]
                 if folder and is_output(folder):  # an incomplete folder says so, not that its glob is empty
                     require_complete(folder)
                 shards = match_shards([pattern])
-                inner = [sh.path for sh in shards if output and inside(sh.path, output)]
+                inner = [sh.path for sh in shards if output and inside(sh.path, output)]  # the claim deletes them
                 if inner and len(inner) == len(shards):
                     raise UserError(f"source {s.name}: input {inner[0]} is inside the output folder {output}: "
                                     f"refusing to read what this run replaces")
