@@ -180,8 +180,8 @@ def test_a_mix_input_inside_its_own_output_is_refused_before_the_claim_deletes_i
     pq.write_table(pa.table({"id": ["b"], "text": ["u"]}), tmp_path / "data" / "x.parquet")
     data = (out / "train" / "train-00000-of-00001.parquet").read_bytes()
     (out / MARKER).write_text(json.dumps({"synthcap_output": 1, "verb": "mix", "run_id": "r", "run_key": "k"}))
-    (out / COMPLETE).write_text(json.dumps({"files": [{"path": "train/train-00000-of-00001.parquet",
-                                                        "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}]}))
+    entry = {"path": "train/train-00000-of-00001.parquet", "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    (out / COMPLETE).write_text(json.dumps({"files": [entry]}))
     before = tree_bytes(out, ".")
     cfg = {**BASE, "synthetic": RULE, "sources": [{"name": "a", "inputs": [str(out / "train" / "*.parquet")],
                                                    "weight": 1}]}
