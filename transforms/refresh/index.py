@@ -159,7 +159,7 @@ def read_pointer(index: str) -> tuple[dict | None, int]:
         generation = 0
     try:
         pointer = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep, no pointer either
         pointer = None
     return _valid(pointer, path), generation
 
