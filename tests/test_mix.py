@@ -164,6 +164,12 @@ def test_a_curated_folder_copied_without_its_marker_is_refused_not_read_as_forei
     (tmp_path / "in.jsonl").write_text('{"text": "x"}\n')
     kept, skipped = input_shards([str(tmp_path / "**")], str(tmp_path / "out"))
     assert [s.path for s in kept] == [str(tmp_path / "in.jsonl")] and skipped["folders"] == [str(copy)]
+    # a crawl folder's own file of that name is no completion record: its files are read
+    (tmp_path / "crawl").mkdir()
+    (tmp_path / "crawl" / "COMPLETE.json").write_text('{"status": "all shards uploaded"}')
+    (tmp_path / "crawl" / "c.jsonl").write_text('{"text": "x"}\n')
+    kept, _ = input_shards([str(tmp_path / "crawl" / "*.jsonl")], str(tmp_path / "out"))
+    assert [s.path for s in kept] == [str(tmp_path / "crawl" / "c.jsonl")]
 
 
 def test_a_mix_input_inside_its_own_output_is_refused_before_the_claim_deletes_it(tmp_path):

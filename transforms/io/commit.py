@@ -148,7 +148,16 @@ def is_output(folder: str) -> bool:
     """Whether `folder` is a synthcap output: it holds the marker, or a completion record (a folder copied without
     its hidden files, `cp -r OUT/* COPY/`, lost the marker but is still an output, which `require_complete` refuses;
     read as foreign Parquet, its documents would be mixed twice, unchecked, beside the original's)."""
-    return read_marker(folder) is not None or _exists(FileSystems.join(folder, COMPLETE))
+    if read_marker(folder) is not None:
+        return True
+    path = FileSystems.join(folder, COMPLETE)
+    if not _exists(path):
+        return False
+    try:  # a crawl folder may hold a file of that name for reasons of its own: only a completion record counts
+        record = _read_json(path)
+    except Exception:
+        return False
+    return isinstance(record, dict) and isinstance(record.get("files"), list)
 
 
 def _relative(folder: str, path: str) -> str:
