@@ -147,6 +147,25 @@ def _inspect(ns, argv):
     inspect_doc.run(ns.doc_id, ns.output)
 
 
+def _check_model_folder(out: str) -> None:
+    """--out is checked before minutes of training, not when the model is written: a file or device in its place,
+    a folder that cannot be created or written, or a folder inside a part of a synthcap output (`cur/documents`:
+    a file its completion record does not list, so every reader would refuse `cur`) is one line."""
+    from transforms.io.commit import OutputClaimError, refuse_inside_an_output
+
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UserError(f"--out {out} is a file, not a folder")
+    existing = os.path.abspath(out)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"--out {out}: {existing} is not a folder this user can write")
+    try:
+        refuse_inside_an_output(out)
+    except OutputClaimError as e:
+        raise UserError(f"--out: {str(e).replace('output folder ', '', 1)}") from None
+
+
 def _train_detector(ns, argv):
     from transforms.score.train import ADAPT_SEARCH, load_reference, train_detector
 
@@ -158,6 +177,7 @@ def _train_detector(ns, argv):
     special = [problem for problem in (not_regular(p) for p in ns.data if not os.path.isdir(p)) if problem]
     if special:
         raise UserError(f"--data: {special[0]}")
+    _check_model_folder(ns.out)
     log = (lambda *a: print(*a, file=sys.stderr)) if ns.json else print
     try:
         reference = load_reference(ns.human_reference, ns.seed, ns.reference_weight) if ns.human_reference else None
@@ -279,6 +299,15 @@ _RAISED = re.compile(r"^(?:[\w.]+\.)?(\w+): (.+)$")
 _WHERE = re.compile(r" \[while running '[^']*'\]$")
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
+
+
+def one_line(message) -> str:
+    """A message as one terminal line: a newline or other control character in something the user gave (a YAML
+    key, a source name, a path) is shown escaped (`a\\nb`), never broken across lines or sent raw."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(message))
+
+
 def failure_line(e: Exception, argv: list[str]) -> str:
     """`Class: message` of what actually failed: a runner hands a worker's error back as the traceback text, whose
     last `module.Class: message` line is the cause."""
@@ -333,7 +362,7 @@ def _main(argv: list[str]) -> int:
             return verb
         ns, rest = parse(verb, argv[1:])
     except UserError as e:
-        print(f"synthcap{'' if verb == '?' else ' ' + verb}: error: {e}", file=sys.stderr)
+        print(f"synthcap{'' if verb == '?' else ' ' + verb}: error: {one_line(e)}", file=sys.stderr)
         return 2
     except SystemExit as e:  # --help printed the verb's help
         return e.code or 0
@@ -343,7 +372,7 @@ def _main(argv: list[str]) -> int:
                 run = RUNNERS[verb](ns, rest)
         except UserError as e:
             log.quiet = True
-            print(f"synthcap {verb}: error: {e}", file=sys.stderr)
+            print(f"synthcap {verb}: error: {one_line(e)}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
             print(f"synthcap {verb}: interrupted", file=sys.stderr)
@@ -356,9 +385,9 @@ def _main(argv: list[str]) -> int:
             log.quiet = True
             line = failure_line(e, argv)
             if line.startswith(USER_FAILURES):  # found by the graph, but the user's to fix: a user error
-                print(f"synthcap {verb}: error: {line.split(': ', 1)[1]}", file=sys.stderr)
+                print(f"synthcap {verb}: error: {one_line(line.split(': ', 1)[1])}", file=sys.stderr)
                 return 2
-            print(f"synthcap {verb}: failed: {line} (traceback in {log.path})", file=sys.stderr)
+            print(f"synthcap {verb}: failed: {one_line(line)} (traceback in {log.path})", file=sys.stderr)
             return 1
         failed = run_summary.failure(run) if run is not None else None
         log.quiet = bool(failed)  # the verdict line names the log itself: stderr gets that one line

@@ -100,24 +100,36 @@ def _committed(paths: list[str]) -> list[tuple[str, int, str]]:
         raise UserError(str(e)) from None
 
 
-def _reference_files(patterns: list[str]) -> list[str]:
+def _reference_files(patterns: list[str], output: str) -> list[str]:
+    """The --human_reference files; one inside OUT is refused (the claim would delete it before the run reads it:
+    `--human_reference 'OUT/documents/*.parquet' --output OUT --overwrite` lost the earlier run, then failed)."""
     try:
-        return match_reference(patterns)
+        files = match_reference(patterns)
     except ValueError as e:
         raise UserError(str(e)) from None
+    inner = next((f for f in files if inside(f, output)), None)
+    if inner:
+        raise UserError(f"--human_reference: {inner} is inside the output folder {output}: refusing to read what "
+                        f"this run replaces")
+    return files
 
 
 def input_shards(patterns: list[str], output: str, index: str | None = None) -> tuple[list, dict]:
-    """Matched shards minus the files of synthcap output folders (skipped by their marker, counted); refuses
-    any input inside OUT, which the run is about to replace, or inside a refresh's --index, which it adds to."""
+    """Matched shards minus the files of synthcap output folders (skipped by their marker, counted) and of OUT
+    (which the run replaces; refused when every input lies there), refuses any input inside a refresh's --index,
+    which it adds to."""
     try:
         shards = match_shards(patterns)
     except InputError as e:
         raise UserError(str(e)) from None
-    inner = next((s.path for s in shards if inside(s.path, output)), None)
-    if inner:
-        raise UserError(f"input {inner} is inside the output folder {output}: refusing to read what this run "
+    inner = [s.path for s in shards if inside(s.path, output)]
+    if inner and len(inner) == len(shards):
+        raise UserError(f"input {inner[0]} is inside the output folder {output}: refusing to read what this run "
                         f"replaces")
+    # a wider glob (`--input 'data/**' --output data/out`) also matches what an earlier or crashed run of this
+    # command wrote into OUT: those files are what this run replaces, never an input, and not counted as skipped
+    # (a rerun must write the bytes of an uninterrupted run, which found OUT empty)
+    shards = [s for s in shards if not inside(s.path, output)]
     inner = next((s.path for s in shards if index and inside(s.path, index)), None)
     if inner:  # its segments have no text: each file was a schema_error dead letter, and the run went on
         raise UserError(f"input {inner} is inside the refresh index {index}: give the crawl shards")
@@ -175,7 +187,7 @@ def write_graph(p, run: Run, g: Graph, written_before: tuple = (), committed: li
             raise UserError(str(e)) from None
         reference = None
         if opts.human_reference:
-            files = _reference_files(opts.human_reference)
+            files = _reference_files(opts.human_reference, run.output)
             committed += _committed([f for f in files if is_curated(f)])
             reference = p | "HumanReference" >> ReadReference(files)
         try:

@@ -17,7 +17,7 @@ from pipeline.options import CommonOptions, MixOptions, UserError
 from pipeline.runner import make_pipeline, prepare_output
 from transforms.accounting import DEAD_LETTERS, DOCUMENTS, DROPPED, Summarize, require_reconciled
 from transforms.io.commit import (CommitOutputs, CommittedFileChanged, IncompleteOutputError, committed_entries,
-                                  file_entry, read_committed, read_marker, require_complete,
+                                  file_entry, inside, is_output, read_committed, read_marker, require_complete,
                                   run_key, staging_dir, verify_entry)
 from transforms.io.files import InputError, canonical, match_shards, read_bytes
 from transforms.io.parquet import has_rows
@@ -69,7 +69,7 @@ def read_estimates(cfg: MixConfig) -> tuple[dict, dict]:
             path = FileSystems.join(folder, "summary.json")
             try:  # a synthcap output's summary is read checked against its completion record
                 summary = json.loads(read_committed(folder, "summary.json", require_complete(folder))
-                                     if read_marker(folder) else read_bytes(path, MAX_SUMMARY_BYTES))
+                                     if is_output(folder) else read_bytes(path, MAX_SUMMARY_BYTES))
             except (IncompleteOutputError, CommittedFileChanged) as e:
                 raise UserError(f"source {s.name}: {e}") from None
             except Exception as e:  # any scheme's not-found / read error, or bad JSON: one line
@@ -270,20 +270,29 @@ def _plain(obj):
     return obj
 
 
-def match_inputs(cfg: MixConfig) -> tuple[dict, dict]:
+def match_inputs(cfg: MixConfig, output: str | None = None) -> tuple[dict, dict]:
     """(source -> [(curated folder or "", shards)], {path: (size, sha256)} of the inputs that lie in synthcap
     outputs, as their completion records list them). A file reached twice (by two sources, or two inputs of one)
     is refused: its documents would be read, and could be mixed, twice. So is a copy of a file: two synthcap files
-    whose completion records list the same sha256 hold the same documents (unless they hold none)."""
+    whose completion records list the same sha256 hold the same documents (unless they hold none). An input
+    pattern whose files all lie inside `output` is refused (the claim would delete them before the run reads
+    them); a wider glob's matches there are left out, as curate leaves them out."""
     out, owner, copies, committed = {}, {}, {}, {}
+    # only a mix output is replaced by a mix (the claim refuses any other folder that holds something)
+    output = output if output and (read_marker(output) or {}).get("verb") == "mix" else None
     for s in cfg.sources:
         folders = s.curated or ("",) * len(s.inputs)
         out[s.name] = []
         for folder, pattern in zip(folders, s.inputs):
             try:
-                if folder and read_marker(folder):  # an incomplete folder says so, not that its glob is empty
+                if folder and is_output(folder):  # an incomplete folder says so, not that its glob is empty
                     require_complete(folder)
                 shards = match_shards([pattern])
+                inner = [sh.path for sh in shards if output and inside(sh.path, output)]  # the claim deletes them
+                if inner and len(inner) == len(shards):
+                    raise UserError(f"source {s.name}: input {inner[0]} is inside the output folder {output}: "
+                                    f"refusing to read what this run replaces")
+                shards = [sh for sh in shards if not (output and inside(sh.path, output))]
                 entries = committed_entries(shards)
             except InputError as e:
                 why = (f"{folder} holds no documents/*.parquet; `curated` takes synthcap curate output folders"
@@ -319,14 +328,14 @@ def run(argv: list[str]) -> dict:
         cfg = load(opts.config)
     except ConfigError as e:
         raise UserError(f"{opts.config}: {e}") from None
-    inputs, committed = match_inputs(cfg)
+    if not common.output:
+        raise UserError("--output is required")
+    output = common.output.rstrip("/")
+    inputs, committed = match_inputs(cfg, output)
     groups, unusable = read_estimates(cfg) if cfg.rule == "certified" else ({}, {})
     if cfg.unestimable == "fail" and unusable:
         key, why = next(iter(sorted(unusable.items())))
         raise UserError(f"reference group {key} has no usable AI-share estimate ({why}); unestimable: fail")
-    if not common.output:
-        raise UserError("--output is required")
-    output = common.output.rstrip("/")
     key = run_key("mix", {"config": cfg.raw, "output": output, "rows_per_shard": common.rows_per_shard})
     p = make_pipeline(options)
     build(p, cfg, output, staging_dir(output, key), key, common.rows_per_shard, groups, unusable, inputs,

@@ -30,6 +30,7 @@ from pydoc_data.topics import topics
 
 from pipeline.options import UserError
 from transforms.dedup.minhash import jaccard
+from transforms.io.commit import OutputClaimError, refuse_inside_an_output
 from transforms.io.write import write_bytes
 
 SEED = 20221130
@@ -291,6 +292,10 @@ def write_sample(out_dir: str | Path) -> list[str]:
     """Writes the sample crawl into a local or gs:// folder; returns the shard paths. Same bytes on every run and
     machine."""
     out = str(out_dir).rstrip("/")
+    try:  # shards inside a part of a synthcap output would make every reader refuse that output
+        refuse_inside_an_output(out)
+    except OutputClaimError as e:
+        raise UserError(str(e)) from None
     if FileSystems.get_scheme(out) is None:
         try:
             Path(out).mkdir(parents=True, exist_ok=True)

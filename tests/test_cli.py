@@ -227,6 +227,51 @@ def test_train_detector_data_that_is_not_labelled_jsonl_gz_is_a_user_error(tmp_p
     assert not (tmp_path / "m").exists()
 
 
+def test_outputs_inside_a_part_of_a_synthcap_output_and_train_detector_outs_it_cannot_use(tmp_path, capsys):
+    """--out naming a file failed with a FileExistsError traceback (exit 1) once training was done; --out inside a
+    part of a curated folder wrote model.ftz there, after which every reader refused the folder. Both are one line,
+    exit 2, before anything is read or trained (the data here would not even train)."""
+    import json as json_
+
+    (tmp_path / "data.jsonl.gz").write_bytes(b"not even gzip")
+    (tmp_path / "file").write_text("x")
+    cur = tmp_path / "cur"
+    (cur / "documents").mkdir(parents=True)
+    (cur / ".synthcap-output").write_text(json_.dumps({"synthcap_output": 1, "verb": "curate"}))
+    (cur / "COMPLETE.json").write_text(json_.dumps({"files": [{"path": "documents/a.parquet", "size": 0,
+                                                               "sha256": "0" * 64}]}))
+    for out, message in ((tmp_path / "file", f"--out {tmp_path}/file is a file, not a folder"),
+                         (tmp_path / "file" / "m", f"--out {tmp_path}/file/m: {tmp_path}/file is not a folder this "
+                                                   "user can write"),
+                         (cur / "documents", f"--out: {cur}/documents lies inside {cur}/documents, a part of the "
+                                             f"synthcap output {cur}")):
+        assert main(["train-detector", "--data", str(tmp_path / "data.jsonl.gz"), "--out", str(out)]) == 2
+        assert _one_line(capsys.readouterr().err).startswith(f"synthcap train-detector: error: {message}")
+    assert sorted(p.name for p in (cur / "documents").iterdir()) == []
+    for verb in ("sample", "demo"):  # they wrote their shards there, with the same effect
+        assert main([verb, "--output", str(cur / "documents" / "s")]) == 2
+        assert _one_line(capsys.readouterr().err).startswith(
+            f"synthcap {verb}: error: output folder {cur}/documents/s")
+    assert sorted(p.name for p in (cur / "documents").iterdir()) == []
+
+
+def test_a_user_error_naming_a_value_with_a_newline_is_still_one_line(tmp_path, capsys):
+    """A YAML key, a source name or a path holding a newline (or a NUL) was printed raw: a user error over two
+    lines. Control characters are shown escaped."""
+    import yaml
+
+    base = {"seed": 1, "target_tokens": 10, "max_synthetic_fraction": "0.1"}
+    for cfg, message in (({**base, "a\nb": 1}, "a\\nb: unknown key"),
+                         ({**base, "\x00": 1}, "\\x00: unknown key"),
+                         ({**base, "sources": [{"name": "a\u2028b", "curated": [str(tmp_path / "none")], "weight": 1}]},
+                          "source a\\u2028b: "),
+                         ({**base, "sources": [{"name": "a", "curated": [str(tmp_path / "x\ny")], "weight": 1}]},
+                          f"source a: {tmp_path}/x\\ny holds no documents")):
+        (tmp_path / "mix.yaml").write_text(yaml.safe_dump(cfg))
+        assert main(["mix", "--config", str(tmp_path / "mix.yaml"), "--output", str(tmp_path / "m")]) == 2
+        assert message in _one_line(capsys.readouterr().err)
+
+
 def test_sample_and_demo_outputs_they_cannot_use_are_user_errors(tmp_path, capsys):
     """They failed with a FileExistsError / NotADirectoryError traceback (exit 1); and the demo replaces
     OUT/index, which deleted whatever a user kept there."""

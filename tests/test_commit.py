@@ -342,3 +342,79 @@ def test_a_local_marker_appears_whole_and_only_once(tmp_path):
     assert json.loads(path.read_text())["verb"] == "mix"
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
     assert [p.name for p in (tmp_path / "out").iterdir()] == [MARKER]
+
+
+def test_an_output_inside_a_part_of_another_output_is_refused_before_it_is_claimed(tmp_path):
+    """`--output cur/documents/x` wrote a run into a part of a complete output: a file its completion record does
+    not list, so every reader refused `cur` from then on. Beside the parts (`cur/sub`) is fine; inside an
+    unfinished output, whose parts are not known yet, is not."""
+    from transforms.io.commit import OutputClaimError, claim_output
+
+    cur = tmp_path / "cur"
+    (cur / "documents").mkdir(parents=True)
+    (cur / "documents" / "a.parquet").write_bytes(b"x")
+    (cur / MARKER).write_text(json.dumps({"synthcap_output": 1, "verb": "curate", "run_id": "r", "run_key": "k"}))
+    (cur / COMPLETE).write_text(json.dumps({"files": [{"path": "documents/a.parquet", "size": 1,
+                                                        "sha256": hashlib.sha256(b"x").hexdigest()}]}))
+    require_complete(str(cur))
+    for inner, part in ((cur / "documents" / "x", "documents"), (cur / "documents" / "x" / "y", "documents"),
+                        (cur / ".tmp-0123" / "x", ".tmp-0123"), (cur / COMPLETE / "x", COMPLETE)):
+        with pytest.raises(OutputClaimError, match=f"lies inside {cur / part}, a part of the synthcap output {cur}"):
+            claim_output(str(inner), "curate", "r", "k2", False, ("documents",))
+        assert not inner.exists()
+    claim_output(str(cur / "sub"), "curate", "r", "k2", False, ("documents",))
+    require_complete(str(cur))
+    (cur / COMPLETE).unlink()  # unfinished: its parts are not known
+    with pytest.raises(OutputClaimError, match=f"lies inside {cur}, an unfinished synthcap output"):
+        claim_output(str(tmp_path / "cur" / "other"), "curate", "r", "k3", False, ("documents",))
+
+
+def test_a_glob_over_the_output_folder_is_not_refused_on_the_rerun(tmp_path):
+    """`--input 'data/**' --output data/out` ran once, then the same command (a rerun after a crash, or with
+    --overwrite) was refused: the glob now matched the files the first run wrote into OUT. They are what the run
+    replaces: left out, not counted as skipped; an input list that lies wholly inside OUT is still refused."""
+    from pipeline.curate import input_shards
+    from pipeline.options import UserError
+
+    data = tmp_path / "data"
+    (data / "out" / "documents").mkdir(parents=True)
+    (data / "crawl.jsonl").write_text('{"text": "x"}\n')
+    (data / "out" / MARKER).write_text(json.dumps({"synthcap_output": 1, "verb": "curate", "run_id": "r",
+                                                   "run_key": "k"}))
+    (data / "out" / "documents" / "documents-00000-of-00001.parquet").write_bytes(b"PAR1")
+    kept, skipped = input_shards([str(data / "**")], str(data / "out"))
+    assert [s.path for s in kept] == [str(data / "crawl.jsonl")] and skipped == {}
+    with pytest.raises(UserError, match="is inside the output folder"):
+        input_shards([str(data / "out" / "**")], str(data / "out"))
+
+
+@pytest.mark.slow
+def test_a_crashed_run_whose_glob_covers_its_output_reruns_to_the_same_bytes(tmp_path, capsys):
+    data = tmp_path / "data"
+    _crawl(data)
+    args = ["curate", "--input", str(data / "**"), "--output", str(data / "out"), *FAST]
+    assert main(args) == 0
+    first = _tree(data / "out")
+    (data / "out" / COMPLETE).unlink()  # killed before its commit finished
+    assert main(args) == 0, capsys.readouterr().err
+    assert _tree(data / "out") == first
+    assert main([*args, "--overwrite"]) == 0, capsys.readouterr().err
+    assert _tree(data / "out") == first
+
+
+def test_a_human_reference_inside_the_output_is_refused_before_the_claim(tmp_path):
+    """`--human_reference 'OUT/documents/*.parquet' --output OUT --overwrite` deleted the earlier run at the claim,
+    then failed reading the reference it had deleted (exit 1). Refused while building, before the claim."""
+    from pipeline.curate import _reference_files
+    from pipeline.options import UserError
+
+    from transforms.document import Document, to_table
+
+    (tmp_path / "out" / "documents").mkdir(parents=True)
+    pq.write_table(to_table([Document(id="a", text="t", source="s", offset=0)]),
+                   tmp_path / "out" / "documents" / "d.parquet")
+    with pytest.raises(UserError, match=f"--human_reference: {tmp_path}/out/documents/d.parquet is inside the "
+                                        f"output folder {tmp_path}/out"):
+        _reference_files([str(tmp_path / "out" / "documents" / "*.parquet")], str(tmp_path / "out"))
+    assert _reference_files([str(tmp_path / "out" / "documents" / "*.parquet")], str(tmp_path / "other")) == [
+        str(tmp_path / "out" / "documents" / "d.parquet")]

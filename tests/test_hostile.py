@@ -548,3 +548,54 @@ def test_train_detector_says_how_many_records_it_left_out_and_why(tmp_path):
     assert len(load(twice, skipped=skipped)) == 6
     assert distinct(twice) == [twice[0]]  # and the model card lists it once
     assert skipped == {"empty text": 1, "label is not human or ai": 3, "not English": 1}
+
+
+def test_region_tagged_english_is_english_and_a_bom_starts_training_data(tmp_path):
+    """`language: en-US` (or `EN`, `en_GB`) was not English: such documents went unscored in curate and such
+    training texts were left out as "not English"; a UTF-8 byte-order mark at the start of training data was a
+    "not JSON" error on line 1, though curate skips it in JSON Lines."""
+    import gzip
+    import json
+    from collections import Counter
+
+    from transforms.score.language import declared_language
+    from transforms.score.train import load
+
+    assert [declared_language(t) for t in ("en-US", "EN", "en_GB", "eng,deu", "de-DE", "")] == [
+        "en", "en", "en", "en", "de", None]
+    rows = [{"text": f"text number {i}", "label": ["human", "ai"][i % 2], "language": lang}
+            for i, lang in enumerate(["en-US", "EN", "en_GB", "eng", "de-DE", None])]
+    (tmp_path / "d.jsonl.gz").write_bytes(gzip.compress(
+        b"\xef\xbb\xbf" + "".join(json.dumps(r) + "\n" for r in rows).encode()))
+    skipped = Counter()
+    assert len(load([str(tmp_path / "d.jsonl.gz")], skipped=skipped)) == 5
+    assert skipped == {"not English": 1}
+
+
+def test_json_nested_too_deep_costs_only_itself(tmp_path):
+    """JSON nested past the parser's depth raised RecursionError where only ValueError was caught: a JSON-LD block
+    so nested cost its page every declared signal (a `robots: noai` page was no longer opted out and could reach a
+    mix); a model card so nested failed the run with a traceback (exit 1), and an index pointer too."""
+    import shutil
+
+    import pytest
+
+    from transforms.io.html import read_page
+    from transforms.refresh.index import IndexPathError, read_pointer
+    from transforms.score.model import DEFAULT_MODEL_DIR, ModelLoadError, read_card
+
+    deep = "[" * 100_000 + "]" * 100_000
+    body = (f'<html><head><meta name="robots" content="noai"><script type="application/ld+json">{deep}</script>'
+            f'<script type="application/ld+json">{{"digitalSourceType": "trainedAlgorithmicMedia"}}</script>'
+            '</head><body><p>The text of the page.</p></body></html>').encode()
+    text, signals = read_page(body, "utf-8", "text/html", [])
+    assert text == "The text of the page."
+    assert signals.html_observable and signals.robots_noai and signals.declared_ai
+    shutil.copytree(DEFAULT_MODEL_DIR, tmp_path / "model")
+    (tmp_path / "model" / "model_card.json").write_text(deep)
+    with pytest.raises(ModelLoadError, match="unreadable model_card.json .RecursionError"):
+        read_card(str(tmp_path / "model"))
+    (tmp_path / "index" / "generations").mkdir(parents=True)
+    (tmp_path / "index" / "generations" / "gen-000001.json").write_text(deep)
+    with pytest.raises(IndexPathError, match="is not a valid index pointer"):
+        read_pointer(str(tmp_path / "index"))

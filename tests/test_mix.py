@@ -3,6 +3,7 @@ and the report in a real headless browser."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import html
 import json
 import math
@@ -81,6 +82,12 @@ def _with(**changes):
     (_with(source_anchor=True), "sources[0].anchor: an anchor source is included whole"),
     (_with(source_max_repeats=0), "sources[0].max_repeats: expected an integer >= 1"),
     (_with(source_extra=1), "sources[0].extra: unknown key"),
+    # YAML keys need not be strings; they were sorted with the others (TypeError, exit 1)
+    ({**BASE, 1: "x", "zzz": "y"}, "zzz: unknown key"),
+    ({**BASE, None: "x"}, "null: unknown key"),
+    (_with(exclude={1: 2, "colour": 3}), "exclude.colour: unknown key"),
+    (_with(synthetic={1: 2, "colour": 3}), "synthetic.colour: unknown key"),
+    ({**BASE, "sources": [{**BASE["sources"][0], 7: 1, "extra": 2}]}, "sources[0].extra: unknown key"),
     ({**BASE, "sources": BASE["sources"] * 2}, "sources[1].name: 'a' is used twice"),
     ({**_with(target_tokens=None, target_documents=9), "sources": [{"name": "a", "inputs": ["x"], "tokens": 5}]},
      "sources[0].tokens: a token budget needs target_tokens"),
@@ -130,6 +137,68 @@ def test_a_copy_of_a_curated_folder_is_refused_as_a_second_source(tmp_path):
     cfg = parse({**BASE, "sources": [{"name": "a", "curated": [str(tmp_path / "e1")], "weight": 1},
                                      {"name": "b", "curated": [str(tmp_path / "e2")], "weight": 1}]})
     assert set(match_inputs(cfg)[0]) == {"a", "b"}
+
+
+def test_a_curated_folder_copied_without_its_marker_is_refused_not_read_as_foreign_parquet(tmp_path):
+    """`cp -r cur/* copy/` leaves the hidden marker behind but copies COMPLETE.json: the copy was read as plain
+    Parquet, unchecked, and mixed beside the original (every document twice). A folder holding a completion record
+    is a synthcap output, marker or not: mix, curate and every reader refuse or skip it as one."""
+    from pipeline.curate import input_shards
+    from pipeline.mix import match_inputs, read_estimates
+    from pipeline.options import UserError
+
+    copy = tmp_path / "copy"
+    (copy / "documents").mkdir(parents=True)
+    pq.write_table(pa.table({"id": ["a"], "text": ["t"]}), copy / "documents" / "documents-00000-of-00001.parquet")
+    (copy / "summary.json").write_text("{}")
+    (copy / "COMPLETE.json").write_text('{"files": []}')
+    why = (f"{copy} is not a synthcap output as it stands: it holds a COMPLETE.json but no valid .synthcap-output "
+           "marker (copied without its hidden files?)")
+    for source in ({"curated": [str(copy)]}, {"inputs": [str(copy / "documents" / "*.parquet")]}):
+        cfg = parse({**BASE, "sources": [{"name": "a", "weight": 1, **source}]})
+        with pytest.raises(UserError, match=re.escape(f"source a: {why}")):
+            match_inputs(cfg)
+    with pytest.raises(UserError, match=re.escape(why)):
+        read_estimates(parse({**BASE, "sources": [{"name": "a", "weight": 1, "curated": [str(copy)]}]}))
+    # curate skips it like any synthcap output a glob covers
+    (tmp_path / "in.jsonl").write_text('{"text": "x"}\n')
+    kept, skipped = input_shards([str(tmp_path / "**")], str(tmp_path / "out"))
+    assert [s.path for s in kept] == [str(tmp_path / "in.jsonl")] and skipped["folders"] == [str(copy)]
+    # a crawl folder's own file of that name is no completion record: its files are read
+    (tmp_path / "crawl").mkdir()
+    (tmp_path / "crawl" / "COMPLETE.json").write_text('{"status": "all shards uploaded"}')
+    (tmp_path / "crawl" / "c.jsonl").write_text('{"text": "x"}\n')
+    kept, _ = input_shards([str(tmp_path / "crawl" / "*.jsonl")], str(tmp_path / "out"))
+    assert [s.path for s in kept] == [str(tmp_path / "crawl" / "c.jsonl")]
+
+
+def test_a_mix_input_inside_its_own_output_is_refused_before_the_claim_deletes_it(tmp_path):
+    """`inputs: [OUT/train/*.parquet]` with `--output OUT --overwrite`: the claim deleted the earlier mix, then the
+    run failed reading the files it had deleted (exit 1, the earlier output lost). Now refused before anything is
+    touched; a wider glob (`data/**` over `data/out`) leaves OUT's files out, as curate does."""
+    from pipeline.mix import match_inputs, run
+    from pipeline.options import UserError
+    from transforms.io.commit import COMPLETE, MARKER
+
+    out = tmp_path / "data" / "out"
+    (out / "train").mkdir(parents=True)
+    pq.write_table(pa.table({"id": ["a"], "text": ["t"]}), out / "train" / "train-00000-of-00001.parquet")
+    pq.write_table(pa.table({"id": ["b"], "text": ["u"]}), tmp_path / "data" / "x.parquet")
+    data = (out / "train" / "train-00000-of-00001.parquet").read_bytes()
+    (out / MARKER).write_text(json.dumps({"synthcap_output": 1, "verb": "mix", "run_id": "r", "run_key": "k"}))
+    entry = {"path": "train/train-00000-of-00001.parquet", "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    (out / COMPLETE).write_text(json.dumps({"files": [entry]}))
+    before = tree_bytes(out, ".")
+    cfg = {**BASE, "synthetic": RULE, "sources": [{"name": "a", "inputs": [str(out / "train" / "*.parquet")],
+                                                   "weight": 1}]}
+    (tmp_path / "mix.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(UserError, match=f"source a: input {out}/train/train-00000-of-00001.parquet is inside the "
+                                        f"output folder {out}: refusing to read what this run replaces"):
+        run(["--config", str(tmp_path / "mix.yaml"), "--output", str(out), "--overwrite"])
+    assert tree_bytes(out, ".") == before
+    wide = parse({**cfg, "sources": [{"name": "a", "inputs": [str(tmp_path / "data" / "**")], "weight": 1}]})
+    inputs, _ = match_inputs(wide, str(out))
+    assert [sh.path for _, shards in inputs["a"] for sh in shards] == [str(tmp_path / "data" / "x.parquet")]
 
 
 def test_ceiling_is_exact_from_strings():

@@ -25,7 +25,7 @@ from pipeline.sample import warc_record
 from tests.crafted import HTML, member, page, response
 from tests.helpers import read_jsonl, utf8_unchecked
 from transforms.accounting import DEAD_LETTERS, DOCUMENTS, DROPPED, NAMESPACE, drop
-from transforms.dates import normalise_date
+from transforms.dates import has_unparsed_date, normalise_date
 from transforms.document import Document, dolma_line, to_table
 from transforms.io.files import ByteRanges, InputError, Shard, match_shards
 from transforms.io.html import MAX_DEPTH
@@ -458,6 +458,22 @@ def test_13_3_jsonl_capture_dates_are_normalised_too(tmp_path):
     assert docs(out)[1].metadata["capture_date_unparsed"] == "soon"
 
 
+def test_a_dolma_created_that_is_not_a_string_is_an_unparsed_date_not_dropped_unsaid(tmp_path):
+    """`created: 1700000000` (an epoch number), a list or `true` gave no capture date and was not flagged or counted
+    as unparsed (a string that is no date was); now read as its JSON text like any other foreign value. A string
+    field that is not a string is kept as JSON text, as metadata values are (it was Python's repr)."""
+    out = _jsonl(tmp_path, "created.jsonl", [b'{"id": "e", "text": "t", "created": 1700000000}',
+                                             b'{"id": "l", "text": "t", "created": [2024, 1]}',
+                                             b'{"id": "d", "text": "t", "created": 20240101}',
+                                             b'{"id": "u", "text": "t", "url": ["http://a.example/"]}'])
+    got = {d.id: d for d in docs(out)}
+    assert got["e"].capture_date is None and got["e"].metadata["capture_date_unparsed"] == "1700000000"
+    assert got["l"].capture_date is None and got["l"].metadata["capture_date_unparsed"] == "[2024, 1]"
+    assert got["d"].capture_date == "2024-01-01T00:00:00Z"
+    assert got["u"].url == '["http://a.example/"]'
+    assert sum(has_unparsed_date(d) for d in got.values()) == 2
+
+
 # -- 15: Parquet text encodings, arrays in .json, CR-only JSONL --------------------------------------------------
 
 @pytest.mark.parametrize("text_type", ["dictionary", "string_view", "large_string"])
@@ -748,3 +764,26 @@ def test_ranges_inside_one_long_jsonl_line_read_no_further_than_their_own_end(tm
         assert [d.id for d in docs(out)] == ["a", "b"] and [x.reason for x in dropped(out)] == ["too_large"]
         ranges = path.stat().st_size // split + 1 if split else 1
         assert read[0] < 3 * path.stat().st_size + ranges * (1 << 16), (split, read[0])  # + each range's 64 KiB head
+
+
+def test_compressed_or_binary_data_named_as_json_lines_is_one_dead_letter_at_any_split(tmp_path):
+    """A gzip file named `.jsonl` was read line by line as binary: 1,339 `decode_error` dead letters (each counted
+    as a record read) for a 30 KB file. Its magic bytes name what it is and the extension that reads it, in one
+    dead letter at offset 0, at any split; a `.jsonl.gz` holding gzip again says so too."""
+    import gzip
+
+    import zstandard
+
+    lines = "".join(json.dumps({"id": f"g{i}", "text": f"line {i} of the file"}) + "\n" for i in range(3000)).encode()
+    files = {"gz.jsonl": (gzip.compress(lines), "gzip-compressed (magic bytes 1f 8b)", "rename it to end in .jsonl.gz"),
+             "zst.jsonl": (zstandard.ZstdCompressor().compress(lines), "zstd-compressed (magic bytes 28 b5 2f fd)",
+                           "rename it to end in .jsonl.zst"),
+             "xz.json": (b"\xfd7zXZ\x00" + lines, "xz-compressed (magic bytes fd 37 7a 58 5a 00)", "decompress it"),
+             "twice.jsonl.gz": (gzip.compress(gzip.compress(lines)), "gzip-compressed (magic bytes 1f 8b)",
+                                "rename it to end in .jsonl.gz")}
+    for name, (data, what, fix) in files.items():
+        (tmp_path / name).write_bytes(data)
+        for split in (0, 1000, 7):
+            out = read_jsonl_file(tmp_path / name, split=split)
+            assert [(d.reason, d.offset, d.message) for d in dead(out)] == [
+                ("decode_error", 0, f"the file is {what}, not JSON Lines text: {fix}")] and len(out) == 1, name

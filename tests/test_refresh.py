@@ -270,3 +270,15 @@ def test_13_3_refresh_refuses_an_index_that_is_not_one(sample_crawl, tmp_path, c
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "stray.jsonl is inside the refresh index" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_an_index_that_is_a_device_or_a_fifo_is_refused_before_the_run(tmp_path):
+    """`--index /dev/null` passed the checks (not a regular file, listed as empty), claimed OUT and failed at run
+    time writing a segment (NotADirectoryError, exit 1). Refused in one line like a regular file."""
+    from transforms.refresh.index import IndexPathError, check_index_path
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for index in ("/dev/null", str(fifo)):
+        with pytest.raises(IndexPathError, match=f"--index {index} is a special file, not an index folder"):
+            check_index_path(index, str(tmp_path / "out"))

@@ -339,9 +339,12 @@ def from_record(obj: dict[str, Any], source: str, offset: int) -> Document:
         return from_row(obj)
     rid = obj.get("id")
     fields = {name: obj.get(name) for name in _STRING_FIELDS}
-    fields = {k: v if v is None or isinstance(v, str) else str(v) for k, v in fields.items()}
-    if fields["capture_date"] is None and isinstance(obj.get("created"), str):
-        fields["capture_date"] = obj["created"]  # Dolma's `created`: when the text was made (gives pre_llm)
+    fields = {k: v if v is None else _as_string(v) for k, v in fields.items()}
+    if fields["capture_date"] is None and obj.get("created") is not None:
+        # Dolma's `created`: when the text was made (gives pre_llm). One that is not a string (an epoch number, a
+        # list) is read as its JSON text, so a value that is no date is flagged and counted as unparsed like any
+        # other, never dropped unsaid
+        fields["capture_date"] = _as_string(obj["created"])
     skip = {"id", "text", "source", "offset", "metadata", *_STRING_FIELDS, *_STAGE_FIELDS}
     others = {k: v for k, v in obj.items() if k not in skip}
     nested = _foreign_metadata(obj.get("metadata"))

@@ -144,6 +144,22 @@ def read_marker(folder: str) -> dict | None:
     return marker if isinstance(marker, dict) and marker.get("synthcap_output") == 1 else None
 
 
+def is_output(folder: str) -> bool:
+    """Whether `folder` is a synthcap output: it holds the marker, or a completion record (a folder copied without
+    its hidden files, `cp -r OUT/* COPY/`, lost the marker but is still an output, which `require_complete` refuses;
+    read as foreign Parquet, its documents would be mixed twice, unchecked, beside the original's)."""
+    if read_marker(folder) is not None:
+        return True
+    path = FileSystems.join(folder, COMPLETE)
+    if not _exists(path):
+        return False
+    try:  # a crawl folder may hold a file of that name for reasons of its own: only a completion record counts
+        record = _read_json(path)
+    except Exception:
+        return False
+    return isinstance(record, dict) and isinstance(record.get("files"), list)
+
+
 def _relative(folder: str, path: str) -> str:
     return path[len(folder.rstrip("/")) + 1:]
 
@@ -154,6 +170,10 @@ def require_complete(folder: str) -> dict:
     beside them (a shard left by another run)."""
     folder = folder.rstrip("/")
     if read_marker(folder) is None:
+        if _exists(FileSystems.join(folder, COMPLETE)):
+            raise IncompleteOutputError(f"{folder} is not a synthcap output as it stands: it holds a {COMPLETE} but no "
+                                        f"valid {MARKER} marker (copied without its hidden files?); copy the whole "
+                                        f"folder (cp -a) or rerun the verb")
         raise IncompleteOutputError(f"{folder} is not a synthcap output (no valid {MARKER} marker)")
     path = FileSystems.join(folder, COMPLETE)
     if not _exists(path):
@@ -183,7 +203,7 @@ def require_complete(folder: str) -> dict:
 
 
 def output_root(path: str, cache: dict | None = None) -> str | None:
-    """The synthcap output folder holding `path` (the nearest ancestor with a marker), or None."""
+    """The synthcap output folder holding `path` (the nearest ancestor that `is_output`), or None."""
     cache = {} if cache is None else cache
     folder = path.rstrip("/").rsplit("/", 1)[0] if "/" in path else ""
     seen = []
@@ -193,7 +213,7 @@ def output_root(path: str, cache: dict | None = None) -> str | None:
             root = cache[folder]
             break
         seen.append(folder)
-        if read_marker(folder) is not None:
+        if is_output(folder):
             root = folder
             break
         parent = folder.rsplit("/", 1)[0] if "/" in folder else ""
@@ -290,6 +310,7 @@ def claim_output(output: str, verb: str, run_id: str, key: str, overwrite: bool,
     """
     if _is_local(output) and os.path.exists(output) and not os.path.isdir(output):
         raise OutputClaimError(f"output folder {output} is a file, not a folder")  # or a device: /dev/null
+    refuse_inside_an_output(output)
     marker = read_marker(output)
     if marker is None:
         if _non_empty(output):
@@ -319,6 +340,26 @@ def claim_output(output: str, verb: str, run_id: str, key: str, overwrite: bool,
     except FileExistsError:
         raise OutputClaimError(f"output folder {output} was claimed by another run just now; pass --overwrite to "
                                f"replace it") from None
+
+
+def refuse_inside_an_output(output: str) -> None:
+    """OUT may lie in a synthcap output folder beside its parts (`cur/sub`), never inside one of them
+    (`cur/documents/x`: a file its completion record does not list, so every reader would refuse that folder from
+    then on), nor anywhere inside an unfinished one, whose parts are not known until it commits."""
+    path, cache = canonical(output), {}
+    root = output_root(path, cache)
+    while root:
+        top = _relative(root, path).split("/")[0]
+        try:
+            record = _read_json(FileSystems.join(root, COMPLETE))
+            parts = {f["path"].split("/")[0] for f in record["files"]}
+        except Exception:
+            raise OutputClaimError(f"output folder {output} lies inside {root}, an unfinished synthcap output: "
+                                   f"give a folder outside it") from None
+        if top in parts or top in (MARKER, COMPLETE) or top.startswith(STAGING):
+            raise OutputClaimError(f"output folder {output} lies inside {root}/{top}, a part of the synthcap output "
+                                   f"{root}, which its readers would then refuse: give a folder outside it")
+        root = output_root(root, cache)
 
 
 def _create_exclusive(path: str, data: bytes) -> None:

@@ -248,6 +248,22 @@ def wide_encoding(head: bytes) -> str | None:
     return None
 
 
+# (magic bytes, what the file is, the extension that reads it): no JSON text starts with any of these bytes
+_NOT_TEXT = ((b"\x1f\x8b", "gzip-compressed", ".jsonl.gz"), (b"\x28\xb5\x2f\xfd", "zstd-compressed", ".jsonl.zst"),
+             (b"BZh", "bzip2-compressed", None), (b"\xfd7zXZ\x00", "xz-compressed", None),
+             (b"PK\x03\x04", "a zip archive", None), (b"PAR1", "Parquet", ".parquet"))
+
+
+def not_text(head: bytes) -> str | None:
+    """What a file named as JSON Lines is instead, by its magic bytes (a `.jsonl` that holds gzip was read as
+    thousands of `decode_error` lines of binary, each counted as a record read), or None."""
+    for magic, what, ext in _NOT_TEXT:
+        if head.startswith(magic):
+            fix = f"rename it to end in {ext}" if ext else "decompress it"
+            return f"the file is {what} (magic bytes {magic.hex(' ')}), not JSON Lines text: {fix}"
+    return None
+
+
 def _wide_file(shard: Shard, encoding: str):
     """One dead letter for the whole file: its lines cannot be split on the byte 0x0A, nor read as UTF-8."""
     code = encoding.split(" ")[0]
@@ -336,18 +352,19 @@ class ReadJsonlFn(ShardReader):
             if not tracker.try_claim(0):
                 return
             head, blocks = _peek((_gunzip_blocks if lower.endswith(".gz") else _zstd_blocks)(f))
-            first, wide = 0, wide_encoding(head)
-            if wide:
-                yield _wide_file(shard, wide)
+            first, wide, other = 0, wide_encoding(head), not_text(head)
+            if wide or other:
+                yield _wide_file(shard, wide) if wide else dead_letter(shard.path, 0, "decode_error", other, STAGE)
                 tracker.try_claim(shard.size + 1)
                 return
         else:
             f.seek(0)
             head = f.read(1 << 16)
-            wide = wide_encoding(head)
-            if wide:  # every range sees it; the one holding the file's start reports it
+            wide, other = wide_encoding(head), not_text(head)
+            if wide or other:  # every range sees it; the one holding the file's start reports it
                 if start == 0 and tracker.try_claim(0):
-                    yield _wide_file(shard, wide)
+                    yield (_wide_file(shard, wide) if wide
+                           else dead_letter(shard.path, 0, "decode_error", other, STAGE))
                 tracker.try_claim(shard.size + 1)
                 return
             head = head.lstrip(_WHITESPACE)

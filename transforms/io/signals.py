@@ -47,15 +47,22 @@ def _robots_tokens(values: Iterable[str]) -> set[str]:
 
 
 def _source_types(obj: Any) -> Iterable[str]:
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            if k.lower() == "digitalsourcetype":
-                yield from (str(x) for x in (v if isinstance(v, list) else [v]))
-            else:
-                yield from _source_types(v)
-    elif isinstance(obj, list):
-        for x in obj:
-            yield from _source_types(x)
+    """Every digitalSourceType value in a JSON-LD block, in document order, walked without recursion (a block
+    nested as deep as the JSON parser allows must not raise, or the page would lose every other signal)."""
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for k, v in reversed(list(item.items())):
+                if k.lower() == "digitalsourcetype":
+                    stack.append(("found", v))
+                else:
+                    stack.append(v)
+        elif isinstance(item, list):
+            stack.extend(reversed(item))
+        elif isinstance(item, tuple):  # a value found under digitalSourceType
+            v = item[1]
+            yield from (str(x) for x in (v if isinstance(v, list) else [v]))
 
 
 def _is_ai_type(value: str) -> bool:
@@ -87,8 +94,8 @@ def page_signals(http_headers: Iterable[tuple[str, str]], text: str, tree: Optio
         if (s.getattr("type") or "").strip().lower() == "application/ld+json":
             try:
                 source_types += list(_source_types(json.loads(s.text)))
-            except ValueError:
-                continue
+            except (ValueError, RecursionError):  # a block nested too deep to parse is skipped like a broken one:
+                continue  # raising here cost the page every signal (a `noai` page was no longer opted out)
     source_types += _XMP_RE.findall(text)
     ai_types = [t for t in source_types if _is_ai_type(t)]
 

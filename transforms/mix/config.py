@@ -95,9 +95,11 @@ def _exact(value: Any, key: str) -> Fraction:
 
 
 def _check_keys(obj: dict, allowed: set[str], where: str) -> None:
-    unknown = sorted(set(obj) - allowed)
+    # YAML keys need not be strings (`1:`, `~:`, `2024-01-01:`): sorted by their text, never compared as values
+    unknown = sorted(set(obj) - allowed, key=lambda k: (not isinstance(k, str), str(k)))
     if unknown:
-        raise ConfigError(f"{where}{unknown[0]}: unknown key; allowed: {', '.join(sorted(allowed))}")
+        key = unknown[0] if isinstance(unknown[0], str) else yaml.safe_dump(unknown[0]).splitlines()[0]
+        raise ConfigError(f"{where}{key}: unknown key; allowed: {', '.join(sorted(allowed))}")
 
 
 def _int(obj: dict, key: str, where: str, minimum: int = 0, default=None) -> int:

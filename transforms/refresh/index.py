@@ -80,14 +80,15 @@ def segment_name(generation: int, key: str) -> str:
 
 
 def _list_top(index: str) -> list[str] | None:
-    """Names directly under INDEX (None when INDEX is a regular file)."""
+    """Names directly under INDEX (None when INDEX is a file, or a device, FIFO or socket, which the run would
+    otherwise only find to be no folder once it tried to write a segment there)."""
     if index.startswith("gs://"):
         bucket, prefix = _gcs_bucket_and_name(index)
         if prefix and bucket.get_blob(prefix) is not None:
             return None
         names = {b.name[len(prefix) + 1:].split("/")[0] for b in bucket.list_blobs(prefix=prefix + "/")}
         return sorted(n for n in names if n)
-    if os.path.isfile(index):
+    if os.path.exists(index) and not os.path.isdir(index):
         return None
     return sorted(os.listdir(index)) if os.path.isdir(index) else []
 
@@ -103,7 +104,8 @@ def check_index_path(index: str, output: str) -> None:
     except Exception as e:
         raise IndexPathError(f"cannot list --index {index}: {e}") from None
     if names is None:
-        raise IndexPathError(f"--index {index} is a file, not an index folder")
+        raise IndexPathError(f"--index {index} is {'a file' if os.path.isfile(index) else 'a special file'}, not an "
+                             f"index folder")
     if MARKER in names:
         raise IndexPathError(f"--index {index} is a synthcap output folder, not a refresh index")
     other = [n for n in names if n not in _INDEX_ENTRIES]
@@ -157,7 +159,7 @@ def read_pointer(index: str) -> tuple[dict | None, int]:
         generation = 0
     try:
         pointer = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep, no pointer either
         pointer = None
     return _valid(pointer, path), generation
 

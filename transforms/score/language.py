@@ -12,10 +12,12 @@ _ISO3 = {"eng": "en"}
 
 
 def declared_language(language: str | None) -> str | None:
-    """The primary language of a WET header or a Document's `language` field, as ISO 639-1 where known."""
+    """The primary language of a WET header or a Document's `language` field, as ISO 639-1 where known. A BCP 47
+    tag's region or script (`en-US`, `en_GB`, `EN`) is not another language: it was, and English documents so
+    tagged went unscored (and English training texts so tagged were left out as not English)."""
     if not language or not isinstance(language, str):
         return None
-    first = language.split(",")[0].strip().lower()
+    first = language.split(",")[0].strip().lower().replace("_", "-").split("-")[0]
     if not first:
         return None
     return _ISO3.get(first, first)

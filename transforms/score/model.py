@@ -47,7 +47,7 @@ def read_card(model_dir: str) -> dict:
     path = FileSystems.join(model_dir, CARD_FILE)
     try:
         card = json.loads(read_bytes(path, MAX_CARD_BYTES).decode("utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError) as e:
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError) as e:  # RecursionError: JSON nested too deep
         raise ModelLoadError(f"cannot load detector from {model_dir}: unreadable {CARD_FILE} "
                              f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from None
     problems = []

@@ -11,6 +11,7 @@ import ctypes
 import gzip
 import hashlib
 import heapq
+import importlib
 import json
 import os
 import tempfile
@@ -25,6 +26,7 @@ import xxhash
 from transforms.io.files import distinct
 from transforms.score.calibration import Platt
 from transforms.score.estimate import LODO_MIN_DATASETS
+from transforms.score.language import SUPPORTED, declared_language
 from transforms.score.model import AI_LABEL, CARD_FILE, MODEL_FILE, sha256_file
 from transforms.score.normalize import for_scoring
 
@@ -75,7 +77,7 @@ def load(paths: Iterable[str], limit_per_file: int | None = None, seed: int = 1,
 def _load_file(path: str, dataset: str, limit_per_file: int | None, seed: int, skipped: Counter) -> list[Example]:
     out = []
     kept = []  # with a limit: a max-heap by key (keys negated) of the `limit_per_file` smallest keys seen so far
-    with gzip.open(path, "rt", encoding="utf-8") as f:
+    with gzip.open(path, "rt", encoding="utf-8-sig") as f:  # a byte-order mark is skipped, as curate skips it
         for line_no, line in enumerate(iter(lambda: f.readline(MAX_LINE_CHARS + 1), "")):
             if len(line) > MAX_LINE_CHARS:  # a line is never held whole past the cap (a gzip bomb has no newline)
                 raise ValueError(f"--data: {path} line {line_no + 1}: longer than {MAX_LINE_CHARS:,} characters")
@@ -91,7 +93,8 @@ def _load_file(path: str, dataset: str, limit_per_file: int | None, seed: int, s
                 raise ValueError(f"--data: {path} line {line_no + 1}: expected a JSON object with a string `text`")
             text = (r.get("text") or "").strip()
             why = ("label is not human or ai" if r.get("label") not in ("human", "ai") else
-                   "not English" if (r.get("language") or "en") != "en" else "empty text" if not text else None)
+                   "not English" if r.get("language") and declared_language(r["language"]) not in SUPPORTED
+                   else "empty text" if not text else None)
             if why:
                 skipped[why] += 1
                 continue
@@ -283,7 +286,7 @@ def train_detector(paths: list[str], out_dir: str, seed: int = 1, lodo: bool = T
     """Trains, calibrates, evaluates (in-domain and leave-one-dataset-out) and writes model.ftz + model_card.json.
     With a `reference`, its training half joins the training split as weighted human examples (domain
     adaptation); calibration and evaluation stay on the labelled data and the reference's held-out half."""
-    import fasttext  # noqa: F401  (fail early with a clear import error)
+    importlib.import_module("fasttext")  # fail early with a clear import error
 
     skipped = Counter()
     examples = load(paths, limit_per_file, seed, skipped)
