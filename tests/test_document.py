@@ -41,6 +41,11 @@ def test_foreign_records_keep_their_id_and_extra_fields():
     doc = from_record({"text": "t", "id": 7, "url": "u", "score": 0.5, "tags": ["a"]}, "f.jsonl", 10)
     assert doc.id == "7" and doc.url == "u" and doc.offset == 10
     assert doc.metadata == {"score": "0.5", "tags": '["a"]'}
+    # the record's own `source` (Dolma's "c4"), `offset` and stage-field values are its own, kept under their names;
+    # the Document's source and offset say where this run read it
+    dolma = from_record({"text": "t", "source": "c4", "offset": 3, "p_ai": 0.9}, "f.jsonl", 10)
+    assert (dolma.source, dolma.offset, dolma.p_ai) == ("f.jsonl", 10, None)
+    assert dolma.metadata == {"source": "c4", "offset": "3", "p_ai": "0.9"}
     anon = from_record({"text": "t"}, "f.jsonl", 10)
     assert anon.id == fallback_id("f.jsonl", 10) == from_record({"text": "u"}, "f.jsonl", 10).id
 

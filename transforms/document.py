@@ -345,7 +345,9 @@ def from_record(obj: dict[str, Any], source: str, offset: int) -> Document:
         # list) is read as its JSON text, so a value that is no date is flagged and counted as unparsed like any
         # other, never dropped unsaid
         fields["capture_date"] = _as_string(obj["created"])
-    skip = {"id", "text", "source", "offset", "metadata", *_STRING_FIELDS, *_STAGE_FIELDS}
+    # A foreign `source` (Dolma's "c4"), `offset` or stage-field value is the record's own, not ours: kept in
+    # metadata under its name (the Document's source and offset say where this run read it)
+    skip = {"id", "text", "metadata", *_STRING_FIELDS}
     others = {k: v for k, v in obj.items() if k not in skip}
     nested = _foreign_metadata(obj.get("metadata"))
     meta = {k: _as_string(v) for k, v in {**nested, **others}.items() if v is not None}  # top-level names win
