@@ -6,6 +6,7 @@ import gzip
 import json
 import os
 import random
+import re
 import tracemalloc
 import zlib
 
@@ -524,6 +525,19 @@ def test_13_3_explicit_unsupported_path_lists_the_supported_extensions(tmp_path)
         match_shards([str(tmp_path / "notes.txt")])
     with pytest.raises(InputError, match=r"1 files with unsupported extensions \.txt\); supported extensions"):
         match_shards([str(tmp_path / "*.txt")])
+
+
+def test_13_3_a_folder_named_without_its_slash_says_how_to_read_it(tmp_path):
+    """`--input crawl` said "unsupported file type (none)" while `crawl/` reads the files in it."""
+    (tmp_path / "crawl" / "sub").mkdir(parents=True)
+    (tmp_path / "crawl" / "a.jsonl").write_text('{"text": "a"}\n')
+    (tmp_path / "crawl" / "sub" / "b.jsonl").write_text('{"text": "b"}\n')
+    folder = str(tmp_path / "crawl")
+    with pytest.raises(InputError, match=re.escape(f"{folder} is a folder: give {folder}/ for the files in it, or "
+                                                   f"{folder}/** for its whole tree")):
+        match_shards([folder])
+    assert [s.path for s in match_shards([folder + "/"])] == [folder + "/a.jsonl"]
+    assert [s.path for s in match_shards([folder + "/**"])] == [folder + "/a.jsonl", folder + "/sub/b.jsonl"]
 
 
 @pytest.mark.slow

@@ -125,6 +125,9 @@ def match_shards(patterns: list[str]) -> list[Shard]:
             raise InputError(f"cannot list {pattern}: {e}") from None
         known = [m for m in results if detect_format(m.path)]
         if not known:
+            if "://" not in pattern and not _is_glob(pattern) and os.path.isdir(pattern):
+                raise InputError(f"{pattern} is a folder: give {os.path.join(pattern, '')} for the files in it, or "
+                                 f"{os.path.join(pattern, '**')} for its whole tree")
             if results and not _is_glob(pattern):
                 raise InputError(f"{pattern}: unsupported file type {extension(pattern)}; supported extensions: "
                                  f"{SUPPORTED}")
