@@ -20,7 +20,7 @@ from transforms.dedup.near import NearDedup
 from transforms.dedup.normalize import Normalization
 from transforms.dedup.rank import IdCollisions
 from transforms.io.commit import (CommitOutputs, IncompleteOutputError, VerifyCommitted, committed_entries, inside,
-                                  output_root, require_complete, run_key, staging_dir)
+                                  output_root, outside_output, require_complete, run_key, staging_dir)
 from transforms.io.files import InputError, Shard, match_shards
 from transforms.io.read import ReadCrawl
 from transforms.io.write import WriteDocuments, WriteJsonRecords, write_json
@@ -122,14 +122,13 @@ def input_shards(patterns: list[str], output: str, index: str | None = None) -> 
         shards = match_shards(patterns)
     except InputError as e:
         raise UserError(str(e)) from None
-    inner = [s.path for s in shards if inside(s.path, output)]
-    if inner and len(inner) == len(shards):
-        raise UserError(f"input {inner[0]} is inside the output folder {output}: refusing to read what this run "
-                        f"replaces")
-    # a wider glob (`--input 'data/**' --output data/out`) also matches what an earlier or crashed run of this
-    # command wrote into OUT: those files are what this run replaces, never an input, and not counted as skipped
-    # (a rerun must write the bytes of an uninterrupted run, which found OUT empty)
-    shards = [s for s in shards if not inside(s.path, output)]
+    if any(inside(s.path, output) for s in shards):  # judged per pattern: one naming only OUT's files is refused
+        try:
+            for pattern in patterns:
+                outside_output(match_shards([pattern]), output)
+        except InputError as e:
+            raise UserError(str(e)) from None
+        shards = [s for s in shards if not inside(s.path, output)]
     inner = next((s.path for s in shards if index and inside(s.path, index)), None)
     if inner:  # its segments have no text: each file was a schema_error dead letter, and the run went on
         raise UserError(f"input {inner} is inside the refresh index {index}: give the crawl shards")

@@ -17,8 +17,8 @@ from pipeline.options import CommonOptions, MixOptions, UserError
 from pipeline.runner import make_pipeline, prepare_output
 from transforms.accounting import DEAD_LETTERS, DOCUMENTS, DROPPED, Summarize, require_reconciled
 from transforms.io.commit import (CommitOutputs, CommittedFileChanged, IncompleteOutputError, committed_entries,
-                                  file_entry, inside, is_output, read_committed, read_marker, require_complete,
-                                  run_key, staging_dir, verify_entry)
+                                  file_entry, is_output, outside_output, read_committed, read_marker,
+                                  require_complete, run_key, staging_dir, verify_entry)
 from transforms.io.files import InputError, canonical, match_shards, read_bytes
 from transforms.io.parquet import has_rows
 from transforms.io.read import ReadCrawl, can_read_again
@@ -288,17 +288,16 @@ def match_inputs(cfg: MixConfig, output: str | None = None) -> tuple[dict, dict]
                 if folder and is_output(folder):  # an incomplete folder says so, not that its glob is empty
                     require_complete(folder)
                 shards = match_shards([pattern])
-                inner = [sh.path for sh in shards if output and inside(sh.path, output)]  # the claim deletes them
-                if inner and len(inner) == len(shards):
-                    raise UserError(f"source {s.name}: input {inner[0]} is inside the output folder {output}: "
-                                    f"refusing to read what this run replaces")
-                shards = [sh for sh in shards if not (output and inside(sh.path, output))]
-                entries = committed_entries(shards)
             except InputError as e:
                 why = (f"{folder} holds no documents/*.parquet; `curated` takes synthcap curate output folders"
                        if folder else e)
                 raise UserError(f"source {s.name}: {why}") from None
             except IncompleteOutputError as e:
+                raise UserError(f"source {s.name}: {e}") from None
+            try:
+                shards = outside_output(shards, output) if output else shards  # the claim deletes OUT's files
+                entries = committed_entries(shards)
+            except (InputError, IncompleteOutputError) as e:
                 raise UserError(f"source {s.name}: {e}") from None
             for sh in shards:
                 key = canonical(sh.path)  # `d/x.parquet` and `d/../d/x.parquet` are one file

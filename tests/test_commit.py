@@ -386,6 +386,9 @@ def test_a_glob_over_the_output_folder_is_not_refused_on_the_rerun(tmp_path):
     assert [s.path for s in kept] == [str(data / "crawl.jsonl")] and skipped == {}
     with pytest.raises(UserError, match="is inside the output folder"):
         input_shards([str(data / "out" / "**")], str(data / "out"))
+    # judged per pattern: one that names only OUT's files is refused beside another that names the crawl
+    with pytest.raises(UserError, match="documents-00000-of-00001.parquet is inside the output folder"):
+        input_shards([str(data / "out" / "documents" / "*.parquet"), str(data / "*.jsonl")], str(data / "out"))
 
 
 @pytest.mark.slow

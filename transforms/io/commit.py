@@ -22,7 +22,7 @@ import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.io.files import canonical, read_bytes
+from transforms.io.files import InputError, canonical, read_bytes
 
 MARKER = ".synthcap-output"
 COMPLETE = "COMPLETE.json"
@@ -297,6 +297,18 @@ def inside(path: str, folder: str) -> bool:
     """True when `path` lies in `folder` (symlinks and relative paths resolved locally)."""
     p, f = canonical(path), canonical(folder)
     return p == f or p.startswith(f.rstrip("/") + "/")
+
+
+def outside_output(shards: list, output: str) -> list:
+    """The shards of one input pattern that lie outside OUT. A pattern whose every match lies in OUT is refused
+    (InputError): the claim would delete what it names before the run reads it. A wider glob's matches in OUT
+    (`--input 'data/**' --output data/out`, run again after a crash) are what this run replaces: left out,
+    uncounted, so the rerun reads what the first run read."""
+    inner = [s.path for s in shards if inside(s.path, output)]
+    if inner and len(inner) == len(shards):
+        raise InputError(f"input {inner[0]} is inside the output folder {output}: refusing to read what this run "
+                         f"replaces")
+    return [s for s in shards if not inside(s.path, output)]
 
 
 def claim_output(output: str, verb: str, run_id: str, key: str, overwrite: bool, parts: tuple[str, ...],
