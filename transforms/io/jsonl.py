@@ -264,11 +264,16 @@ def not_text(head: bytes) -> str | None:
     return None
 
 
-def _wide_file(shard: Shard, encoding: str):
-    """One dead letter for the whole file: its lines cannot be split on the byte 0x0A, nor read as UTF-8."""
-    code = encoding.split(" ")[0]
-    return dead_letter(shard.path, 0, "decode_error", f"the file is {encoding} text; JSON Lines must be UTF-8: "
-                       f"convert it (e.g. `iconv -f {code} -t UTF-8`)", STAGE)
+def _not_json_lines(shard: Shard, head: bytes):
+    """One dead letter for the whole file when its first bytes say it is no UTF-8 text (UTF-16/32: its lines cannot
+    be split on the byte 0x0A, nor read as UTF-8; compressed or binary data), else None."""
+    encoding = wide_encoding(head)
+    if encoding:
+        code = encoding.split(" ")[0]
+        why = f"the file is {encoding} text; JSON Lines must be UTF-8: convert it (e.g. `iconv -f {code} -t UTF-8`)"
+    else:
+        why = not_text(head)
+    return dead_letter(shard.path, 0, "decode_error", why, STAGE) if why else None
 
 
 def _peek(blocks: Iterator[bytes]) -> tuple[bytes, Iterator[bytes]]:
@@ -352,19 +357,18 @@ class ReadJsonlFn(ShardReader):
             if not tracker.try_claim(0):
                 return
             head, blocks = _peek((_gunzip_blocks if lower.endswith(".gz") else _zstd_blocks)(f))
-            first, wide, other = 0, wide_encoding(head), not_text(head)
-            if wide or other:
-                yield _wide_file(shard, wide) if wide else dead_letter(shard.path, 0, "decode_error", other, STAGE)
+            first, letter = 0, _not_json_lines(shard, head)
+            if letter:
+                yield letter
                 tracker.try_claim(shard.size + 1)
                 return
         else:
             f.seek(0)
             head = f.read(1 << 16)
-            wide, other = wide_encoding(head), not_text(head)
-            if wide or other:  # every range sees it; the one holding the file's start reports it
+            letter = _not_json_lines(shard, head)
+            if letter:  # every range sees it; the one holding the file's start reports it
                 if start == 0 and tracker.try_claim(0):
-                    yield (_wide_file(shard, wide) if wide
-                           else dead_letter(shard.path, 0, "decode_error", other, STAGE))
+                    yield letter
                 tracker.try_claim(shard.size + 1)
                 return
             head = head.lstrip(_WHITESPACE)

@@ -104,8 +104,8 @@ def check_index_path(index: str, output: str) -> None:
     except Exception as e:
         raise IndexPathError(f"cannot list --index {index}: {e}") from None
     if names is None:
-        raise IndexPathError(f"--index {index} is {'a file' if os.path.isfile(index) else 'a special file'}, not an "
-                             f"index folder")
+        kind = "a special file" if os.path.exists(index) and not os.path.isfile(index) else "a file"  # gs://: a file
+        raise IndexPathError(f"--index {index} is {kind}, not an index folder")
     if MARKER in names:
         raise IndexPathError(f"--index {index} is a synthcap output folder, not a refresh index")
     other = [n for n in names if n not in _INDEX_ENTRIES]
