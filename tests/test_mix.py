@@ -81,6 +81,7 @@ def _with(**changes):
     (_with(source_anchor="yes"), "sources[0].anchor: expected true or false"),
     (_with(source_anchor=True), "sources[0].anchor: an anchor source is included whole"),
     (_with(source_max_repeats=0), "sources[0].max_repeats: expected an integer >= 1"),
+    (_with(source_max_repeats=10**21), "sources[0].max_repeats: at most 1,000, got 1,000,000,000,000,000,000,000"),
     (_with(source_extra=1), "sources[0].extra: unknown key"),
     # YAML keys need not be strings; they were sorted with the others (TypeError, exit 1)
     ({**BASE, 1: "x", "zzz": "y"}, "zzz: unknown key"),

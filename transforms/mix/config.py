@@ -31,6 +31,9 @@ RULES = ("certified", "threshold", "expected")
 UNESTIMABLE = ("drop", "treat_as_synthetic", "fail")
 MAX_CONFIG_BYTES = 1 << 20
 MAX_NODES = 100_000  # YAML nodes after alias expansion
+# Epochs of one document. Past ~16, repeats add almost nothing (Muennighoff et al. 2023); the cap only keeps a
+# mistyped value from writing without end (10**21 copies of each document).
+MAX_REPEATS = 1000
 
 
 class ConfigError(ValueError):
@@ -102,10 +105,12 @@ def _check_keys(obj: dict, allowed: set[str], where: str) -> None:
         raise ConfigError(f"{where}{key}: unknown key; allowed: {', '.join(sorted(allowed))}")
 
 
-def _int(obj: dict, key: str, where: str, minimum: int = 0, default=None) -> int:
+def _int(obj: dict, key: str, where: str, minimum: int = 0, default=None, maximum: Optional[int] = None) -> int:
     value = obj.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"{where}{key}: expected an integer >= {minimum}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{where}{key}: at most {maximum:,}, got {value:,}")
     return value
 
 
@@ -203,7 +208,7 @@ def parse(obj: Any) -> MixConfig:
         if "tokens" in s and unit != "tokens":
             raise ConfigError(f"{where}tokens: a token budget needs target_tokens (use weight with target_documents)")
         tokens = _int(s, "tokens", where, minimum=1) if "tokens" in s else None
-        repeats = _int(s, "max_repeats", where, minimum=1, default=1)
+        repeats = _int(s, "max_repeats", where, minimum=1, default=1, maximum=MAX_REPEATS)
         sources.append(Source(name, inputs, weight, tokens, anchor, repeats, curated))
     return MixConfig(seed, unit, target, ceiling, rule, float(threshold), unestimable, exclude, tuple(sources),
                      pre_llm_is_human, raw=obj)
