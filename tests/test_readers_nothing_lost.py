@@ -26,7 +26,7 @@ from pipeline.sample import warc_record
 from tests.crafted import HTML, member, page, response
 from tests.helpers import read_jsonl, utf8_unchecked
 from transforms.accounting import DEAD_LETTERS, DOCUMENTS, DROPPED, NAMESPACE, drop
-from transforms.dates import has_unparsed_date, normalise_date
+from transforms.dates import has_unparsed_date, is_pre_llm, normalise_date
 from transforms.document import Document, dolma_line, to_table
 from transforms.io.files import ByteRanges, InputError, Shard, match_shards
 from transforms.io.html import MAX_DEPTH
@@ -428,18 +428,29 @@ def test_10_10_deeply_nested_html_is_dropped_before_extraction(tmp_path):
     ("2024-06-01 10:00:00", "2024-06-01T10:00:00Z"),
     ("2022-11-29T23:30:00-05:00", "2022-11-30T04:30:00Z"),  # local time before the cut-off, UTC after it
     ("Tue, 29 Nov 2022 23:30:00 -0500", "2022-11-30T04:30:00Z"),
+    # a year or a month is read as its last second: an upper bound, so the era never claims a page it may not own
+    ("2021", "2021-12-31T23:59:59Z"),
+    ("2022-10", "2022-10-31T23:59:59Z"),
+    ("2022-11", "2022-11-30T23:59:59Z"),
+    ("2024-02", "2024-02-29T23:59:59Z"),
 ])
 def test_10_14_warc_dates_in_the_wild_are_parsed_to_utc(raw, want):
     assert normalise_date(raw) == (want, False)
 
 
 @pytest.mark.parametrize("raw", ["2008-10-294T05:21:46-0700", "06/07/2024", "yesterday", "2024-13-01",
+                                 "2024-13", "2024-00", "2022-1", "1990", "9999",
                                  "0001-01-01T00:00:00Z",
                                  # no zone is a day or more off UTC: +99:00 moved 2022-11-30 into the pre-LLM era
                                  "2022-11-30T01:00:00+99:00", "2022-11-30T01:00:00+05:99", "2022-11-30T01:00:00-2400",
                                  "Wed, 30 Nov 2022 01:00:00 +9999"])
 def test_10_14_unparseable_dates_are_null_and_flagged(raw):
     assert normalise_date(raw) == (None, True)
+
+
+def test_10_14_a_partial_date_is_pre_llm_only_when_its_whole_span_is():
+    assert [is_pre_llm(normalise_date(raw)[0]) for raw in ("2021", "2022-10", "2022-11", "2022")] == [
+        True, True, False, False]
 
 
 def test_10_14_non_iso_warc_date_never_wins_survivorship_as_a_string(tmp_path):

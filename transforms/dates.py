@@ -62,6 +62,7 @@ _CANONICAL = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)Z")
 _COMPACT = re.compile(r"(\d{4})(\d\d)(\d\d)(?:(\d\d)(\d\d)(\d\d)?)?")  # 20240601, 20240601100000 (ARC, CDX)
 _SLASHED = re.compile(r"(\d{1,2})[/.](\d{1,2})[/.](\d{4})")  # 15/06/2024, 15.06.2024 (day first unless impossible)
 _YEAR_FIRST = re.compile(r"(\d{4})/(\d{1,2})/(\d{1,2})")
+_PARTIAL = re.compile(r"(\d{4})(?:-(\d\d))?")  # 2021, 2022-11: read as their last instant (see _last_instant)
 
 
 _MAX_OFFSET = timedelta(hours=24)  # zone offsets are under a day (RFC 3339: hours 00-23, minutes 00-59)
@@ -87,6 +88,16 @@ def _instant(y, mo, d, h=0, mi=0, s=0, offset=timedelta(0)) -> Optional[datetime
     return dt - offset
 
 
+def _last_instant(y, mo) -> Optional[datetime]:
+    """The last second a year or month names. A partial date is only an upper bound on the capture, so the pre-LLM
+    era never claims a page it might not own: `2022-11` may be the 30th, and is not before the cut-off."""
+    year, month = int(y), int(mo or 12)
+    if not (_MIN_YEAR <= year <= _MAX_YEAR and 1 <= month <= 12):
+        return None
+    following = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=timezone.utc)
+    return following - timedelta(seconds=1)
+
+
 def _parse(value: str) -> Optional[datetime]:
     if m := _CANONICAL.fullmatch(value):  # the common case, already in the output form
         return _instant(*m.groups())
@@ -96,6 +107,8 @@ def _parse(value: str) -> Optional[datetime]:
         return _instant(*m.groups())
     if m := _YEAR_FIRST.fullmatch(value):
         return _instant(*m.groups())
+    if m := _PARTIAL.fullmatch(value):
+        return _last_instant(*m.groups())
     if m := _SLASHED.fullmatch(value):
         a, b, y = (int(g) for g in m.groups())
         if a > 12 >= b or a == b:
