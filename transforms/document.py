@@ -213,6 +213,12 @@ def identity_hash(doc_id: str, source: str, offset: int) -> int:
     return xxhash.xxh64_intdigest(f"{doc_id}\x00{source}\x00{offset}".encode())
 
 
+def text_hash(text: str) -> int:
+    """A text's 64-bit hash, signed: what tells apart two records that share (id, source, offset). Signed because
+    Beam's coders write an int in [-2**63, 2**63) as a varint and pickle a larger one (rank is a grouping key)."""
+    return xxhash.xxh3_64_intdigest(text.encode("utf-8", "surrogatepass")) - (1 << 63)
+
+
 def fallback_id(source: str, offset: int, index: int = 0) -> str:
     """A stable id for records that carry none: a hash of where they were read."""
     return "sc:" + xxhash.xxh3_128_hexdigest(f"{source}\x00{offset}\x00{index}".encode())

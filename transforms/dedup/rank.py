@@ -11,18 +11,16 @@ kept unless their texts are duplicates; `IdCollisions` counts them.
 from __future__ import annotations
 
 import apache_beam as beam
-import xxhash
 
 from transforms.accounting import count
 from transforms.dates import seen_date
-from transforms.document import Document
+from transforms.document import Document, text_hash
 
-Rank = tuple[str, str, str, int, str]
+Rank = tuple[str, str, str, int, int]
 
 
 def rank(doc: Document) -> Rank:
-    return (seen_date(doc), doc.id, doc.source, doc.offset,
-            xxhash.xxh3_128_hexdigest(doc.text.encode("utf-8", "surrogatepass")))
+    return seen_date(doc), doc.id, doc.source, doc.offset, text_hash(doc.text)
 
 
 def describe(r: Rank, prefix: str) -> dict:

@@ -17,9 +17,9 @@ from fractions import Fraction
 from typing import NamedTuple, Optional, Union
 
 import apache_beam as beam
-from xxhash import xxh3_64_intdigest, xxh64_intdigest
+from xxhash import xxh64_intdigest
 
-from transforms.document import Document
+from transforms.document import Document, text_hash
 from transforms.mix import certify
 from transforms.mix.config import Exclude, MixConfig
 from transforms.tokens import count_tokens
@@ -204,13 +204,13 @@ def classify_rows(rows, tokens, source: str, folder: str, cfg: MixConfig, usable
         order = priority(seed, doc_id, src, offset)
         units = 1 if documents else n
         expected = n * rule_rate(p_ai, declared, "expected")
-        text_hash = xxh3_64_intdigest(text.encode("utf-8", "surrogatepass"))
+        digest = text_hash(text)
         if not certified:
             rate = rule_rate(p_ai, declared, rule, threshold)
             excess = excess_of(n, rate, ceiling)
             stream = ANCHOR if anchor else (UNDER if excess <= 0 else OVER)
             append(Item(source, stream, 0, order, units, n, rate, excess, doc_id, src, offset, p_ai, pvalue, expected,
-                        "", 0, text_hash))
+                        "", 0, digest))
             continue
         group = certified_group(declared, pre, pvalue, reference, folder, usable, cfg.pre_llm_is_human)
         if group is None:
@@ -222,7 +222,7 @@ def classify_rows(rows, tokens, source: str, folder: str, cfg: MixConfig, usable
         if level is None:
             level = certify.grid_index(pvalue)
         append(Item(source, first, 0, order, units, n, 0, 0, doc_id, src, offset, p_ai, pvalue, expected, group, level,
-                    text_hash))
+                    digest))
     return out
 
 
