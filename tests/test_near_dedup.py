@@ -227,6 +227,63 @@ def test_colliding_ids_in_a_refresh_never_borrow_each_others_matches(colliding, 
     assert r2["summary"]["id_collisions"] == {"ids": 1, "documents": 2}
 
 
+@pytest.mark.slow
+def test_a_reused_file_name_never_makes_two_indexed_records_one(tmp_path):
+    """A daily crawl rewrites `daily/part-0.jsonl`, undated, ids restarting: day 1's and day 2's first records share
+    (first seen, id, source, offset). The index kept them under one key, so verification met one record's shingles
+    (whichever came last) and a near copy of the other passed as new. On day 3, near copies of both are dropped."""
+    rng = random.Random(5)
+    day1, day2 = _words(rng), _words(rng)
+    daily, index = tmp_path / "daily", tmp_path / "index"
+    daily.mkdir()
+    for day, texts in enumerate([[day1], [day2]], 1):
+        _write_jsonl(daily / "part-0.jsonl", [" ".join(t) for t in texts])
+        r = refresh.run(["--input", str(daily / "part-0.jsonl"), "--index", str(index),
+                         "--output", str(tmp_path / f"o{day}"), "--no_score"])
+        assert r["committed"] and r["new_documents"] == 1
+    copies = [list(day1), list(day2)]
+    for words in copies:
+        words[100] = "edited"
+    _write_jsonl(daily / "part-0.jsonl", [" ".join(t) for t in copies])
+    out = tmp_path / "o3"
+    r3 = refresh.run(["--input", str(daily / "part-0.jsonl"), "--index", str(index), "--output", str(out),
+                      "--no_score"])
+    assert r3["new_documents"] == 0 and read_documents(out) == []
+    dups = sorted(read_jsonl(out, "duplicates"), key=lambda d: d["id"])
+    assert [(d["id"], d["match"], d["indexed_id"]) for d in dups] == [("0", "near", "0"), ("1", "near", "0")]
+    assert all(d["jaccard"] >= 0.9 for d in dups)
+
+
+@pytest.mark.slow
+def test_an_index_segment_written_without_text_hashes_still_matches(tmp_path):
+    """Segments written before the text hash was stored have no `text_hash` column: their records keep matching."""
+    import hashlib
+
+    import pyarrow.parquet as pq
+
+    words = _words(random.Random(8))
+    _write_jsonl(tmp_path / "a.jsonl", [" ".join(words)])
+    index = tmp_path / "index"
+    refresh.run(["--input", str(tmp_path / "a.jsonl"), "--index", str(index), "--output", str(tmp_path / "o1"),
+                 "--no_score"])
+    pointers = [index / "CURRENT.json", *sorted((index / "generations").glob("gen-*.json"))]
+    pointer = json.loads(pointers[0].read_text())
+    for segment, files in pointer["files"].items():
+        for entry in files:
+            path = index / segment / entry["path"]
+            pq.write_table(pq.read_table(path).drop_columns(["text_hash"]), path)  # as an older version wrote it
+            entry.update(size=path.stat().st_size, sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+    for path in pointers:
+        path.write_text(json.dumps(pointer))
+    words[100] = "edited"
+    _write_jsonl(tmp_path / "b.jsonl", [" ".join(words)])
+    out = tmp_path / "o2"
+    r = refresh.run(["--input", str(tmp_path / "b.jsonl"), "--index", str(index), "--output", str(out), "--no_score"])
+    assert r["new_documents"] == 0
+    (dup,) = read_jsonl(out, "duplicates")
+    assert (dup["match"], Path(dup["indexed_source"]).name, dup["indexed_id"]) == ("near", "a.jsonl", "0")
+
+
 def test_an_index_built_with_other_banding_is_refused_in_one_line(tmp_path, capsys):
     from pipeline.cli import main
 

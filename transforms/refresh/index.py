@@ -6,7 +6,7 @@ Layout under INDEX (a local folder or gs://bucket/prefix):
                                        "new_documents": n, "run_key": <owner>, "output": <owner's OUT>,
                                        "files": {segment: [{"path", "size", "sha256"}, ...]}}
     generations/gen-NNNNNN.json       (local only) the pointer of generation N, created whole or not at all
-    segments/seg-NNNNNN-<run key>/exact-*.parquet     normalised-text hash -> record (first_seen, id, source, offset)
+    segments/seg-NNNNNN-<run key>/exact-*.parquet     normalised-text hash -> record (its rank, `dedup/rank.py`)
     segments/seg-NNNNNN-<run key>/bands-*.parquet     (band, band hash) -> record
     segments/seg-NNNNNN-<run key>/shingles-*.parquet  record -> its distinct 64-bit shingle hashes
 
@@ -57,7 +57,9 @@ class IndexParams:
 
     normalization: str
     lsh: LshParams
-    layout: int = 2  # 2: records keyed by (first_seen, id, source, offset), shingles stored for exact verification
+    # 2: records keyed by (first_seen, id, source, offset, text_hash; older segments lack the hash), shingles stored
+    # for exact verification
+    layout: int = 2
 
     def as_dict(self) -> dict:
         return {"normalization": self.normalization, **asdict(self.lsh), "layout": self.layout}

@@ -3,7 +3,9 @@
 Every join is a CoGroupByKey on keys (exact hash; LSH band key; record rank), so no worker loads the index. Near
 matches use the same recall-first banding and exact verification as `NearDedup`: candidate (new, indexed) pairs
 from shared band keys are verified on both documents' shingle hashes (`VerifyPairs`). Records are keyed by their
-rank (first seen, id, source, offset), never by id alone, so colliding ids never match each other's hits. A dropped
+rank (first seen, id, source, offset, text hash), never by id alone, so colliding ids never match each other's
+hits. The text hash matters across refreshes: a crawl that reuses its file names (`daily/part-0.jsonl`) with ids
+restarting per file and no dates gives every day's first record the same (first seen, id, source, offset). A dropped
 document names the indexed record it matches, when that was first seen, and (near matches) the verified Jaccard;
 `pre_llm_origin` is true when it was first seen before `transforms.dates.PRE_LLM_CUTOFF` (2022-11-30) — evidence
 that the text is of human origin, whatever its score.
@@ -25,7 +27,9 @@ from transforms.dedup.verify import VerifyPairs
 from transforms.io.write import WriteSharded, parquet_bytes
 from transforms.refresh.index import IndexParams
 
-_RECORD = [("first_seen", pa.string()), ("id", pa.string()), ("source", pa.string()), ("offset", pa.int64())]
+_FIELDS = ("first_seen", "id", "source", "offset", "text_hash")
+_RECORD = [("first_seen", pa.string()), ("id", pa.string()), ("source", pa.string()), ("offset", pa.int64()),
+           ("text_hash", pa.int64())]
 EXACT = pa.schema([("key", pa.string()), *_RECORD])
 BANDS = pa.schema([("band", pa.int32()), ("hash", pa.uint64()), *_RECORD])
 SHINGLES = pa.schema([*_RECORD, ("shingles", pa.binary())])
@@ -33,11 +37,13 @@ _NEW, _INDEXED = 0, 1  # the two key spaces of verification: a new record may sh
 
 
 def _rank_of(row: dict) -> tuple:
-    return row["first_seen"], row["id"], row["source"], row["offset"]
+    """A stored record's rank. Segments written before the text hash was stored read it as 0: their records are
+    keyed as they were then."""
+    return row["first_seen"], row["id"], row["source"], row["offset"], row.get("text_hash") or 0
 
 
 def _record(r: tuple) -> dict:
-    return dict(zip(("first_seen", "id", "source", "offset"), r))
+    return dict(zip(_FIELDS, r))
 
 
 def _detail(indexed: tuple, how: str, jaccard: float | None = None) -> str:
@@ -147,8 +153,7 @@ class MatchIndex(beam.PTransform):
 
 
 def _sort_key(row: dict) -> str:
-    return json.dumps([row.get("band"), row.get("hash"), row.get("key"), row["first_seen"], row["id"],
-                       row["source"], row["offset"]])
+    return json.dumps([row.get("band"), row.get("hash"), row.get("key"), *(row[f] for f in _FIELDS)])
 
 
 class WriteSegment(beam.PTransform):
