@@ -208,15 +208,22 @@ def test_mix_refuses_an_input_changed_after_its_commit(tmp_path, capsys):
     assert not (tmp_path / "third" / "COMPLETE.json").exists()
 
 
+def _zero(path):
+    path.write_bytes(bytes(path.stat().st_size))
+
+
 @pytest.mark.slow
-def test_refresh_refuses_an_index_segment_changed_after_its_commit(tmp_path, capsys):
+@pytest.mark.parametrize("damage", [_flip_a_byte, _zero])
+def test_refresh_refuses_an_index_segment_changed_after_its_commit(tmp_path, capsys, damage):
+    # a segment Arrow cannot read at all (zeroed, same size) failed the run with ArrowInvalid (exit 1) when the
+    # reading came before the hashing
     _jsonl(tmp_path / "a.jsonl", 5, "a")
     _jsonl(tmp_path / "b.jsonl", 5, "b")
     index = tmp_path / "index"
     assert _cli(capsys, "refresh", "--input", str(tmp_path / "a.jsonl"), "--index", str(index), "--output",
                 str(tmp_path / "r1"), "--no_score")[0] == 0
     segment = sorted((index / "segments").glob("*/exact-*.parquet"))[0]
-    _flip_a_byte(segment)
+    damage(segment)
     status, err = _cli(capsys, "refresh", "--input", str(tmp_path / "b.jsonl"), "--index", str(index), "--output",
                        str(tmp_path / "r2"), "--no_score")
     assert status == 2 and len(err) == 1 and "changed after its output was committed" in err[0], err
