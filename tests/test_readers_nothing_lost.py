@@ -801,3 +801,27 @@ def test_compressed_or_binary_data_named_as_json_lines_is_one_dead_letter_at_any
             out = read_jsonl_file(tmp_path / name, split=split)
             assert [(d.reason, d.offset, d.message) for d in dead(out)] == [
                 ("decode_error", 0, f"the file is {what}, not JSON Lines text: {fix}")] and len(out) == 1, name
+
+
+def test_a_row_group_of_millions_of_short_rows_is_made_python_objects_a_slice_at_a_time(tmp_path):
+    """A row group is bounded in bytes, not rows: 100,000 one-letter rows (a few KB of Parquet) were made 100,000
+    dicts at once before the first Document left the reader (5 million: gigabytes for one unit of work)."""
+    import tracemalloc
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    n = 100_000
+    path = tmp_path / "rows.parquet"
+    pq.write_table(pa.table({"text": pa.array(["x"] * n), "n": pa.array(range(n))}), path, row_group_size=n)
+    assert pq.ParquetFile(path).metadata.num_row_groups == 1
+    outputs = _iter(ReadParquetFn(16 * MiB), _RowGroups(), path, "parquet")
+    tracemalloc.start()
+    try:
+        first = next(outputs)
+        held = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert isinstance(first, Document) and first.text == "x"
+    assert held < 8 * MiB, f"{held:,} bytes of Python objects held for the first of {n:,} rows"
+    assert 1 + sum(1 for _ in outputs) == n
