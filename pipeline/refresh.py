@@ -87,13 +87,13 @@ def run(argv: list[str]) -> dict:
 
     p = make_pipeline(run_.options)
     g = curate.dedup_graph(p, run_, index)
-    matched = g.documents | "MatchIndex" >> MatchIndex(files["exact"], files["bands"], files["shingles"], params,
-                                                       opts.max_bucket_size)
-    g = replace(g, documents=matched[DOCUMENTS], drops=[*g.drops, matched[DROPPED]])
-    written_segment = g.documents | "WriteSegment" >> WriteSegment(FileSystems.join(index, segment), params)
     indexed = sorted((FileSystems.join(index, seg, f["path"]), f["size"], f["sha256"])
                      for seg, listed in base.get("files", {}).items() if seg in segments for f in listed
                      if isinstance(f.get("sha256"), str))
+    matched = g.documents | "MatchIndex" >> MatchIndex(files["exact"], files["bands"], files["shingles"], params,
+                                                       opts.max_bucket_size, {e[0]: e[1:] for e in indexed})
+    g = replace(g, documents=matched[DOCUMENTS], drops=[*g.drops, matched[DROPPED]])
+    written_segment = g.documents | "WriteSegment" >> WriteSegment(FileSystems.join(index, segment), params)
     staged, summary = curate.write_graph(p, run_, g, written_before=(written_segment,), committed=indexed)
     curate.commit_graph(run_, staged, (commit, _index_commit_input(p, summary, written_segment)))
     try:

@@ -208,15 +208,22 @@ def test_mix_refuses_an_input_changed_after_its_commit(tmp_path, capsys):
     assert not (tmp_path / "third" / "COMPLETE.json").exists()
 
 
+def _zero(path):
+    path.write_bytes(bytes(path.stat().st_size))
+
+
 @pytest.mark.slow
-def test_refresh_refuses_an_index_segment_changed_after_its_commit(tmp_path, capsys):
+@pytest.mark.parametrize("damage", [_flip_a_byte, _zero])
+def test_refresh_refuses_an_index_segment_changed_after_its_commit(tmp_path, capsys, damage):
+    # a segment Arrow cannot read at all (zeroed, same size) failed the run with ArrowInvalid (exit 1) when the
+    # reading came before the hashing
     _jsonl(tmp_path / "a.jsonl", 5, "a")
     _jsonl(tmp_path / "b.jsonl", 5, "b")
     index = tmp_path / "index"
     assert _cli(capsys, "refresh", "--input", str(tmp_path / "a.jsonl"), "--index", str(index), "--output",
                 str(tmp_path / "r1"), "--no_score")[0] == 0
     segment = sorted((index / "segments").glob("*/exact-*.parquet"))[0]
-    _flip_a_byte(segment)
+    damage(segment)
     status, err = _cli(capsys, "refresh", "--input", str(tmp_path / "b.jsonl"), "--index", str(index), "--output",
                        str(tmp_path / "r2"), "--no_score")
     assert status == 2 and len(err) == 1 and "changed after its output was committed" in err[0], err
@@ -599,3 +606,23 @@ def test_json_nested_too_deep_costs_only_itself(tmp_path):
     (tmp_path / "index" / "generations" / "gen-000001.json").write_text(deep)
     with pytest.raises(IndexPathError, match="is not a valid index pointer"):
         read_pointer(str(tmp_path / "index"))
+
+
+def test_parquet_dates_stored_as_timestamps_or_dates_are_dates(tmp_path):
+    # a timestamp or date column was read as the JSON text of its Python value ('"2020-01-01 00:00:00"', quotes
+    # included): no date reader took it, so every such document lost its capture date and pre_llm
+    import datetime
+
+    d = tmp_path / "in"
+    d.mkdir()
+    pq.write_table(pa.table({"id": ["ts"], "text": ["a timestamp column"], "capture_date": pa.array(
+        [datetime.datetime(2020, 1, 1, 12, tzinfo=datetime.timezone.utc)], pa.timestamp("us", tz="UTC"))}),
+        d / "ts.parquet")
+    pq.write_table(pa.table({"id": ["date"], "text": ["a date column"],
+                             "created": pa.array([datetime.date(2021, 3, 4)], pa.date32())}), d / "date.parquet")
+    out = tmp_path / "out"
+    summary, _ = curate.run(["--input", str(d / "*.parquet"), "--output", str(out), "--no_score"])
+    docs = {doc.id: doc for doc in read_documents(out)}
+    assert docs["ts"].capture_date == "2020-01-01T12:00:00Z" and docs["ts"].provenance["pre_llm"]
+    assert docs["date"].capture_date == "2021-03-04T00:00:00Z" and docs["date"].provenance["pre_llm"]
+    assert summary["capture_date_unparsed"] == 0

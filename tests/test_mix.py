@@ -309,6 +309,16 @@ def test_targets_met_when_supply_allows_and_shortfall_reported_when_not(tmp_path
     assert html.escape(m["verdict"]["line"]) in (tmp_path / "out" / "report.html").read_text()
 
 
+def test_weighted_quotas_add_up_to_the_target(tmp_path):
+    # three equal weights of 100 documents were floored to 33 each: 99 written, shortfall 0 reported
+    cfg = {"seed": 3, "target_documents": 100, "max_synthetic_fraction": "1", "synthetic": RULE, "sources": [
+        {"name": n, "inputs": [_write_source(tmp_path, n, [_doc(n, i, 5, 0.01) for i in range(60)])], "weight": 1}
+        for n in ("a", "b", "c")]}
+    m, rows = _run_mix(tmp_path, cfg)
+    assert len(rows) == m["output"]["documents"] == 100 and m["output"]["shortfall"] == 0
+    assert sorted(s["quota"] for s in m["sources"]) == [33, 33, 34]
+
+
 @pytest.mark.slow
 def test_an_empty_mix_exits_3_with_the_verdict_and_its_shortfall(tmp_path):
     synthetic = [_doc("syn", i, 20, 0.99) for i in range(50)]

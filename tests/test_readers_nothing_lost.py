@@ -353,7 +353,8 @@ def test_10_8_parquet_with_document_columns_of_other_types_is_a_dead_letter(tmp_
 
 def _encoded_response(encoding: str, payload: bytes, tag: str = "") -> bytes:
     body = {"gzip": lambda b: gzip.compress(b, mtime=0), "deflate": zlib.compress,
-            "br": lambda b: brotli.compress(b, quality=5)}[encoding](payload)
+            "br": lambda b: brotli.compress(b, quality=5),
+            "zstd": lambda b: zstandard.ZstdCompressor(level=3).compress(b)}[encoding](payload)
     headers = f"Content-Type: text/html\r\nContent-Encoding: {encoding}"
     return response(f"https://crafted.example/{encoding}", b"", f"bomb-{encoding}{tag}", headers=headers).replace(
         b"Content-Encoding: " + encoding.encode() + b"\r\n\r\n", b"Content-Encoding: " + encoding.encode()
@@ -367,7 +368,9 @@ def _fix_length(record: bytes) -> bytes:
     return head + f"\r\nContent-Length: {len(block)}".encode() + b"\r\n\r\n" + block + b"\r\n\r\n"
 
 
-@pytest.mark.parametrize("encoding", ["br", "gzip", "deflate"])
+# zstd: a page so encoded (browsers ask for it, so browser-driven crawlers store it) was kept compressed and dropped
+# as binary_content
+@pytest.mark.parametrize("encoding", ["br", "gzip", "deflate", "zstd"])
 def test_10_9_http_content_encoding_bombs_are_too_large_without_being_held(tmp_path, encoding):
     bomb = _fix_length(_encoded_response(encoding, HTML % (b"a" * (32 * MiB))))
     assert len(bomb) < MiB
@@ -812,3 +815,27 @@ def test_compressed_or_binary_data_named_as_json_lines_is_one_dead_letter_at_any
             out = read_jsonl_file(tmp_path / name, split=split)
             assert [(d.reason, d.offset, d.message) for d in dead(out)] == [
                 ("decode_error", 0, f"the file is {what}, not JSON Lines text: {fix}")] and len(out) == 1, name
+
+
+def test_a_row_group_of_millions_of_short_rows_is_made_python_objects_a_slice_at_a_time(tmp_path):
+    """A row group is bounded in bytes, not rows: 100,000 one-letter rows (a few KB of Parquet) were made 100,000
+    dicts at once before the first Document left the reader (5 million: gigabytes for one unit of work)."""
+    import tracemalloc
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    n = 100_000
+    path = tmp_path / "rows.parquet"
+    pq.write_table(pa.table({"text": pa.array(["x"] * n), "n": pa.array(range(n))}), path, row_group_size=n)
+    assert pq.ParquetFile(path).metadata.num_row_groups == 1
+    outputs = _iter(ReadParquetFn(16 * MiB), _RowGroups(), path, "parquet")
+    tracemalloc.start()
+    try:
+        first = next(outputs)
+        held = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert isinstance(first, Document) and first.text == "x"
+    assert held < 8 * MiB, f"{held:,} bytes of Python objects held for the first of {n:,} rows"
+    assert 1 + sum(1 for _ in outputs) == n

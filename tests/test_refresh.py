@@ -282,3 +282,22 @@ def test_an_index_that_is_a_device_or_a_fifo_is_refused_before_the_run(tmp_path)
     for index in ("/dev/null", str(fifo)):
         with pytest.raises(IndexPathError, match=f"--index {index} is a special file, not an index folder"):
             check_index_path(index, str(tmp_path / "out"))
+
+
+def test_generations_past_999999_are_still_found(tmp_path):
+    """Names are gen-NNNNNN.json and seg-NNNNNN-key: past generation 999,999 they grow a digit, which the patterns
+    (exactly six digits) did not match. An index at 999,999 (a foreign or hand-edited pointer) then committed
+    1,000,000, read 999,999 as its latest again, and every later refresh lost the race for 1,000,000 (exit 1)."""
+    from transforms.refresh.index import GENERATIONS, clean_orphans, commit, read_pointer, segment_name
+
+    index = str(tmp_path / "index")
+    for generation in (999_999, 1_000_000):
+        seg = segment_name(generation, f"k{generation}")
+        os.makedirs(os.path.join(index, seg))
+        commit(index, {"generation": generation, "segments": [seg], "params": {}, "run_key": f"k{generation}"},
+               0)
+    assert read_pointer(index)[0]["generation"] == 1_000_000
+    assert json.loads((tmp_path / "index" / "CURRENT.json").read_text())["generation"] == 1_000_000
+    (tmp_path / "index" / GENERATIONS / ".tmp-gen-999999-dead").write_text("{}")
+    assert clean_orphans(index) == [segment_name(999_999, "k999999")]  # not listed by 1,000,000: an orphan
+    assert sorted(os.listdir(tmp_path / "index" / GENERATIONS)) == ["gen-1000000.json", "gen-999999.json"]

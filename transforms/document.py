@@ -7,6 +7,7 @@ the one HTML parse that also gives the text, so no stage after reading holds raw
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import marshal
 import operator
@@ -317,9 +318,13 @@ def replace_provenance(prov: Provenance, **changes) -> Provenance:
 
 def _as_string(value: Any) -> str:
     """A foreign value as metadata (and ids) keep it: strings as they are, bytes (a Parquet binary column) as UTF-8
-    with undecodable bytes escaped, anything else as JSON."""
+    with undecodable bytes escaped, a date or time (a Parquet timestamp or date column) as ISO 8601, anything else
+    as JSON. (JSON of a timestamp was its text in quotes, which no date reader takes: a Parquet crawl whose
+    `capture_date` is a timestamp column lost every capture date, and with it `pre_llm`.)"""
     if isinstance(value, bytes):
         return value.decode("utf-8", "backslashreplace")
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
 
 

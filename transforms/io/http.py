@@ -5,11 +5,13 @@ decoders stop one step after the limit, so memory stays near the limit whatever 
 """
 from __future__ import annotations
 
+import io
 import re
 import zlib
 from dataclasses import dataclass
 
 import brotli
+import zstandard
 
 
 class HttpError(ValueError):
@@ -86,6 +88,26 @@ def _unbrotli(body: bytes, limit: int) -> bytes:
     return bytes(out)
 
 
+def _unzstd(body: bytes, limit: int) -> bytes:
+    """zstd (RFC 8878; browsers ask for it, so browser-driven crawlers store it): read at most limit + 1 bytes, one
+    step at a time; the decoder's default window limit (128 MiB) refuses frames that ask for more memory."""
+    reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(body), read_across_frames=True)
+    out = bytearray()
+    while len(out) <= limit:
+        try:
+            step = reader.read(min(_STEP, limit + 1 - len(out)))
+        except zstandard.ZstdError:
+            if not out:  # no zstd at all: the caller keeps the body as stored
+                raise
+            break  # bytes after the last frame, as zlib leaves a gzip member's trailing bytes
+        if not step:
+            break
+        out += step
+    if len(out) > limit:
+        raise PayloadTooLarge(f"decoded payload over {limit} bytes")
+    return bytes(out)
+
+
 def _decode_content(body: bytes, encoding: str, limit: int) -> bytes:
     encoding = encoding.strip().lower()
     if encoding in ("gzip", "x-gzip"):
@@ -97,6 +119,8 @@ def _decode_content(body: bytes, encoding: str, limit: int) -> bytes:
             return _inflate(body, -15, limit)
     if encoding == "br":
         return _unbrotli(body, limit)
+    if encoding == "zstd":
+        return _unzstd(body, limit)
     return body
 
 
@@ -134,7 +158,7 @@ def parse_response(block: bytes, limit: int) -> HttpResponse:
         for enc in reversed((resp.header("content-encoding") or "").split(",")):
             if enc.strip():
                 resp.body = _decode_content(resp.body, enc, limit)
-    except (zlib.error, brotli.error):
+    except (zlib.error, brotli.error, zstandard.ZstdError):
         # Some archives (ClueWeb09) store the decoded payload but keep the Content-Encoding header.
         resp.body = stored
     return resp

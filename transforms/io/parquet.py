@@ -84,6 +84,20 @@ def python_rows(table: pa.Table) -> list:
     return rows
 
 
+SLICE_ROWS = 8192  # rows made Python objects at a time
+
+
+def sliced_rows(table: pa.Table, indices=None):
+    """(index, row) for the rows `indices` of a table (default: all), as `python_rows` gives them, made Python
+    objects SLICE_ROWS at a time. A row group is bounded in bytes, not rows: one of 5 million short rows (a 12 KB
+    file) became 5 million dicts at once, gigabytes for one unit of work."""
+    indices = range(table.num_rows) if indices is None else indices
+    for start in range(0, len(indices), SLICE_ROWS):
+        part = indices[start:start + SLICE_ROWS]
+        rows = table.slice(part[0], len(part)) if isinstance(part, range) else table.take(part)
+        yield from zip(part, python_rows(rows))
+
+
 def _values(table: pa.Table, name: str) -> list:
     """One column's values, None where a row's value cannot be taken (that row was a dead letter)."""
     try:
@@ -201,8 +215,7 @@ class ReadParquetFn(ShardReader):
     def _records(self, table: pa.Table, typed: bool, group: int, first_row: int, shard: Shard, rows=None):
         """A row group's records (`rows`: only these row indices), one output each: a Document, a drop or a dead
         letter."""
-        values = python_rows(table if rows is None else table.take(rows))
-        for i, row in zip(range(table.num_rows) if rows is None else rows, values):
+        for i, row in sliced_rows(table, rows):
             offset = first_row + i
             if isinstance(row, Exception):
                 yield dead_letter(shard.path, offset, "schema_error", f"row {i} of row group {group}: {row}", STAGE)
@@ -270,9 +283,9 @@ def text_drop(text: str, limit: int) -> str | None:
 class _ReadAgainFn(ReadParquetFn):
     """One row group, read again: the Documents whose `identity_hash` is wanted, among those the first read kept.
     A table with the Document schema (a curated folder's) has each row's identity in three columns, so only the
-    wanted rows become Python objects; any other table is converted whole. Nothing is counted or dropped here (the
-    first read accounted for every record), and a row group that cannot be read is skipped: the caller finds its
-    wanted records missing."""
+    wanted rows become Python objects; any other table is converted slice by slice. Nothing is counted or dropped
+    here (the first read accounted for every record), and a row group that cannot be read is skipped: the caller
+    finds its wanted records missing."""
 
     def process(self, element, wanted):
         path, size, start, stop = element
@@ -295,12 +308,11 @@ class _ReadAgainFn(ReadParquetFn):
             if typed:
                 keys = zip(*(_values(table, name) for name in ("id", "source", "offset")))
                 rows = [i for i, key in enumerate(keys) if None not in key and identity_hash(*key) in wanted]
-                values = python_rows(table.take(rows)) if rows else []
             else:
-                rows, values = range(table.num_rows), python_rows(table)
+                rows = None
         except Exception:  # any filesystem's or Arrow's error: the wanted records are reported missing by the caller
             return
-        for i, row in zip(rows, values):
+        for i, row in sliced_rows(table, rows):
             if isinstance(row, Exception):
                 continue  # a dead letter of the first read
             doc, reason = self._document(row, path, first_row + i, typed)

@@ -48,8 +48,17 @@ def quotas(cfg: MixConfig, anchor_units: int) -> dict:
     total_w = sum((s.weight for s in weighted), Fraction(0))
     left = max(0, rest - sum(fixed.values()))
     quota = dict(fixed)
-    for s in weighted:
-        quota[s.name] = int(left * s.weight / total_w) if total_w else 0
+    if not total_w:
+        return {**quota, **{s.name: 0 for s in weighted}}
+    # Largest remainders: each share's floor, then the units the floors leave go to the largest fractions (ties in
+    # config order), so the quotas add up to what is left. Floors alone lost up to one unit per weighted source
+    # (three equal weights of 100 documents: 33 each, 99 in all), a shortfall no report showed.
+    shares = [left * s.weight / total_w for s in weighted]
+    floors = [int(x) for x in shares]
+    order = sorted(range(len(weighted)), key=lambda i: (-(shares[i] - floors[i]), i))
+    for i in order[: left - sum(floors)]:
+        floors[i] += 1
+    quota.update((s.name, q) for s, q in zip(weighted, floors))
     return quota
 
 

@@ -38,8 +38,8 @@ MAX_POINTER_BYTES = 256 << 20  # a pointer lists its segments' files: a few KiB 
 GENERATIONS = "generations"
 SEGMENTS = "segments"
 _INDEX_ENTRIES = {POINTER, GENERATIONS, SEGMENTS, "claims"}  # claims/: left by older versions, ignored
-_SEGMENT = re.compile(r"seg-(\d{6})-")
-_GENERATION = re.compile(r"gen-(\d{6})\.json$")
+_SEGMENT = re.compile(r"seg-(\d{6,})-")  # 6 digits, more past generation 999,999
+_GENERATION = re.compile(r"gen-(\d{6,})\.json$")
 
 
 class IndexPathError(ValueError):
@@ -249,7 +249,7 @@ def clean_orphans(index: str) -> list[str]:
     folder = os.path.join(index, GENERATIONS)
     if "://" not in index and os.path.isdir(folder):
         for name in os.listdir(folder):
-            m = re.match(r"\.tmp-gen-(\d{6})-", name)
+            m = re.match(r"\.tmp-gen-(\d{6,})-", name)
             if m and int(m.group(1)) < head:
                 os.unlink(os.path.join(folder, name))
     return orphans

@@ -102,19 +102,52 @@ def _near_match(kv):
             yield doc
 
 
+class _ReadSegmentFile(beam.DoFn):
+    """The rows of one index segment file. A file that cannot be read as a segment of its kind is first checked
+    against the sha256 its pointer lists, so a segment damaged after its commit fails the run as a changed file
+    (CommittedFileChanged: one line, exit 2) whichever of the reading and the hashing check (`VerifyCommitted`)
+    runs first; Arrow's own error (exit 1) said only that some Parquet was bad."""
+
+    def __init__(self, schema: pa.Schema, committed: dict):
+        self._names, self._committed = schema.names, committed
+
+    def process(self, path: str):
+        import pyarrow.parquet as pq
+
+        from transforms.io.commit import verify_entry
+        from transforms.io.files import open_raw
+
+        try:
+            with open_raw(path) as f:
+                pf = pq.ParquetFile(f)
+                if pf.schema_arrow.names != self._names:
+                    raise ValueError(f"{path} is not an index segment file: its columns are "
+                                     f"{pf.schema_arrow.names[:8]}, a segment's are {self._names}")
+                for batch in pf.iter_batches():
+                    yield from batch.to_pylist()
+        except Exception:
+            if path in self._committed:
+                verify_entry(path, *self._committed[path])  # raises when the bytes are not those committed
+            raise
+
+
 class MatchIndex(beam.PTransform):
-    """Documents -> {"documents": those new to the index, "dropped": duplicate_indexed}."""
+    """Documents -> {"documents": those new to the index, "dropped": duplicate_indexed}. `committed`: {path: (size,
+    sha256)} of the segment files, as the index pointer lists them."""
 
     def __init__(self, exact_files: list[str], band_files: list[str], shingle_files: list[str],
-                 params: IndexParams, max_bucket_size: int = 5000):
+                 params: IndexParams, max_bucket_size: int = 5000, committed: dict | None = None):
         super().__init__()
         self._exact, self._bands, self._shingles = exact_files, band_files, shingle_files
         self._p, self._max = params, max_bucket_size
+        self._committed = dict(committed or {})
 
     def _read(self, p, files, label):
         if not files:
             return p | f"No{label}" >> beam.Create([])
-        return p | f"{label}Files" >> beam.Create(files) | f"Read{label}" >> beam.io.ReadAllFromParquet()
+        schema = {"Exact": EXACT, "Bands": BANDS, "Shingles": SHINGLES}[label]
+        return (p | f"{label}Files" >> beam.Create(files) | f"Spread{label}" >> beam.Reshuffle()
+                | f"Read{label}" >> beam.ParDo(_ReadSegmentFile(schema, self._committed)))
 
     def expand(self, docs):
         norm, params = Normalization.parse(self._p.normalization), self._p
