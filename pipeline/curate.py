@@ -34,10 +34,19 @@ from transforms.provenance.tag import TagProvenance
 OUTPUT_PARTS = ("documents", "provenance", "dropped", "duplicates", "dead_letters", "summary.json")
 
 
+def _patterns(values) -> list[str] | None:
+    """A list of input patterns as the run's identity takes it: a set (each file is read once, whatever the order
+    or repetition of the patterns that reach it), so `--input b a` is the same run as `--input a b`."""
+    return None if values is None else sorted(set(values))
+
+
 def run_info(opts: CurateOptions, common: CommonOptions) -> RunInfo:
     """Run identity from every synthcap option except where outputs go."""
     config = {k: v for k, v in opts.get_all_options(retain_unknown_options=False).items()
               if k in CURATE_KEYS and k != "run_id"}
+    for name in ("input", "human_reference"):
+        if isinstance(config.get(name), list):
+            config[name] = _patterns(config[name])
     return RunInfo.from_config(config, opts.run_id)
 
 
@@ -282,7 +291,7 @@ def plan(argv: list[str], verb: str = "curate") -> Run:
         raise UserError("--output is required")
     output = common.output.rstrip("/")
     info = run_info(opts, common)
-    key = run_key(verb, {"config": info.config_hash, "input": list(opts.input), "output": output})
+    key = run_key(verb, {"config": info.config_hash, "input": _patterns(opts.input), "output": output})
     return Run(options, opts, common, output, info, key)
 
 

@@ -141,3 +141,26 @@ def test_outputs_do_not_depend_on_the_hash_seed(sample_crawl, tmp_path):
     for part in ("documents", "provenance", "duplicates", "dropped", "dead_letters"):
         assert tree_bytes(a, part) == tree_bytes(b, part), part
     assert (a / "summary.json").read_bytes() == (b / "summary.json").read_bytes()
+
+
+@pytest.mark.slow
+def test_inputs_listed_in_another_order_commit_the_same_bytes(tmp_path):
+    """`--input b a` is the run `--input a b` is: the run id in every provenance row, the marker's run key and so
+    the completion record's hashes were taken from the patterns as listed, so listing the same files in another
+    order (or one twice) changed every provenance byte. Two files whose ids repeat, as exports restart them."""
+    files = []
+    for name in ("a", "b"):
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("".join(json.dumps({"id": str(i), "created": "2024-02-02",
+                                            "text": f"file {name} page {i} " + "with words of its own " * (i + 1)})
+                                + "\n" for i in range(6)))
+        files.append(str(path))
+    out, first = tmp_path / "out", tmp_path / "first"
+    committed = []
+    for inputs in (files, [files[1], files[0], files[1]]):
+        if out.exists():
+            out.rename(first)  # the second run writes to the same OUT, which the marker's run key names
+        curate.run(["--input", *inputs, "--output", str(out), "--no_score"])
+        committed.append({str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()})
+    assert committed[0] == committed[1]
+    assert MARKER in committed[0] and len(read_documents(out)) == 12

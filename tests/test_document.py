@@ -156,3 +156,32 @@ def test_a_curated_row_with_a_non_finite_score_is_a_schema_error(bad):
     with pytest.raises(RecordError, match="`ai_score` is .*expected a finite number"):
         to_document(row, "f.parquet", 0, typed=True)
     assert to_document({**row, "ai_score": 0.25}, "f.parquet", 0, typed=True).ai_score == 0.25
+
+
+def test_writers_order_records_whose_keys_tie_the_same_whatever_their_arrival(tmp_path):
+    """Ids repeat across files, and one document can be dropped by two mix sources: the sidecar's rows (sorted by
+    id alone) and a drop file's lines whose keys tie were written in the order they arrived, which differs between
+    runners and workers. Fed in two orders, every writer writes the same bytes."""
+    import apache_beam as beam
+
+    from tests.helpers import tree_bytes
+    from transforms.accounting import Dropped
+    from transforms.io.write import WriteDocuments, WriteJsonRecords
+    from transforms.provenance.lineage import RunInfo, WriteProvenance
+
+    docs = [Document(str(i % 3), f"text {i}", f"file-{i % 2}.jsonl", i, provenance=Provenance()) for i in range(12)]
+    drops = [Dropped("d", "over_ceiling", "f.jsonl", 7, detail) for detail in ("web", "both", "anchor")]
+    run = RunInfo.from_config({})
+    written = []
+    for n, order in enumerate((docs, docs[::-1])):
+        out = tmp_path / str(n)
+        with beam.Pipeline() as p:
+            d = p | "Docs" >> beam.Create(order)
+            d | WriteProvenance(str(out / "provenance"), run)
+            d | WriteDocuments(str(out / "documents"))
+            (p | "Drops" >> beam.Create(drops if n == 0 else drops[::-1])
+             | WriteJsonRecords(str(out / "dropped"), "dropped", lambda r: f"{r.reason}\x00{r.id}"))
+        written.append({part: tree_bytes(out, part) for part in ("provenance", "documents", "dropped")})
+    assert written[0] == written[1] and all(written[0].values())
+    rows = pq.read_table(next((tmp_path / "0" / "provenance").glob("*.parquet"))).to_pylist()
+    assert [(r["id"], r["source"], r["offset"]) for r in rows] == sorted((d.id, d.source, d.offset) for d in docs)

@@ -51,6 +51,8 @@ def _with(**changes):
     ("not a mapping", "must be a mapping"),
     (_with(colour="red"), "colour: unknown key"),
     (_with(target_tokens=None), "give exactly one"),
+    # a missing seed was "seed: expected an integer >= 0, got None", as if the user had written null
+    (_with(seed=None), "seed: required (an integer >= 0)"),
     (_with(target_documents=5), "give exactly one"),
     (_with(target_tokens=0), "target_tokens: expected an integer >= 1"),
     (_with(max_synthetic_fraction=None), "max_synthetic_fraction: required"),

@@ -191,6 +191,11 @@ def test_inspect_prints_one_document(tmp_path, sample_crawl, capsys):
     assert main(["inspect", doc.id, "--output", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert doc.id in out and "registered_domain" in out and "pre_llm                  True" in out
+    # the scoring fields are the document's: the sidecar held p_ai and ai_model only, so inspect showed every
+    # scored document's ai_score, ai_pvalue and ai_reference as null
+    assert doc.ai_score is not None and f"ai_score                 {doc.ai_score}\n" in out
+    assert f"ai_pvalue                {'—' if doc.ai_pvalue is None else doc.ai_pvalue}\n" in out
+    assert f"ai_reference             {doc.ai_reference or '—'}\n" in out
     # argparse's other forms: `--output=OUT` was refused as bad usage, a DOC_ID equal to OUT was dropped
     assert main(["inspect", f"--output={tmp_path}", doc.id]) == 0 and capsys.readouterr().out == out
     assert main(["inspect", str(tmp_path), "--output", str(tmp_path)]) == 2

@@ -1,8 +1,10 @@
 """Deterministic sharded writers: the same elements give byte-identical files on any runner and worker count.
 
 Elements are assigned to shards by a hash of their sort key; the shard count comes from the element count (a
-side input) and `rows_per_shard`; each shard is sorted by key and written under a fixed name. One shard is the
-unit a worker holds, so `rows_per_shard` bounds worker memory, not the corpus size.
+side input) and `rows_per_shard`; each shard is sorted by key and written under a fixed name. Elements whose keys
+tie (ids repeat across files; one document can be dropped by two mix sources) are ordered by their `repr`, never
+by the order they arrived in, which depends on the runner and its workers. One shard is the unit a worker holds,
+so `rows_per_shard` bounds worker memory, not the corpus size.
 """
 from __future__ import annotations
 
@@ -34,6 +36,24 @@ def write_bytes(path: str, data: bytes) -> None:
     """Writes exactly these bytes (FileSystems.create would otherwise gzip again any path ending in .gz)."""
     with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
         f.write(data)
+
+
+def record_key(doc_id: str, source: str, offset: int) -> str:
+    """A record's sort key in the outputs: by id, then the file and offset it was read at (ids may repeat)."""
+    return f"{doc_id}\x00{source}\x00{offset:020d}"
+
+
+def total_order(keyed: list[tuple[str, Any]]) -> list:
+    """The elements of (key, element) pairs sorted by key, elements with equal keys by their `repr`: the same
+    list whatever order the pairs arrived in. The `repr`s are taken only where keys tie."""
+    keyed.sort(key=operator.itemgetter(0))
+    out = []
+    for _, run in itertools.groupby(keyed, key=operator.itemgetter(0)):
+        elements = [e for _, e in run]
+        if len(elements) > 1:
+            elements.sort(key=repr)
+        out += elements
+    return out
 
 
 def _shard_of(key: str, n: int) -> int:
@@ -91,9 +111,9 @@ class WriteSharded(beam.PTransform):
         def write(kv, n):
             i, items = kv
             if batched:
-                elements = sorted(itertools.chain.from_iterable(items), key=key_fn)
+                elements = total_order([(key_fn(e), e) for e in itertools.chain.from_iterable(items)])
             else:
-                elements = [e for _, e in sorted(items, key=lambda ke: ke[0])]
+                elements = total_order(list(items))
             path = path_of(i, n)
             write_bytes(path, encode(elements))
             return path
@@ -132,7 +152,7 @@ def _to_json(item) -> str:
 
 
 def _doc_key(d: Document) -> str:
-    return f"{d.id}\x00{d.source}\x00{d.offset:020d}"
+    return record_key(d.id, d.source, d.offset)
 
 
 def _pack(d: Document) -> tuple[str, bytes]:

@@ -106,6 +106,8 @@ def _check_keys(obj: dict, allowed: set[str], where: str) -> None:
 
 
 def _int(obj: dict, key: str, where: str, minimum: int = 0, default=None, maximum: Optional[int] = None) -> int:
+    if key not in obj and default is None:
+        raise ConfigError(f"{where}{key}: required (an integer >= {minimum})")
     value = obj.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"{where}{key}: expected an integer >= {minimum}, got {value!r}")

@@ -12,7 +12,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.document import Document, Provenance, columns_table
-from transforms.io.write import WriteSharded, parquet_bytes
+from transforms.io.write import WriteSharded, parquet_bytes, record_key
 from transforms.provenance.schema import LINEAGE
 
 
@@ -50,10 +50,19 @@ def lineage_row(doc: Document, run: RunInfo) -> dict:
     return row
 
 
+_ID, _SOURCE, _OFFSET = (LINEAGE.names.index(name) for name in ("id", "source", "offset"))
+
+
+def _row_key(row: tuple) -> str:
+    """A row's place in the sidecar: its document's (`record_key`: id, then source and offset, as the documents
+    are sorted), so rows of documents that share an id have one order."""
+    return record_key(row[_ID], row[_SOURCE], row[_OFFSET])
+
+
 class WriteProvenance(beam.PTransform):
-    """`<dir>/provenance-SSSSS-of-NNNNN.parquet`, rows sorted by document id. Each document's row is made where
-    the document is, so the shuffle to the shards carries rows (no text). `count`: the number of documents, when
-    the caller has it (see WriteSharded)."""
+    """`<dir>/provenance-SSSSS-of-NNNNN.parquet`, rows sorted by document id, then source and offset. Each
+    document's row is made where the document is, so the shuffle to the shards carries rows (no text). `count`:
+    the number of documents, when the caller has it (see WriteSharded)."""
 
     def __init__(self, directory: str, run: RunInfo, rows_per_shard: int = 100_000, count=None):
         super().__init__()
@@ -72,4 +81,4 @@ class WriteProvenance(beam.PTransform):
         return (docs
                 | "Rows" >> beam.Map(row)
                 | "Write" >> WriteSharded(FileSystems.join(self._directory, "provenance"), ".parquet",
-                                          operator.itemgetter(0), encode, self._rows, count=self._count))
+                                          _row_key, encode, self._rows, count=self._count))
