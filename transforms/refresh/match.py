@@ -109,6 +109,8 @@ class _ReadSegmentFile(beam.DoFn):
     runs first; Arrow's own error (exit 1) said only that some Parquet was bad."""
 
     def __init__(self, schema: pa.Schema, committed: dict):
+        # segments written before the text hash was stored lack that one column (see _rank_of)
+        self._layouts = [schema.names, [n for n in schema.names if n != "text_hash"]]
         self._names, self._committed = schema.names, committed
 
     def process(self, path: str):
@@ -120,7 +122,7 @@ class _ReadSegmentFile(beam.DoFn):
         try:
             with open_raw(path) as f:
                 pf = pq.ParquetFile(f)
-                if pf.schema_arrow.names != self._names:
+                if pf.schema_arrow.names not in self._layouts:
                     raise ValueError(f"{path} is not an index segment file: its columns are "
                                      f"{pf.schema_arrow.names[:8]}, a segment's are {self._names}")
                 for batch in pf.iter_batches():
