@@ -64,6 +64,26 @@ def test_choose_cuts_the_ai_heavy_source_and_keeps_the_human_one():
     assert total_ai <= 0.1 * total + 1e-6
 
 
+def test_slack_goes_to_partly_human_pages_first_then_to_pages_charged_as_ai_whole():
+    """The slack a human source leaves buys the newer pages of sources the greedy left out: first those the point
+    estimates call partly human, then, with what is left, pages with no estimated human tokens (unestimable pages
+    under treat_as_synthetic). Those were never bought: a treat_as_synthetic source was dropped whole as
+    over_ceiling under a ceiling that did not bind."""
+    bounds = certify.Bounds.of({"f#h": (0.0, 0.0, 0.0, 500), "f#p": (0.5, 0.1, 1.0, 500)})
+
+    def opts(group: str):
+        cells = {group: (1000, [1000] * len(certify.PVALUE_GRID) + [0])}
+        units = [1000] * len(certify.PVALUE_GRID) + [0]
+        return certify.options(cells, units, units, bounds, 1000, 1)
+
+    # "a" comes first by name: were zero-human pages bought in the same pass, they would take b's slack
+    chosen, _ = certify.choose({"a": opts(certify.UNESTIMATED), "b": opts("f#p"), "h": opts("f#h")}, 0.0, 0.1)
+    assert chosen["h"].var_tokens == 1000 and chosen["b"].var_tokens > 0 and not chosen["a"].var_tokens
+    chosen, _ = certify.choose({"a": opts(certify.UNESTIMATED), "h": opts("f#h")}, 0.0, 0.1)
+    assert chosen["a"].var_tokens > 0 and chosen["a"].var_ai == chosen["a"].var_tokens
+    assert sum(o.ai for o in chosen.values()) <= 0.1 * sum(o.tokens for o in chosen.values()) + 1e-6
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("shares, separation, ceiling, seed", [([1.0, 0.3, 0.0], 3.0, "1/10", 567),
                                                               ([0.8, 0.05, 0.05, 0.0], 1.0, "1/20", 499)])
@@ -183,7 +203,9 @@ def test_unestimable_groups_follow_the_policy(tmp_path, policy):
     assert m["verdict"]["within_ceiling"]
     if policy == "drop":
         assert r["dropped"] == {"unestimable": 40} and r["selected"]["documents"] == 0
-    else:  # charged as wholly AI: only as much as the human slack of g allows
+    else:  # charged as wholly AI: as much as the human slack of g allows (none was taken: the slack bought only
+        # pages its point estimates called partly human, and these are charged as AI whole)
+        assert r["selected"]["documents"] > 0 and r["dropped"] == {"over_ceiling": 40 - r["selected"]["documents"]}
         assert r["selected"]["ai_tokens"] == r["selected"]["tokens"]
         assert m["output"]["ai_share_bound"] <= 0.1
 

@@ -324,30 +324,35 @@ def _spend_slack(cur: dict, options: dict, total: float, ceiling: float) -> None
     """Certified human tokens are all the greedy counts, so a source whose newer pages cannot be bounded keeps none
     of them (pre-LLM pages only, or left out) even when the rest of the mix leaves slack. That slack buys such
     pages charged at their bound: per source in name order, the cut whose newer pages the point estimates call
-    the most human for the tokens the slack buys. Selection charges them exactly and stops where the slack ends."""
+    the most human for the tokens the slack buys. Slack still left then buys, in the same order, pages with no
+    estimated human tokens (unestimable pages under `unestimable: treat_as_synthetic`, charged as AI whole, or a
+    source estimated wholly AI): the ceiling allows them, and they were otherwise dropped as over_ceiling under a
+    ceiling that did not bind. Selection charges them exactly and stops where the slack ends."""
     def excess(o):
         return _excess(o, ceiling)
 
-    for s in sorted(options):
-        if cur[s].units:
-            continue
-        others = total - excess(cur[s])
-        best = None
-        for o in options[s]:
-            if o.level is None or not o.var_tokens:
+    for some_human in (True, False):
+        for s in sorted(options):
+            if cur[s].units:
                 continue
-            room = ceiling * o.fixed_tokens - others  # what the rest and o's own pre-LLM pages leave its newer ones
-            per_token = o.var_ai / o.var_tokens - ceiling
-            f = min(1.0, room / (per_token * o.var_tokens)) if per_token > 0 else 1.0
-            if f <= 0:
-                continue
-            taken = o.scaled(f) if f < 1 else o
-            human = taken.var_tokens - taken.var_est_ai
-            if best is None or human > best[0] + 1e-9:
-                best = (human, taken)
-        if best is not None and best[0] > 0 and others + excess(best[1]) <= 1e-9:
-            cur[s] = best[1]
-            total = others + excess(best[1])
+            others = total - excess(cur[s])
+            best = None
+            for o in options[s]:
+                if o.level is None or not o.var_tokens:
+                    continue
+                room = ceiling * o.fixed_tokens - others  # what the rest and o's own pre-LLM pages leave its newer ones
+                per_token = o.var_ai / o.var_tokens - ceiling
+                f = min(1.0, room / (per_token * o.var_tokens)) if per_token > 0 else 1.0
+                if f <= 0:
+                    continue
+                taken = o.scaled(f) if f < 1 else o
+                human = taken.var_tokens - taken.var_est_ai
+                if best is None or human > best[0] + 1e-9:
+                    best = (human, taken)
+            if (best is not None and (best[0] > 0 if some_human else best[1].scale * best[1].units >= 1)
+                    and others + excess(best[1]) <= 1e-9):
+                cur[s] = best[1]
+                total = others + excess(best[1])
 
 
 def fixed_rate(ai: float, tokens: float) -> int:
