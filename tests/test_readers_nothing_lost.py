@@ -3,6 +3,7 @@ crash the run or exhaust memory now end as documents, named drops or dead letter
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import os
 import random
@@ -809,11 +810,6 @@ def test_compressed_or_binary_data_named_as_json_lines_is_one_dead_letter_at_any
 def test_a_row_group_of_millions_of_short_rows_is_made_python_objects_a_slice_at_a_time(tmp_path):
     """A row group is bounded in bytes, not rows: 100,000 one-letter rows (a few KB of Parquet) were made 100,000
     dicts at once before the first Document left the reader (5 million: gigabytes for one unit of work)."""
-    import tracemalloc
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     n = 100_000
     path = tmp_path / "rows.parquet"
     pq.write_table(pa.table({"text": pa.array(["x"] * n), "n": pa.array(range(n))}), path, row_group_size=n)
@@ -828,3 +824,34 @@ def test_a_row_group_of_millions_of_short_rows_is_made_python_objects_a_slice_at
     assert isinstance(first, Document) and first.text == "x"
     assert held < 8 * MiB, f"{held:,} bytes of Python objects held for the first of {n:,} rows"
     assert 1 + sum(1 for _ in outputs) == n
+
+
+def test_a_stretch_of_bad_warc_headers_is_read_in_linear_time(tmp_path):
+    """Each `WARC/` line after a bad header was tried on its own, looking at up to 1 MiB again: a 60 KB file of
+    short `WARC/` lines took 8 s, 1 MB half an hour. Every line is still one bad region, as before, found in one
+    pass (the bytes the reader looks at stay a small multiple of the file)."""
+    from transforms.io.gzip_members import FileWindow, PlainStream
+    from transforms.io.warc import MAX_HEADER_BYTES, BadRegion, iter_records
+
+    class Counted(PlainStream):
+        looked = 0
+
+        def peek(self, n):
+            data = super().peek(n)
+            Counted.looked += len(data)
+            return data
+
+    line = b"WARC/1.0\nX: y\n"
+    ended = line * 4000 + b"\n\n"  # each line's header ends at the blank line, and none has a Content-Length
+    endless = line * ((MAX_HEADER_BYTES + 30_000) // len(line))  # no header ends within 1 MiB
+    for data in (ended + ended, endless):
+        Counted.looked = 0
+        out = list(iter_records(Counted(FileWindow(io.BytesIO(data))), MiB))
+        assert all(isinstance(x, BadRegion) for x in out)
+        starts = [m.start() for m in re.finditer(b"WARC/", data)]
+        if data is endless:  # reading ends at the first line with less than 1 MiB after it: a header cut short
+            starts = [p for p in starts if p + MAX_HEADER_BYTES <= len(data)] + [starts[-1]]
+            assert out[-1].reason == "truncated" and out[-1].end is None
+        assert len(out) == len(starts)  # one bad region per line, each up to the next line
+        assert [x.start for x in out[:-1]] == starts[:-1] and [x.end for x in out[:-1]] == [x.start for x in out[1:]]
+        assert Counted.looked < 40 * len(data) + 4 * MAX_HEADER_BYTES, Counted.looked
