@@ -120,6 +120,20 @@ class ByteStream:
         else:
             self.pos = pos
 
+    def checkpoint(self) -> tuple:
+        """What `restore` needs to come back to the current position without restarting the source."""
+        return self._buf, self._buf_start, self.pos, self.mark, self._exhausted, self._source_state()
+
+    def restore(self, checkpoint: tuple) -> None:
+        self._buf, self._buf_start, self.pos, self.mark, self._exhausted, state = checkpoint
+        self._restore_source(state)
+
+    def _source_state(self):
+        raise NotImplementedError
+
+    def _restore_source(self, state) -> None:
+        raise NotImplementedError
+
     def find_line(self, prefix: bytes) -> Optional[int]:
         """Position of the next line (after pos) that starts with `prefix`, where the stream is left; None (and the
         stream at its end) when there is none. Memory stays at one step whatever the distance."""
@@ -152,6 +166,12 @@ class PlainStream(ByteStream):
     def _restart(self) -> None:
         self._in = 0
 
+    def _source_state(self):
+        return self._in
+
+    def _restore_source(self, state) -> None:
+        self._in = state
+
     def seek(self, pos: int) -> None:
         if pos < self._buf_start:  # a file can jump back without re-reading from its start
             self._in, self._buf, self._buf_start, self.pos, self._exhausted = pos, b"", pos, pos, False
@@ -174,6 +194,13 @@ class MemberStream(ByteStream):
         self._in = self.offset
         self._tail = b""
         self.end: Optional[int] = None
+
+    def _source_state(self):
+        return self._d.copy(), self._in, self._tail, self.end  # zlib's state: its 32 KiB window and little more
+
+    def _restore_source(self, state) -> None:
+        d, self._in, self._tail, self.end = state
+        self._d = d.copy()
 
     def _produce(self) -> bytes:
         while self.end is None:

@@ -182,16 +182,23 @@ def iter_records(stream: ByteStream, limit: int) -> Iterator[Union[WarcRecord, B
         if problem is None:
             body = start + end + sep
             stream.seek(body)
+            back = None
             if length <= limit:
                 block = stream.read(length)
                 got = len(block)
             else:
-                stream.mark = None  # not kept: going back to it restarts the stream (rare, see ByteStream)
+                # not kept: coming back here, if the length is wrong, resumes from a checkpoint (seeking back
+                # restarted a gzip member from its start: per record, so quadratic in the member's size)
+                back = stream.checkpoint()
+                stream.mark = None
                 block, got = None, stream.skip(length)
             if got == length and _at_boundary(stream):
                 yield WarcRecord(start, headers, length, block)
                 continue
-            stream.seek(body)
+            if back is not None:
+                stream.restore(back)
+            else:
+                stream.seek(body)
         else:
             doomed = _doomed_headers(stream, start, head, end) if head.startswith(b"WARC/") else []
             if doomed:
