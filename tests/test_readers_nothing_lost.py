@@ -880,3 +880,20 @@ def test_records_longer_than_the_limit_that_lie_cost_no_restart_of_their_gzip_me
     assert all(isinstance(x, BadRegion) and x.reason == "warc_header_error" for x in out[:-1])
     assert out[-1].block == b"ok"
     assert Counted.produced < 3 * len(data), Counted.produced
+
+
+def test_a_chunked_body_cut_short_keeps_what_came(tmp_path):
+    """Crawlers that store bodies as sent (chunked) cut long records short (WARC-Truncated): such a body was an
+    http_error dead letter, where an unchunked body cut short is read. What came is kept now."""
+    words = b"words that were sent before the crawler stopped recording " * 4
+    body = b"%x\r\n" % len(HTML % words) + HTML % words + b"\r\n" + b"400\r\n<p>and the rest was cut"
+    cut = response("https://crafted.example/cut", body, "00000000-0000-0000-0000-0000000000c7",
+                   headers="Content-Type: text/html\r\nTransfer-Encoding: chunked")
+    garbage = response("https://crafted.example/garbage", b"not chunked at all", "00000000-0000-0000-0000-0000000000c8",
+                       headers="Content-Type: text/html\r\nTransfer-Encoding: chunked")
+    (tmp_path / "cut.warc.gz").write_bytes(member(cut) + member(garbage))
+    out = read_warc(tmp_path / "cut.warc.gz")
+    [doc] = docs(out)
+    assert doc.id == "urn:uuid:00000000-0000-0000-0000-0000000000c7" and "before the crawler stopped" in doc.text
+    assert "and the rest was cut" in doc.text
+    assert [x.reason for x in dead(out)] == ["http_error"]  # a body that is no chunked data at all still is
