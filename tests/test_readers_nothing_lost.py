@@ -897,3 +897,16 @@ def test_a_chunked_body_cut_short_keeps_what_came(tmp_path):
     assert doc.id == "urn:uuid:00000000-0000-0000-0000-0000000000c7" and "before the crawler stopped" in doc.text
     assert "and the rest was cut" in doc.text
     assert [x.reason for x in dead(out)] == ["http_error"]  # a body that is no chunked data at all still is
+
+
+def test_an_uncompressed_warc_named_gz_is_read_as_what_it_is(tmp_path):
+    """Gzip named .warc was read by its bytes, but an uncompressed WARC named .warc.gz (gunzipped in place of its
+    name) was one gzip_error dead letter for all its records. Read as plain now, at any split."""
+    records = [gzip.decompress(page(i)) for i in range(1, 6)]
+    (tmp_path / "plain.warc").write_bytes(b"".join(records))
+    (tmp_path / "named.warc.gz").write_bytes(b"".join(records))
+    want = [(d.id, d.offset, d.text) for d in docs(read_warc(tmp_path / "plain.warc"))]
+    assert len(want) == 5
+    for split in (0, 4096, 700):
+        out = read_warc(tmp_path / "named.warc.gz", split=split)
+        assert [(d.id, d.offset, d.text) for d in docs(out)] == want and len(out) == 5

@@ -349,7 +349,9 @@ class ReadWarcFn(ShardReader):
         yield from self.read_shard(shard, tracker)
 
     def read(self, f, shard: Shard, tracker):
-        gz = shard.path.lower().endswith(".gz") or is_gzip(f)
+        # by its bytes first: gzip named .warc is read as gzip, and an uncompressed WARC named .warc.gz (a file
+        # gunzipped in place of its name) as plain, where it was one gzip_error dead letter for all its records
+        gz = is_gzip(f) or (shard.path.lower().endswith(".gz") and self._peek(f, 0)[:5] != b"WARC/")
         crawl_id = self._crawl_id(f, shard, gz)
         if gz:
             yield from self._read_gzip(f, shard, tracker, tracker.current_restriction(), crawl_id)
@@ -403,8 +405,10 @@ class ReadWarcFn(ShardReader):
         return f"skipped bytes {pos}..{end} to the next readable member"
 
     def _read_plain(self, f, shard: Shard, tracker, crawl_id):
-        """Uncompressed WARC: records are parsed in sequence from the start of the file."""
-        if not tracker.try_claim(0):
+        """Uncompressed WARC: records are parsed in sequence from the start of the file, by the range holding it
+        (a file named .gz is split into ranges: the others hold nothing)."""
+        if tracker.current_restriction().start > 0 or not tracker.try_claim(0):
+            tracker.try_claim(shard.size + 1)
             return
         for item in iter_records(PlainStream(FileWindow(f)), self._limit):
             yield self._emit(item, 0, shard, crawl_id)
