@@ -910,3 +910,15 @@ def test_an_uncompressed_warc_named_gz_is_read_as_what_it_is(tmp_path):
     for split in (0, 4096, 700):
         out = read_warc(tmp_path / "named.warc.gz", split=split)
         assert [(d.id, d.offset, d.text) for d in docs(out)] == want and len(out) == 5
+
+
+def test_jsonl_compression_is_told_by_the_bytes(tmp_path):
+    """JSON Lines text named .jsonl.gz or .jsonl.zst (decompressed in place of its name), or zstd named .gz, was one
+    gzip_error / zstd_error dead letter for the whole file."""
+    text = b'{"id": "a", "text": "first line"}\n{"id": "b", "text": "second line"}\n'
+    for name, data in (("text.jsonl.gz", text), ("text.jsonl.zst", text),
+                       ("zstd.jsonl.gz", zstandard.ZstdCompressor().compress(text)),
+                       ("gzip.jsonl.zst", gzip.compress(text))):
+        (tmp_path / name).write_bytes(data)
+        out = read_jsonl_file(tmp_path / name)
+        assert [(d.id, d.offset) for d in docs(out)] == [("a", 0), ("b", 34)] and len(out) == 2, name
