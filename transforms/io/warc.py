@@ -184,15 +184,27 @@ def iter_records(stream: ByteStream, limit: int) -> Iterator[Union[WarcRecord, B
             stream.seek(body)
             back = None
             if length <= limit:
-                block = stream.read(length)
-                got = len(block)
+                # the boundary first: a block whose length is wrong is not copied (a run of short records that
+                # each claimed megabytes copied megabytes each)
+                got = stream.available(length)
+                if got == length:
+                    stream.seek(body + length)
+                    if _at_boundary(stream):
+                        after = stream.pos
+                        stream.seek(body)
+                        block = stream.read(length)
+                        stream.seek(after)
+                        yield WarcRecord(start, headers, length, block)
+                        continue
+                stream.seek(body)
+                block = None
             else:
                 # not kept: coming back here, if the length is wrong, resumes from a checkpoint (seeking back
                 # restarted a gzip member from its start: per record, so quadratic in the member's size)
                 back = stream.checkpoint()
                 stream.mark = None
                 block, got = None, stream.skip(length)
-            if got == length and _at_boundary(stream):
+            if back is not None and got == length and _at_boundary(stream):
                 yield WarcRecord(start, headers, length, block)
                 continue
             if back is not None:
