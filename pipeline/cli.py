@@ -67,6 +67,7 @@ def parse(verb: str, argv: list[str]):
     for name in spec.required:
         if getattr(ns, name) in (None, []):
             raise UserError(f"--{name} is required (see synthcap {verb} --help)")
+    _refuse_empty(ns, spec)
     if getattr(ns, "no_score", False):
         given = [flag for flag, value in (("--human_reference", getattr(ns, "human_reference", None)),
                                           ("--detector_model", getattr(ns, "detector_model", None))) if value]
@@ -77,6 +78,18 @@ def parse(verb: str, argv: list[str]):
     if workers is not None and workers < 0:  # Beam takes it and fails inside the run (an IndexError)
         raise UserError(f"--direct_num_workers: expected a whole number >= 0 (0: one per CPU), got '{workers}'")
     return ns, [a for a in argv if a != "--json"]
+
+
+def _refuse_empty(ns, spec) -> None:
+    """A path or name given as '' (`--output "$OUT"` with OUT unset) is no value: sample and demo wrote into the
+    working directory, and the verbs that refused it said the flag was missing or that '' matched nothing."""
+    for action in own_actions(spec):
+        if not action.option_strings or action.type is not None or action.nargs == 0:
+            continue
+        value = getattr(ns, action.dest, None)
+        if value == "" or (isinstance(value, list) and "" in value):
+            raise UserError(f"{action.option_strings[0]}: got an empty value (an unset shell variable?); give a "
+                            f"path or name")
 
 
 def _check_runner(name, argv: list[str]) -> None:

@@ -272,6 +272,22 @@ def test_a_user_error_naming_a_value_with_a_newline_is_still_one_line(tmp_path, 
         assert message in _one_line(capsys.readouterr().err)
 
 
+@pytest.mark.parametrize("flag, args", [
+    ("--output", ["sample", "--output", ""]), ("--output", ["demo", "--output="]),
+    ("--input", ["curate", "--input", "x", "", "--output", "o"]),
+    ("--index", ["refresh", "--input", "x", "--index", "", "--output", "o"]),
+    ("--config", ["mix", "--config", "", "--output", "o"]), ("--output", ["inspect", "d", "--output", ""]),
+    ("--out", ["train-detector", "--data", "d", "--out", ""])])
+def test_an_empty_path_is_a_user_error_not_the_working_directory(flag, args, tmp_path, capsys, monkeypatch):
+    """`--output "$OUT"` with OUT unset: sample and demo wrote their shards (and the demo every output) into the
+    working directory; other verbs said the flag was missing, or that '' matched no crawl shard."""
+    monkeypatch.chdir(tmp_path)
+    assert main(args) == 2
+    assert _one_line(capsys.readouterr().err) == (f"synthcap {args[0]}: error: {flag}: got an empty value (an unset "
+                                                  f"shell variable?); give a path or name")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_sample_and_demo_outputs_they_cannot_use_are_user_errors(tmp_path, capsys):
     """They failed with a FileExistsError / NotADirectoryError traceback (exit 1); and the demo replaces
     OUT/index, which deleted whatever a user kept there."""

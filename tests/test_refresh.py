@@ -301,3 +301,17 @@ def test_generations_past_999999_are_still_found(tmp_path):
     (tmp_path / "index" / GENERATIONS / ".tmp-gen-999999-dead").write_text("{}")
     assert clean_orphans(index) == [segment_name(999_999, "k999999")]  # not listed by 1,000,000: an orphan
     assert sorted(os.listdir(tmp_path / "index" / GENERATIONS)) == ["gen-1000000.json", "gen-999999.json"]
+
+
+@pytest.mark.parametrize("entry", ["segments", "generations"])
+def test_an_index_whose_folders_are_files_is_refused_before_the_run(tmp_path, capsys, entry):
+    """A file where the index keeps a folder passed the checks, claimed OUT and failed at run time writing into it
+    (NotADirectoryError or FileExistsError, exit 1), leaving OUT unfinished."""
+    (tmp_path / "index").mkdir()
+    (tmp_path / "index" / entry).write_text("")
+    (tmp_path / "in.jsonl").write_text('{"id": "a", "text": "some text"}\n')
+    assert main(["refresh", *FAST, "--input", str(tmp_path / "in.jsonl"), "--index", str(tmp_path / "index"),
+                 "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"synthcap refresh: error: index {tmp_path / 'index'} is damaged: {entry} is a file, not a folder\n"
+    assert not (tmp_path / "out").exists()

@@ -71,10 +71,10 @@ class ByteStream:
         go)."""
         keep_from = self.pos if self.mark is None else min(self.pos, self.mark)
         k = min(keep_from - self._buf_start, len(self._buf))
-        if k > 0:
+        if k > 0 and 2 * k >= len(self._buf):  # let go once at least half is stale: a copy per call was quadratic
             self._buf = self._buf[k:]
             self._buf_start += k
-        while self._buf_start < keep_from:  # skipping forward past the buffer (which is empty here)
+        while self._buf_start + len(self._buf) < keep_from:  # skipping forward past the buffer (empty here)
             out = self._produce()
             if not out:
                 self._exhausted = True
@@ -99,6 +99,13 @@ class ByteStream:
             rel = self.pos - self._buf_start
         return self._buf[rel : rel + n]
 
+    def available(self, n: int) -> int:
+        """How many of the next n bytes the stream has (up to n), held from here on but not copied."""
+        self.peek(0)
+        if self.pos - self._buf_start + n > len(self._buf) and not self._exhausted:
+            self._fill(n)
+        return max(0, min(n, self._buf_start + len(self._buf) - self.pos))
+
     def read(self, n: int) -> bytes:
         data = self.peek(n)
         self.pos += len(data)
@@ -120,18 +127,38 @@ class ByteStream:
         else:
             self.pos = pos
 
+    def checkpoint(self) -> tuple:
+        """What `restore` needs to come back to the current position without restarting the source."""
+        return self._buf, self._buf_start, self.pos, self.mark, self._exhausted, self._source_state()
+
+    def restore(self, checkpoint: tuple) -> None:
+        self._buf, self._buf_start, self.pos, self.mark, self._exhausted, state = checkpoint
+        self._restore_source(state)
+
+    def _source_state(self):
+        raise NotImplementedError
+
+    def _restore_source(self, state) -> None:
+        raise NotImplementedError
+
     def find_line(self, prefix: bytes) -> Optional[int]:
         """Position of the next line (after pos) that starts with `prefix`, where the stream is left; None (and the
         stream at its end) when there is none. Memory stays at one step whatever the distance."""
         needle = b"\n" + prefix
+        n = _OUT + len(needle)
         while True:
-            window = self.peek(_OUT + len(needle))
-            i = window.find(needle)
+            self.peek(0)  # fills as peek(n) would, without copying the window
+            rel = self.pos - self._buf_start
+            if rel + n > len(self._buf) and not self._exhausted:
+                self._fill(n)
+                rel = self.pos - self._buf_start
+            i = self._buf.find(needle, rel, rel + n)
             if i >= 0:
-                self.pos += i + 1
+                self.pos += i - rel + 1
                 return self.pos
-            if len(window) < _OUT + len(needle):
-                self.pos += len(window)
+            window = max(0, min(n, len(self._buf) - rel))
+            if window < n:
+                self.pos += window
                 return None
             self.pos += _OUT
 
@@ -151,6 +178,12 @@ class PlainStream(ByteStream):
 
     def _restart(self) -> None:
         self._in = 0
+
+    def _source_state(self):
+        return self._in
+
+    def _restore_source(self, state) -> None:
+        self._in = state
 
     def seek(self, pos: int) -> None:
         if pos < self._buf_start:  # a file can jump back without re-reading from its start
@@ -174,6 +207,13 @@ class MemberStream(ByteStream):
         self._in = self.offset
         self._tail = b""
         self.end: Optional[int] = None
+
+    def _source_state(self):
+        return self._d.copy(), self._in, self._tail, self.end  # zlib's state: its 32 KiB window and little more
+
+    def _restore_source(self, state) -> None:
+        d, self._in, self._tail, self.end = state
+        self._d = d.copy()
 
     def _produce(self) -> bytes:
         while self.end is None:

@@ -53,10 +53,14 @@ class HttpResponse:
 
 
 def _dechunk(body: bytes) -> bytes:
+    """The chunks' bytes. A body that ends inside a chunk or before the last (empty) chunk was cut short, as
+    crawlers cut long records (WARC-Truncated): what came is kept, as an unchunked body cut short is."""
     out, i = [], 0
     while True:
         j = body.find(b"\r\n", i)
         if j < 0:
+            if out and not body[i:].strip(b"0123456789abcdefABCDEF; \r"):
+                return b"".join(out)
             raise HttpError("chunked body without a chunk size line")
         size_field = body[i:j].split(b";", 1)[0].strip() or b"0"
         if not _CHUNK_SIZE.fullmatch(size_field):
@@ -64,7 +68,10 @@ def _dechunk(body: bytes) -> bytes:
         size = int(size_field, 16)
         if size == 0:
             return b"".join(out)
-        out.append(body[j + 2 : j + 2 + size])
+        chunk = body[j + 2 : j + 2 + size]
+        out.append(chunk)
+        if len(chunk) < size:
+            return b"".join(out)
         i = j + 2 + size + 2
 
 

@@ -25,6 +25,7 @@ from transforms.io.record import RecordError, check_unicode, emitted, to_documen
 
 STAGE = "read_jsonl"
 _BLOCK = 1 << 20
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
 class Oversize:
@@ -356,7 +357,15 @@ class ReadJsonlFn(ShardReader):
             # Offsets are into the decompressed stream: the range is claimed once, as a whole.
             if not tracker.try_claim(0):
                 return
-            head, blocks = _peek((_gunzip_blocks if lower.endswith(".gz") else _zstd_blocks)(f))
+            # the compression is told by the bytes: JSON Lines text named .gz (decompressed in place of its name),
+            # or zstd named .gz, was one gzip_error dead letter for the whole file
+            f.seek(0)
+            magic = f.read(64)
+            f.seek(0)
+            decoder = (_gunzip_blocks if magic[:2] == b"\x1f\x8b" else _zstd_blocks if magic[:4] == _ZSTD_MAGIC
+                       else None if magic.lstrip(_WHITESPACE)[:1] == b"{" else
+                       _gunzip_blocks if lower.endswith(".gz") else _zstd_blocks)
+            head, blocks = _peek(decoder(f) if decoder else _plain_blocks(f, 0))
             first, letter = 0, _not_json_lines(shard, head)
             if letter:
                 yield letter

@@ -95,6 +95,62 @@ def _at_boundary(stream: ByteStream) -> bool:
     return _skip_blank(stream) is False or stream.peek(5) == b"WARC/"
 
 
+def _line_starts(data: bytes, prefix: bytes = b"WARC/") -> list[int]:
+    """Offsets in `data` (after 0) of the lines that start with `prefix`."""
+    needle, out, i = b"\n" + prefix, [], data.find(b"\n" + prefix)
+    while i >= 0:
+        out.append(i + 1)
+        i = data.find(needle, i + 1)
+    return out
+
+
+def _doomed_headers(stream: ByteStream, start: int, head: bytes, end: int) -> list[tuple[int, str]]:
+    """The `WARC/` lines after `start` whose headers fail as surely as the one at `start` did, each with its
+    message, in stream order; the one after the last of them is left to be read as usual. Each such line, tried
+    on its own, looked at up to MAX_HEADER_BYTES again: a stretch of short `WARC/` lines cost quadratic time (a
+    100 KB file, 21 s; 1 MB, half an hour). Their outcomes are those trying each would give, found in one pass.
+
+    `end` >= 0: the header at `start` ends there (it is bad): a later line before `end` ends there too, so its
+    header is the rest of those lines, and it fails when that rest lacks a valid Content-Length or WARC-Type.
+    `end` < 0: no end within MAX_HEADER_BYTES: so it is for a later line while the first end after it lies as far."""
+    if end >= 0:
+        pieces = head[:end].split(b"\n")  # the lines `_parse_header` reads, found on the raw bytes with their offsets
+        fields, offsets, at = [], [], 0
+        for k, piece in enumerate(pieces):
+            offsets.append(at)
+            at += len(piece) + 1
+            line = (piece[:-1] if k < len(pieces) - 1 and piece.endswith(b"\r") else piece).decode("utf-8", "replace")
+            name, colon, value = line.partition(":")
+            fields.append((name.strip().lower(), value.strip()) if colon else None)
+        doomed, last = [], {}  # last: each name's value in the lines after the one at hand (the last one wins)
+        for k in range(len(pieces) - 1, 0, -1):
+            if pieces[k].startswith(b"WARC/"):
+                length, wtype = last.get("content-length", ""), last.get("warc-type")
+                if not _LENGTH.fullmatch(length.encode("utf-8", "replace")):
+                    doomed.append((start + offsets[k], f"missing or invalid Content-Length {length[:40]!r}"))
+                elif not wtype:
+                    doomed.append((start + offsets[k], "missing WARC-Type"))
+                else:
+                    doomed.append(None)  # this one may be a record: stop before it
+            if fields[k] is not None:
+                last.setdefault(*fields[k])
+        doomed.reverse()
+        return doomed[:doomed.index(None)] if None in doomed else doomed
+    stream.seek(start)
+    wide = stream.peek(2 * MAX_HEADER_BYTES)
+    ends = [e + n for e, n in ((wide.find(b"\r\n\r\n", MAX_HEADER_BYTES - 4), 4),
+                               (wide.find(b"\n\n", MAX_HEADER_BYTES - 4), 2)) if e >= 0]
+    first_end = min(ends) if ends else None
+    doomed = []
+    for at in _line_starts(wide[:MAX_HEADER_BYTES - 4]):
+        if (first_end is not None and first_end > at + MAX_HEADER_BYTES) or (
+                first_end is None and at + MAX_HEADER_BYTES <= len(wide)):
+            doomed.append((start + at, f"no end of WARC header within {MAX_HEADER_BYTES} bytes"))
+        else:
+            break
+    return doomed
+
+
 def iter_records(stream: ByteStream, limit: int) -> Iterator[Union[WarcRecord, BadRegion]]:
     """Records in stream order; blocks over `limit` are skipped (block None), never held. A record whose header
     or Content-Length is wrong becomes a BadRegion up to the next `WARC/` line, where reading resumes.
@@ -126,17 +182,44 @@ def iter_records(stream: ByteStream, limit: int) -> Iterator[Union[WarcRecord, B
         if problem is None:
             body = start + end + sep
             stream.seek(body)
+            back = None
             if length <= limit:
-                block = stream.read(length)
-                got = len(block)
+                # the boundary first: a block whose length is wrong is not copied (a run of short records that
+                # each claimed megabytes copied megabytes each)
+                got = stream.available(length)
+                if got == length:
+                    stream.seek(body + length)
+                    if _at_boundary(stream):
+                        after = stream.pos
+                        stream.seek(body)
+                        block = stream.read(length)
+                        stream.seek(after)
+                        yield WarcRecord(start, headers, length, block)
+                        continue
+                stream.seek(body)
+                block = None
             else:
-                stream.mark = None  # not kept: going back to it restarts the stream (rare, see ByteStream)
+                # not kept: coming back here, if the length is wrong, resumes from a checkpoint (seeking back
+                # restarted a gzip member from its start: per record, so quadratic in the member's size)
+                back = stream.checkpoint()
+                stream.mark = None
                 block, got = None, stream.skip(length)
-            if got == length and _at_boundary(stream):
+            if back is not None and got == length and _at_boundary(stream):
                 yield WarcRecord(start, headers, length, block)
                 continue
-            stream.seek(body)
+            if back is not None:
+                stream.restore(back)
+            else:
+                stream.seek(body)
         else:
+            doomed = _doomed_headers(stream, start, head, end) if head.startswith(b"WARC/") else []
+            if doomed:
+                yield BadRegion(start, doomed[0][0], *problem)
+                for (at, message), (nxt, _) in zip(doomed, doomed[1:]):
+                    yield BadRegion(at, nxt, "warc_header_error", message)
+                stream.mark = None
+                stream.seek(doomed[-1][0])  # the last is read as usual: what follows it is not known here
+                continue
             stream.seek(start)
         stream.mark = None
         nxt = stream.find_line(b"WARC/")
@@ -278,7 +361,9 @@ class ReadWarcFn(ShardReader):
         yield from self.read_shard(shard, tracker)
 
     def read(self, f, shard: Shard, tracker):
-        gz = shard.path.lower().endswith(".gz") or is_gzip(f)
+        # by its bytes first: gzip named .warc is read as gzip, and an uncompressed WARC named .warc.gz (a file
+        # gunzipped in place of its name) as plain, where it was one gzip_error dead letter for all its records
+        gz = is_gzip(f) or (shard.path.lower().endswith(".gz") and self._peek(f, 0)[:5] != b"WARC/")
         crawl_id = self._crawl_id(f, shard, gz)
         if gz:
             yield from self._read_gzip(f, shard, tracker, tracker.current_restriction(), crawl_id)
@@ -332,8 +417,10 @@ class ReadWarcFn(ShardReader):
         return f"skipped bytes {pos}..{end} to the next readable member"
 
     def _read_plain(self, f, shard: Shard, tracker, crawl_id):
-        """Uncompressed WARC: records are parsed in sequence from the start of the file."""
-        if not tracker.try_claim(0):
+        """Uncompressed WARC: records are parsed in sequence from the start of the file, by the range holding it
+        (a file named .gz is split into ranges: the others hold nothing)."""
+        if tracker.current_restriction().start > 0 or not tracker.try_claim(0):
+            tracker.try_claim(shard.size + 1)
             return
         for item in iter_records(PlainStream(FileWindow(f)), self._limit):
             yield self._emit(item, 0, shard, crawl_id)

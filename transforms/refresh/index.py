@@ -114,6 +114,12 @@ def check_index_path(index: str, output: str) -> None:
     if other:
         raise IndexPathError(f"--index {index} holds non-index content ({other[0]}): give an empty folder or an "
                              f"existing index")
+    if "://" not in index:  # a file where a folder of the index belongs failed the run writing into it (exit 1)
+        for name in (GENERATIONS, SEGMENTS):
+            path = os.path.join(index, name)
+            if name in names and not os.path.isdir(path):
+                kind = "a file" if os.path.isfile(path) else "a special file or a broken link"
+                raise IndexPathError(f"index {index} is damaged: {name} is {kind}, not a folder")
 
 
 def _file_entries(files) -> bool:
