@@ -46,6 +46,7 @@ def test_chains_stars_and_cliques(rounds):
     run(edges, rounds)
 
 
+@pytest.mark.slow  # a property over a dozen pipelines
 @settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.integers(0, 60), st.integers(0, 60)), min_size=1, max_size=120),
        st.integers(0, 4))

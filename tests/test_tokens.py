@@ -43,6 +43,7 @@ def test_counts_words_and_marks():
     assert count_tokens("") == count_tokens(" \n\t ") == 0
 
 
+@pytest.mark.slow  # every labelled text of ../shared; the fast tier keeps the property test on any text
 def test_fast_path_equals_regex_on_labelled_texts():
     files = sorted((SHARED / "data" / "detect").glob("*.jsonl.gz"))
     if not files:
