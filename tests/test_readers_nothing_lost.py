@@ -30,6 +30,7 @@ from transforms.accounting import DEAD_LETTERS, DOCUMENTS, DROPPED, NAMESPACE, d
 from transforms.dates import has_unparsed_date, is_pre_llm, normalise_date
 from transforms.document import Document, dolma_line, to_table
 from transforms.io.files import ByteRanges, InputError, Shard, match_shards
+from transforms.io.gzip_members import FileWindow, PlainStream
 from transforms.io.html import MAX_DEPTH
 from transforms.io.jsonl import ReadJsonlFn, _LineRanges
 from transforms.io.parquet import ReadParquetFn, _RowGroups
@@ -837,20 +838,21 @@ def test_a_row_group_of_millions_of_short_rows_is_made_python_objects_a_slice_at
     assert 1 + sum(1 for _ in outputs) == n
 
 
+class Counted(PlainStream):
+    """A plain stream that counts the bytes the reader looks at: linear-time tests bound work, never time."""
+    looked = 0
+
+    def peek(self, n):
+        data = super().peek(n)
+        Counted.looked += len(data)
+        return data
+
+
 def test_a_stretch_of_bad_warc_headers_is_read_in_linear_time(tmp_path):
     """Each `WARC/` line after a bad header was tried on its own, looking at up to 1 MiB again: a 60 KB file of
     short `WARC/` lines took 8 s, 1 MB half an hour. Every line is still one bad region, as before, found in one
     pass (the bytes the reader looks at stay a small multiple of the file)."""
-    from transforms.io.gzip_members import FileWindow, PlainStream
     from transforms.io.warc import MAX_HEADER_BYTES, BadRegion, iter_records
-
-    class Counted(PlainStream):
-        looked = 0
-
-        def peek(self, n):
-            data = super().peek(n)
-            Counted.looked += len(data)
-            return data
 
     line = b"WARC/1.0\nX: y\n"
     ended = line * 4000 + b"\n\n"  # each line's header ends at the blank line, and none has a Content-Length
@@ -872,25 +874,25 @@ def test_records_longer_than_the_limit_that_lie_cost_no_restart_of_their_gzip_me
     """A record over the limit is skipped, not held; when its Content-Length proved wrong, reading went back to
     its block by decompressing its gzip member again from the start: per record, so a member of such records cost
     quadratic time (a 2.4 KB .warc.gz, 9 s). It resumes from a checkpoint now; the outcomes are the same."""
-    from transforms.io.gzip_members import FileWindow, MemberStream
+    from transforms.io.gzip_members import MemberStream
     from transforms.io.warc import BadRegion, iter_records
 
-    class Counted(MemberStream):
+    class CountedMember(MemberStream):
         produced = 0
 
         def _produce(self):
             out = super()._produce()
-            Counted.produced += len(out)
+            CountedMember.produced += len(out)
             return out
 
     rec = b"WARC/1.0\nWARC-Type: response\nContent-Length: 9999999\n\n"
     data = rec * 4000 + b"WARC/1.0\r\nWARC-Type: response\r\nContent-Length: 2\r\n\r\nok\r\n\r\n"
-    out = list(iter_records(Counted(FileWindow(io.BytesIO(gzip.compress(data))), 0), 1000))
+    out = list(iter_records(CountedMember(FileWindow(io.BytesIO(gzip.compress(data))), 0), 1000))
     # each bad region runs to the first WARC/ line after its block's start: the next record but one
     assert [x.start for x in out] == [i * len(rec) for i in range(0, 4000, 2)] + [4000 * len(rec)]
     assert all(isinstance(x, BadRegion) and x.reason == "warc_header_error" for x in out[:-1])
     assert out[-1].block == b"ok"
-    assert Counted.produced < 3 * len(data), Counted.produced
+    assert CountedMember.produced < 3 * len(data), CountedMember.produced
 
 
 def test_a_chunked_body_cut_short_keeps_what_came(tmp_path):
@@ -939,16 +941,7 @@ def test_a_run_of_short_records_whose_lengths_lie_is_read_in_linear_time():
     """Each record claiming up to the limit copied what followed it (up to the limit) to learn its length was
     wrong, and the search for the next record copied 1 MiB more: 45-byte records claiming 10 MB each made a 1 MB
     file cost 0.5 s and 16 MB minutes. The boundary is checked before anything is copied; outcomes unchanged."""
-    from transforms.io.gzip_members import FileWindow, PlainStream
     from transforms.io.warc import BadRegion, iter_records
-
-    class Counted(PlainStream):
-        looked = 0
-
-        def peek(self, n):
-            data = super().peek(n)
-            Counted.looked += len(data)
-            return data
 
     rec = b"WARC/1.0\nWARC-Type: response\nContent-Length: 900000\n\n"
     data = rec * 4000 + b"WARC/1.0\r\nWARC-Type: response\r\nContent-Length: 2\r\n\r\nok\r\n\r\n"
