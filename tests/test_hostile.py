@@ -241,6 +241,7 @@ def _special_files(tmp_path):
     os.mkfifo(tmp_path / "fifo.jsonl.gz")
     os.symlink("/dev/zero", tmp_path / "zero.jsonl")
     os.symlink(tmp_path / "loop.jsonl", tmp_path / "loop.jsonl")
+    os.symlink(tmp_path / "missing.jsonl", tmp_path / "gone.jsonl")
     model = tmp_path / "model"
     model.mkdir()
     shutil.copy(os.path.join(DEFAULT_MODEL_DIR, "model_card.json"), model)
@@ -257,7 +258,10 @@ def _special_files(tmp_path):
     (["curate", "--input", "fifo.jsonl", "--output", "o"], "fifo.jsonl is a named pipe (FIFO)"),
     (["curate", "--input", "*.jsonl", "--output", "o"], "not a regular file (reading it could block or never end)"),
     (["curate", "--input", "zero.jsonl", "--output", "o"], "zero.jsonl is a device, not a regular file"),
-    (["curate", "--input", "loop.jsonl", "--output", "o"], "no crawl shards match loop.jsonl"),
+    (["curate", "--input", "loop.jsonl", "--output", "o"], "loop.jsonl is a symlink loop; synthcap reads regular"),
+    # Beam's match leaves out a broken link, so a glob over a crawl skipped it unsaid
+    (["curate", "--input", "[ig]*.jsonl", "--output", "o"], "gone.jsonl is a symbolic link to a missing file"),
+    (["curate", "--input", "gone.jsonl", "--output", "o"], "gone.jsonl is a symbolic link to a missing file"),
     (["curate", "--input", "in.jsonl", "--output", "o", "--detector_model", "model"], "no readable model.ftz"),
     (["curate", "--input", "in.jsonl", "--output", "o", "--human_reference", "fifo.jsonl"], "named pipe"),
     (["refresh", "--input", "in.jsonl", "--index", "index", "--output", "o"], "CURRENT.json is a named pipe"),

@@ -105,7 +105,23 @@ def match(pattern: str) -> list:
         problem = not_regular(m.path)
         if problem and not problem.endswith("a folder, not a regular file"):
             raise InputError(f"{problem} (reading it could block or never end); synthcap reads regular files")
+    if "://" not in pattern:
+        _refuse_broken_links(pattern)
     return results
+
+
+def _refuse_broken_links(pattern: str) -> None:
+    """Beam's local match leaves out a symlink whose target is missing or that loops: a crawl shard the run would
+    skip unsaid. One a reader would take (by its name) is an InputError; the others are no shards anyway."""
+    for path in sorted(glob.iglob(pattern, recursive=True)):
+        if not (detect_format(path) and os.path.islink(path)):
+            continue
+        try:
+            os.stat(path)
+        except OSError as e:
+            why = ("a symlink loop" if e.errno == errno.ELOOP else
+                   f"a symbolic link to a missing file ({os.readlink(path)})")
+            raise InputError(f"{path} is {why}; synthcap reads regular files") from None
 
 
 def match_shards(patterns: list[str]) -> list[Shard]:
