@@ -25,7 +25,7 @@ from transforms.io.record import RecordError, check_unicode, emitted, to_documen
 
 STAGE = "read_jsonl"
 _BLOCK = 1 << 20
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_GZIP_MAGIC, _ZSTD_MAGIC = b"\x1f\x8b", b"\x28\xb5\x2f\xfd"
 
 
 class Oversize:
@@ -250,7 +250,7 @@ def wide_encoding(head: bytes) -> str | None:
 
 
 # (magic bytes, what the file is, the extension that reads it): no JSON text starts with any of these bytes
-_NOT_TEXT = ((b"\x1f\x8b", "gzip-compressed", ".jsonl.gz"), (b"\x28\xb5\x2f\xfd", "zstd-compressed", ".jsonl.zst"),
+_NOT_TEXT = ((_GZIP_MAGIC, "gzip-compressed", ".jsonl.gz"), (_ZSTD_MAGIC, "zstd-compressed", ".jsonl.zst"),
              (b"BZh", "bzip2-compressed", None), (b"\xfd7zXZ\x00", "xz-compressed", None),
              (b"PK\x03\x04", "a zip archive", None), (b"PAR1", "Parquet", ".parquet"))
 
@@ -362,8 +362,9 @@ class ReadJsonlFn(ShardReader):
             f.seek(0)
             magic = f.read(64)
             f.seek(0)
-            decoder = (_gunzip_blocks if magic[:2] == b"\x1f\x8b" else _zstd_blocks if magic[:4] == _ZSTD_MAGIC
-                       else None if magic.lstrip(_WHITESPACE)[:1] == b"{" else
+            decoder = (_gunzip_blocks if magic.startswith(_GZIP_MAGIC) else
+                       _zstd_blocks if magic.startswith(_ZSTD_MAGIC) else
+                       None if magic.lstrip(_WHITESPACE)[:1] == b"{" else
                        _gunzip_blocks if lower.endswith(".gz") else _zstd_blocks)
             head, blocks = _peek(decoder(f) if decoder else _plain_blocks(f, 0))
             first, letter = 0, _not_json_lines(shard, head)
